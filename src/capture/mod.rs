@@ -1,0 +1,269 @@
+//! Running the command: live tee of its output while it is recorded, exit status, signals.
+//!
+//! Owns the child process. Stdout and stderr are forwarded to memo's own as they arrive
+//! and, when recording, written to staging files and hashed in the same pass, so memory
+//! stays bounded whatever the output size. Knows nothing about keys or entries.
+
+pub mod signals;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::NamedTempFile;
+
+use crate::digest::{Digest, Hasher, CHUNK};
+use crate::exit::{Code, Fatal};
+use crate::key::StreamMode;
+
+/// What to run.
+pub struct Spec {
+    /// The resolved executable.
+    pub program: PathBuf,
+    /// The command line as the user wrote it; `argv[0]` is passed through unchanged.
+    pub argv: Vec<OsString>,
+    /// Standard input: `None` is /dev/null.
+    pub stdin: Option<File>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Outcome {
+    /// The code memo exits with: the command's own, or 128+N for signal N.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Exited(code) => code,
+            Outcome::Signaled(sig) => 128 + sig,
+        }
+    }
+}
+
+/// A stream written to a staging file while it was forwarded.
+pub struct Recording {
+    pub file: NamedTempFile,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+pub struct Finished {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// Recordings in stream order: [stdout, stderr] when separate, [combined] when merged.
+    /// An `Err` means the recording failed (the output still reached its destination).
+    pub recordings: Vec<io::Result<Recording>>,
+    /// memo's own stdout or stderr stopped accepting output, so the command was cut off.
+    pub destination_failed: bool,
+    /// A signal memo received while the command ran (forwarded to it).
+    pub interrupted: Option<i32>,
+}
+
+/// Whether memo's stdout and stderr are the same file, pipe or terminal, in which case the
+/// command gets one pipe for both so the recording keeps their exact interleaving.
+pub fn stream_mode() -> StreamMode {
+    let id = |fd: RawFd| {
+        // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
+        let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    };
+    match (id(1), id(2)) {
+        (Some(out), Some(err)) if out == err => StreamMode::Merged,
+        _ => StreamMode::Separate,
+    }
+}
+
+fn command(spec: Spec) -> Command {
+    let mut cmd = Command::new(&spec.program);
+    cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
+    cmd.stdin(match spec.stdin {
+        Some(file) => Stdio::from(file),
+        None => Stdio::null(),
+    });
+    cmd
+}
+
+fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -> Fatal {
+    let shown = argv0.to_string_lossy();
+    match e.kind() {
+        io::ErrorKind::NotFound => Fatal::new(
+            Code::NotFound,
+            format!(
+                "memo: command '{shown}' not found ({}); check the path",
+                spec_program.display()
+            ),
+        ),
+        io::ErrorKind::PermissionDenied => Fatal::new(
+            Code::NotExecutable,
+            format!("memo: command '{shown}' cannot be executed (permission denied); chmod +x it"),
+        ),
+        _ => Fatal::new(
+            Code::NotExecutable,
+            format!("memo: command '{shown}' cannot be executed: {e}"),
+        ),
+    }
+}
+
+fn wait(child: &mut std::process::Child) -> io::Result<Outcome> {
+    let status = child.wait()?;
+    signals::clear_child();
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => Outcome::Exited(code),
+        (None, Some(sig)) => Outcome::Signaled(sig),
+        (None, None) => Outcome::Exited(1),
+    })
+}
+
+/// Runs the command with memo's stdout and stderr passed straight through, recording
+/// nothing: the path taken when the cache cannot be used.
+pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
+    let argv0 = spec.argv[0].clone();
+    let program = spec.program.clone();
+    signals::install();
+    let mut child = command(spec)
+        .spawn()
+        .map_err(|e| spawn_error(&program, &argv0, e))?;
+    signals::set_child(child.id());
+    wait(&mut child)
+        .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))
+}
+
+/// Runs the command, forwarding its output live and recording it into `stage()` files.
+pub fn run_recorded(
+    spec: Spec,
+    mode: StreamMode,
+    stage: &dyn Fn() -> io::Result<NamedTempFile>,
+) -> Result<Finished, Fatal> {
+    let argv0 = spec.argv[0].clone();
+    let program = spec.program.clone();
+    let pipe_failed = |e: io::Error| Fatal::failure(format!("memo: cannot create a pipe: {e}"));
+    let mut cmd = command(spec);
+    // (reader, where its bytes go)
+    let mut sources: Vec<(io::PipeReader, RawFd)> = Vec::new();
+    match mode {
+        StreamMode::Merged => {
+            let (reader, writer) = io::pipe().map_err(pipe_failed)?;
+            let writer2 = writer.try_clone().map_err(pipe_failed)?;
+            cmd.stdout(writer).stderr(writer2);
+            sources.push((reader, 1));
+        }
+        StreamMode::Separate => {
+            let (out_r, out_w) = io::pipe().map_err(pipe_failed)?;
+            let (err_r, err_w) = io::pipe().map_err(pipe_failed)?;
+            cmd.stdout(out_w).stderr(err_w);
+            sources.push((out_r, 1));
+            sources.push((err_r, 2));
+        }
+    }
+    let sinks: Vec<io::Result<NamedTempFile>> = sources.iter().map(|_| stage()).collect();
+    signals::install();
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &argv0, e))?;
+    // The Command holds the pipes' write ends; drop it so the readers see end of file.
+    drop(cmd);
+    signals::set_child(child.id());
+    let (outcome, tees) = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .into_iter()
+            .zip(sinks)
+            .map(|((reader, fd), sink)| scope.spawn(move || tee(reader, fd, sink)))
+            .collect();
+        let outcome = wait(&mut child);
+        let tees: Vec<Tee> = handles
+            .into_iter()
+            .map(|h| h.join().expect("tee thread panicked"))
+            .collect();
+        (outcome, tees)
+    });
+    let duration = started.elapsed();
+    let outcome = outcome
+        .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))?;
+    Ok(Finished {
+        outcome,
+        duration,
+        destination_failed: tees.iter().any(|t| t.destination_failed),
+        recordings: tees.into_iter().map(|t| t.recording).collect(),
+        interrupted: signals::received(),
+    })
+}
+
+struct Tee {
+    recording: io::Result<Recording>,
+    destination_failed: bool,
+}
+
+/// Copies `source` to file descriptor `dest` as bytes arrive, and into `sink` with the
+/// digest computed on the way. A failing sink stops the recording, never the forwarding.
+/// A failing destination stops both, and closing `source` then lets the command see a
+/// broken pipe, as it would have without memo.
+fn tee(mut source: io::PipeReader, dest: RawFd, sink: io::Result<NamedTempFile>) -> Tee {
+    // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
+    let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
+    let mut sink = sink;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut destination_failed = false;
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                sink = Err(e);
+                break;
+            }
+        };
+        let chunk = &buf[..n];
+        if out.write_all(chunk).is_err() {
+            destination_failed = true;
+            break;
+        }
+        if let Ok(file) = &mut sink {
+            match file.write_all(chunk) {
+                Ok(()) => hasher.update(chunk),
+                Err(e) => sink = Err(e),
+            }
+        }
+    }
+    drop(source);
+    let recording = sink.map(|file| {
+        let (digest, size) = hasher.finish();
+        Recording { file, digest, size }
+    });
+    Tee {
+        recording,
+        destination_failed,
+    }
+}
+
+/// Reads standard input to its end into a staging file, hashing it on the way, for
+/// `--stdin`: the command then reads the same bytes from the file.
+pub fn spool_stdin(mut staged: NamedTempFile) -> io::Result<(File, Digest)> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut stdin = io::stdin().lock();
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        staged.write_all(&buf[..n])?;
+        hasher.update(&buf[..n]);
+    }
+    let (digest, _) = hasher.finish();
+    // Reopen for reading; the staging name is removed when `staged` is dropped, the open
+    // file stays readable.
+    let file = staged.reopen()?;
+    Ok((file, digest))
+}

@@ -1,0 +1,61 @@
+//! Forwarding of SIGINT, SIGTERM, SIGHUP and SIGQUIT to the running command.
+//!
+//! A signal the terminal sends to the foreground process group (Ctrl-C) reaches the
+//! command by itself; forwarding it again would deliver it twice. So only signals sent by
+//! a process (`kill`, si_code <= 0) are forwarded. Either way memo notes that it was
+//! interrupted, and an interrupted run is never stored.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    RECEIVED.store(sig, Ordering::SeqCst);
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let sent_by_process = unsafe { (*info).si_code } <= 0;
+    let child = CHILD.load(Ordering::SeqCst);
+    if sent_by_process && child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, sig) };
+    }
+}
+
+/// Installs the handlers. Children get default dispositions back when they exec.
+pub fn install() {
+    for sig in FORWARDED {
+        // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches
+        // atomics and calls kill, both async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Records the command's pid; a signal that arrived before it existed is passed on now.
+pub fn set_child(pid: u32) {
+    CHILD.store(pid as i32, Ordering::SeqCst);
+    let pending = RECEIVED.load(Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as i32, pending) };
+    }
+}
+
+pub fn clear_child() {
+    CHILD.store(0, Ordering::SeqCst);
+}
+
+/// The last forwarded signal memo received, if any.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}

@@ -1,0 +1,196 @@
+//! Remembers the SHA-256 of files by their inode and timestamps, so that a hit does not
+//! re-hash an unchanged executable, input or already-verified object.
+//!
+//! Owns the `digests/` directory of the cache. A record is trusted only when the file's
+//! device, inode, size, mtime and ctime are all unchanged, and it is written only when the
+//! file's ctime is at least `RACY_MARGIN` in the past at the time its hashing finished:
+//! any later write to the file moves its ctime past the recorded one (the same "racy
+//! timestamp" rule git applies to its index). ctime cannot be set from user space, so a
+//! changed byte is always noticed unless the change bypasses the file system (bit rot
+//! under an unchanged inode), which `gc`'s full verification is for.
+//!
+//! Within one process, a file hashed once is also remembered in memory, so verifying
+//! an object and then opening it to copy does not hash it twice.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::digest::Digest;
+use crate::fsutil;
+
+/// How far in the past a file's ctime must be before its digest is recorded on disk.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a file's contents without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatSignature {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl StatSignature {
+    pub fn of(meta: &Metadata) -> StatSignature {
+        StatSignature {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    fn encode(&self, digest: &Digest) -> String {
+        format!(
+            "memo-digest 1 {} {} {} {} {} {}\n",
+            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, digest
+        )
+    }
+
+    fn decode(text: &str) -> Option<(StatSignature, Digest)> {
+        let mut parts = text.strip_suffix('\n')?.split(' ');
+        if parts.next()? != "memo-digest" || parts.next()? != "1" {
+            return None;
+        }
+        let sig = StatSignature {
+            dev: parts.next()?.parse().ok()?,
+            ino: parts.next()?.parse().ok()?,
+            size: parts.next()?.parse().ok()?,
+            mtime_ns: parts.next()?.parse().ok()?,
+            ctime_ns: parts.next()?.parse().ok()?,
+        };
+        let digest = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some((sig, digest))
+    }
+
+    fn is_racy(&self, now: SystemTime) -> bool {
+        let now_ns = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        now_ns - self.ctime_ns < RACY_MARGIN.as_nanos() as i128
+    }
+}
+
+pub struct DigestCache {
+    /// `None` when there is no usable cache directory: every file is then hashed.
+    dir: Option<PathBuf>,
+    remembered: RefCell<HashMap<StatSignature, Digest>>,
+}
+
+impl DigestCache {
+    pub fn new(dir: Option<PathBuf>) -> DigestCache {
+        DigestCache {
+            dir,
+            remembered: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The digest and size of an open file's contents. Leaves the file positioned at 0.
+    pub fn digest_file(&self, file: &mut File) -> io::Result<(Digest, u64)> {
+        let before = StatSignature::of(&file.metadata()?);
+        if let Some(digest) = self.lookup(&before) {
+            return Ok((digest, before.size));
+        }
+        file.seek(SeekFrom::Start(0))?;
+        let (digest, size) = Digest::of_reader(&mut *file)?;
+        file.seek(SeekFrom::Start(0))?;
+        let after = StatSignature::of(&file.metadata()?);
+        if before == after && size == after.size {
+            self.remember(&after, digest);
+        }
+        Ok((digest, size))
+    }
+
+    fn record_path(&self, sig: &StatSignature) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let id = Digest::of_bytes(format!("{}:{}", sig.dev, sig.ino).as_bytes()).to_hex();
+        Some(dir.join(&id[..2]).join(&id[2..]))
+    }
+
+    fn lookup(&self, sig: &StatSignature) -> Option<Digest> {
+        if let Some(d) = self.remembered.borrow().get(sig) {
+            return Some(*d);
+        }
+        let text = fs::read_to_string(self.record_path(sig)?).ok()?;
+        let (recorded, digest) = StatSignature::decode(&text)?;
+        (recorded == *sig).then_some(digest)
+    }
+
+    fn remember(&self, sig: &StatSignature, digest: Digest) {
+        self.remembered.borrow_mut().insert(*sig, digest);
+        if sig.is_racy(SystemTime::now()) {
+            return;
+        }
+        if let Some(path) = self.record_path(sig) {
+            // A lost record only costs a re-hash next time, so failures are ignored.
+            let _ = write_record(&path, &sig.encode(&digest));
+        }
+    }
+}
+
+fn write_record(path: &std::path::Path, text: &str) -> io::Result<()> {
+    let dir = path.parent().expect("record path has a parent");
+    fsutil::create_private_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_file(dir: &std::path::Path, name: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn signature_round_trips() {
+        let sig = StatSignature {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: -4,
+            ctime_ns: 5,
+        };
+        let d = Digest::of_bytes(b"x");
+        assert_eq!(StatSignature::decode(&sig.encode(&d)), Some((sig, d)));
+        assert_eq!(StatSignature::decode("memo-digest 1 1 2 3\n"), None);
+        assert_eq!(StatSignature::decode(""), None);
+    }
+
+    #[test]
+    fn fresh_files_are_not_recorded_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = DigestCache::new(Some(tmp.path().join("digests")));
+        let path = old_file(tmp.path(), "f", b"hello");
+        let (d, n) = cache.digest_file(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!((d, n), (Digest::of_bytes(b"hello"), 5));
+        assert!(
+            !tmp.path().join("digests").exists(),
+            "a racy record was written"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_hashed_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = DigestCache::new(None);
+        let path = old_file(tmp.path(), "f", b"hello");
+        cache.digest_file(&mut File::open(&path).unwrap()).unwrap();
+        fs::write(&path, b"jello").unwrap();
+        let (d, _) = cache.digest_file(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(d, Digest::of_bytes(b"jello"));
+    }
+}

@@ -1,0 +1,221 @@
+//! The local store: a private directory on this machine.
+//!
+//! Layout (docs/format.md): `entries/ab/<key>` and `objects/ab/<digest>`, sharded by the
+//! first two hex digits; `tmp/` for files being written, always renamed into place so a
+//! crash never leaves a half-written file visible; `digests/` for the digest cache.
+//!
+//! Nothing is fsynced: a process crash cannot tear a renamed file, and what a power loss
+//! might tear is caught on read (entries carry a checksum, objects are checked against
+//! their digest) and treated as a miss.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+use super::{Store, StoreError};
+use crate::digest::Digest;
+use crate::digest_cache::DigestCache;
+use crate::fsutil::create_private_dir_all;
+
+/// Entries larger than this are not read: no honest entry comes near it.
+pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct LocalStore {
+    root: PathBuf,
+    digests: DigestCache,
+}
+
+impl LocalStore {
+    /// Opens the store at `root`, creating its directories (0700) as needed.
+    pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
+        for sub in ["entries", "objects", "tmp"] {
+            let dir = root.join(sub);
+            create_private_dir_all(&dir).map_err(|e| StoreError::io("cannot create", &dir, e))?;
+        }
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            digests: DigestCache::new(Some(root.join("digests"))),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn digest_cache(&self) -> &DigestCache {
+        &self.digests
+    }
+
+    fn sharded(&self, kind: &str, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root.join(kind).join(&hex[..2]).join(hex)
+    }
+
+    pub fn entry_path(&self, key: &Digest) -> PathBuf {
+        self.sharded("entries", key)
+    }
+
+    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+        self.sharded("objects", digest)
+    }
+
+    fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<(), StoreError> {
+        let dir = dest.parent().expect("sharded path has a parent");
+        create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
+        staged
+            .persist(dest)
+            .map_err(|e| StoreError::io("cannot write", dest, e.error))?;
+        Ok(())
+    }
+}
+
+impl Store for LocalStore {
+    fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.entry_path(key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("cannot read", path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_ENTRY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("cannot read", &path, e))?;
+        Ok(Some(bytes))
+    }
+
+    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.entry_path(key);
+        let mut staged = self.stage()?;
+        staged
+            .write_all(bytes)
+            .map_err(|e| StoreError::io("cannot write", staged.path(), e))?;
+        self.persist(staged, &path)
+    }
+
+    fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
+        let path = self.entry_path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::io("cannot remove", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn stage(&self) -> Result<NamedTempFile, StoreError> {
+        let dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("stage-")
+            .tempfile_in(&dir)
+            .map_err(|e| StoreError::io("cannot create a file in", dir, e))
+    }
+
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<(), StoreError> {
+        let path = self.object_path(digest);
+        // Content-addressed: an object already present holds these very bytes, unless it
+        // is corrupt, which open_object finds and repairs by removing it.
+        if path.exists() {
+            return Ok(());
+        }
+        self.persist(staged, &path)
+    }
+
+    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
+        let path = self.object_path(digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingObject {
+                    digest: digest.to_hex(),
+                })
+            }
+            Err(e) => return Err(StoreError::io("cannot read", path, e)),
+        };
+        let (actual, _) = self
+            .digests
+            .digest_file(&mut file)
+            .map_err(|e| StoreError::io("cannot read", &path, e))?;
+        if actual != *digest {
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::CorruptObject {
+                digest: digest.to_hex(),
+            });
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("cache")).unwrap();
+        (dir, store)
+    }
+
+    fn put(store: &LocalStore, bytes: &[u8]) -> Digest {
+        let mut staged = store.stage().unwrap();
+        staged.write_all(bytes).unwrap();
+        let digest = Digest::of_bytes(bytes);
+        store.put_object(&digest, staged).unwrap();
+        digest
+    }
+
+    #[test]
+    fn objects_round_trip_and_are_stored_once() {
+        let (_dir, store) = store();
+        let a = put(&store, b"same");
+        let b = put(&store, b"same");
+        assert_eq!(a, b);
+        let mut text = String::new();
+        store
+            .open_object(&a)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "same");
+        let shard = store.object_path(&a).parent().unwrap().to_path_buf();
+        assert_eq!(fs::read_dir(shard).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_object_is_refused_and_removed() {
+        let (_dir, store) = store();
+        let d = put(&store, b"payload");
+        fs::write(store.object_path(&d), b"paYload").unwrap();
+        assert!(matches!(
+            store.open_object(&d),
+            Err(StoreError::CorruptObject { .. })
+        ));
+        assert!(!store.object_path(&d).exists());
+    }
+
+    #[test]
+    fn entries_are_replaced_whole() {
+        let (_dir, store) = store();
+        let key = Digest::of_bytes(b"k");
+        assert_eq!(store.get_entry(&key).unwrap(), None);
+        store.put_entry(&key, b"one").unwrap();
+        store.put_entry(&key, b"two").unwrap();
+        assert_eq!(store.get_entry(&key).unwrap().unwrap(), b"two");
+        store.remove_entry(&key).unwrap();
+        assert_eq!(store.get_entry(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn directories_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = store();
+        let d = put(&store, b"secret");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(store.root()), 0o700);
+        assert_eq!(mode(&store.root().join("objects")), 0o700);
+        assert_eq!(mode(&store.object_path(&d)) & 0o077, 0);
+    }
+}

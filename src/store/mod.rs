@@ -1,0 +1,59 @@
+//! Where results live: a small trait over entries (one per key) and content-addressed
+//! objects (one per SHA-256), so that a shared remote tier can slot in beside the local
+//! directory without reshaping the rest.
+//!
+//! The store knows bytes and digests, not commands: what an entry means is `index`'s
+//! business, what a key is `key`'s.
+
+pub mod local;
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use tempfile::NamedTempFile;
+
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object {digest} is corrupt (its contents do not match its digest); it was removed")]
+    CorruptObject { digest: String },
+    #[error("object {digest} is missing from the store")]
+    MissingObject { digest: String },
+}
+
+impl StoreError {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> StoreError {
+        StoreError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub trait Store {
+    /// The raw bytes of the entry stored under `key`, if any.
+    fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Atomically replaces the entry under `key`: a reader sees the old bytes or the new.
+    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<(), StoreError>;
+    fn remove_entry(&self, key: &Digest) -> Result<(), StoreError>;
+    /// A temporary file to write an object into before `put_object`.
+    fn stage(&self) -> Result<NamedTempFile, StoreError>;
+    /// Adds a staged file whose contents hash to `digest`.
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<(), StoreError>;
+    /// Opens the object named `digest`, positioned at its start, after checking that its
+    /// contents hash to `digest`. A corrupt object is removed and reported as such.
+    fn open_object(&self, digest: &Digest) -> Result<File, StoreError>;
+}
