@@ -10,11 +10,12 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
@@ -171,13 +172,20 @@ pub fn run_recorded(
     // The Command holds the pipes' write ends; drop it so the readers see end of file.
     drop(cmd);
     signals::set_child(child.id());
+    let stop = AtomicBool::new(false);
     let (outcome, tees) = std::thread::scope(|scope| {
+        let stop = &stop;
         let handles: Vec<_> = sources
             .into_iter()
             .zip(sinks)
-            .map(|((reader, fd), sink)| scope.spawn(move || tee(reader, fd, sink)))
+            .map(|((reader, fd), sink)| scope.spawn(move || tee(reader, fd, sink, stop)))
             .collect();
         let outcome = wait(&mut child);
+        if signals::received().is_some() {
+            // Nothing will be stored, and a grandchild that outlived the command may hold
+            // the pipes open for a long time: stop draining them soon.
+            stop.store(true, Ordering::SeqCst);
+        }
         let tees: Vec<Tee> = handles
             .into_iter()
             .map(|h| h.join().expect("tee thread panicked"))
@@ -196,6 +204,22 @@ pub fn run_recorded(
     })
 }
 
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const STOP_GRACE: Duration = Duration::from_millis(200);
+
+/// Waits until `source` has data or end of file, or `timeout` passes (then `false`).
+fn wait_readable(source: &io::PipeReader, timeout: Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: source.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(&mut fds, 1, timeout.as_millis() as libc::c_int) };
+    // On an error (EINTR included) report readable: read() then says what is wrong.
+    ready != 0
+}
+
 struct Tee {
     recording: io::Result<Recording>,
     destination_failed: bool,
@@ -204,15 +228,32 @@ struct Tee {
 /// Copies `source` to file descriptor `dest` as bytes arrive, and into `sink` with the
 /// digest computed on the way. A failing sink stops the recording, never the forwarding.
 /// A failing destination stops both, and closing `source` then lets the command see a
-/// broken pipe, as it would have without memo.
-fn tee(mut source: io::PipeReader, dest: RawFd, sink: io::Result<NamedTempFile>) -> Tee {
+/// broken pipe, as it would have without memo. Once `stop` is set, reading ends after
+/// `STOP_GRACE` even if the pipe is still open.
+fn tee(
+    mut source: io::PipeReader,
+    dest: RawFd,
+    sink: io::Result<NamedTempFile>,
+    stop: &AtomicBool,
+) -> Tee {
     // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
     let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
     let mut sink = sink;
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut destination_failed = false;
+    let mut deadline: Option<Instant> = None;
     loop {
+        if !wait_readable(&source, POLL_INTERVAL) {
+            if stop.load(Ordering::SeqCst) {
+                let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                if Instant::now() >= end {
+                    sink = Err(io::Error::other("stopped reading after an interruption"));
+                    break;
+                }
+            }
+            continue;
+        }
         let n = match source.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

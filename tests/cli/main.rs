@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `memo` binary, run in fresh temporary directories with a
+//! private cache and a controlled environment. Hits and misses are told apart by counting
+//! real invocations of the command, never by timing.
+
+mod support;
+
+mod capture;
+mod errors;
+mod keys;
+mod outputs;
+mod store;

@@ -1,0 +1,214 @@
+//! The store: fail-open behaviour, corruption, privacy, and the flags that steer caching.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+#[test]
+fn force_reruns_and_replaces_the_entry() {
+    let env = TestEnv::new();
+    env.tool("cat n");
+    env.write("n", "1\n");
+    assert!(env.ran_tool(&[]));
+    env.write("n", "2\n");
+    assert_eq!(
+        stdout(&env.run(run_tool(&[]))),
+        "1\n",
+        "n is not a declared input"
+    );
+    assert!(env.ran_tool(&["--force"]));
+    assert_eq!(stdout(&env.run(run_tool(&[]))), "2\n");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn memo_disable_bypasses_the_cache_entirely() {
+    let env = TestEnv::new();
+    env.tool("echo hi; exit 5");
+    for _ in 0..2 {
+        let out = env
+            .memo(run_tool(&[]))
+            .env("MEMO_DISABLE", "1")
+            .output()
+            .unwrap();
+        assert_code(&out, 5);
+        assert_eq!(stdout(&out), "hi\n");
+    }
+    assert_eq!(env.count(), 2);
+    assert!(
+        !env.cache().exists(),
+        "a disabled memo must not touch the cache"
+    );
+}
+
+#[test]
+fn verbose_says_hit_or_miss_with_the_short_key() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    let miss = env.run(run_tool(&["-v"]));
+    let hit = env.run(run_tool(&["-v"]));
+    assert!(
+        stderr(&miss).starts_with("memo: miss "),
+        "{}",
+        stderr(&miss)
+    );
+    assert!(stderr(&miss).contains("stored"));
+    assert!(stderr(&hit).starts_with("memo: hit "), "{}", stderr(&hit));
+    assert!(stderr(&hit).contains("saved"));
+    let key = |s: String| {
+        s.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_end_matches(',')
+            .to_string()
+    };
+    assert_eq!(key(stderr(&miss)), key(stderr(&hit)));
+    assert_eq!(stderr(&hit).lines().count(), 1);
+}
+
+#[test]
+fn without_verbose_a_hit_prints_only_the_commands_output() {
+    let env = TestEnv::new();
+    env.tool("echo hi; echo warn >&2");
+    env.run(run_tool(&[]));
+    let hit = env.run(run_tool(&[]));
+    assert_eq!(stdout(&hit), "hi\n");
+    assert_eq!(stderr(&hit), "warn\n");
+}
+
+#[test]
+fn a_corrupt_entry_is_a_miss_that_warns_once_and_is_repaired() {
+    let env = TestEnv::new();
+    env.tool("echo result; exit 0");
+    assert!(env.ran_tool(&[]));
+    let entry = env.entries().pop().unwrap();
+    let mut bytes = fs::read(&entry).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    fs::write(&entry, bytes).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "result\n");
+    assert_eq!(
+        stderr(&out).matches("memo: warning").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.count(), 2);
+    assert!(!env.ran_tool(&[]), "the rerun repaired the entry");
+}
+
+#[test]
+fn a_truncated_entry_is_a_miss() {
+    let env = TestEnv::new();
+    env.tool("echo result");
+    assert!(env.ran_tool(&[]));
+    let entry = env.entries().pop().unwrap();
+    let bytes = fs::read(&entry).unwrap();
+    fs::write(&entry, &bytes[..bytes.len() / 2]).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_eq!(stdout(&out), "result\n");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn a_corrupt_object_is_never_replayed() {
+    let env = TestEnv::new();
+    env.tool("head -c 200000 /dev/zero | tr '\\0' x");
+    assert!(env.ran_tool(&[]));
+    let object = env.objects().pop().unwrap();
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[100000] = b'y';
+    fs::write(&object, &bytes).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_success(&out);
+    assert_eq!(
+        out.stdout,
+        vec![b'x'; 200000],
+        "corrupt bytes reached stdout"
+    );
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert_eq!(env.count(), 2);
+    assert!(!env.ran_tool(&[]), "the rerun repaired the object");
+}
+
+#[test]
+fn a_corrupt_output_object_is_never_restored() {
+    let env = TestEnv::new();
+    env.tool("head -c 200000 /dev/zero > out.bin");
+    assert!(env.ran_tool(&["-o", "out.bin"]));
+    let object = env.objects().pop().unwrap();
+    fs::write(&object, vec![1u8; 200000]).unwrap();
+    fs::remove_file(env.path("out.bin")).unwrap();
+    assert!(env.ran_tool(&["-o", "out.bin"]));
+    assert_eq!(env.read("out.bin"), vec![0u8; 200000]);
+}
+
+#[test]
+fn an_unusable_default_cache_warns_and_runs_the_command_untouched() {
+    let env = TestEnv::new();
+    env.tool("echo out; echo err >&2; exit 7");
+    let blocker = env.write("blocker", "a file where a directory should be");
+    for _ in 0..2 {
+        let out = env
+            .memo(run_tool(&[]))
+            .env_remove("MEMO_DIR")
+            .env("XDG_CACHE_HOME", blocker.join("cache"))
+            .output()
+            .unwrap();
+        assert_code(&out, 7);
+        assert_eq!(stdout(&out), "out\n");
+        let err = stderr(&out);
+        assert!(err.starts_with("err\n") || err.ends_with("err\n"), "{err}");
+        assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+    }
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn the_cache_is_private() {
+    let env = TestEnv::new();
+    env.tool("head -c 100000 /dev/zero");
+    assert!(env.ran_tool(&[]));
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.cache()), 0o700);
+    for file in env.entries().iter().chain(env.objects().iter()) {
+        assert_eq!(
+            mode(file) & 0o077,
+            0,
+            "{} is readable by others",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn environment_values_are_not_written_to_the_cache() {
+    let env = TestEnv::new();
+    env.tool("true");
+    let mut cmd = env.memo(run_tool(&["-e", "API_TOKEN"]));
+    cmd.env("API_TOKEN", "s3cr3t-value-xyz");
+    assert!(env.ran(cmd));
+    for file in env.entries() {
+        let text = String::from_utf8_lossy(&fs::read(file).unwrap()).into_owned();
+        assert!(text.contains("API_TOKEN"));
+        assert!(
+            !text.contains("s3cr3t"),
+            "an env value leaked into the cache"
+        );
+    }
+}
+
+#[test]
+fn cache_dir_flag_wins_over_memo_dir() {
+    let env = TestEnv::new();
+    env.tool("true");
+    let other = env.root.path().join("other-cache");
+    let mut args = vec!["--cache-dir".to_string(), other.display().to_string()];
+    args.extend(run_tool(&[]));
+    assert!(env.ran(env.memo(&args)));
+    assert!(other.join("entries").is_dir());
+    assert!(env.entries().is_empty());
+}

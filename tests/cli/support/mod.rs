@@ -1,0 +1,194 @@
+//! The test environment: a temp dir with a work dir, a private cache, and a `tool` script
+//! that counts its own invocations.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const MEMO: &str = env!("CARGO_BIN_EXE_memo");
+
+pub struct TestEnv {
+    pub root: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let env = TestEnv {
+            root: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir(env.work()).unwrap();
+        fs::create_dir(env.root.path().join("home")).unwrap();
+        env
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.root.path().join("work")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.root.path().join("cache")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        fs::read(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    /// Writes an executable script into the work dir.
+    pub fn script(&self, rel: &str, body: &str) -> PathBuf {
+        let path = self.write(rel, format!("#!/bin/sh\n{body}"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// `./tool`: counts its invocations in `count`, then runs `body`.
+    pub fn tool(&self, body: &str) {
+        self.script(
+            "tool",
+            &format!("echo run >> \"{}\"\n{body}", self.path("count").display()),
+        );
+    }
+
+    /// How many times `./tool` has run.
+    pub fn count(&self) -> usize {
+        fs::read_to_string(self.path("count"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// A `memo` command in the work dir with a minimal, fixed environment.
+    pub fn memo<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(MEMO);
+        cmd.args(args)
+            .current_dir(self.work())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.root.path().join("home"))
+            .env("MEMO_DIR", self.cache())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs memo with separate stdout and stderr pipes.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.memo(args).output().unwrap()
+    }
+
+    /// Runs memo with stdout and stderr on one file, as `2>&1` does; returns what it wrote.
+    pub fn run_merged<I, S>(&self, args: I) -> (i32, Vec<u8>)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let file = log.reopen().unwrap();
+        let status = self
+            .memo(args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        (status.code().unwrap_or(-1), fs::read(log.path()).unwrap())
+    }
+
+    /// Every entry file in the cache.
+    pub fn entries(&self) -> Vec<PathBuf> {
+        files_under(&self.cache().join("entries"))
+    }
+
+    /// Every object file in the cache.
+    pub fn objects(&self) -> Vec<PathBuf> {
+        files_under(&self.cache().join("objects"))
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(read) = fs::read_dir(dir) {
+        for entry in read.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files_under(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[track_caller]
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert_code(out, 0);
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TestEnv {
+    /// Runs the prepared memo command, checks it succeeded, and says whether the command
+    /// under it really ran (a miss) or not (a hit).
+    #[track_caller]
+    pub fn ran(&self, mut cmd: Command) -> bool {
+        let before = self.count();
+        let out = cmd.output().unwrap();
+        assert_success(&out);
+        self.count() > before
+    }
+
+    /// `ran` for `memo run ARGS -- ./tool`.
+    #[track_caller]
+    pub fn ran_tool(&self, args: &[&str]) -> bool {
+        self.ran(self.memo(run_tool(args)))
+    }
+}
+
+/// `run ARGS -- ./tool`.
+pub fn run_tool(args: &[&str]) -> Vec<String> {
+    let mut all = vec!["run".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--".to_string(), "./tool".to_string()]);
+    all
+}
