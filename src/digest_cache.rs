@@ -109,6 +109,19 @@ impl DigestCache {
         Ok((digest, size))
     }
 
+    /// Records the digest of a file memo itself has just written and hashed on the way
+    /// (a store object), skipping the racy-timestamp rule: nobody else writes into the
+    /// private store between memo's last write and this call, and any later write moves
+    /// the file's ctime on. This is what spares a first hit from re-hashing a big object.
+    pub fn record_written(&self, file: &File, digest: Digest) {
+        let Ok(meta) = file.metadata() else { return };
+        let sig = StatSignature::of(&meta);
+        self.remembered.borrow_mut().insert(sig, digest);
+        if let Some(path) = self.record_path(&sig) {
+            let _ = write_record(&path, &sig.encode(&digest));
+        }
+    }
+
     fn record_path(&self, sig: &StatSignature) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let id = Digest::of_bytes(format!("{}:{}", sig.dev, sig.ino).as_bytes()).to_hex();

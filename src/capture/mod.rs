@@ -16,6 +16,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
@@ -165,6 +166,9 @@ pub fn run_recorded(
             sources.push((err_r, 2));
         }
     }
+    for (reader, _) in &sources {
+        enlarge_pipe(reader);
+    }
     let sinks: Vec<io::Result<NamedTempFile>> = sources.iter().map(|_| stage()).collect();
     signals::install();
     let started = Instant::now();
@@ -178,7 +182,15 @@ pub fn run_recorded(
         let handles: Vec<_> = sources
             .into_iter()
             .zip(sinks)
-            .map(|((reader, fd), sink)| scope.spawn(move || tee(reader, fd, sink, stop)))
+            .map(|((reader, fd), sink)| {
+                let (to_recorder, chunks) = mpsc::sync_channel::<Chunk>(POOL);
+                let (give_back, returned) = mpsc::sync_channel::<Vec<u8>>(POOL + 1);
+                let recorder =
+                    sink.map(|file| scope.spawn(move || record(file, chunks, give_back)));
+                let to_recorder = recorder.as_ref().ok().map(|_| to_recorder);
+                let tee = scope.spawn(move || tee(reader, fd, to_recorder, returned, stop));
+                (tee, recorder)
+            })
             .collect();
         let outcome = wait(&mut child);
         if signals::received().is_some() {
@@ -188,7 +200,17 @@ pub fn run_recorded(
         }
         let tees: Vec<Tee> = handles
             .into_iter()
-            .map(|h| h.join().expect("tee thread panicked"))
+            .map(|(tee, recorder)| {
+                let (destination_failed, read_error) = tee.join().expect("tee thread panicked");
+                let recording = recorder.and_then(|r| r.join().expect("recorder thread panicked"));
+                Tee {
+                    recording: match read_error {
+                        Some(e) => Err(e),
+                        None => recording,
+                    },
+                    destination_failed,
+                }
+            })
             .collect();
         (outcome, tees)
     });
@@ -203,6 +225,23 @@ pub fn run_recorded(
         interrupted: signals::received(),
     })
 }
+
+/// Asks for a 1 MiB pipe buffer (the default is 64 KiB): fewer context switches between
+/// the command and memo when output is large. Best effort; the limit may be lower.
+fn enlarge_pipe(reader: &io::PipeReader) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a valid, open descriptor.
+    unsafe {
+        libc::fcntl(
+            reader.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            TEE_CHUNK as libc::c_int,
+        );
+    }
+}
+
+/// How much the tee reads at a time: the pipe buffer size it asks for.
+const TEE_CHUNK: usize = 1024 * 1024;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_millis(200);
@@ -225,65 +264,100 @@ struct Tee {
     destination_failed: bool,
 }
 
-/// Copies `source` to file descriptor `dest` as bytes arrive, and into `sink` with the
-/// digest computed on the way. A failing sink stops the recording, never the forwarding.
+/// A buffer and how many of its bytes are filled.
+type Chunk = (Vec<u8>, usize);
+
+/// Buffers in flight per stream: bounds memory to `POOL * TEE_CHUNK` whatever the output.
+const POOL: usize = 4;
+
+/// Copies `source` to file descriptor `dest` as bytes arrive, and hands each chunk to the
+/// recorder thread (`to_recorder`), which hashes and writes it on the other core. Buffers
+/// come back through `returned` and are reused, so memory stays bounded.
 /// A failing destination stops both, and closing `source` then lets the command see a
 /// broken pipe, as it would have without memo. Once `stop` is set, reading ends after
-/// `STOP_GRACE` even if the pipe is still open.
+/// `STOP_GRACE` even if the pipe is still open. Returns whether the destination failed,
+/// and a reading error (which spoils the recording).
 fn tee(
     mut source: io::PipeReader,
     dest: RawFd,
-    sink: io::Result<NamedTempFile>,
+    mut to_recorder: Option<SyncSender<Chunk>>,
+    returned: Receiver<Vec<u8>>,
     stop: &AtomicBool,
-) -> Tee {
+) -> (bool, Option<io::Error>) {
     // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
     let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
-    let mut sink = sink;
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut destination_failed = false;
+    let mut allocated = 0;
+    let mut spare: Option<Vec<u8>> = None;
     let mut deadline: Option<Instant> = None;
-    loop {
+    let failure = loop {
         if !wait_readable(&source, POLL_INTERVAL) {
             if stop.load(Ordering::SeqCst) {
                 let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
                 if Instant::now() >= end {
-                    sink = Err(io::Error::other("stopped reading after an interruption"));
-                    break;
+                    break (
+                        false,
+                        Some(io::Error::other("stopped reading after an interruption")),
+                    );
                 }
             }
             continue;
         }
-        let n = match source.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                sink = Err(e);
-                break;
+        let mut buf = match spare.take().or_else(|| returned.try_recv().ok()) {
+            Some(buf) => buf,
+            None if allocated < POOL || to_recorder.is_none() => {
+                allocated += 1;
+                vec![0u8; TEE_CHUNK]
             }
+            None => returned.recv().unwrap_or_else(|_| vec![0u8; TEE_CHUNK]),
         };
-        let chunk = &buf[..n];
-        if out.write_all(chunk).is_err() {
-            destination_failed = true;
-            break;
+        let n = match source.read(&mut buf) {
+            Ok(0) => break (false, None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                spare = Some(buf);
+                continue;
+            }
+            Err(e) => break (false, Some(e)),
+        };
+        if out.write_all(&buf[..n]).is_err() {
+            break (true, None);
         }
-        if let Ok(file) = &mut sink {
-            match file.write_all(chunk) {
-                Ok(()) => hasher.update(chunk),
-                Err(e) => sink = Err(e),
+        match &to_recorder {
+            Some(tx) => {
+                if tx.send((buf, n)).is_err() {
+                    to_recorder = None;
+                }
+            }
+            None => spare = Some(buf),
+        }
+    };
+    drop(source);
+    failure
+}
+
+/// Hashes and writes every chunk it is sent, returning each buffer for reuse. After a
+/// write error it keeps draining, so the tee never waits on it.
+fn record(
+    mut file: NamedTempFile,
+    chunks: Receiver<Chunk>,
+    returned: SyncSender<Vec<u8>>,
+) -> io::Result<Recording> {
+    let mut hasher = Hasher::new();
+    let mut failure = None;
+    for (buf, n) in chunks {
+        if failure.is_none() {
+            match file.write_all(&buf[..n]) {
+                Ok(()) => hasher.update(&buf[..n]),
+                Err(e) => failure = Some(e),
             }
         }
+        let _ = returned.try_send(buf);
     }
-    drop(source);
-    let recording = sink.map(|file| {
-        let (digest, size) = hasher.finish();
-        Recording { file, digest, size }
-    });
-    Tee {
-        recording,
-        destination_failed,
+    if let Some(e) = failure {
+        return Err(e);
     }
+    let (digest, size) = hasher.finish();
+    Ok(Recording { file, digest, size })
 }
 
 /// Reads standard input to its end into a staging file, hashing it on the way, for

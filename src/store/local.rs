@@ -62,13 +62,12 @@ impl LocalStore {
         self.sharded("objects", digest)
     }
 
-    fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<(), StoreError> {
+    fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<File, StoreError> {
         let dir = dest.parent().expect("sharded path has a parent");
         create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
         staged
             .persist(dest)
-            .map_err(|e| StoreError::io("cannot write", dest, e.error))?;
-        Ok(())
+            .map_err(|e| StoreError::io("cannot write", dest, e.error))
     }
 }
 
@@ -93,7 +92,7 @@ impl Store for LocalStore {
         staged
             .write_all(bytes)
             .map_err(|e| StoreError::io("cannot write", staged.path(), e))?;
-        self.persist(staged, &path)
+        self.persist(staged, &path).map(drop)
     }
 
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
@@ -121,7 +120,9 @@ impl Store for LocalStore {
         if path.exists() {
             return Ok(());
         }
-        self.persist(staged, &path)
+        let file = self.persist(staged, &path)?;
+        self.digests.record_written(&file, *digest);
+        Ok(())
     }
 
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
