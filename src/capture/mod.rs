@@ -270,9 +270,10 @@ type Chunk = (Vec<u8>, usize);
 /// Buffers in flight per stream: bounds memory to `POOL * TEE_CHUNK` whatever the output.
 const POOL: usize = 4;
 
-/// Copies `source` to file descriptor `dest` as bytes arrive, and hands each chunk to the
-/// recorder thread (`to_recorder`), which hashes and writes it on the other core. Buffers
-/// come back through `returned` and are reused, so memory stays bounded.
+/// Copies `source` to file descriptor `dest` as bytes arrive, and hands the bytes to the
+/// recorder thread (`to_recorder`), which hashes and writes them on the other core, in
+/// full buffers: the terminal sees every read at once, the recorder few large chunks.
+/// Buffers come back through `returned` and are reused, so memory stays bounded.
 /// A failing destination stops both, and closing `source` then lets the command see a
 /// broken pipe, as it would have without memo. Once `stop` is set, reading ends after
 /// `STOP_GRACE` even if the pipe is still open. Returns whether the destination failed,
@@ -286,53 +287,94 @@ fn tee(
 ) -> (bool, Option<io::Error>) {
     // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
     let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
-    let mut allocated = 0;
-    let mut spare: Option<Vec<u8>> = None;
+    // Non-blocking, so that poll (needed only to notice `stop`) runs only when the pipe
+    // is empty, not before every read.
+    let nonblocking = set_nonblocking(&source).is_ok();
+    let mut allocated = 1;
+    let mut buf = vec![0u8; TEE_CHUNK];
+    let mut filled = 0;
     let mut deadline: Option<Instant> = None;
-    let failure = loop {
-        if !wait_readable(&source, POLL_INTERVAL) {
-            if stop.load(Ordering::SeqCst) {
-                let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-                if Instant::now() >= end {
-                    break (
-                        false,
-                        Some(io::Error::other("stopped reading after an interruption")),
-                    );
-                }
+    let mut failure = (false, None);
+    loop {
+        if !nonblocking && !wait_readable(&source, POLL_INTERVAL) {
+            if stop_now(stop, &mut deadline) {
+                failure = (
+                    false,
+                    Some(io::Error::other("stopped reading after an interruption")),
+                );
+                break;
             }
             continue;
         }
-        let mut buf = match spare.take().or_else(|| returned.try_recv().ok()) {
-            Some(buf) => buf,
-            None if allocated < POOL || to_recorder.is_none() => {
-                allocated += 1;
-                vec![0u8; TEE_CHUNK]
-            }
-            None => returned.recv().unwrap_or_else(|_| vec![0u8; TEE_CHUNK]),
-        };
-        let n = match source.read(&mut buf) {
-            Ok(0) => break (false, None),
+        let n = match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                spare = Some(buf);
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_readable(&source, POLL_INTERVAL) && stop_now(stop, &mut deadline) {
+                    failure = (
+                        false,
+                        Some(io::Error::other("stopped reading after an interruption")),
+                    );
+                    break;
+                }
                 continue;
             }
-            Err(e) => break (false, Some(e)),
-        };
-        if out.write_all(&buf[..n]).is_err() {
-            break (true, None);
-        }
-        match &to_recorder {
-            Some(tx) => {
-                if tx.send((buf, n)).is_err() {
-                    to_recorder = None;
-                }
+            Err(e) => {
+                failure = (false, Some(e));
+                break;
             }
-            None => spare = Some(buf),
+        };
+        if out.write_all(&buf[filled..filled + n]).is_err() {
+            failure = (true, None);
+            break;
         }
-    };
+        filled += n;
+        if filled < buf.len() {
+            continue;
+        }
+        if let Some(tx) = &to_recorder {
+            let next = match returned.try_recv() {
+                Ok(spare) => spare,
+                Err(_) if allocated < POOL => {
+                    allocated += 1;
+                    vec![0u8; TEE_CHUNK]
+                }
+                Err(_) => returned.recv().unwrap_or_else(|_| vec![0u8; TEE_CHUNK]),
+            };
+            let full = std::mem::replace(&mut buf, next);
+            if tx.send((full, filled)).is_err() {
+                to_recorder = None;
+            }
+        }
+        filled = 0;
+    }
+    if let Some(tx) = to_recorder {
+        if filled > 0 {
+            let _ = tx.send((buf, filled));
+        }
+    }
     drop(source);
     failure
+}
+
+fn stop_now(stop: &AtomicBool, deadline: &mut Option<Instant>) -> bool {
+    if !stop.load(Ordering::SeqCst) {
+        return false;
+    }
+    let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+    Instant::now() >= end
+}
+
+fn set_nonblocking(source: &io::PipeReader) -> io::Result<()> {
+    let fd = source.as_raw_fd();
+    // SAFETY: fcntl on a valid, open descriptor that this process owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Hashes and writes every chunk it is sent, returning each buffer for reuse. After a
