@@ -212,3 +212,124 @@ fn cache_dir_flag_wins_over_memo_dir() {
     assert!(other.join("entries").is_dir());
     assert!(env.entries().is_empty());
 }
+
+#[test]
+fn an_input_that_changes_while_the_command_runs_is_not_stored() {
+    let env = TestEnv::new();
+    env.tool("cat data; echo more >> data");
+    env.write("data", "v1\n");
+    let out = env.run(run_tool(&["-i", "data"]));
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("input 'data' changed while the command ran"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.entries().is_empty());
+}
+
+#[test]
+fn the_default_cache_is_under_xdg_cache_home_then_home() {
+    let env = TestEnv::new();
+    env.tool("true");
+    let xdg = env.root.path().join("xdg");
+    let mut cmd = env.memo(run_tool(&[]));
+    cmd.env_remove("MEMO_DIR").env("XDG_CACHE_HOME", &xdg);
+    assert!(env.ran(cmd));
+    assert!(xdg.join("memo/entries").is_dir());
+    let mut cmd = env.memo(run_tool(&["--salt", "home"]));
+    cmd.env_remove("MEMO_DIR");
+    assert!(env.ran(cmd));
+    assert!(env.root.path().join("home/.cache/memo/entries").is_dir());
+}
+
+/// Rewrites the one entry in the cache through `edit` on its JSON body, with a valid
+/// checksum: what someone with write access to a shared cache could do.
+fn forge_entry(env: &TestEnv, edit: impl FnOnce(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let path = env.entries().pop().unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes[newline + 1..]).unwrap();
+    edit(&mut body);
+    let body = serde_json::to_vec(&body).unwrap();
+    let checksum: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut forged = format!("memo-entry 1 {checksum}\n").into_bytes();
+    forged.extend(body);
+    fs::write(path, forged).unwrap();
+}
+
+#[test]
+fn a_forged_entry_with_an_escaping_path_is_refused_and_nothing_is_written_outside() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p dist; echo ok > dist/f");
+    assert!(env.ran_tool(&["-o", "dist"]));
+    forge_entry(&env, |body| {
+        let nodes = body["outputs"][0]["nodes"].as_array_mut().unwrap();
+        let mut evil = nodes[1].clone();
+        evil["path"] = "../../escaped".into();
+        nodes.push(evil);
+    });
+    let out = env.run(run_tool(&["-o", "dist"]));
+    assert_success(&out);
+    assert!(stderr(&out).contains("unsafe path"), "{}", stderr(&out));
+    assert_eq!(env.count(), 2, "the refused entry was a miss");
+    assert!(!env.root.path().join("escaped").exists());
+    assert!(!env.work().join("escaped").exists());
+}
+
+#[test]
+fn a_forged_entry_for_other_inputs_is_not_replayed() {
+    let env = TestEnv::new();
+    env.tool("echo real");
+    assert!(env.ran_tool(&[]));
+    forge_entry(&env, |body| {
+        body["material"]["salt"] = "something else".into();
+        body["streams"]["stdout"]["inline"] = "forged\n".into();
+    });
+    let out = env.run(run_tool(&[]));
+    assert_eq!(stdout(&out), "real\n");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn a_read_only_cache_still_replays_and_runs_misses_with_one_warning() {
+    let env = TestEnv::new();
+    env.tool("echo \"$1\"");
+    assert!(env.ran(env.memo(["run", "--", "./tool", "stored"])));
+    let ro = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--map-root-user", "sh", "-c"])
+            .arg("mount --bind -o ro \"$0\" \"$0\" 2>/dev/null || exit 99; exec \"$@\"")
+            .arg(env.cache())
+            .arg(MEMO)
+            .args(args)
+            .current_dir(env.work())
+            .env("MEMO_DIR", env.cache());
+        cmd.output().unwrap()
+    };
+    let probe = ro(&["run", "--", "./tool", "stored"]);
+    if probe.status.code() == Some(99) || stderr(&probe).contains("unshare") {
+        eprintln!(
+            "skipped: cannot make a read-only bind mount here ({})",
+            stderr(&probe).trim()
+        );
+        return;
+    }
+    assert_success(&probe);
+    assert_eq!(stdout(&probe), "stored\n");
+    assert_eq!(env.count(), 1, "a read-only cache still serves hits");
+    let miss = ro(&["run", "--", "./tool", "new"]);
+    assert_success(&miss);
+    assert_eq!(stdout(&miss), "new\n");
+    assert_eq!(
+        stderr(&miss).matches("memo: warning").count(),
+        1,
+        "{}",
+        stderr(&miss)
+    );
+    assert_eq!(env.count(), 2);
+}
