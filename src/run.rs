@@ -148,7 +148,11 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     };
 
     let Some(store) = store else {
-        return Ok(capture::run_passthrough(spec)?.exit_code());
+        let code = capture::run_passthrough(spec)?.exit_code();
+        if req.verbose {
+            eprintln!("memo: miss {}, not stored: cache unavailable", key.short());
+        }
+        return Ok(code);
     };
     if !req.force {
         let started = Instant::now();
