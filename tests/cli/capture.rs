@@ -237,3 +237,33 @@ fn a_closed_reader_cuts_the_command_off_and_nothing_is_stored() {
     assert_eq!(stdout(&out), "line 0\n");
     assert!(env.entries().is_empty(), "a cut-off run is not a result");
 }
+
+/// Ctrl-C typed at a terminal: the terminal sends SIGINT to the whole foreground process
+/// group, so the command gets it directly; memo must survive it long enough to let the
+/// command finish, pass its output on, and store nothing. `script` gives memo a real
+/// pseudo-terminal (so stdout and stderr are one stream, as in an interactive shell).
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_and_nothing_is_stored() {
+    let env = TestEnv::new();
+    env.tool("trap 'echo caught; exit 0' INT; touch started; while :; do sleep 0.05; done");
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-f", "-e", "-c"])
+        .arg(format!("{MEMO} run -- ./tool"))
+        .arg("/dev/null")
+        .current_dir(env.work())
+        .env("MEMO_DIR", env.cache())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    wait_for(&env, "started");
+    let mut keyboard = child.stdin.take().unwrap();
+    keyboard.write_all(b"\x03").unwrap();
+    keyboard.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(keyboard);
+    assert!(stdout(&out).contains("caught"), "{out:?}");
+    assert_success(&out);
+    assert!(env.entries().is_empty());
+}
