@@ -170,19 +170,7 @@ fn an_interrupted_command_that_exits_cleanly_is_not_stored() {
 fn the_command_gets_dev_null_as_stdin_by_default() {
     let env = TestEnv::new();
     env.tool("wc -c");
-    let mut child = env
-        .memo(run_tool(&[]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"not for the command\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = env.run_with_stdin(run_tool(&[]), b"not for the command\n");
     assert_eq!(stdout(&out).trim(), "0");
 }
 
@@ -208,16 +196,7 @@ fn memo_never_swallows_the_callers_stdin() {
 fn stdin_flag_feeds_the_command_and_replays() {
     let env = TestEnv::new();
     env.tool("sort");
-    let feed = || {
-        let mut child = env
-            .memo(run_tool(&["--stdin"]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"b\na\nc\n").unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let feed = || env.run_with_stdin(run_tool(&["--stdin"]), b"b\na\nc\n");
     assert_eq!(stdout(&feed()), "a\nb\nc\n");
     assert_eq!(stdout(&feed()), "a\nb\nc\n");
     assert_eq!(env.count(), 1);

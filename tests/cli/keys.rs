@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 
 use crate::support::*;
 
@@ -266,21 +265,8 @@ fn stdin_invalidates_with_the_stdin_flag() {
     let env = TestEnv::new();
     env.tool("tr a-z A-Z");
     let feed = |input: &str| {
-        use std::io::Write;
-        let mut child = env
-            .memo(run_tool(&["--stdin"]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
         let before = env.count();
-        let out = child.wait_with_output().unwrap();
+        let out = env.run_with_stdin(run_tool(&["--stdin"]), input.as_bytes());
         assert_success(&out);
         (env.count() > before, stdout(&out))
     };

@@ -98,6 +98,25 @@ impl TestEnv {
         self.memo(args).output().unwrap()
     }
 
+    /// Runs memo with `input` on its stdin (separate stdout and stderr pipes).
+    pub fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::Write;
+        let mut child = self
+            .memo(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // memo may not read it all (without --stdin it reads none): ignore a broken pipe.
+        let _ = child.stdin.take().unwrap().write_all(input);
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs memo with stdout and stderr on one file, as `2>&1` does; returns what it wrote.
     pub fn run_merged<I, S>(&self, args: I) -> (i32, Vec<u8>)
     where
