@@ -163,6 +163,38 @@ impl KeyMaterial {
     }
 }
 
+/// Which command this is, regardless of its inputs: argv and cwd (absent with
+/// `--ignore-cwd`). `memo explain` compares a miss with the entries of the same command.
+pub fn command_id(material: &KeyMaterial) -> Digest {
+    let mut e = Encoder::default();
+    e.bytes(b"memo-command");
+    e.u64(material.argv.len() as u64);
+    for arg in &material.argv {
+        e.bytes(arg.as_bytes());
+    }
+    e.optional(material.cwd.as_ref().map(|c| c.as_bytes()));
+    Digest::of_bytes(&e.0)
+}
+
+/// The command line as one string, for people.
+pub fn command_line(material: &KeyMaterial) -> String {
+    let words: Vec<String> = material
+        .argv
+        .iter()
+        .map(|a| {
+            let text = a.display();
+            if text.is_empty()
+                || text.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c))
+            {
+                format!("'{}'", text.replace('\'', "'\\''"))
+            } else {
+                text
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
 /// The cache key of `material`.
 pub fn compute_key(material: &KeyMaterial) -> Digest {
     Digest::of_bytes(&material.canonical_bytes())

@@ -5,7 +5,6 @@
 //! cannot be opened, read or written produces one warning, and the command runs with
 //! its output and exit code passed through untouched.
 
-use std::cell::Cell;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
@@ -14,27 +13,24 @@ use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::bytes::ByteString;
+use crate::cache::{self, Cache, Counting, Warner};
 use crate::capture::{self, Finished, Outcome, Spec};
+use crate::config::Settings;
 use crate::digest::Digest;
 use crate::digest_cache::{DigestCache, StatSignature};
+use crate::events::{now_ms, Event, Kind};
 use crate::exit::{Code, Fatal};
-use crate::index::{Entry, Streams};
+use crate::index::{usage, Blob, Entry, Streams, INLINE_MAX};
 use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
 use crate::outputs::{self, RecordError};
-use crate::store::local::LocalStore;
+use crate::stats::Counters;
 use crate::store::Store;
 
-/// Where the cache lives, and whether the user named it (then an unusable one is an error).
-pub struct CacheDir {
-    pub path: PathBuf,
-    pub explicit: bool,
-}
-
-/// A validated `memo run` request.
+/// A validated `memo run` (or `memo explain`) request.
 pub struct RunRequest {
     pub argv: Vec<OsString>,
     pub inputs: Vec<OsString>,
@@ -44,25 +40,12 @@ pub struct RunRequest {
     pub stdin: bool,
     pub salt: Option<OsString>,
     pub key_cmd: Option<OsString>,
-    pub cache_failures: bool,
     pub force: bool,
-    pub verbose: bool,
-    pub cache_dir: CacheDir,
-}
-
-/// Prints the first cache warning of this call, and no more: one failure tends to cause
-/// a cascade, and the user needs to hear about it once.
-#[derive(Default)]
-struct Warner {
-    warned: Cell<bool>,
-}
-
-impl Warner {
-    fn warn(&self, message: impl std::fmt::Display) {
-        if !self.warned.replace(true) {
-            eprintln!("memo: warning: {message}");
-        }
-    }
+    pub settings: Settings,
+    /// Set by a background refresh, which must record in its parent's stream mode.
+    pub stream_mode: Option<StreamMode>,
+    /// This process is a background refresh of a stale result.
+    pub refresh: bool,
 }
 
 pub fn is_disabled() -> bool {
@@ -87,14 +70,28 @@ pub fn exec_directly(argv: &[OsString]) -> Fatal {
     }
 }
 
-pub fn run(req: RunRequest) -> Result<i32, Fatal> {
+/// Everything worked out before the lookup: the key and what running needs.
+pub struct Prepared {
+    pub material: KeyMaterial,
+    pub key: Digest,
+    pub spec: Spec,
+    pub cache: Option<Cache>,
+    pub gathered: Gathered,
+}
+
+/// Resolves the command, opens the cache, gathers every input and computes the key.
+pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     // Read the umask before any thread exists (see fsutil::file_mode).
     crate::fsutil::file_mode(false);
-    let warner = Warner::default();
     let program = inputs::resolve_executable(&req.argv[0], std::env::var_os("PATH").as_deref())?;
-    let store = open_store(&req.cache_dir, &warner)?;
+    let settings = &req.settings;
+    let cache = cache::open(
+        &settings.cache_dir.value,
+        settings.cache_dir_explicit,
+        warner,
+    )?;
     let no_cache = DigestCache::new(None);
-    let digests = store.as_ref().map_or(&no_cache, |s| s.digest_cache());
+    let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
     let gathered = inputs::gather_inputs(&req.inputs, digests)?;
     let (executable, _) = inputs::digest_path(&program, digests).map_err(|e| {
@@ -112,11 +109,10 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let cwd = std::env::current_dir()
         .map_err(|e| Fatal::failure(format!("memo: cannot read the working directory: {e}")))?;
     let stdin = if req.stdin {
-        Some(spool_stdin(store.as_ref(), &warner)?)
+        Some(spool_stdin(cache.as_ref(), warner)?)
     } else {
         None
     };
-    let mode = capture::stream_mode();
     let mut material = KeyMaterial {
         version: key::KEY_VERSION,
         platform: key::platform(),
@@ -137,44 +133,131 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
         stdin: stdin.as_ref().map(|(_, d)| *d),
         salt: req.salt.as_ref().map(|s| ByteString::from(s.as_os_str())),
         key_command,
-        streams: mode,
+        streams: req.stream_mode.unwrap_or_else(capture::stream_mode),
     };
     material.normalize();
     let key = key::compute_key(&material);
-    let spec = Spec {
-        program,
-        argv: req.argv.clone(),
-        stdin: stdin.map(|(file, _)| file),
-    };
+    Ok(Prepared {
+        spec: Spec {
+            program,
+            argv: req.argv.clone(),
+            stdin: stdin.map(|(file, _)| file),
+        },
+        material,
+        key,
+        cache,
+        gathered,
+    })
+}
 
-    let Some(store) = store else {
-        let code = capture::run_passthrough(spec)?.exit_code();
-        if req.verbose {
-            eprintln!("memo: miss {}, not stored: cache unavailable", key.short());
+pub fn run(req: RunRequest) -> Result<i32, Fatal> {
+    let warner = Warner::default();
+    let prepared = prepare(&req, &warner)?;
+    let verbose = req.settings.verbose.value;
+    let Some(cache) = &prepared.cache else {
+        let code = capture::run_passthrough(prepared.spec)?.exit_code();
+        if verbose {
+            eprintln!(
+                "memo: miss {}, not stored: cache unavailable",
+                prepared.key.short()
+            );
         }
         return Ok(code);
     };
-    if !req.force {
-        let started = Instant::now();
-        if let Some(entry) = lookup(&store, &key, &material, &req, &warner) {
-            if let Some(code) = replay(&store, &key, &entry, &warner)? {
-                if req.verbose {
-                    let saved =
-                        Duration::from_millis(entry.duration_ms).saturating_sub(started.elapsed());
-                    eprintln!(
-                        "memo: hit {}, saved {:.2}s",
-                        key.short(),
-                        saved.as_secs_f64()
-                    );
-                }
-                return Ok(code);
+    let key = prepared.key;
+    let result = run_with_cache(
+        &req,
+        key,
+        prepared.material,
+        prepared.spec,
+        &prepared.gathered,
+        cache,
+        &warner,
+    );
+    warner.flush_to(cache, Some(&key));
+    result
+}
+
+fn run_with_cache(
+    req: &RunRequest,
+    key: Digest,
+    material: KeyMaterial,
+    spec: Spec,
+    gathered: &Gathered,
+    cache: &Cache,
+    warner: &Warner,
+) -> Result<i32, Fatal> {
+    let verbose = req.settings.verbose.value;
+    let _refresh_lock;
+    if req.refresh {
+        // One refresh at a time per key; and none if another already made it fresh.
+        match cache.lock(&format!("refresh-{}", key.to_hex()), false) {
+            Ok(Some(lock)) => _refresh_lock = lock,
+            _ => return Ok(0),
+        }
+        if let Some(entry) = lookup(cache, &key, &material, req, warner) {
+            if !is_expired(&entry, req.settings.ttl.value) {
+                return Ok(0);
             }
         }
     }
-    let finished = capture::run_recorded(spec, mode, &|| store.stage().map_err(io::Error::other))?;
+    if !req.force {
+        let started = Instant::now();
+        if let Some(entry) = lookup(cache, &key, &material, req, warner) {
+            let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
+            let ttl = req.settings.ttl.value;
+            let stale = req.settings.stale.value.unwrap_or_default();
+            let fresh = !is_expired(&entry, ttl);
+            let usable_stale = ttl.is_some_and(|ttl| age <= ttl + stale) && !fresh;
+            if fresh || usable_stale {
+                if let Some(code) = replay(cache, &key, &entry, warner)? {
+                    let saved =
+                        Duration::from_millis(entry.duration_ms).saturating_sub(started.elapsed());
+                    note_hit(cache, &key, &entry, saved);
+                    let mut how = String::new();
+                    if usable_stale {
+                        how = match cache.spawn_detached(&refresh_args(req, &material)) {
+                            Ok(()) => ", stale: refreshing in the background".into(),
+                            Err(e) => format!(", stale: cannot start a refresh ({e})"),
+                        };
+                    }
+                    if verbose {
+                        eprintln!(
+                            "memo: hit {}, saved {:.2}s{how}",
+                            key.short(),
+                            saved.as_secs_f64()
+                        );
+                    }
+                    return Ok(code);
+                }
+            } else if verbose {
+                eprintln!(
+                    "memo: entry {} expired {} ago",
+                    key.short(),
+                    crate::config::format_duration(age.saturating_sub(ttl.unwrap_or_default()))
+                );
+            }
+        }
+    }
+    let mut miss = Event::new(Kind::Miss);
+    miss.key = Some(key.to_hex());
+    miss.command = Some(key::command_line(&material));
+    cache.record(
+        Counters {
+            misses: 1,
+            ..Default::default()
+        },
+        miss,
+    );
+
+    let cache_failures = req.settings.cache_failures.value;
+    let finished = capture::run_recorded(spec, material.streams, &|| {
+        cache.store.stage().map_err(io::Error::other)
+    })?;
     let code = finished.outcome.exit_code();
-    let verdict = match decide_storable(&finished, &req, &gathered) {
-        Ok(()) => match save(&store, key, material, finished) {
+    let duration = finished.duration;
+    let verdict = match decide_storable(&finished, cache_failures, gathered) {
+        Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
             Ok(()) => "stored".to_string(),
             Err(e) => {
                 warner.warn(format!("{e}; result not stored"));
@@ -188,34 +271,102 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
             format!("not stored: {}", why.reason)
         }
     };
-    if req.verbose {
-        eprintln!("memo: miss {}, {verdict}", key.short());
+    if verbose {
+        eprintln!(
+            "memo: miss {}, ran {}, {verdict}",
+            key.short(),
+            crate::config::format_duration(duration)
+        );
     }
     Ok(code)
 }
 
-fn open_store(dir: &CacheDir, warner: &Warner) -> Result<Option<LocalStore>, Fatal> {
-    if dir.explicit {
-        if let Ok(meta) = fs::metadata(&dir.path) {
-            let shown = dir.path.display();
-            if !meta.is_dir() {
-                return Err(Fatal::failure(format!(
-                    "memo: cache dir '{shown}' is not a directory; point --cache-dir or MEMO_DIR at a directory"
-                )));
-            }
-            if let Err(e) = fs::read_dir(&dir.path) {
-                return Err(Fatal::failure(format!(
-                    "memo: cache dir '{shown}' is not readable ({e}); fix its permissions or choose another"
-                )));
-            }
+fn is_expired(entry: &Entry, ttl: Option<Duration>) -> bool {
+    let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
+    ttl.is_some_and(|ttl| age > ttl)
+}
+
+/// The arguments of a background `memo run` that recomputes this result.
+fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["run".into(), "--force".into(), "--refresh".into()];
+    args.push("--stream-mode".into());
+    args.push(
+        match material.streams {
+            StreamMode::Merged => "merged",
+            StreamMode::Separate => "separate",
         }
+        .into(),
+    );
+    let mut pair = |flag: &str, value: OsString| {
+        args.push(flag.into());
+        args.push(value);
+    };
+    for input in &req.inputs {
+        pair("--input", input.clone());
     }
-    match LocalStore::open(&dir.path) {
-        Ok(store) => Ok(Some(store)),
-        Err(e) => {
-            warner.warn(format!("cache unavailable ({e}); running without it"));
-            Ok(None)
+    for output in &req.outputs {
+        pair("--output", output.clone().into());
+    }
+    for name in &req.env {
+        pair("--env", name.into());
+    }
+    if let Some(salt) = &req.salt {
+        pair("--salt", salt.clone());
+    }
+    if let Some(cmd) = &req.key_cmd {
+        pair("--key-cmd", cmd.clone());
+    }
+    if let Some(ttl) = req.settings.ttl.value {
+        pair("--ttl", format!("{}ms", ttl.as_millis()).into());
+    }
+    if req.settings.cache_failures.value {
+        args.push("--cache-failures".into());
+    }
+    if req.ignore_cwd {
+        args.push("--ignore-cwd".into());
+    }
+    args.push("--".into());
+    args.extend(req.argv.iter().cloned());
+    args
+}
+
+fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
+    let saved_ms = saved.as_millis() as u64;
+    let clock = cache::read_clock(cache.root());
+    let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
+        if u.command.is_empty() {
+            *u = usage_of(entry, 0);
         }
+        u.hits += 1;
+        u.saved_ms += saved_ms;
+        u.last_access_ms = now_ms();
+        u.clock = clock;
+    });
+    let mut event = Event::new(Kind::Hit);
+    event.key = Some(key.to_hex());
+    event.command = Some(key::command_line(&entry.material));
+    event.duration_ms = Some(entry.duration_ms);
+    event.saved_ms = Some(saved_ms);
+    cache.record(
+        Counters {
+            hits: 1,
+            time_saved_ms: saved_ms as i64,
+            ..Default::default()
+        },
+        event,
+    );
+}
+
+/// A fresh usage record for an entry of `size` bytes (0: unknown until gc counts it).
+pub fn usage_of(entry: &Entry, size: u64) -> usage::Usage {
+    usage::Usage {
+        command: key::command_line(&entry.material),
+        command_id: Some(key::command_id(&entry.material)),
+        created_ms: entry.created_unix_ms,
+        duration_ms: entry.duration_ms,
+        size,
+        last_access_ms: entry.created_unix_ms,
+        ..Default::default()
     }
 }
 
@@ -246,8 +397,8 @@ fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
     })
 }
 
-fn spool_stdin(store: Option<&LocalStore>, warner: &Warner) -> Result<(File, Digest), Fatal> {
-    let staged = match store.map(|s| s.stage()) {
+fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Digest), Fatal> {
+    let staged = match cache.map(|c| c.store.stage()) {
         Some(Ok(staged)) => Ok(staged),
         Some(Err(e)) => {
             warner.warn(format!("{e}; spooling stdin to the system temp dir"));
@@ -260,16 +411,10 @@ fn spool_stdin(store: Option<&LocalStore>, warner: &Warner) -> Result<(File, Dig
         .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))
 }
 
-/// The stored entry for `key`, if it is intact, is for this very material, and may be
-/// replayed under this request. Anything else is a miss; a damaged entry is removed.
-fn lookup(
-    store: &LocalStore,
-    key: &Digest,
-    material: &KeyMaterial,
-    req: &RunRequest,
-    warner: &Warner,
-) -> Option<Entry> {
-    let bytes = match store.get_entry(key) {
+/// Reads and checks the entry stored under `key`. Anything wrong with it is a miss; a
+/// damaged entry is counted, logged and removed.
+pub fn read_entry(cache: &Cache, key: &Digest, warner: &Warner) -> Option<Entry> {
+    let bytes = match cache.store.get_entry(key) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return None,
         Err(e) => {
@@ -277,25 +422,58 @@ fn lookup(
             return None;
         }
     };
-    let entry = match Entry::decode(&bytes) {
-        Ok(entry) => entry,
+    match Entry::decode(&bytes) {
+        Ok(entry) => Some(entry),
         Err(e) => {
-            warner.warn(format!(
-                "cache entry {} is unusable ({e}); running the command",
-                key.short()
-            ));
-            let _ = store.remove_entry(key);
-            return None;
+            note_corrupt(
+                cache,
+                key,
+                &format!("cache entry {} is unusable ({e})", key.short()),
+                warner,
+            );
+            None
         }
-    };
+    }
+}
+
+fn note_corrupt(cache: &Cache, key: &Digest, what: &str, warner: &Warner) {
+    warner.warn(format!("{what}; running the command"));
+    let _ = cache.store.remove_entry(key);
+    let mut event = Event::new(Kind::Corrupt);
+    event.key = Some(key.to_hex());
+    event.message = Some(what.to_string());
+    cache.record(
+        Counters {
+            corrupt: 1,
+            ..Default::default()
+        },
+        event,
+    );
+}
+
+/// The stored entry for `key`, if it is intact, is for this very material, and may be
+/// replayed under this request.
+fn lookup(
+    cache: &Cache,
+    key: &Digest,
+    material: &KeyMaterial,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Option<Entry> {
+    let entry = read_entry(cache, key, warner)?;
     if entry.material != *material {
-        warner.warn(format!(
-            "cache entry {} was stored for different inputs; running the command",
-            key.short()
-        ));
+        note_corrupt(
+            cache,
+            key,
+            &format!(
+                "cache entry {} was stored for different inputs",
+                key.short()
+            ),
+            warner,
+        );
         return None;
     }
-    if entry.exit_code != 0 && !req.cache_failures {
+    if entry.exit_code != 0 && !req.settings.cache_failures.value {
         return None;
     }
     Some(entry)
@@ -306,17 +484,19 @@ fn lookup(
 /// so a damaged entry is a clean miss, never a partial replay.
 /// `Ok(None)` means the entry turned out unusable and the command must run instead.
 fn replay(
-    store: &LocalStore,
+    cache: &Cache,
     key: &Digest,
     entry: &Entry,
     warner: &Warner,
 ) -> Result<Option<i32>, Fatal> {
+    let store = &cache.store;
     let damaged = |e: &dyn std::fmt::Display| {
-        warner.warn(format!(
-            "cache entry {} is damaged ({e}); running the command",
-            key.short()
-        ));
-        let _ = store.remove_entry(key);
+        note_corrupt(
+            cache,
+            key,
+            &format!("cache entry {} is damaged ({e})", key.short()),
+            warner,
+        );
         Ok(None)
     };
     let (first, second) = match &entry.streams {
@@ -364,7 +544,7 @@ struct NotStored {
 
 fn decide_storable(
     finished: &Finished,
-    req: &RunRequest,
+    cache_failures: bool,
     gathered: &Gathered,
 ) -> Result<(), NotStored> {
     let quiet = |reason: String| {
@@ -375,7 +555,7 @@ fn decide_storable(
     };
     match finished.outcome {
         Outcome::Signaled(sig) => return quiet(format!("killed by signal {sig}")),
-        Outcome::Exited(code) if code != 0 && !req.cache_failures => {
+        Outcome::Exited(code) if code != 0 && !cache_failures => {
             return quiet(format!("exit code {code}"))
         }
         Outcome::Exited(_) => {}
@@ -407,30 +587,35 @@ fn decide_storable(
 }
 
 fn save(
-    store: &LocalStore,
+    cache: &Cache,
     key: Digest,
     material: KeyMaterial,
     finished: Finished,
+    max_size: u64,
 ) -> Result<(), RecordError> {
+    let store = Counting {
+        inner: &cache.store,
+        added: Default::default(),
+    };
     // In the material's (sorted) order, which is the order decode checks them in.
     let declared: Vec<PathBuf> = material
         .outputs
         .iter()
         .map(ByteString::to_path_buf)
         .collect();
-    let outputs = outputs::record_outputs(&declared, store)?;
+    let outputs = outputs::record_outputs(&declared, &store)?;
     let mut blobs = Vec::new();
     for recording in finished.recordings {
         let recording = recording.expect("decide_storable checked the recordings");
-        let file = recording.file.reopen().map_err(|e| RecordError::Read {
-            path: recording.file.path().to_path_buf(),
-            source: e,
-        })?;
-        let blob = if recording.size <= crate::index::INLINE_MAX {
-            outputs::store_blob(file, recording.size, store)?
+        let blob = if recording.size <= INLINE_MAX {
+            let file = recording.file.reopen().map_err(|e| RecordError::Read {
+                path: recording.file.path().to_path_buf(),
+                source: e,
+            })?;
+            outputs::store_blob(file, recording.size, &store)?
         } else {
             store.put_object(&recording.digest, recording.file)?;
-            crate::index::Blob {
+            Blob {
                 digest: recording.digest,
                 size: recording.size,
                 inline: None,
@@ -449,15 +634,44 @@ fn save(
     };
     let entry = Entry {
         material,
-        created_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        created_unix_ms: now_ms(),
         duration_ms: finished.duration.as_millis() as u64,
         exit_code: finished.outcome.exit_code(),
         streams,
         outputs,
     };
-    store.put_entry(&key, &entry.encode())?;
+    let encoded = entry.encode();
+    let previous = store.put_entry(&key, &encoded)?;
+    let size = encoded.len() as u64
+        + entry
+            .blobs()
+            .filter(|b| b.inline.is_none())
+            .map(|b| b.size)
+            .sum::<u64>();
+    let clock = cache::read_clock(cache.root());
+    let _ = usage::update(&usage::usage_path(cache.root(), &key), |u| {
+        let hits = if previous.is_some() { u.hits } else { 0 };
+        let saved_ms = if previous.is_some() { u.saved_ms } else { 0 };
+        *u = usage_of(&entry, size);
+        u.hits = hits;
+        u.saved_ms = saved_ms;
+        u.clock = clock;
+    });
+    let added = store.added.get() as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
+    let mut event = Event::new(Kind::Store);
+    event.key = Some(key.to_hex());
+    event.command = Some(key::command_line(&entry.material));
+    event.duration_ms = Some(entry.duration_ms);
+    event.size = Some(size);
+    cache.record(
+        Counters {
+            stores: 1,
+            entries: previous.is_none() as i64,
+            bytes: added,
+            ..Default::default()
+        },
+        event,
+    );
+    crate::gc::trim_in_background_if_needed(cache, max_size);
     Ok(())
 }

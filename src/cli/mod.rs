@@ -1,16 +1,21 @@
-//! The command line: turns arguments into a validated request and hands it on.
+//! The command line: turns arguments into validated requests and hands them on.
 //!
-//! Owns the clap definition (also the source of completions and the man page) and the
-//! choice of the cache directory. It does no caching work itself.
+//! Owns the clap definition (also the source of the completions and the man page) and
+//! how each subcommand's result is shown (`show`). It does no caching work itself.
+
+mod show;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{self, Flags, Settings};
 use crate::exit::{Code, Fatal};
-use crate::run::{self, CacheDir, RunRequest};
+use crate::key::StreamMode;
+use crate::run::{self, RunRequest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,7 +27,9 @@ use crate::run::{self, CacheDir, RunRequest};
                   and environment replays its stdout, stderr, exit code and declared output files \
                   from a content-addressed store, without running anything.",
     after_help = "Exit codes: the command's own; 125 when memo itself fails; 126 when the command \
-                  cannot be executed; 127 when it is not found."
+                  cannot be executed; 127 when it is not found.\n\
+                  Environment: MEMO_DIR, MEMO_MAX_SIZE, MEMO_TTL, MEMO_STALE, MEMO_VERBOSE, \
+                  MEMO_CACHE_FAILURES, MEMO_CONFIG, MEMO_DISABLE=1 (bypass memo entirely)."
 )]
 pub struct Cli {
     /// Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]
@@ -37,6 +44,36 @@ pub struct Cli {
 pub enum Command {
     /// Run a command, or replay its recorded result
     Run(RunArgs),
+    /// Say whether `memo run` would hit, and on a miss what changed; runs nothing
+    Explain(RunArgs),
+    /// Show hits, misses, size and time saved
+    Stats(StatsArgs),
+    /// Trim the cache: evict by cost-aware priority or age, drop unreferenced objects
+    Gc(GcArgs),
+    /// Remove every cached result
+    Clear,
+    /// List cached results
+    Ls(LsArgs),
+    /// Remove cached results by key prefix or by a pattern on the command
+    Rm(RmArgs),
+    /// Show the latest cache events (hits, misses, stores, evictions, errors)
+    Log(LogArgs),
+    /// Print the effective settings and where each comes from
+    Config,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text)
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    config::parse_size(text)
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StreamModeArg {
+    Separate,
+    Merged,
 }
 
 #[derive(Debug, Args)]
@@ -70,7 +107,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD")]
     pub key_cmd: Option<OsString>,
 
-    /// Also store and replay non-zero exit codes
+    /// Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+
+    /// After --ttl expires, keep replaying the old result this much longer while it is
+    /// refreshed in the background [env: MEMO_STALE]
+    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "ttl")]
+    pub stale: Option<Duration>,
+
+    /// Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]
     #[arg(long)]
     pub cache_failures: bool,
 
@@ -78,40 +124,95 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Print one line to stderr per call: hit or miss, short key, time saved
+    /// Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// (internal) this run refreshes a stale result in the background
+    #[arg(long, hide = true)]
+    pub refresh: bool,
+
+    /// (internal) record as if stdout and stderr were connected this way
+    #[arg(long, hide = true, value_enum)]
+    pub stream_mode: Option<StreamModeArg>,
 
     /// The command and its arguments, best written after `--`
     #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
-/// Where the cache lives: `--cache-dir`, else `MEMO_DIR`, else the XDG cache directory.
-pub fn cache_dir(flag: Option<PathBuf>) -> Result<CacheDir, Fatal> {
-    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(path) = flag.or_else(|| non_empty("MEMO_DIR").map(PathBuf::from)) {
-        return Ok(CacheDir {
-            path,
-            explicit: true,
-        });
-    }
-    let base = non_empty("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .ok_or_else(|| {
-            Fatal::failure("memo: cannot find a cache directory: set MEMO_DIR or HOME")
-        })?;
-    Ok(CacheDir {
-        path: base.join("memo"),
-        explicit: false,
-    })
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Reset the counters (hits, misses, time saved...), keeping the cached results
+    #[arg(long)]
+    pub zero: bool,
 }
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Evict until the cache is at most this big, e.g. 500M, 2GiB [env: MEMO_MAX_SIZE]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
+    /// Evict results not used for this long, e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_age: Option<Duration>,
+    /// Print what would be removed and how much it frees; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// (internal) the automatic trim: give up at once if another gc runs
+    #[arg(long, hide = true)]
+    pub auto: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct RmArgs {
+    /// Key prefixes (as shown by `memo ls`, at least 4 hex digits)
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// Remove every result whose command line matches this glob, e.g. 'make *'
+    #[arg(long, value_name = "PATTERN")]
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// How many events to show
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub count: usize,
+    /// Print the events as JSON lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+const NO_COMMAND: &str =
+    "memo: no command given; write it after '--', e.g. memo run -- make report";
 
 fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, Fatal> {
     if args.command.is_empty() {
+        return Err(Fatal::failure(NO_COMMAND));
+    }
+    let settings = Settings::load(&Flags {
+        cache_dir,
+        ttl: args.ttl,
+        stale: args.stale,
+        verbose: args.verbose,
+        cache_failures: args.cache_failures,
+        ..Flags::default()
+    })?;
+    if args.stdin && settings.stale.value.is_some() {
         return Err(Fatal::failure(
-            "memo: no command given; write it after '--', e.g. memo run -- make report",
+            "memo: --stale cannot refresh a command that reads --stdin; drop one of them",
         ));
     }
     Ok(RunRequest {
@@ -127,26 +228,52 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
         stdin: args.stdin,
         salt: args.salt,
         key_cmd: args.key_cmd,
-        cache_failures: args.cache_failures,
         force: args.force,
-        verbose: args.verbose,
-        cache_dir: self::cache_dir(cache_dir)?,
+        settings,
+        stream_mode: args.stream_mode.map(|m| match m {
+            StreamModeArg::Separate => StreamMode::Separate,
+            StreamModeArg::Merged => StreamMode::Merged,
+        }),
+        refresh: args.refresh,
     })
 }
 
-fn dispatch(cli: Cli) -> Result<i32, Fatal> {
+fn settings(cache_dir: Option<PathBuf>, max_size: Option<u64>) -> Result<Settings, Fatal> {
+    Settings::load(&Flags {
+        cache_dir,
+        max_size,
+        ..Flags::default()
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => {
             if args.command.is_empty() {
-                return Err(Fatal::failure(
-                    "memo: no command given; write it after '--', e.g. memo run -- make report",
-                ));
+                return Err(Fatal::failure(NO_COMMAND).into());
             }
             if run::is_disabled() {
-                return Err(run::exec_directly(&args.command));
+                return Err(run::exec_directly(&args.command).into());
             }
-            run::run(run_request(args, cli.cache_dir)?)
+            Ok(run::run(run_request(args, cli.cache_dir)?)?)
         }
+        Command::Explain(args) => Ok(crate::explain::explain(run_request(args, cli.cache_dir)?)?),
+        Command::Stats(args) => show::stats(&settings(cli.cache_dir, None)?, args.json, args.zero),
+        Command::Gc(args) => show::gc(
+            &settings(cli.cache_dir, args.max_size)?,
+            args.max_age,
+            args.dry_run,
+            args.auto,
+        ),
+        Command::Clear => show::clear(&settings(cli.cache_dir, None)?),
+        Command::Ls(args) => show::ls(&settings(cli.cache_dir, None)?, args.json),
+        Command::Rm(args) => show::rm(
+            &settings(cli.cache_dir, None)?,
+            &args.keys,
+            args.command.as_deref(),
+        ),
+        Command::Log(args) => show::log(&settings(cli.cache_dir, None)?, args.count, args.json),
+        Command::Config => show::config(&settings(cli.cache_dir, None)?),
     }
 }
 
@@ -158,10 +285,16 @@ pub fn main() -> ExitCode {
     };
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(fatal) => {
-            eprintln!("{}", fatal.message);
-            ExitCode::from(fatal.code as u8)
-        }
+        Err(err) => match err.downcast_ref::<Fatal>() {
+            Some(fatal) => {
+                eprintln!("{}", fatal.message);
+                ExitCode::from(fatal.code as u8)
+            }
+            None => {
+                eprintln!("memo: {err:#}");
+                ExitCode::from(Code::Failure as u8)
+            }
+        },
     }
 }
 
@@ -199,7 +332,9 @@ mod tests {
     #[test]
     fn command_after_double_dash_keeps_its_flags() {
         let cli = Cli::try_parse_from(["memo", "run", "-i", "a", "--", "ls", "-l", "-i"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.inputs, ["a"]);
         assert_eq!(args.command, ["ls", "-l", "-i"]);
     }
@@ -207,7 +342,9 @@ mod tests {
     #[test]
     fn command_without_double_dash_stops_option_parsing() {
         let cli = Cli::try_parse_from(["memo", "run", "-v", "ls", "-l"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
         assert!(args.verbose);
         assert_eq!(args.command, ["ls", "-l"]);
     }

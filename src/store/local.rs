@@ -40,7 +40,6 @@ impl LocalStore {
         })
     }
 
-    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -86,13 +85,15 @@ impl Store for LocalStore {
         Ok(Some(bytes))
     }
 
-    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<Option<u64>, StoreError> {
         let path = self.entry_path(key);
         let mut staged = self.stage()?;
         staged
             .write_all(bytes)
             .map_err(|e| StoreError::io("cannot write", staged.path(), e))?;
-        self.persist(staged, &path).map(drop)
+        let previous = fs::metadata(&path).ok().map(|m| m.len());
+        self.persist(staged, &path)?;
+        Ok(previous)
     }
 
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
@@ -113,16 +114,15 @@ impl Store for LocalStore {
             .map_err(|e| StoreError::io("cannot create a file in", dir, e))
     }
 
-    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<(), StoreError> {
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
         let path = self.object_path(digest);
-        // Content-addressed: an object already present holds these very bytes, unless it
-        // is corrupt, which open_object finds and repairs by removing it.
-        if path.exists() {
-            return Ok(());
-        }
+        // Content-addressed: an object already present should hold these very bytes. The
+        // fresh copy replaces it anyway: that repairs one damaged unnoticed, and its new
+        // ctime tells gc that something refers to it now (see gc's grace period).
+        let existed = path.exists();
         let file = self.persist(staged, &path)?;
         self.digests.record_written(&file, *digest);
-        Ok(())
+        Ok(!existed)
     }
 
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {

@@ -47,12 +47,14 @@ pub trait Store {
     /// The raw bytes of the entry stored under `key`, if any.
     fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
     /// Atomically replaces the entry under `key`: a reader sees the old bytes or the new.
-    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Returns the size of the entry it replaced, if any.
+    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<Option<u64>, StoreError>;
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError>;
     /// A temporary file to write an object into before `put_object`.
     fn stage(&self) -> Result<NamedTempFile, StoreError>;
-    /// Adds a staged file whose contents hash to `digest`.
-    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<(), StoreError>;
+    /// Adds a staged file whose contents hash to `digest`. Returns whether the object is
+    /// new to the store (false: the same bytes were there already).
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError>;
     /// Opens the object named `digest`, positioned at its start, after checking that its
     /// contents hash to `digest`. A corrupt object is removed and reported as such.
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError>;

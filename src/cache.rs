@@ -1,0 +1,198 @@
+//! The cache directory as a whole: the store, its counters and its event log, opened
+//! together, plus the bookkeeping every command shares (warnings that are said once,
+//! locks, detached helper processes).
+//!
+//! Owns the fail-open rule for opening: a cache the user named explicitly that is not a
+//! readable directory is an error; any other trouble is a warning and no cache.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fs2::FileExt;
+use tempfile::NamedTempFile;
+
+use crate::digest::Digest;
+use crate::events::{Event, EventLog, Kind};
+use crate::exit::Fatal;
+use crate::fsutil::create_private_dir_all;
+use crate::stats::{Counters, Stats};
+use crate::store::local::LocalStore;
+use crate::store::{Store, StoreError};
+
+pub struct Cache {
+    pub store: LocalStore,
+    pub stats: Stats,
+    pub log: EventLog,
+}
+
+impl Cache {
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// Counts and logs; failures here must never affect the user's command.
+    pub fn record(&self, delta: Counters, event: Event) {
+        let _ = self.stats.add(&delta);
+        let _ = self.log.append(&event);
+    }
+
+    /// An exclusive lock on `locks/NAME`, held until the returned file is dropped.
+    /// `wait: false` gives `Ok(None)` when someone else holds it.
+    pub fn lock(&self, name: &str, wait: bool) -> io::Result<Option<File>> {
+        let dir = self.root().join("locks");
+        create_private_dir_all(&dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        if wait {
+            FileExt::lock_exclusive(&file)?;
+            return Ok(Some(file));
+        }
+        match FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(Some(file)),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts `memo ARGS` in the background, detached from this process's terminal and
+    /// output, on the same cache; this process does not wait for it.
+    pub fn spawn_detached(&self, args: &[OsString]) -> io::Result<()> {
+        let exe = std::env::current_exe()?;
+        Command::new(exe)
+            .arg("--cache-dir")
+            .arg(self.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map(drop)
+    }
+}
+
+/// Opens the cache at `dir`. `Ok(None)` (after a warning) when it cannot be used.
+pub fn open(dir: &Path, explicit: bool, warner: &Warner) -> Result<Option<Cache>, Fatal> {
+    if explicit {
+        if let Ok(meta) = fs::metadata(dir) {
+            let shown = dir.display();
+            if !meta.is_dir() {
+                return Err(Fatal::failure(format!(
+                    "memo: cache dir '{shown}' is not a directory; point --cache-dir or MEMO_DIR at a directory"
+                )));
+            }
+            if let Err(e) = fs::read_dir(dir) {
+                return Err(Fatal::failure(format!(
+                    "memo: cache dir '{shown}' is not readable ({e}); fix its permissions or choose another"
+                )));
+            }
+        }
+    }
+    match LocalStore::open(dir) {
+        Ok(store) => Ok(Some(Cache {
+            stats: Stats::new(dir),
+            log: EventLog::new(dir),
+            store,
+        })),
+        Err(e) => {
+            warner.warn(format!("cache unavailable ({e}); running without it"));
+            Ok(None)
+        }
+    }
+}
+
+/// Prints the first cache warning of a call, and no more: one failure tends to cause a
+/// cascade, and the user needs to hear about it once. Keeps them all for the log.
+#[derive(Default)]
+pub struct Warner {
+    warned: Cell<bool>,
+    messages: RefCell<Vec<String>>,
+}
+
+impl Warner {
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        let message = message.to_string();
+        if !self.warned.replace(true) {
+            eprintln!("memo: warning: {message}");
+        }
+        self.messages.borrow_mut().push(message);
+    }
+
+    /// Logs every warning as an error event, with the key it concerned.
+    pub fn flush_to(&self, cache: &Cache, key: Option<&Digest>) {
+        for message in self.messages.borrow_mut().drain(..) {
+            let mut event = Event::new(Kind::Error);
+            event.key = key.map(|k| k.to_hex());
+            event.message = Some(message);
+            cache.record(
+                Counters {
+                    errors: 1,
+                    ..Default::default()
+                },
+                event,
+            );
+        }
+    }
+}
+
+/// A store that counts the bytes of the objects that were new to it.
+pub struct Counting<'a> {
+    pub inner: &'a dyn Store,
+    pub added: Cell<u64>,
+}
+
+impl Store for Counting<'_> {
+    fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_entry(key)
+    }
+    fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.inner.put_entry(key, bytes)
+    }
+    fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
+        self.inner.remove_entry(key)
+    }
+    fn stage(&self) -> Result<NamedTempFile, StoreError> {
+        self.inner.stage()
+    }
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
+        let size = staged.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+        let new = self.inner.put_object(digest, staged)?;
+        if new {
+            self.added.set(self.added.get() + size);
+        }
+        Ok(new)
+    }
+    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
+        self.inner.open_object(digest)
+    }
+}
+
+/// Where `memo clear` and gc find the lock files and helper state.
+pub fn clock_path(root: &Path) -> PathBuf {
+    root.join("gc-clock")
+}
+
+/// gc's clock ("L" of Greedy-Dual-Size-Frequency): 0 until the first eviction.
+pub fn read_clock(root: &Path) -> f64 {
+    fs::read_to_string(clock_path(root))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .unwrap_or(0.0)
+}

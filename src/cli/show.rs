@@ -1,0 +1,455 @@
+//! What the management subcommands print: for people by default, JSON with `--json`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cache::{self, Cache, Warner};
+use crate::config::{format_duration, format_size, Settings};
+use crate::digest::Digest;
+use crate::events::{now_ms, Event, Kind};
+use crate::exit::Fatal;
+use crate::gc;
+use crate::index::usage::{self, Usage};
+use crate::stats::Counters;
+
+fn open(settings: &Settings) -> Result<Cache, Fatal> {
+    let warner = Warner::default();
+    cache::open(
+        &settings.cache_dir.value,
+        settings.cache_dir_explicit,
+        &warner,
+    )?
+    .ok_or_else(|| {
+        Fatal::failure(format!(
+            "memo: cannot open the cache at '{}'; check the path and its permissions",
+            settings.cache_dir.value.display()
+        ))
+    })
+}
+
+fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
+    move |e| Fatal::failure(format!("memo: {what}: {e}"))
+}
+
+/// Every usage record, with the key it belongs to, for entries that exist.
+fn usages(cache: &Cache) -> Vec<(Digest, Usage)> {
+    let mut found = Vec::new();
+    for shard in std::fs::read_dir(cache.root().join("usage"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(key) = file
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            if !cache.store.entry_path(&key).exists() {
+                continue;
+            }
+            if let Some(u) = usage::read(&file.path()) {
+                found.push((key, u));
+            }
+        }
+    }
+    found
+}
+
+#[derive(Serialize)]
+struct TopCommand {
+    key: String,
+    command: String,
+    hits: u64,
+    time_saved_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    cache_dir: String,
+    hits: i64,
+    misses: i64,
+    hit_rate: f64,
+    stores: i64,
+    entries: i64,
+    bytes: i64,
+    max_size: u64,
+    time_saved_seconds: f64,
+    evictions: i64,
+    corrupt: i64,
+    errors: i64,
+    top: Vec<TopCommand>,
+}
+
+pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32> {
+    let cache = open(settings)?;
+    if zero {
+        cache
+            .stats
+            .zero_activity()
+            .map_err(io_error("cannot reset the counters"))?;
+        if !json {
+            println!("counters reset");
+            return Ok(0);
+        }
+    }
+    let c: Counters = cache.stats.total();
+    let lookups = c.hits + c.misses;
+    let hit_rate = if lookups > 0 {
+        c.hits as f64 / lookups as f64
+    } else {
+        0.0
+    };
+    let mut top = usages(&cache);
+    top.retain(|(_, u)| u.saved_ms > 0);
+    top.sort_by_key(|(_, u)| std::cmp::Reverse(u.saved_ms));
+    top.truncate(5);
+    if json {
+        let out = StatsJson {
+            cache_dir: cache.root().display().to_string(),
+            hits: c.hits,
+            misses: c.misses,
+            hit_rate,
+            stores: c.stores,
+            entries: c.entries.max(0),
+            bytes: c.bytes.max(0),
+            max_size: settings.max_size.value,
+            time_saved_seconds: c.time_saved_ms as f64 / 1000.0,
+            evictions: c.evictions,
+            corrupt: c.corrupt,
+            errors: c.errors,
+            top: top
+                .iter()
+                .map(|(k, u)| TopCommand {
+                    key: k.to_hex(),
+                    command: u.command.clone(),
+                    hits: u.hits,
+                    time_saved_seconds: u.saved_ms as f64 / 1000.0,
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&out).expect("stats serialize"));
+        return Ok(0);
+    }
+    let saved = Duration::from_millis(c.time_saved_ms.max(0) as u64);
+    println!("cache dir    {}", cache.root().display());
+    println!("entries      {}", c.entries.max(0));
+    println!(
+        "size         {} (limit {})",
+        format_size(c.bytes.max(0) as u64),
+        format_size(settings.max_size.value)
+    );
+    println!("hits         {}", c.hits);
+    println!("misses       {}", c.misses);
+    println!("hit rate     {:.1}%", hit_rate * 100.0);
+    println!("time saved   {}", format_duration(saved));
+    println!("evictions    {}", c.evictions);
+    println!("corrupt      {}", c.corrupt);
+    println!("errors       {}", c.errors);
+    if !top.is_empty() {
+        println!();
+        println!("commands that saved the most time:");
+        for (_, u) in &top {
+            println!(
+                "  {:>8}  {:>4} hits  {}",
+                format_duration(Duration::from_millis(u.saved_ms)),
+                u.hits,
+                u.command
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn gc(
+    settings: &Settings,
+    max_age: Option<Duration>,
+    dry_run: bool,
+    auto: bool,
+) -> anyhow::Result<i32> {
+    let cache = open(settings)?;
+    let options = gc::Options {
+        // Without --max-size, the configured limit applies.
+        max_size: Some(settings.max_size.value),
+        max_age,
+        dry_run,
+        only_if_free: auto,
+    };
+    let Some(report) = gc::collect(&cache, &options).context("gc failed")? else {
+        return Ok(0);
+    };
+    if auto {
+        return Ok(0);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for removed in &report.removed {
+        println!(
+            "{verb} {} {:>10}  {} ({})",
+            removed.key.short(),
+            format_size(removed.size),
+            removed.command,
+            removed.reason
+        );
+    }
+    for key in &report.corrupt {
+        println!("{verb} {} (corrupt entry)", key.short());
+    }
+    println!(
+        "{verb} {} entries, {} unreferenced objects ({}); freed {}; cache {} in {} entries",
+        report.removed.len() + report.corrupt.len(),
+        report.orphans,
+        format_size(report.orphan_bytes),
+        format_size(report.freed()),
+        format_size(report.bytes_after),
+        report.entries_after
+    );
+    Ok(0)
+}
+
+pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
+    let cache = open(settings)?;
+    let (entries, bytes) = gc::clear(&cache).context("cannot clear the cache")?;
+    println!("cleared {entries} entries ({})", format_size(bytes));
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    key: String,
+    command: &'a str,
+    created_ms: u64,
+    last_access_ms: u64,
+    age_seconds: f64,
+    size: u64,
+    hits: u64,
+    duration_seconds: f64,
+    time_saved_seconds: f64,
+}
+
+pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
+    let cache = open(settings)?;
+    let mut all = usages(&cache);
+    all.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_access_ms));
+    let now = now_ms();
+    if json {
+        let listed: Vec<Listed> = all
+            .iter()
+            .map(|(k, u)| Listed {
+                key: k.to_hex(),
+                command: &u.command,
+                created_ms: u.created_ms,
+                last_access_ms: u.last_access_ms,
+                age_seconds: now.saturating_sub(u.created_ms) as f64 / 1000.0,
+                size: u.size,
+                hits: u.hits,
+                duration_seconds: u.duration_ms as f64 / 1000.0,
+                time_saved_seconds: u.saved_ms as f64 / 1000.0,
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string(&listed).expect("listing serializes")
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  COMMAND",
+        "KEY", "AGE", "SIZE", "HITS", "SAVED"
+    );
+    for (key, u) in &all {
+        println!(
+            "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {}",
+            key.short(),
+            format_duration(Duration::from_millis(now.saturating_sub(u.created_ms))),
+            format_size(u.size),
+            u.hits,
+            format_duration(Duration::from_millis(u.saved_ms)),
+            u.command
+        );
+    }
+    Ok(0)
+}
+
+pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> anyhow::Result<i32> {
+    for prefix in prefixes {
+        if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Fatal::failure(format!(
+                "memo: '{prefix}' is not a key prefix; give at least 4 hex digits as shown by memo ls"
+            ))
+            .into());
+        }
+    }
+    let pattern = pattern.map(glob::Pattern::new).transpose().map_err(|e| {
+        Fatal::failure(format!(
+            "memo: --command pattern is invalid: {}; fix it",
+            e.msg
+        ))
+    })?;
+    let cache = open(settings)?;
+    let mut removed = 0;
+    let mut bytes = 0i64;
+    for (key, u) in usages(&cache) {
+        let hex = key.to_hex();
+        let by_key = prefixes
+            .iter()
+            .any(|p| hex.starts_with(&p.to_ascii_lowercase()));
+        let by_command = pattern.as_ref().is_some_and(|p| p.matches(&u.command));
+        if !(by_key || by_command) {
+            continue;
+        }
+        let entry_bytes =
+            std::fs::metadata(cache.store.entry_path(&key)).map_or(0, |m| m.len() as i64);
+        if std::fs::remove_file(cache.store.entry_path(&key)).is_ok() {
+            let _ = std::fs::remove_file(usage::usage_path(cache.root(), &key));
+            removed += 1;
+            bytes += entry_bytes;
+            let mut event = Event::new(Kind::Evict);
+            event.key = Some(hex);
+            event.command = Some(u.command.clone());
+            event.message = Some("memo rm".into());
+            let _ = cache.log.append(&event);
+        }
+    }
+    let _ = cache.stats.add(&Counters {
+        entries: -removed,
+        bytes: -bytes,
+        ..Default::default()
+    });
+    if removed == 0 {
+        eprintln!("memo: no cached result matches");
+        return Ok(1);
+    }
+    println!("removed {removed} entries (their objects go at the next gc)");
+    Ok(0)
+}
+
+pub fn log(settings: &Settings, count: usize, json: bool) -> anyhow::Result<i32> {
+    let cache = open(settings)?;
+    let (events, unreadable) = cache.log.latest(count);
+    for event in &events {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(event).expect("events serialize")
+            );
+        } else {
+            println!("{}", describe(event));
+        }
+    }
+    if unreadable > 0 {
+        eprintln!("memo: warning: skipped {unreadable} unreadable log lines");
+    }
+    Ok(0)
+}
+
+fn describe(event: &Event) -> String {
+    let kind = match event.event {
+        Kind::Hit => "hit",
+        Kind::Miss => "miss",
+        Kind::Store => "store",
+        Kind::Evict => "evict",
+        Kind::Corrupt => "corrupt",
+        Kind::Error => "error",
+        Kind::Clear => "clear",
+    };
+    let mut line = format!("{}  {kind:<7}", format_utc(event.time_ms));
+    if let Some(key) = &event.key {
+        line.push_str(&format!("  {}", &key[..key.len().min(12)]));
+    }
+    let ms = |v: u64| format_duration(Duration::from_millis(v));
+    if let Some(saved) = event.saved_ms {
+        line.push_str(&format!("  saved {}", ms(saved)));
+    } else if let Some(d) = event.duration_ms {
+        line.push_str(&format!("  ran {}", ms(d)));
+    }
+    if let Some(size) = event.size {
+        line.push_str(&format!("  {}", format_size(size)));
+    }
+    if let Some(command) = &event.command {
+        line.push_str(&format!("  {command}"));
+    }
+    if let Some(message) = &event.message {
+        line.push_str(&format!("  ({message})"));
+    }
+    line
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix milliseconds (Howard Hinnant's civil-from-days).
+fn format_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn config(settings: &Settings) -> anyhow::Result<i32> {
+    let file_state = if settings.config_file_found {
+        ""
+    } else {
+        " (not found)"
+    };
+    println!(
+        "config file     {}{file_state}",
+        settings.config_file.display()
+    );
+    let row = |name: &str, value: String, source: &crate::config::Source| {
+        println!("{name:<15} {value:<30} ({source})");
+    };
+    row(
+        "cache_dir",
+        settings.cache_dir.value.display().to_string(),
+        &settings.cache_dir.source,
+    );
+    row(
+        "max_size",
+        format_size(settings.max_size.value),
+        &settings.max_size.source,
+    );
+    let opt = |d: Option<Duration>| d.map_or("none".to_string(), format_duration);
+    row("ttl", opt(settings.ttl.value), &settings.ttl.source);
+    row("stale", opt(settings.stale.value), &settings.stale.source);
+    row(
+        "verbose",
+        settings.verbose.value.to_string(),
+        &settings.verbose.source,
+    );
+    row(
+        "cache_failures",
+        settings.cache_failures.value.to_string(),
+        &settings.cache_failures.source,
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_795_000_000_000), "2026-11-18 11:06:40");
+    }
+}

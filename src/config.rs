@@ -1,0 +1,373 @@
+//! Settings: command-line flags win over environment variables, which win over the
+//! config file, which wins over the defaults. `memo config` shows each with its source.
+//!
+//! Owns the names of the environment variables and config keys, the config file's
+//! location, and the parsing of sizes (`500M`, `2GiB`) and durations (`90s`, `7d`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exit::Fatal;
+
+pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Where a setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Flag(&'static str),
+    Env(&'static str),
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::File(path) => write!(f, "config file {}", path.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// The keys of the config file (TOML); every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    cache_dir: Option<PathBuf>,
+    max_size: Option<String>,
+    ttl: Option<String>,
+    stale: Option<String>,
+    verbose: Option<bool>,
+    cache_failures: Option<bool>,
+}
+
+/// The effective settings of one memo call.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config_file: PathBuf,
+    pub config_file_found: bool,
+    pub cache_dir: Setting<PathBuf>,
+    /// Whether the user named the cache dir (then an unusable one is an error).
+    pub cache_dir_explicit: bool,
+    pub max_size: Setting<u64>,
+    pub ttl: Setting<Option<Duration>>,
+    pub stale: Setting<Option<Duration>>,
+    pub verbose: Setting<bool>,
+    pub cache_failures: Setting<bool>,
+}
+
+/// Values given on the command line, which win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub cache_dir: Option<PathBuf>,
+    pub max_size: Option<u64>,
+    pub ttl: Option<Duration>,
+    pub stale: Option<Duration>,
+    pub verbose: bool,
+    pub cache_failures: bool,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `$MEMO_CONFIG`, else `$XDG_CONFIG_HOME/memo/config.toml`, else `~/.config/memo/config.toml`.
+pub fn config_file_path() -> PathBuf {
+    if let Some(path) = env_var("MEMO_CONFIG") {
+        return PathBuf::from(path);
+    }
+    let base = env_var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env_var("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    base.join("memo").join("config.toml")
+}
+
+fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Fatal::failure(format!(
+                "memo: cannot read config file '{}': {e}",
+                path.display()
+            )))
+        }
+    };
+    toml::from_str(&text).map(Some).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or("").to_string();
+        Fatal::failure(format!(
+            "memo: config file '{}' is invalid: {first}; fix it or set MEMO_CONFIG",
+            path.display()
+        ))
+    })
+}
+
+/// Picks flag, then env, then file, then default, parsing text with `parse`.
+fn resolve<T>(
+    flag: Option<T>,
+    flag_name: &'static str,
+    env: &'static str,
+    file: Option<&str>,
+    file_path: &Path,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Setting<T>, Fatal> {
+    if let Some(value) = flag {
+        return Ok(Setting {
+            value,
+            source: Source::Flag(flag_name),
+        });
+    }
+    if let Some(text) = env_var(env) {
+        let value = parse(&text)
+            .map_err(|e| Fatal::failure(format!("memo: {env}={text:?} is invalid: {e}")))?;
+        return Ok(Setting {
+            value,
+            source: Source::Env(env),
+        });
+    }
+    if let Some(text) = file {
+        let value = parse(text).map_err(|e| {
+            Fatal::failure(format!(
+                "memo: config file '{}': {text:?} is invalid: {e}",
+                file_path.display()
+            ))
+        })?;
+        return Ok(Setting {
+            value,
+            source: Source::File(file_path.to_path_buf()),
+        });
+    }
+    Ok(Setting {
+        value: default,
+        source: Source::Default,
+    })
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1/0, true/false, yes/no or on/off".into()),
+    }
+}
+
+impl Settings {
+    pub fn load(flags: &Flags) -> Result<Settings, Fatal> {
+        let path = config_file_path();
+        let file = read_file(&path)?;
+        let found = file.is_some();
+        let file = file.unwrap_or_default();
+        let cache_dir = match (&flags.cache_dir, env_var("MEMO_DIR"), &file.cache_dir) {
+            (Some(dir), _, _) => Setting {
+                value: dir.clone(),
+                source: Source::Flag("--cache-dir"),
+            },
+            (None, Some(dir), _) => Setting {
+                value: PathBuf::from(dir),
+                source: Source::Env("MEMO_DIR"),
+            },
+            (None, None, Some(dir)) => Setting {
+                value: dir.clone(),
+                source: Source::File(path.clone()),
+            },
+            (None, None, None) => Setting {
+                value: default_cache_dir()?,
+                source: Source::Default,
+            },
+        };
+        let duration = |t: &str| parse_duration(t).map(Some);
+        let bool_file = |b: Option<bool>| b.map(|b| if b { "true" } else { "false" });
+        Ok(Settings {
+            cache_dir_explicit: cache_dir.source != Source::Default,
+            cache_dir,
+            max_size: resolve(
+                flags.max_size,
+                "--max-size",
+                "MEMO_MAX_SIZE",
+                file.max_size.as_deref(),
+                &path,
+                DEFAULT_MAX_SIZE,
+                parse_size,
+            )?,
+            ttl: resolve(
+                flags.ttl.map(Some),
+                "--ttl",
+                "MEMO_TTL",
+                file.ttl.as_deref(),
+                &path,
+                None,
+                duration,
+            )?,
+            stale: resolve(
+                flags.stale.map(Some),
+                "--stale",
+                "MEMO_STALE",
+                file.stale.as_deref(),
+                &path,
+                None,
+                duration,
+            )?,
+            verbose: resolve(
+                flags.verbose.then_some(true),
+                "--verbose",
+                "MEMO_VERBOSE",
+                bool_file(file.verbose),
+                &path,
+                false,
+                parse_bool,
+            )?,
+            cache_failures: resolve(
+                flags.cache_failures.then_some(true),
+                "--cache-failures",
+                "MEMO_CACHE_FAILURES",
+                bool_file(file.cache_failures),
+                &path,
+                false,
+                parse_bool,
+            )?,
+            config_file: path,
+            config_file_found: found,
+        })
+    }
+}
+
+fn default_cache_dir() -> Result<PathBuf, Fatal> {
+    let base = env_var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env_var("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .ok_or_else(|| {
+            Fatal::failure("memo: cannot find a cache directory: set MEMO_DIR or HOME")
+        })?;
+    Ok(base.join("memo"))
+}
+
+/// `500M`, `2GiB`, `1.5G`, `1024`: decimal and binary suffixes both mean powers of 1024,
+/// as in ccache and du.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 500M or 2GiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit '{unit}' (use K, M, G or T)")),
+    };
+    Ok((number * multiplier as f64) as u64)
+}
+
+/// `90s`, `15m`, `12h`, `7d`, `2w`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 90s, 15m or 7d"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 7.0 * 86400.0,
+        _ => {
+            return Err(format!(
+                "unknown duration unit '{unit}' (use s, m, h, d or w)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs_f64(number * seconds))
+}
+
+/// A size for people: `1.5 GiB`, `12.0 KiB`, `300 B`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A duration for people: `350ms`, `2.5s`, `3m20s`, `4h05m`, `2d03h`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{}ms", d.as_millis()),
+        1..=59 => format!("{:.1}s", d.as_secs_f64()),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("10 kb").unwrap(), 10240);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3y").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_format() {
+        assert_eq!(format_size(300), "300 B");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+        assert_eq!(format_duration(Duration::from_millis(350)), "350ms");
+        assert_eq!(format_duration(Duration::from_secs(200)), "3m20s");
+        assert_eq!(
+            format_duration(Duration::from_secs(2 * 86400 + 3 * 3600)),
+            "2d03h"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Keeping the cache in bounds: `memo gc`, `memo clear`, and the automatic trim after a
+//! store pushes the cache past `MEMO_MAX_SIZE`.
+//!
+//! Owns the eviction policy, Greedy-Dual-Size-Frequency (see `index::usage::Usage::priority`):
+//! each entry's priority is gc's clock at its last access plus hits x run time / size, and
+//! the lowest go first; the clock then advances to the last evicted priority, so entries
+//! untouched for long age out. An object shared by several entries counts once in the
+//! total and is split between them in their sizes. Objects no entry refers to are
+//! removed once older than `ORPHAN_GRACE`, so an object whose entry is being written
+//! right now is never lost. Runs under the `gc` lock; the automatic trim only tries it.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cache::{self, Cache};
+use crate::digest::Digest;
+use crate::events::{now_ms, Event, Kind};
+use crate::index::{usage, Entry};
+use crate::run::usage_of;
+use crate::stats::Counters;
+
+/// Unreferenced objects younger than this are kept: their entry may be being written.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
+/// Staging files untouched for this long belong to no live memo.
+pub const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Digest-cache records older than this are dropped (the next use re-hashes once).
+pub const DIGEST_RECORD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The automatic trim brings the cache down to this fraction of its limit.
+pub const AUTO_TARGET: f64 = 0.9;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub max_size: Option<u64>,
+    pub max_age: Option<Duration>,
+    pub dry_run: bool,
+    /// Only try the lock, and do nothing if another gc holds it.
+    pub only_if_free: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Removed {
+    pub key: Digest,
+    pub command: String,
+    /// Bytes this removal frees (its entry file and objects no other entry uses).
+    pub size: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub entries_before: u64,
+    pub bytes_before: u64,
+    pub removed: Vec<Removed>,
+    pub corrupt: Vec<Digest>,
+    pub orphans: u64,
+    pub orphan_bytes: u64,
+    pub temp_files: u64,
+    pub entries_after: u64,
+    pub bytes_after: u64,
+}
+
+impl Report {
+    pub fn freed(&self) -> u64 {
+        self.bytes_before.saturating_sub(self.bytes_after)
+    }
+}
+
+struct Scanned {
+    key: Digest,
+    entry_bytes: u64,
+    objects: Vec<Digest>,
+    usage: usage::Usage,
+}
+
+fn files_in_shards(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(shards) = fs::read_dir(dir) else {
+        return found;
+    };
+    for shard in shards.flatten() {
+        let Ok(files) = fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            if let Some(name) = file.file_name().to_str() {
+                found.push((name.to_string(), file.path()));
+            }
+        }
+    }
+    found
+}
+
+/// When a file last changed: the later of its ctime (a rename counts) and its mtime.
+fn changed_at(meta: &fs::Metadata) -> SystemTime {
+    let ctime =
+        UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
+    meta.modified().map_or(ctime, |m| m.max(ctime))
+}
+
+fn age_of(meta: &fs::Metadata, now: SystemTime) -> Duration {
+    now.duration_since(changed_at(meta)).unwrap_or_default()
+}
+
+fn progress(len: u64, message: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("memo gc: {msg} [{bar:30}] {pos}/{len}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+/// Runs gc. `Ok(None)` when `only_if_free` and another gc holds the lock.
+pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Report>> {
+    let Some(_lock) = cache.lock("gc", !options.only_if_free)? else {
+        return Ok(None);
+    };
+    let started = SystemTime::now();
+    let root = cache.root();
+    let mut report = Report::default();
+
+    // 1. Read every entry; what cannot be decoded is removed as corrupt.
+    let entry_files = files_in_shards(&root.join("entries"));
+    let bar = progress(entry_files.len() as u64, "scanning");
+    let mut scanned = Vec::new();
+    for (name, path) in entry_files {
+        bar.inc(1);
+        let Ok(key) = name.parse::<Digest>() else {
+            continue; // a staging leftover or a stranger's file: not ours to judge
+        };
+        let decoded = fs::read(&path)
+            .ok()
+            .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
+        let Some((entry, entry_bytes)) = decoded else {
+            report.corrupt.push(key);
+            if !options.dry_run {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(usage::usage_path(root, &key));
+            }
+            continue;
+        };
+        let usage =
+            usage::read(&usage::usage_path(root, &key)).unwrap_or_else(|| usage_of(&entry, 0));
+        let objects = entry
+            .blobs()
+            .filter(|b| b.inline.is_none())
+            .map(|b| b.digest)
+            .collect();
+        scanned.push(Scanned {
+            key,
+            entry_bytes: entry_bytes as u64,
+            objects,
+            usage,
+        });
+    }
+    bar.finish_and_clear();
+
+    // 2. Objects, their sizes and how many entries use each.
+    let mut object_size: HashMap<Digest, (u64, Duration, PathBuf)> = HashMap::new();
+    for (name, path) in files_in_shards(&root.join("objects")) {
+        if let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) {
+            object_size.insert(digest, (meta.len(), age_of(&meta, started), path));
+        }
+    }
+    let mut refs: HashMap<Digest, u32> = HashMap::new();
+    for s in &scanned {
+        for d in s.objects.iter().collect::<HashSet<_>>() {
+            *refs.entry(*d).or_default() += 1;
+        }
+    }
+    let size_of = |d: &Digest| object_size.get(d).map_or(0, |o| o.0);
+    let mut total: u64 = scanned.iter().map(|s| s.entry_bytes).sum::<u64>()
+        + object_size.values().map(|o| o.0).sum::<u64>();
+    report.entries_before = scanned.len() as u64;
+    report.bytes_before = total;
+
+    // 3. Choose what goes: too old first, then lowest priority until under the limit.
+    for s in &mut scanned {
+        let shared: f64 = s
+            .objects
+            .iter()
+            .map(|d| size_of(d) as f64 / refs[d].max(1) as f64)
+            .sum();
+        s.usage.size = s.entry_bytes + shared as u64;
+    }
+    scanned.sort_by(|a, b| a.usage.priority().total_cmp(&b.usage.priority()));
+    let now = now_ms();
+    let mut clock = cache::read_clock(root);
+    let mut keep = Vec::new();
+    let mut freed_objects: HashSet<Digest> = HashSet::new();
+    let mut evict = |s: &Scanned, reason: &'static str, total: &mut u64, report: &mut Report| {
+        let mut size = s.entry_bytes;
+        for d in s.objects.iter().collect::<HashSet<_>>() {
+            let r = refs.get_mut(d).expect("counted above");
+            *r -= 1;
+            if *r == 0 && freed_objects.insert(*d) {
+                size += size_of(d);
+            }
+        }
+        *total = total.saturating_sub(size);
+        report.removed.push(Removed {
+            key: s.key,
+            command: s.usage.command.clone(),
+            size,
+            reason,
+        });
+    };
+    let too_old = |s: &Scanned| {
+        options.max_age.is_some_and(|age| {
+            now.saturating_sub(s.usage.last_access_ms.max(s.usage.created_ms))
+                > age.as_millis() as u64
+        })
+    };
+    for s in scanned {
+        if too_old(&s) {
+            evict(&s, "older than --max-age", &mut total, &mut report);
+        } else {
+            keep.push(s);
+        }
+    }
+    let mut kept = Vec::new();
+    for s in keep {
+        if options.max_size.is_some_and(|max| total > max) {
+            clock = clock.max(s.usage.priority());
+            evict(&s, "over the size limit", &mut total, &mut report);
+        } else {
+            kept.push(s);
+        }
+    }
+
+    // 4. Orphans: unreferenced objects, once past the grace period (or just freed above,
+    // unless rewritten since this gc started).
+    let referenced: HashSet<Digest> = kept
+        .iter()
+        .flat_map(|s| s.objects.iter().copied())
+        .collect();
+    let mut orphan_paths = Vec::new();
+    for (digest, (size, age, path)) in &object_size {
+        if referenced.contains(digest) {
+            continue;
+        }
+        if freed_objects.contains(digest) {
+            // Its last entry goes now; keep it only if it was rewritten since gc began,
+            // which means a new entry is about to refer to it.
+            if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
+                orphan_paths.push(path.clone());
+            }
+        } else if *age >= ORPHAN_GRACE {
+            report.orphans += 1;
+            report.orphan_bytes += size;
+            total = total.saturating_sub(*size);
+            orphan_paths.push(path.clone());
+        }
+    }
+    report.entries_after = kept.len() as u64;
+    report.bytes_after = total;
+    if options.dry_run {
+        return Ok(Some(report));
+    }
+
+    // 5. Do it.
+    for removed in &report.removed {
+        let _ = fs::remove_file(cache.store.entry_path(&removed.key));
+        let _ = fs::remove_file(usage::usage_path(root, &removed.key));
+        let mut event = Event::new(Kind::Evict);
+        event.key = Some(removed.key.to_hex());
+        event.command = Some(removed.command.clone());
+        event.size = Some(removed.size);
+        event.message = Some(removed.reason.to_string());
+        let _ = cache.log.append(&event);
+    }
+    for path in orphan_paths {
+        let _ = fs::remove_file(path);
+    }
+    for (name, path) in files_in_shards(&root.join("usage")) {
+        let has_entry = name
+            .parse::<Digest>()
+            .is_ok_and(|k| cache.store.entry_path(&k).exists());
+        if !has_entry {
+            let _ = fs::remove_file(path);
+        }
+    }
+    report.temp_files = sweep(&root.join("tmp"), TEMP_GRACE, started);
+    for (_, path) in files_in_shards(&root.join("digests")) {
+        if fs::metadata(&path).is_ok_and(|m| age_of(&m, started) > DIGEST_RECORD_AGE) {
+            let _ = fs::remove_file(path);
+        }
+    }
+    if cache.log.size() > crate::events::MAX_LOG_BYTES {
+        let _ = cache.log.rotate();
+    }
+    std::fs::write(cache::clock_path(root), format!("{clock}\n"))?;
+    let _ = cache.stats.add(&Counters {
+        evictions: report.removed.len() as i64,
+        corrupt: report.corrupt.len() as i64,
+        ..Default::default()
+    });
+    let _ = cache
+        .stats
+        .set_content(report.entries_after as i64, report.bytes_after as i64);
+    Ok(Some(report))
+}
+
+/// Removes files in `dir` untouched for `grace`; returns how many.
+fn sweep(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
+    let mut removed = 0;
+    let Ok(files) = fs::read_dir(dir) else {
+        return 0;
+    };
+    for file in files.flatten() {
+        if file.metadata().is_ok_and(|m| age_of(&m, now) > grace)
+            && fs::remove_file(file.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `memo clear`: removes every entry and object; the counters of past activity and the
+/// event log stay.
+pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
+    let _lock = cache.lock("gc", true)?;
+    let before = cache.stats.total();
+    let root = cache.root();
+    for sub in ["entries", "objects", "usage", "digests", "tmp"] {
+        let dir = root.join(sub);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        crate::fsutil::create_private_dir_all(&dir)?;
+    }
+    let _ = fs::remove_file(cache::clock_path(root));
+    cache.stats.set_content(0, 0)?;
+    let mut event = Event::new(Kind::Clear);
+    event.size = Some(before.bytes.max(0) as u64);
+    let _ = cache.log.append(&event);
+    Ok((before.entries.max(0) as u64, before.bytes.max(0) as u64))
+}
+
+/// After a store: when the cache has grown past `max_size`, start a background gc that
+/// trims it to `AUTO_TARGET` of the limit. The user's command does not wait for it.
+pub fn trim_in_background_if_needed(cache: &Cache, max_size: u64) {
+    let total = cache.stats.total();
+    if total.bytes <= max_size as i64 {
+        return;
+    }
+    let target = (max_size as f64 * AUTO_TARGET) as u64;
+    let args: Vec<OsString> = vec![
+        "gc".into(),
+        "--auto".into(),
+        "--max-size".into(),
+        target.to_string().into(),
+    ];
+    let _ = cache.spawn_detached(&args);
+}

@@ -1,0 +1,22 @@
+//! memo: run a command once, replay it afterwards. The binary (`src/main.rs`) is a thin
+//! wrapper over `cli::main`; the modules below each own one concept.
+
+pub mod bytes;
+pub mod cache;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod digest_cache;
+pub mod events;
+pub mod exit;
+pub mod explain;
+pub mod fsutil;
+pub mod gc;
+pub mod index;
+pub mod inputs;
+pub mod key;
+pub mod outputs;
+pub mod run;
+pub mod stats;
+pub mod store;

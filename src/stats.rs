@@ -1,0 +1,232 @@
+//! Cache counters: hits, misses, time saved, evictions, corruption, and the size of
+//! what is stored.
+//!
+//! Owns `stats/`: sixteen small shard files, each updated under an exclusive `flock`, so
+//! many memo processes at once lose no update, and an update costs one lock, one read
+//! and one write whatever the size of the cache. A process picks its shard by pid, which
+//! keeps contention low; `memo stats` adds the shards up. `entries` and `bytes` move by
+//! deltas and may be negative in one shard; gc, which scans everything, resets them to
+//! the truth.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::create_private_dir_all;
+
+const SHARDS: u32 = 16;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub hits: i64,
+    pub misses: i64,
+    pub stores: i64,
+    /// Original run time of every replayed result minus the time replaying took.
+    pub time_saved_ms: i64,
+    pub evictions: i64,
+    pub corrupt: i64,
+    pub errors: i64,
+    pub entries: i64,
+    pub bytes: i64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.stores += other.stores;
+        self.time_saved_ms += other.time_saved_ms;
+        self.evictions += other.evictions;
+        self.corrupt += other.corrupt;
+        self.errors += other.errors;
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+}
+
+pub struct Stats {
+    dir: PathBuf,
+}
+
+impl Stats {
+    pub fn new(cache_root: &Path) -> Stats {
+        Stats {
+            dir: cache_root.join("stats"),
+        }
+    }
+
+    fn shard_path(&self, shard: u32) -> PathBuf {
+        self.dir.join(format!("{shard:02}"))
+    }
+
+    /// Adds `delta` to this process's shard.
+    pub fn add(&self, delta: &Counters) -> io::Result<()> {
+        self.update(std::process::id() % SHARDS, |c| c.add(delta))
+    }
+
+    fn update(&self, shard: u32, change: impl FnOnce(&mut Counters)) -> io::Result<()> {
+        create_private_dir_all(&self.dir)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.shard_path(shard))?;
+        FileExt::lock_exclusive(&file)?;
+        let mut counters = read_counters(&mut file);
+        change(&mut counters);
+        let mut line = serde_json::to_vec(&counters).expect("counters serialize");
+        line.push(b'\n');
+        file.seek(SeekFrom::Start(0))?;
+        file.set_len(0)?;
+        // One write: a process killed now leaves either the old line or the new one.
+        file.write_all(&line)?;
+        FileExt::unlock(&file)
+    }
+
+    /// The sum over all shards.
+    pub fn total(&self) -> Counters {
+        let mut total = Counters::default();
+        for shard in 0..SHARDS {
+            if let Ok(mut file) = File::open(self.shard_path(shard)) {
+                if FileExt::lock_shared(&file).is_ok() {
+                    total.add(&read_counters(&mut file));
+                    let _ = FileExt::unlock(&file);
+                }
+            }
+        }
+        total
+    }
+
+    /// `memo stats --zero`: resets the activity counters, keeps what describes the content.
+    pub fn zero_activity(&self) -> io::Result<()> {
+        for shard in 0..SHARDS {
+            self.update(shard, |c| {
+                *c = Counters {
+                    entries: c.entries,
+                    bytes: c.bytes,
+                    ..Counters::default()
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets `entries` and `bytes` to values gc counted.
+    pub fn set_content(&self, entries: i64, bytes: i64) -> io::Result<()> {
+        for shard in 0..SHARDS {
+            self.update(shard, |c| {
+                (c.entries, c.bytes) = if shard == 0 { (entries, bytes) } else { (0, 0) };
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn read_counters(file: &mut File) -> Counters {
+    let mut text = String::new();
+    // An unreadable shard counts as zero rather than failing the user's command.
+    if file.read_to_string(&mut text).is_err() {
+        return Counters::default();
+    }
+    serde_json::from_str(text.trim()).unwrap_or_default()
+}
+
+/// Removes every shard (used by `memo clear` before it resets the content counters).
+pub fn remove_all(cache_root: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(cache_root.join("stats")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_updates_are_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::new(dir.path());
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let stats = &stats;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        // All threads share one pid, hence one shard: the worst case.
+                        stats
+                            .add(&Counters {
+                                hits: 1,
+                                bytes: t,
+                                ..Default::default()
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let total = stats.total();
+        assert_eq!(total.hits, 400);
+        assert_eq!(total.bytes, 50 * (0..8).sum::<i64>());
+    }
+
+    #[test]
+    fn zero_keeps_content_and_set_content_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::new(dir.path());
+        stats
+            .add(&Counters {
+                hits: 3,
+                entries: 2,
+                bytes: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        stats.zero_activity().unwrap();
+        assert_eq!(
+            stats.total(),
+            Counters {
+                entries: 2,
+                bytes: 10,
+                ..Default::default()
+            }
+        );
+        stats.set_content(5, 50).unwrap();
+        assert_eq!(
+            stats.total(),
+            Counters {
+                entries: 5,
+                bytes: 50,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_garbled_shard_counts_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::new(dir.path());
+        stats
+            .add(&Counters {
+                hits: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let shard = stats.shard_path(std::process::id() % SHARDS);
+        fs::write(&shard, b"{\"hits\": nonsense").unwrap();
+        assert_eq!(stats.total().hits, 0);
+        stats
+            .add(&Counters {
+                hits: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(stats.total().hits, 1);
+    }
+}
