@@ -42,6 +42,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Only try the lock, and do nothing if another gc holds it.
     pub only_if_free: bool,
+    /// Unreferenced objects younger than this are kept (`ORPHAN_GRACE` by default).
+    pub grace: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +121,7 @@ fn progress(len: u64, message: &'static str) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar.set_message(message);
+    bar.tick();
     bar
 }
 
@@ -257,7 +260,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
                 orphan_paths.push(path.clone());
             }
-        } else if *age >= ORPHAN_GRACE {
+        } else if *age >= options.grace.unwrap_or(ORPHAN_GRACE) {
             report.orphans += 1;
             report.orphan_bytes += size;
             total = total.saturating_sub(*size);

@@ -162,6 +162,9 @@ pub struct GcArgs {
     /// Print what would be removed and how much it frees; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep unreferenced objects younger than this: their entry may be being written
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m")]
+    pub grace: Duration,
     /// (internal) the automatic trim: give up at once if another gc runs
     #[arg(long, hide = true)]
     pub auto: bool,
@@ -262,6 +265,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gc(args) => show::gc(
             &settings(cli.cache_dir, args.max_size)?,
             args.max_age,
+            args.grace,
             args.dry_run,
             args.auto,
         ),

@@ -172,6 +172,7 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
 pub fn gc(
     settings: &Settings,
     max_age: Option<Duration>,
+    grace: Duration,
     dry_run: bool,
     auto: bool,
 ) -> anyhow::Result<i32> {
@@ -182,6 +183,7 @@ pub fn gc(
         max_age,
         dry_run,
         only_if_free: auto,
+        grace: Some(grace),
     };
     let Some(report) = gc::collect(&cache, &options).context("gc failed")? else {
         return Ok(0);

@@ -6,6 +6,9 @@ mod support;
 
 mod capture;
 mod errors;
+mod explain;
 mod keys;
+mod manage;
 mod outputs;
 mod store;
+mod ttl;

@@ -211,3 +211,44 @@ pub fn run_tool(args: &[&str]) -> Vec<String> {
     all.extend(["--".to_string(), "./tool".to_string()]);
     all
 }
+
+impl TestEnv {
+    /// `memo stats --json`, parsed.
+    #[track_caller]
+    pub fn stats(&self) -> serde_json::Value {
+        let out = self.run(["stats", "--json"]);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `memo ls --json`, parsed.
+    #[track_caller]
+    pub fn listing(&self) -> Vec<serde_json::Value> {
+        let out = self.run(["ls", "--json"]);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `memo log --json -n 1000`, parsed.
+    #[track_caller]
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let out = self.run(["log", "--json", "-n", "1000"]);
+        assert_success(&out);
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (up to 15 s) until `check` holds.
+    #[track_caller]
+    pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if check() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("timed out waiting for: {what}");
+    }
+}
