@@ -1,0 +1,108 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_memo_global_optspecs
+    string join \n cache-dir= h/help V/version
+end
+
+function __fish_memo_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_memo_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_memo_using_subcommand
+    set -l cmd (__fish_memo_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c memo -n "__fish_memo_needs_command" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c memo -n "__fish_memo_needs_command" -s V -l version -d 'Print version'
+complete -c memo -n "__fish_memo_needs_command" -f -a "run" -d 'Run a command, or replay its recorded result'
+complete -c memo -n "__fish_memo_needs_command" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
+complete -c memo -n "__fish_memo_needs_command" -f -a "stats" -d 'Show hits, misses, size and time saved'
+complete -c memo -n "__fish_memo_needs_command" -f -a "gc" -d 'Trim the cache: evict by cost-aware priority or age, drop unreferenced objects'
+complete -c memo -n "__fish_memo_needs_command" -f -a "clear" -d 'Remove every cached result'
+complete -c memo -n "__fish_memo_needs_command" -f -a "ls" -d 'List cached results'
+complete -c memo -n "__fish_memo_needs_command" -f -a "rm" -d 'Remove cached results by key prefix or by a pattern on the command'
+complete -c memo -n "__fish_memo_needs_command" -f -a "log" -d 'Show the latest cache events (hits, misses, stores, evictions, errors)'
+complete -c memo -n "__fish_memo_needs_command" -f -a "config" -d 'Print the effective settings and where each comes from'
+complete -c memo -n "__fish_memo_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand run" -s i -l input -d 'A file, directory or glob whose contents the result depends on (repeatable)' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -s o -l output -d 'A file or directory the command writes, restored on a hit (repeatable)' -r -F
+complete -c memo -n "__fish_memo_using_subcommand run" -s e -l env -d 'An environment variable the result depends on; globs allowed, e.g. \'AWS_*\' (repeatable)' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background [env: MEMO_STALE]' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
+merged\t''"
+complete -c memo -n "__fish_memo_using_subcommand run" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand run" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
+complete -c memo -n "__fish_memo_using_subcommand run" -l stdin -d 'Read standard input, key on it and feed it to the command (default: /dev/null)'
+complete -c memo -n "__fish_memo_using_subcommand run" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
+complete -c memo -n "__fish_memo_using_subcommand run" -l force -d 'Run the command even on a hit, and replace the stored result'
+complete -c memo -n "__fish_memo_using_subcommand run" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
+complete -c memo -n "__fish_memo_using_subcommand run" -l refresh -d '(internal) this run refreshes a stale result in the background'
+complete -c memo -n "__fish_memo_using_subcommand run" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand explain" -s i -l input -d 'A file, directory or glob whose contents the result depends on (repeatable)' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -s o -l output -d 'A file or directory the command writes, restored on a hit (repeatable)' -r -F
+complete -c memo -n "__fish_memo_using_subcommand explain" -s e -l env -d 'An environment variable the result depends on; globs allowed, e.g. \'AWS_*\' (repeatable)' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background [env: MEMO_STALE]' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
+merged\t''"
+complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand explain" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
+complete -c memo -n "__fish_memo_using_subcommand explain" -l stdin -d 'Read standard input, key on it and feed it to the command (default: /dev/null)'
+complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
+complete -c memo -n "__fish_memo_using_subcommand explain" -l force -d 'Run the command even on a hit, and replace the stored result'
+complete -c memo -n "__fish_memo_using_subcommand explain" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
+complete -c memo -n "__fish_memo_using_subcommand explain" -l refresh -d '(internal) this run refreshes a stale result in the background'
+complete -c memo -n "__fish_memo_using_subcommand explain" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand stats" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand stats" -l json -d 'Print one JSON object'
+complete -c memo -n "__fish_memo_using_subcommand stats" -l zero -d 'Reset the counters (hits, misses, time saved...), keeping the cached results'
+complete -c memo -n "__fish_memo_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand gc" -l max-size -d 'Evict until the cache is at most this big, e.g. 500M, 2GiB [env: MEMO_MAX_SIZE]' -r
+complete -c memo -n "__fish_memo_using_subcommand gc" -l max-age -d 'Evict results not used for this long, e.g. 7d' -r
+complete -c memo -n "__fish_memo_using_subcommand gc" -l grace -d 'Keep unreferenced objects younger than this: their entry may be being written' -r
+complete -c memo -n "__fish_memo_using_subcommand gc" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand gc" -l dry-run -d 'Print what would be removed and how much it frees; change nothing'
+complete -c memo -n "__fish_memo_using_subcommand gc" -l auto -d '(internal) the automatic trim: give up at once if another gc runs'
+complete -c memo -n "__fish_memo_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand clear" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand clear" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand ls" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand ls" -l json -d 'Print a JSON array'
+complete -c memo -n "__fish_memo_using_subcommand ls" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand rm" -l command -d 'Remove every result whose command line matches this glob, e.g. \'make *\'' -r
+complete -c memo -n "__fish_memo_using_subcommand rm" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand rm" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand log" -s n -l count -d 'How many events to show' -r
+complete -c memo -n "__fish_memo_using_subcommand log" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand log" -l json -d 'Print the events as JSON lines'
+complete -c memo -n "__fish_memo_using_subcommand log" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand config" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand config" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "run" -d 'Run a command, or replay its recorded result'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "stats" -d 'Show hits, misses, size and time saved'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "gc" -d 'Trim the cache: evict by cost-aware priority or age, drop unreferenced objects'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "clear" -d 'Remove every cached result'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "ls" -d 'List cached results'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "rm" -d 'Remove cached results by key prefix or by a pattern on the command'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "log" -d 'Show the latest cache events (hits, misses, stores, evictions, errors)'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "config" -d 'Print the effective settings and where each comes from'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
