@@ -97,7 +97,7 @@ pub fn open(dir: &Path, explicit: bool, warner: &Warner) -> Result<Option<Cache>
                     "memo: cache dir '{shown}' is not a directory; point --cache-dir or MEMO_DIR at a directory"
                 )));
             }
-            if let Err(e) = fs::read_dir(dir) {
+            if let Err(e) = crate::fsutil::check_access(dir, libc::R_OK | libc::X_OK) {
                 return Err(Fatal::failure(format!(
                     "memo: cache dir '{shown}' is not readable ({e}); fix its permissions or choose another"
                 )));

@@ -122,6 +122,18 @@ impl DigestCache {
         }
     }
 
+    /// The digest of the file at `path` and its signature when hashed. A file whose
+    /// digest is on record is not even opened.
+    pub fn digest_path(&self, path: &std::path::Path) -> io::Result<(Digest, StatSignature)> {
+        let sig = StatSignature::of(&fs::metadata(path)?);
+        if let Some(digest) = self.lookup(&sig) {
+            return Ok((digest, sig));
+        }
+        let mut file = File::open(path)?;
+        let (digest, _) = self.digest_file(&mut file)?;
+        Ok((digest, StatSignature::of(&file.metadata()?)))
+    }
+
     fn record_path(&self, sig: &StatSignature) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let id = Digest::of_bytes(format!("{}:{}", sig.dev, sig.ino).as_bytes()).to_hex();

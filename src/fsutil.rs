@@ -43,7 +43,77 @@ fn current_umask() -> u32 {
     })
 }
 
+/// `access(2)`: whether this process may use `path` in the ways `mode` names.
+pub fn check_access(path: &Path, mode: libc::c_int) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c_path.as_ptr(), mode) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether the metadata says "executable by its owner".
 pub fn is_executable(meta: &fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
+}
+
+/// Read-modify-write of a small JSON record at `path` under an exclusive `flock`, so
+/// concurrent updaters never lose one another's changes. A missing or garbled record
+/// reads as `T::default()`.
+///
+/// The new record overwrites the old one in place with one `pwrite`, padded with spaces
+/// to at least the old length, so the file never shrinks: no truncation (truncating to
+/// zero makes ext4 flush on close, which cost a hit a third of a millisecond), and a
+/// process killed mid-update leaves the old or the new record, never half of one.
+pub fn update_json_locked<T, F>(path: &Path, change: F) -> io::Result<T>
+where
+    T: Default + serde::Serialize + serde::de::DeserializeOwned,
+    F: FnOnce(&mut T),
+{
+    use std::io::Read;
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt};
+    let open = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_private_dir_all(path.parent().expect("a record path has a parent"))?;
+            open()?
+        }
+        other => other?,
+    };
+    fs2::FileExt::lock_exclusive(&file)?;
+    let mut text = Vec::new();
+    let mut record: T = match file.read_to_end(&mut text) {
+        Ok(_) => serde_json::from_slice(&text).unwrap_or_default(),
+        Err(_) => T::default(),
+    };
+    change(&mut record);
+    let mut bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+    if bytes.len() < text.len() {
+        bytes.resize(text.len(), b' ');
+    }
+    file.write_all_at(&bytes, 0)?;
+    fs2::FileExt::unlock(&file)?;
+    Ok(record)
+}
+
+/// Reads a JSON record written by `update_json_locked` (under a shared lock).
+pub fn read_json_locked<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    fs2::FileExt::lock_shared(&file).ok()?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).ok()?;
+    let _ = fs2::FileExt::unlock(&file);
+    serde_json::from_slice(&text).ok()
 }

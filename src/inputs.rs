@@ -5,7 +5,7 @@
 //! of `--env` names. It reads; it never decides what the key is (that is `key`).
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -69,9 +69,7 @@ fn not_executable(shown: &str) -> Fatal {
 
 /// The digest of a file's contents, through the digest cache.
 pub fn digest_path(path: &Path, cache: &DigestCache) -> std::io::Result<(Digest, StatSignature)> {
-    let mut file = File::open(path)?;
-    let (digest, _) = cache.digest_file(&mut file)?;
-    Ok((digest, StatSignature::of(&file.metadata()?)))
+    cache.digest_path(path)
 }
 
 /// One input file as the key sees it, plus what the race guard needs to notice a change.

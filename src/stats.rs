@@ -8,15 +8,13 @@
 //! deltas and may be negative in one shard; gc, which scans everything, resets them to
 //! the truth.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::create_private_dir_all;
+use crate::fsutil::{read_json_locked, update_json_locked};
 
 const SHARDS: u32 = 16;
 
@@ -70,35 +68,15 @@ impl Stats {
     }
 
     fn update(&self, shard: u32, change: impl FnOnce(&mut Counters)) -> io::Result<()> {
-        create_private_dir_all(&self.dir)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.shard_path(shard))?;
-        FileExt::lock_exclusive(&file)?;
-        let mut counters = read_counters(&mut file);
-        change(&mut counters);
-        let mut line = serde_json::to_vec(&counters).expect("counters serialize");
-        line.push(b'\n');
-        file.seek(SeekFrom::Start(0))?;
-        file.set_len(0)?;
-        // One write: a process killed now leaves either the old line or the new one.
-        file.write_all(&line)?;
-        FileExt::unlock(&file)
+        update_json_locked(&self.shard_path(shard), change).map(drop)
     }
 
     /// The sum over all shards.
     pub fn total(&self) -> Counters {
         let mut total = Counters::default();
         for shard in 0..SHARDS {
-            if let Ok(mut file) = File::open(self.shard_path(shard)) {
-                if FileExt::lock_shared(&file).is_ok() {
-                    total.add(&read_counters(&mut file));
-                    let _ = FileExt::unlock(&file);
-                }
+            if let Some(counters) = read_json_locked::<Counters>(&self.shard_path(shard)) {
+                total.add(&counters);
             }
         }
         total
@@ -127,15 +105,6 @@ impl Stats {
         }
         Ok(())
     }
-}
-
-fn read_counters(file: &mut File) -> Counters {
-    let mut text = String::new();
-    // An unreadable shard counts as zero rather than failing the user's command.
-    if file.read_to_string(&mut text).is_err() {
-        return Counters::default();
-    }
-    serde_json::from_str(text.trim()).unwrap_or_default()
 }
 
 /// Removes every shard (used by `memo clear` before it resets the content counters).

@@ -3,16 +3,13 @@
 //! `usage/`, beside (not inside) the entry, so a hit rewrites a few hundred bytes, never
 //! the entry itself. Updated under an exclusive `flock`: concurrent hits are all counted.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::fsutil::create_private_dir_all;
+use crate::fsutil::{read_json_locked, update_json_locked};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -51,34 +48,13 @@ pub fn usage_path(cache_root: &Path, key: &Digest) -> PathBuf {
 
 /// Reads a usage record; a missing or garbled one reads as `None`.
 pub fn read(path: &Path) -> Option<Usage> {
-    let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
+    read_json_locked(path)
 }
 
 /// Applies `change` to the record at `path` (a default one if there is none) under an
 /// exclusive lock.
 pub fn update(path: &Path, change: impl FnOnce(&mut Usage)) -> io::Result<()> {
-    create_private_dir_all(path.parent().expect("usage path has a parent"))?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    FileExt::lock_exclusive(&file)?;
-    let mut text = String::new();
-    let mut usage: Usage = match file.read_to_string(&mut text) {
-        Ok(_) => serde_json::from_str(&text).unwrap_or_default(),
-        Err(_) => Usage::default(),
-    };
-    change(&mut usage);
-    let bytes = serde_json::to_vec(&usage).expect("usage serializes");
-    file.seek(SeekFrom::Start(0))?;
-    file.set_len(0)?;
-    file.write_all(&bytes)?;
-    FileExt::unlock(&file)
+    update_json_locked(path, change).map(drop)
 }
 
 #[cfg(test)]

@@ -28,12 +28,10 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens the store at `root`, creating its directories (0700) as needed.
+    /// Opens the store at `root`, creating it (0700) if needed. Its subdirectories are
+    /// created when first written to, which keeps a hit's system calls few.
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
-        for sub in ["entries", "objects", "tmp"] {
-            let dir = root.join(sub);
-            create_private_dir_all(&dir).map_err(|e| StoreError::io("cannot create", &dir, e))?;
-        }
+        create_private_dir_all(root).map_err(|e| StoreError::io("cannot create", root, e))?;
         Ok(LocalStore {
             root: root.to_path_buf(),
             digests: DigestCache::new(Some(root.join("digests"))),
@@ -78,10 +76,17 @@ impl Store for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("cannot read", path, e)),
         };
-        let mut bytes = Vec::new();
+        let read_error = |e| StoreError::io("cannot read", &path, e);
+        let len = file
+            .metadata()
+            .map_err(read_error)?
+            .len()
+            .min(MAX_ENTRY_BYTES + 1);
+        // Sized up front: one read instead of a doubling series of them.
+        let mut bytes = Vec::with_capacity(len as usize + 1);
         file.take(MAX_ENTRY_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::io("cannot read", &path, e))?;
+            .map_err(read_error)?;
         Ok(Some(bytes))
     }
 
@@ -108,10 +113,14 @@ impl Store for LocalStore {
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
-        tempfile::Builder::new()
-            .prefix("stage-")
-            .tempfile_in(&dir)
-            .map_err(|e| StoreError::io("cannot create a file in", dir, e))
+        let create = || tempfile::Builder::new().prefix("stage-").tempfile_in(&dir);
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_private_dir_all(&dir).and_then(|_| create())
+            }
+            other => other,
+        }
+        .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))
     }
 
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
