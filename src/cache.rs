@@ -7,20 +7,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use fs2::FileExt;
 use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
 use crate::events::{Event, EventLog, Kind};
 use crate::exit::Fatal;
-use crate::fsutil::create_private_dir_all;
 use crate::stats::{Counters, Stats};
 use crate::store::local::LocalStore;
 use crate::store::{Store, StoreError};
@@ -42,32 +39,8 @@ impl Cache {
         let _ = self.log.append(&event);
     }
 
-    /// An exclusive lock on `locks/NAME`, held until the returned file is dropped.
-    /// `wait: false` gives `Ok(None)` when someone else holds it.
-    pub fn lock(&self, name: &str, wait: bool) -> io::Result<Option<File>> {
-        let dir = self.root().join("locks");
-        create_private_dir_all(&dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.join(name))?;
-        if wait {
-            FileExt::lock_exclusive(&file)?;
-            return Ok(Some(file));
-        }
-        match FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(Some(file)),
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root().join("locks")
     }
 
     /// Starts `memo ARGS` in the background, detached from this process's terminal and
@@ -117,20 +90,26 @@ pub fn open(dir: &Path, explicit: bool, warner: &Warner) -> Result<Option<Cache>
     }
 }
 
-/// Prints the first cache warning of a call, and no more: one failure tends to cause a
-/// cascade, and the user needs to hear about it once. Keeps them all for the log.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a cache warning unless one was printed already by this process: one failure
+/// tends to cause a cascade, and the user needs to hear about it once.
+pub fn warn_once(message: impl std::fmt::Display) {
+    if !WARNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("memo: warning: {message}");
+    }
+}
+
+/// Warns once (see `warn_once`) and keeps every warning for the event log.
 #[derive(Default)]
 pub struct Warner {
-    warned: Cell<bool>,
     messages: RefCell<Vec<String>>,
 }
 
 impl Warner {
     pub fn warn(&self, message: impl std::fmt::Display) {
         let message = message.to_string();
-        if !self.warned.replace(true) {
-            eprintln!("memo: warning: {message}");
-        }
+        warn_once(&message);
         self.messages.borrow_mut().push(message);
     }
 

@@ -50,6 +50,7 @@ struct FileConfig {
     stale: Option<String>,
     verbose: Option<bool>,
     cache_failures: Option<bool>,
+    umask: Option<String>,
 }
 
 /// The effective settings of one memo call.
@@ -65,6 +66,9 @@ pub struct Settings {
     pub stale: Setting<Option<Duration>>,
     pub verbose: Setting<bool>,
     pub cache_failures: Setting<bool>,
+    /// For a cache shared by a team: the umask of the cache's files and directories
+    /// (`002`: group-writable). `None`: private (0700 directories, 0600 files).
+    pub umask: Setting<Option<u32>>,
 }
 
 /// Values given on the command line, which win over everything else.
@@ -238,6 +242,15 @@ impl Settings {
                 false,
                 parse_bool,
             )?,
+            umask: resolve(
+                None,
+                "",
+                "MEMO_UMASK",
+                file.umask.as_deref(),
+                &path,
+                None,
+                |t| parse_umask(t).map(Some),
+            )?,
             config_file: path,
             config_file_found: found,
         })
@@ -252,6 +265,14 @@ fn default_cache_dir() -> Result<PathBuf, Fatal> {
             Fatal::failure("memo: cannot find a cache directory: set MEMO_DIR or HOME")
         })?;
     Ok(base.join("memo"))
+}
+
+/// An octal umask such as `002` or `0027`.
+pub fn parse_umask(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{text}' is not an octal umask like 002"))
 }
 
 /// `500M`, `2GiB`, `1.5G`, `1024`: decimal and binary suffixes both mean powers of 1024,

@@ -47,15 +47,23 @@ impl StatSignature {
         }
     }
 
+    /// One line, ending in a checksum of the rest: a flipped byte anywhere makes the
+    /// record unreadable (a re-hash), never a wrong digest.
     fn encode(&self, digest: &Digest) -> String {
-        format!(
-            "memo-digest 1 {} {} {} {} {} {}\n",
+        let body = format!(
+            "memo-digest 1 {} {} {} {} {} {}",
             self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, digest
-        )
+        );
+        let check = Digest::of_bytes(body.as_bytes()).short();
+        format!("{body} {check}\n")
     }
 
     fn decode(text: &str) -> Option<(StatSignature, Digest)> {
-        let mut parts = text.strip_suffix('\n')?.split(' ');
+        let (body, check) = text.strip_suffix('\n')?.rsplit_once(' ')?;
+        if Digest::of_bytes(body.as_bytes()).short() != check {
+            return None;
+        }
+        let mut parts = body.split(' ');
         if parts.next()? != "memo-digest" || parts.next()? != "1" {
             return None;
         }
@@ -166,6 +174,7 @@ fn write_record(path: &std::path::Path, text: &str) -> io::Result<()> {
     fsutil::create_private_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
+    fsutil::share(tmp.as_file())?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -193,6 +202,17 @@ mod tests {
         assert_eq!(StatSignature::decode(&sig.encode(&d)), Some((sig, d)));
         assert_eq!(StatSignature::decode("memo-digest 1 1 2 3\n"), None);
         assert_eq!(StatSignature::decode(""), None);
+        let line = sig.encode(&d);
+        for i in 0..line.len() - 1 {
+            let mut bad = line.clone().into_bytes();
+            bad[i] ^= 0x01;
+            let bad = String::from_utf8_lossy(&bad).into_owned();
+            assert_eq!(
+                StatSignature::decode(&bad),
+                None,
+                "flip at {i} went unnoticed"
+            );
+        }
     }
 
     #[test]

@@ -91,8 +91,9 @@ impl EventLog {
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o600)
+            .mode(crate::fsutil::cache_file_mode())
             .open(&self.path)?;
+        crate::fsutil::share(&file)?;
         file.write_all(&line)?;
         if file.metadata()?.len() > MAX_LOG_BYTES {
             self.rotate()?;

@@ -5,12 +5,72 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` and its missing parents with mode 0700.
+/// Creates `dir` and its missing parents with the cache's directory mode (0700 unless
+/// a shared umask is configured). An existing symlink where a directory should be is
+/// refused: a cache directory written by someone else must not redirect memo's writes.
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(io::Error::other(format!(
+                "{} is a symlink, not a directory; refusing to write through it",
+                dir.display()
+            )))
+        }
+        _ => {}
     }
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    DirBuilder::new()
+        .recursive(true)
+        .mode(cache_dir_mode())
+        .create(dir)?;
+    if shared_umask().is_some() {
+        // mkdir applied the process umask; the configured one must win.
+        fs::set_permissions(dir, fs::Permissions::from_mode(cache_dir_mode()))?;
+    }
+    Ok(())
+}
+
+static SHARED_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Sets the umask for cache files, for a cache shared by a team (like ccache's `umask`):
+/// `0o002` makes them group-writable. Call once, before the cache is touched.
+pub fn set_shared_umask(umask: u32) {
+    let _ = SHARED_UMASK.set(umask & 0o777);
+}
+
+fn shared_umask() -> Option<u32> {
+    SHARED_UMASK.get().copied()
+}
+
+/// Mode of directories memo creates in the cache.
+pub fn cache_dir_mode() -> u32 {
+    shared_umask().map_or(0o700, |u| 0o777 & !u)
+}
+
+/// Gives a file memo created in the cache the shared mode, when a shared umask is set
+/// (files are created 0600 otherwise, and stay so).
+pub fn share(file: &fs::File) -> io::Result<()> {
+    if shared_umask().is_some() {
+        file.set_permissions(fs::Permissions::from_mode(cache_file_mode()))?;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still exists (staging files carry their creator's pid).
+pub fn is_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The pid in a staging name like `stage-1234-abcd` or `.memo-restore-1234-7`.
+pub fn staging_pid(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// Mode of files memo creates in the cache.
+pub fn cache_file_mode() -> u32 {
+    shared_umask().map_or(0o600, |u| 0o666 & !u)
 }
 
 /// The permission bits a new file gets from the process umask, plus execute bits where
@@ -60,9 +120,68 @@ pub fn is_executable(meta: &fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
 }
 
+/// A JSON record as stored: `<checksum> <json>`, then spaces to pad (see
+/// `update_json_locked`). The checksum is the first 12 hex digits of the JSON's SHA-256.
+fn encode_record(json: &[u8]) -> Vec<u8> {
+    let mut out = crate::digest::Digest::of_bytes(json).short().into_bytes();
+    out.push(b' ');
+    out.extend_from_slice(json);
+    out
+}
+
+/// A stored record whose checksum does not match, or that is not a record at all.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DamagedRecord;
+
+/// The JSON of a stored record; `Err` when it is damaged (bad checksum or not a record),
+/// `Ok(None)` when the file is empty (a record being created).
+pub fn decode_record(bytes: &[u8]) -> Result<Option<&[u8]>, DamagedRecord> {
+    let end = bytes.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    let bytes = &bytes[..end];
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let space = bytes.iter().position(|&b| b == b' ').ok_or(DamagedRecord)?;
+    let (check, json) = (&bytes[..space], &bytes[space + 1..]);
+    if crate::digest::Digest::of_bytes(json).short().as_bytes() != check {
+        return Err(DamagedRecord);
+    }
+    Ok(Some(json))
+}
+
+/// A record as read: its value, and whether the file held a damaged one (then the
+/// value is the default).
+pub struct Loaded<T> {
+    pub value: T,
+    pub was_corrupt: bool,
+}
+
+fn parse_record<T: Default + serde::de::DeserializeOwned>(bytes: &[u8]) -> Loaded<T> {
+    match decode_record(bytes) {
+        Ok(None) => Loaded {
+            value: T::default(),
+            was_corrupt: false,
+        },
+        Ok(Some(json)) => match serde_json::from_slice(json) {
+            Ok(value) => Loaded {
+                value,
+                was_corrupt: false,
+            },
+            Err(_) => Loaded {
+                value: T::default(),
+                was_corrupt: true,
+            },
+        },
+        Err(DamagedRecord) => Loaded {
+            value: T::default(),
+            was_corrupt: true,
+        },
+    }
+}
+
 /// Read-modify-write of a small JSON record at `path` under an exclusive `flock`, so
-/// concurrent updaters never lose one another's changes. A missing or garbled record
-/// reads as `T::default()`.
+/// concurrent updaters never lose one another's changes. A missing record reads as
+/// `T::default()`; so does a damaged one, and `change` is told (second argument).
 ///
 /// The new record overwrites the old one in place with one `pwrite`, padded with spaces
 /// to at least the old length, so the file never shrinks: no truncation (truncating to
@@ -71,7 +190,7 @@ pub fn is_executable(meta: &fs::Metadata) -> bool {
 pub fn update_json_locked<T, F>(path: &Path, change: F) -> io::Result<T>
 where
     T: Default + serde::Serialize + serde::de::DeserializeOwned,
-    F: FnOnce(&mut T),
+    F: FnOnce(&mut T, bool),
 {
     use std::io::Read;
     use std::os::unix::fs::{FileExt as _, OpenOptionsExt};
@@ -81,7 +200,7 @@ where
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(cache_file_mode())
             .open(path)
     };
     let mut file = match open() {
@@ -91,14 +210,20 @@ where
         }
         other => other?,
     };
+    share(&file)?;
     fs2::FileExt::lock_exclusive(&file)?;
     let mut text = Vec::new();
-    let mut record: T = match file.read_to_end(&mut text) {
-        Ok(_) => serde_json::from_slice(&text).unwrap_or_default(),
-        Err(_) => T::default(),
+    let loaded = match file.read_to_end(&mut text) {
+        Ok(_) => parse_record(&text),
+        Err(_) => Loaded {
+            value: T::default(),
+            was_corrupt: true,
+        },
     };
-    change(&mut record);
-    let mut bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+    let mut record = loaded.value;
+    change(&mut record, loaded.was_corrupt);
+    let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+    let mut bytes = encode_record(&json);
     if bytes.len() < text.len() {
         bytes.resize(text.len(), b' ');
     }
@@ -107,13 +232,15 @@ where
     Ok(record)
 }
 
-/// Reads a JSON record written by `update_json_locked` (under a shared lock).
-pub fn read_json_locked<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+/// Reads a record written by `update_json_locked` (under a shared lock). `None` when
+/// there is none or it is damaged.
+pub fn read_json_locked<T: Default + serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     use std::io::Read;
     let mut file = fs::File::open(path).ok()?;
     fs2::FileExt::lock_shared(&file).ok()?;
     let mut text = Vec::new();
     file.read_to_end(&mut text).ok()?;
     let _ = fs2::FileExt::unlock(&file);
-    serde_json::from_slice(&text).ok()
+    let loaded = parse_record(&text);
+    (!loaded.was_corrupt).then_some(loaded.value)
 }

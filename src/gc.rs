@@ -23,6 +23,7 @@ use crate::cache::{self, Cache};
 use crate::digest::Digest;
 use crate::events::{now_ms, Event, Kind};
 use crate::index::{usage, Entry};
+use crate::lock::Lock;
 use crate::run::usage_of;
 use crate::stats::Counters;
 
@@ -127,7 +128,12 @@ fn progress(len: u64, message: &'static str) -> ProgressBar {
 
 /// Runs gc. `Ok(None)` when `only_if_free` and another gc holds the lock.
 pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Report>> {
-    let Some(_lock) = cache.lock("gc", !options.only_if_free)? else {
+    let lock = if options.only_if_free {
+        Lock::try_take(&cache.locks_dir(), "gc", false)?
+    } else {
+        Some(Lock::wait(&cache.locks_dir(), "gc")?)
+    };
+    let Some(_lock) = lock else {
         return Ok(None);
     };
     let started = SystemTime::now();
@@ -335,7 +341,7 @@ fn sweep(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
 /// `memo clear`: removes every entry and object; the counters of past activity and the
 /// event log stay.
 pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
-    let _lock = cache.lock("gc", true)?;
+    let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.stats.total();
     let root = cache.root();
     for sub in ["entries", "objects", "usage", "digests", "tmp"] {

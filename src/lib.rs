@@ -16,6 +16,7 @@ pub mod gc;
 pub mod index;
 pub mod inputs;
 pub mod key;
+pub mod lock;
 pub mod outputs;
 pub mod run;
 pub mod stats;

@@ -255,8 +255,9 @@ fn restore_output(output: &Output, store: &dyn Store) -> Result<(), RestoreError
         .expect("validated: an output has a root");
     match &root.kind {
         NodeKind::Dir => {
+            sweep_dead_staging(&parent);
             let staging = tempfile::Builder::new()
-                .prefix(".memo-restore-")
+                .prefix(&format!("{RESTORE_PREFIX}{}-", std::process::id()))
                 .tempdir_in(&parent)
                 .map_err(write_error)?;
             for node in rest {
@@ -275,6 +276,7 @@ fn restore_output(output: &Output, store: &dyn Store) -> Result<(), RestoreError
             })
         }
         kind => {
+            sweep_dead_staging(&parent);
             let staging_name = staging_name(&parent);
             write_node(&staging_name, kind, store)?;
             replace(&staging_name, &dest).map_err(|e| {
@@ -285,11 +287,38 @@ fn restore_output(output: &Output, store: &dyn Store) -> Result<(), RestoreError
     }
 }
 
+/// Restores are built beside their destination under this prefix, then the pid.
+const RESTORE_PREFIX: &str = ".memo-restore-";
+
 fn staging_name(parent: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!(".memo-restore-{}-{n}", std::process::id()))
+    parent.join(format!("{RESTORE_PREFIX}{}-{n}", std::process::id()))
+}
+
+/// Removes what a restore killed midway left in `parent` (its pid is gone).
+fn sweep_dead_staging(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| crate::fsutil::staging_pid(n, RESTORE_PREFIX))
+        else {
+            continue;
+        };
+        if !crate::fsutil::is_alive(pid) {
+            let path = entry.path();
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&path)),
+                Ok(_) => drop(fs::remove_file(&path)),
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 fn write_node(at: &Path, kind: &NodeKind, store: &dyn Store) -> Result<(), RestoreError> {

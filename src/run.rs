@@ -26,9 +26,10 @@ use crate::exit::{Code, Fatal};
 use crate::index::{usage, Blob, Entry, Streams, INLINE_MAX};
 use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
+use crate::lock::Lock;
 use crate::outputs::{self, RecordError};
 use crate::stats::Counters;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A validated `memo run` (or `memo explain`) request.
 pub struct RunRequest {
@@ -188,10 +189,11 @@ fn run_with_cache(
     warner: &Warner,
 ) -> Result<i32, Fatal> {
     let verbose = req.settings.verbose.value;
+    let locks = cache.locks_dir();
     let _refresh_lock;
     if req.refresh {
         // One refresh at a time per key; and none if another already made it fresh.
-        match cache.lock(&format!("refresh-{}", key.to_hex()), false) {
+        match Lock::try_take(&locks, &format!("refresh-{}", key.to_hex()), true) {
             Ok(Some(lock)) => _refresh_lock = lock,
             _ => return Ok(0),
         }
@@ -202,43 +204,39 @@ fn run_with_cache(
         }
     }
     if !req.force {
-        let started = Instant::now();
-        if let Some(entry) = lookup(cache, &key, &material, req, warner) {
-            let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
-            let ttl = req.settings.ttl.value;
-            let stale = req.settings.stale.value.unwrap_or_default();
-            let fresh = !is_expired(&entry, ttl);
-            let usable_stale = ttl.is_some_and(|ttl| age <= ttl + stale) && !fresh;
-            if fresh || usable_stale {
-                if let Some(code) = replay(cache, &key, &entry, warner)? {
-                    let saved =
-                        Duration::from_millis(entry.duration_ms).saturating_sub(started.elapsed());
-                    note_hit(cache, &key, &entry, saved);
-                    let mut how = String::new();
-                    if usable_stale {
-                        how = match cache.spawn_detached(&refresh_args(req, &material)) {
-                            Ok(()) => ", stale: refreshing in the background".into(),
-                            Err(e) => format!(", stale: cannot start a refresh ({e})"),
-                        };
-                    }
-                    if verbose {
-                        eprintln!(
-                            "memo: hit {}, saved {:.2}s{how}",
-                            key.short(),
-                            saved.as_secs_f64()
-                        );
-                    }
-                    return Ok(code);
-                }
-            } else if verbose {
-                eprintln!(
-                    "memo: entry {} expired {} ago",
-                    key.short(),
-                    crate::config::format_duration(age.saturating_sub(ttl.unwrap_or_default()))
-                );
-            }
+        if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+            return Ok(code);
         }
     }
+    // Single flight: one memo computes a key at a time; the others wait here and then
+    // replay its result. The kernel releases the lock if its holder dies.
+    let lock_name = format!("key-{}", key.to_hex());
+    let _key_lock = match Lock::try_take(&locks, &lock_name, true) {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            if verbose {
+                eprintln!("memo: waiting for another memo running the same command");
+            }
+            match Lock::wait_transient(&locks, &lock_name) {
+                Ok(lock) => {
+                    if !req.force {
+                        if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+                            return Ok(code);
+                        }
+                    }
+                    Some(lock)
+                }
+                Err(e) => {
+                    warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
+            None
+        }
+    };
     let mut miss = Event::new(Kind::Miss);
     miss.key = Some(key.to_hex());
     miss.command = Some(key::command_line(&material));
@@ -279,6 +277,57 @@ fn run_with_cache(
         );
     }
     Ok(code)
+}
+
+/// Looks the key up and replays it if it may be: fresh, or stale within the window (then
+/// a background refresh starts). `Ok(None)`: the command must run.
+fn try_hit(
+    cache: &Cache,
+    key: &Digest,
+    material: &KeyMaterial,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Result<Option<i32>, Fatal> {
+    let started = Instant::now();
+    let Some(entry) = lookup(cache, key, material, req, warner) else {
+        return Ok(None);
+    };
+    let verbose = req.settings.verbose.value;
+    let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
+    let ttl = req.settings.ttl.value;
+    let stale = req.settings.stale.value.unwrap_or_default();
+    let fresh = !is_expired(&entry, ttl);
+    let usable_stale = ttl.is_some_and(|ttl| age <= ttl + stale) && !fresh;
+    if !(fresh || usable_stale) {
+        if verbose {
+            eprintln!(
+                "memo: entry {} expired {} ago",
+                key.short(),
+                crate::config::format_duration(age.saturating_sub(ttl.unwrap_or_default()))
+            );
+        }
+        return Ok(None);
+    }
+    let Some(code) = replay(cache, key, &entry, warner)? else {
+        return Ok(None);
+    };
+    let saved = Duration::from_millis(entry.duration_ms).saturating_sub(started.elapsed());
+    note_hit(cache, key, &entry, saved);
+    let mut how = String::new();
+    if usable_stale {
+        how = match cache.spawn_detached(&refresh_args(req, material)) {
+            Ok(()) => ", stale: refreshing in the background".into(),
+            Err(e) => format!(", stale: cannot start a refresh ({e})"),
+        };
+    }
+    if verbose {
+        eprintln!(
+            "memo: hit {}, saved {:.2}s{how}",
+            key.short(),
+            saved.as_secs_f64()
+        );
+    }
+    Ok(Some(code))
 }
 
 fn is_expired(entry: &Entry, ttl: Option<Duration>) -> bool {
@@ -490,13 +539,16 @@ fn replay(
     warner: &Warner,
 ) -> Result<Option<i32>, Fatal> {
     let store = &cache.store;
-    let damaged = |e: &dyn std::fmt::Display| {
-        note_corrupt(
-            cache,
-            key,
-            &format!("cache entry {} is damaged ({e})", key.short()),
-            warner,
-        );
+    let damaged = |e: &StoreError| {
+        // An object removed by a concurrent gc, clear or rm is a plain miss, not damage.
+        if !matches!(e, StoreError::MissingObject { .. }) {
+            note_corrupt(
+                cache,
+                key,
+                &format!("cache entry {} is damaged ({e})", key.short()),
+                warner,
+            );
+        }
         Ok(None)
     };
     let (first, second) = match &entry.streams {

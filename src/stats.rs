@@ -68,7 +68,20 @@ impl Stats {
     }
 
     fn update(&self, shard: u32, change: impl FnOnce(&mut Counters)) -> io::Result<()> {
-        update_json_locked(&self.shard_path(shard), change).map(drop)
+        update_json_locked(
+            &self.shard_path(shard),
+            |counters: &mut Counters, was_corrupt| {
+                if was_corrupt {
+                    crate::cache::warn_once(format!(
+                        "counter file {} was damaged; its counts restart from zero",
+                        self.shard_path(shard).display()
+                    ));
+                    counters.corrupt += 1;
+                }
+                change(counters)
+            },
+        )
+        .map(drop)
     }
 
     /// The sum over all shards.

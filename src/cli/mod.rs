@@ -29,7 +29,7 @@ use crate::run::{self, RunRequest};
     after_help = "Exit codes: the command's own; 125 when memo itself fails; 126 when the command \
                   cannot be executed; 127 when it is not found.\n\
                   Environment: MEMO_DIR, MEMO_MAX_SIZE, MEMO_TTL, MEMO_STALE, MEMO_VERBOSE, \
-                  MEMO_CACHE_FAILURES, MEMO_CONFIG, MEMO_DISABLE=1 (bypass memo entirely)."
+                  MEMO_CACHE_FAILURES, MEMO_UMASK, MEMO_CONFIG, MEMO_DISABLE=1 (bypass memo entirely)."
 )]
 pub struct Cli {
     /// Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]
@@ -205,7 +205,7 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
     if args.command.is_empty() {
         return Err(Fatal::failure(NO_COMMAND));
     }
-    let settings = Settings::load(&Flags {
+    let settings = load(&Flags {
         cache_dir,
         ttl: args.ttl,
         stale: args.stale,
@@ -242,11 +242,20 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
 }
 
 fn settings(cache_dir: Option<PathBuf>, max_size: Option<u64>) -> Result<Settings, Fatal> {
-    Settings::load(&Flags {
+    load(&Flags {
         cache_dir,
         max_size,
         ..Flags::default()
     })
+}
+
+/// Loads the settings and applies those that are process-wide.
+fn load(flags: &Flags) -> Result<Settings, Fatal> {
+    let settings = Settings::load(flags)?;
+    if let Some(umask) = settings.umask.value {
+        crate::fsutil::set_shared_umask(umask);
+    }
+    Ok(settings)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {

@@ -441,6 +441,14 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
         settings.cache_failures.value.to_string(),
         &settings.cache_failures.source,
     );
+    row(
+        "umask",
+        settings
+            .umask
+            .value
+            .map_or("none (private)".to_string(), |u| format!("{u:03o}")),
+        &settings.umask.source,
+    );
     Ok(0)
 }
 

@@ -54,7 +54,16 @@ pub fn read(path: &Path) -> Option<Usage> {
 /// Applies `change` to the record at `path` (a default one if there is none) under an
 /// exclusive lock.
 pub fn update(path: &Path, change: impl FnOnce(&mut Usage)) -> io::Result<()> {
-    update_json_locked(path, change).map(drop)
+    update_json_locked(path, |usage: &mut Usage, was_corrupt| {
+        if was_corrupt {
+            crate::cache::warn_once(format!(
+                "usage record {} was damaged; its counts restart from zero",
+                path.display()
+            ));
+        }
+        change(usage)
+    })
+    .map(drop)
 }
 
 #[cfg(test)]

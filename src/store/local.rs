@@ -17,7 +17,7 @@ use tempfile::NamedTempFile;
 use super::{Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
-use crate::fsutil::create_private_dir_all;
+use crate::fsutil::{create_private_dir_all, share};
 
 /// Entries larger than this are not read: no honest entry comes near it.
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
@@ -62,6 +62,8 @@ impl LocalStore {
     fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<File, StoreError> {
         let dir = dest.parent().expect("sharded path has a parent");
         create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
+        share(staged.as_file())
+            .map_err(|e| StoreError::io("cannot set the mode of", staged.path(), e))?;
         staged
             .persist(dest)
             .map_err(|e| StoreError::io("cannot write", dest, e.error))
@@ -113,7 +115,9 @@ impl Store for LocalStore {
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
-        let create = || tempfile::Builder::new().prefix("stage-").tempfile_in(&dir);
+        // The pid in the name lets gc sweep what a killed memo left at once.
+        let prefix = format!("stage-{}-", std::process::id());
+        let create = || tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir);
         match create() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 create_private_dir_all(&dir).and_then(|_| create())
