@@ -5,10 +5,38 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` and its missing parents with the cache's directory mode (0700 unless
-/// a shared umask is configured). An existing symlink where a directory should be is
-/// refused: a cache directory written by someone else must not redirect memo's writes.
+static CACHE_ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Tells `create_private_dir_all` where the cache starts: below it, no symlink is ever
+/// followed (the path to it may hold symlinks, like a `~/.cache` on another disk).
+pub fn set_cache_root(root: &Path) {
+    let _ = CACHE_ROOT.set(root.to_path_buf());
+}
+
+/// Creates `dir` and its missing parents with the cache's directory mode (0700 unless a
+/// shared umask is configured). Below the cache root, every component must be a real
+/// directory: a cache written by someone else must not redirect memo's writes through
+/// a planted symlink.
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let below_root = CACHE_ROOT.get().and_then(|root| {
+        dir.strip_prefix(root)
+            .ok()
+            .map(|rel| (root.clone(), rel.to_path_buf()))
+    });
+    let Some((root, rel)) = below_root else {
+        return create_dir_checked(dir, true);
+    };
+    create_dir_checked(&root, true)?;
+    let mut at = root;
+    for part in rel.components() {
+        at.push(part);
+        create_dir_checked(&at, false)?;
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` is a real directory (not a symlink), creating it if missing.
+fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => return Ok(()),
         Ok(meta) if meta.file_type().is_symlink() => {
@@ -17,12 +45,25 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
                 dir.display()
             )))
         }
-        _ => {}
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
     }
-    DirBuilder::new()
-        .recursive(true)
+    match DirBuilder::new()
+        .recursive(recursive)
         .mode(cache_dir_mode())
-        .create(dir)?;
+        .create(dir)
+    {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return create_dir_checked(dir, false)
+        }
+        other => other?,
+    }
     if shared_umask().is_some() {
         // mkdir applied the process umask; the configured one must win.
         fs::set_permissions(dir, fs::Permissions::from_mode(cache_dir_mode()))?;

@@ -33,6 +33,8 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
 pub const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Digest-cache records older than this are dropped (the next use re-hashes once).
 pub const DIGEST_RECORD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// What `memo clear` moves aside before deleting it; swept by gc if a clear was killed.
+const TRASH_PREFIX: &str = ".trash-";
 /// The automatic trim brings the cache down to this fraction of its limit.
 pub const AUTO_TARGET: f64 = 0.9;
 
@@ -302,6 +304,16 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
     }
     report.temp_files = sweep(&root.join("tmp"), TEMP_GRACE, started);
+    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let dead = name
+            .to_str()
+            .and_then(|n| crate::fsutil::staging_pid(n, TRASH_PREFIX))
+            .is_some_and(|pid| !crate::fsutil::is_alive(pid));
+        if dead {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
     for (_, path) in files_in_shards(&root.join("digests")) {
         if fs::metadata(&path).is_ok_and(|m| age_of(&m, started) > DIGEST_RECORD_AGE) {
             let _ = fs::remove_file(path);
@@ -345,12 +357,16 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     let before = cache.stats.total();
     let root = cache.root();
     for sub in ["entries", "objects", "usage", "digests", "tmp"] {
+        // Renamed away first (atomic), so a memo storing right now writes into a fresh
+        // empty directory instead of racing the deletion ("directory not empty").
         let dir = root.join(sub);
-        match fs::remove_dir_all(&dir) {
+        let trash = root.join(format!("{TRASH_PREFIX}{}-{sub}", std::process::id()));
+        match fs::rename(&dir, &trash) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
         crate::fsutil::create_private_dir_all(&dir)?;
+        let _ = fs::remove_dir_all(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
     cache.stats.set_content(0, 0)?;

@@ -32,6 +32,7 @@ impl LocalStore {
     /// created when first written to, which keeps a hit's system calls few.
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
         create_private_dir_all(root).map_err(|e| StoreError::io("cannot create", root, e))?;
+        crate::fsutil::set_cache_root(root);
         Ok(LocalStore {
             root: root.to_path_buf(),
             digests: DigestCache::new(Some(root.join("digests"))),
@@ -117,14 +118,10 @@ impl Store for LocalStore {
         let dir = self.root.join("tmp");
         // The pid in the name lets gc sweep what a killed memo left at once.
         let prefix = format!("stage-{}-", std::process::id());
-        let create = || tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir);
-        match create() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_private_dir_all(&dir).and_then(|_| create())
-            }
-            other => other,
-        }
-        .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))
+        // Checked every time: a symlink planted as tmp/ must not receive the bytes.
+        create_private_dir_all(&dir)
+            .and_then(|_| tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir))
+            .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))
     }
 
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {

@@ -10,5 +10,6 @@ mod explain;
 mod keys;
 mod manage;
 mod outputs;
+mod reliability;
 mod store;
 mod ttl;
