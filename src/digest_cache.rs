@@ -87,6 +87,11 @@ impl StatSignature {
     }
 }
 
+/// Decodes the text of a digest record (exposed for the decoder property tests).
+pub fn decode_record_text(text: &str) -> Option<(StatSignature, Digest)> {
+    StatSignature::decode(text)
+}
+
 pub struct DigestCache {
     /// `None` when there is no usable cache directory: every file is then hashed.
     dir: Option<PathBuf>,

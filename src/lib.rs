@@ -21,3 +21,6 @@ pub mod outputs;
 pub mod run;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod decoders_proptest;
