@@ -275,17 +275,23 @@ pub fn parse_umask(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{text}' is not an octal umask like 002"))
 }
 
-/// `500M`, `2GiB`, `1.5G`, `1024`: decimal and binary suffixes both mean powers of 1024,
-/// as in ccache and du.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// Splits `1.5G` into `1.5` and `G`; `what` names the expected form in the error.
+fn split_number<'a>(text: &'a str, what: &str) -> Result<(f64, &'a str), String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("'{text}' is not a size like 500M or 2GiB"))?;
+        .map_err(|_| format!("'{text}' is not {what}"))?;
+    Ok((number, unit))
+}
+
+/// `500M`, `2GiB`, `1.5G`, `1024`: decimal and binary suffixes both mean powers of 1024,
+/// as in ccache and du.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(text, "a size like 500M or 2GiB")?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -299,14 +305,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `90s`, `15m`, `12h`, `7d`, `2w`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 90s, 15m or 7d"))?;
+    let (number, unit) = split_number(text, "a duration like 90s, 15m or 7d")?;
     let seconds = match unit.trim() {
         "" | "s" | "sec" => 1.0,
         "ms" => 0.001,

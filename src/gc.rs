@@ -28,6 +28,8 @@ use crate::run::usage_of;
 use crate::stats::Counters;
 
 /// Unreferenced objects younger than this are kept: their entry may be being written.
+/// (A store reuses an existing object only if it changed within `REFRESH_AGE`, half of
+/// this, so a reused object cannot be collected before its entry is written.)
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
 /// Staging files untouched for this long belong to no live memo.
 pub const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);

@@ -19,6 +19,19 @@ use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
 use crate::fsutil::{create_private_dir_all, share};
 
+/// An existing object changed more recently than this is reused as it is; an older one
+/// is rewritten. Must stay well below gc's `ORPHAN_GRACE`.
+pub const REFRESH_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn changed_within(meta: &fs::Metadata, age: std::time::Duration) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
+    std::time::SystemTime::now()
+        .duration_since(changed)
+        .is_ok_and(|d| d < age)
+}
+
 /// Entries larger than this are not read: no honest entry comes near it.
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -126,13 +139,21 @@ impl Store for LocalStore {
 
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
         let path = self.object_path(digest);
-        // Content-addressed: an object already present should hold these very bytes. The
-        // fresh copy replaces it anyway: that repairs one damaged unnoticed, and its new
-        // ctime tells gc that something refers to it now (see gc's grace period).
-        let existed = path.exists();
+        // Content-addressed: an object already there holds these very bytes. If it
+        // changed recently, gc's grace period protects it until the entry that refers
+        // to it is written, and the copy is dropped before it ever reaches the disk.
+        // An older one is replaced by the fresh copy, whose new ctime restarts that
+        // grace period (and which repairs a copy damaged unnoticed).
+        let existing = fs::symlink_metadata(&path).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.is_file() && changed_within(m, REFRESH_AGE))
+        {
+            return Ok(false);
+        }
         let file = self.persist(staged, &path)?;
         self.digests.record_written(&file, *digest);
-        Ok(!existed)
+        Ok(existing.is_none())
     }
 
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {

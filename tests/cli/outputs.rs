@@ -119,12 +119,7 @@ fn stale_extra_files_in_a_directory_output_are_removed() {
     env.write("dist/sub/b.txt", "edited");
     assert!(!env.ran_tool(&["-o", "dist"]));
     assert_eq!(snapshot(&env.path("dist")), recorded);
-    let leftovers: Vec<_> = fs::read_dir(env.work())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".memo"))
-        .collect();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    env.assert_no_staging();
 }
 
 #[test]

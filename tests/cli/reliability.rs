@@ -82,7 +82,7 @@ fn a_waiter_takes_over_when_the_lock_holder_dies() {
     std::thread::sleep(Duration::from_millis(200));
     // kill -9 the holder and its command.
     let pgid = holder.id() as i32;
-    unsafe_kill_group(pgid);
+    kill_group(pgid);
     holder.wait().unwrap();
     let out = waiter.wait_with_output().unwrap();
     assert_success(&out);
@@ -91,12 +91,29 @@ fn a_waiter_takes_over_when_the_lock_holder_dies() {
     assert!(!env.ran_tool(&[]), "and stored it");
 }
 
-fn unsafe_kill_group(pgid: i32) {
+/// `kill -9` of a whole process group (memo and the command it runs).
+fn kill_group(pgid: i32) {
     let status = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Starts `memo ARGS` in a process group of its own and kills the group with SIGKILL
+/// after `delay_ms`. Its stdout and stderr are separate, as in the `env.run` calls
+/// around it (a merged recording would be another key).
+fn kill_9_after(env: &TestEnv, args: &[String], delay_ms: u64) {
+    let mut child = env
+        .memo(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    kill_group(child.id() as i32);
+    child.wait().unwrap();
 }
 
 /// Four keys whose outputs are easy to check: stdout and out-K.txt hold K repeated.
@@ -228,16 +245,7 @@ fn kill_9_at_any_point_of_a_miss_never_leaves_a_partial_result() {
     slow_big_tool(&env);
     let args = run_tool(&["-o", "big.out"]);
     for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 150] {
-        let mut child = env
-            .memo(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        unsafe_kill_group(child.id() as i32);
-        child.wait().unwrap();
+        kill_9_after(&env, &args, delay_ms);
         let out = env.run(&args);
         assert_success(&out);
         assert_eq!(
@@ -273,18 +281,7 @@ fn kill_9_during_an_output_restore_never_leaves_a_mixed_tree() {
     for delay_ms in [0u64, 1, 3, 6, 10, 20] {
         fs::remove_dir_all(env.path("site")).unwrap();
         env.write("site/stale.html", "old");
-        // Separate stdout and stderr, as in the calls around it: a merged recording
-        // would be another key.
-        let mut child = env
-            .memo(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        unsafe_kill_group(child.id() as i32);
-        child.wait().unwrap();
+        kill_9_after(&env, &args, delay_ms);
         // The tree is the old one or the recorded one, never a mix.
         let now = files_under(&env.path("site"));
         assert!(
@@ -298,12 +295,7 @@ fn kill_9_during_an_output_restore_never_leaves_a_mixed_tree() {
             .map(|p| fs::read(p).unwrap())
             .collect::<Vec<_>>();
         assert_eq!(restored, recorded);
-        let leftovers: Vec<_> = fs::read_dir(env.work())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".memo"))
-            .collect();
-        assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+        env.assert_no_staging();
     }
 }
 

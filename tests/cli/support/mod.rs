@@ -240,6 +240,17 @@ impl TestEnv {
             .collect()
     }
 
+    /// Fails if a restore left its staging (`.memo-*`) in the work dir.
+    #[track_caller]
+    pub fn assert_no_staging(&self) {
+        let leftovers: Vec<_> = fs::read_dir(self.work())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".memo"))
+            .collect();
+        assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    }
+
     /// Waits (up to 15 s) until `check` holds.
     #[track_caller]
     pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
