@@ -189,11 +189,8 @@ fn closest_entry(cache: &Cache, now: &KeyMaterial) -> Option<(Digest, Entry, Vec
     let id = key::command_id(now);
     let quiet = Warner::default();
     let mut best: Option<(Digest, Entry, Vec<String>)> = None;
-    for (name, path) in shard_files(&cache.root().join("usage")) {
-        let Ok(candidate) = name.parse::<Digest>() else {
-            continue;
-        };
-        if usage::read(&path).and_then(|u| u.command_id) != Some(id) {
+    for (candidate, record) in usage::all(cache.root()) {
+        if record.command_id != Some(id) {
             continue;
         }
         let Some(entry) = run::read_entry(cache, &candidate, &quiet) else {
@@ -212,22 +209,6 @@ fn closest_entry(cache: &Cache, now: &KeyMaterial) -> Option<(Digest, Entry, Vec
         }
     }
     best
-}
-
-fn shard_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
-    let mut found = Vec::new();
-    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for file in std::fs::read_dir(shard.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Some(name) = file.file_name().to_str() {
-                found.push((name.to_string(), file.path()));
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

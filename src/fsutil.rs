@@ -144,6 +144,20 @@ fn current_umask() -> u32 {
     })
 }
 
+/// Every file two levels below `dir` (`dir/ab/abcdef…`, the cache's sharded layout),
+/// with its name. Unreadable shards are skipped.
+pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut found = Vec::new();
+    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            if let Some(name) = file.file_name().to_str() {
+                found.push((name.to_string(), file.path()));
+            }
+        }
+    }
+    found
+}
+
 /// `access(2)`: whether this process may use `path` in the ways `mode` names.
 pub fn check_access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;

@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cache::{self, Cache};
 use crate::digest::Digest;
 use crate::events::{now_ms, Event, Kind};
+use crate::fsutil::files_in_shards;
 use crate::index::{usage, Entry};
 use crate::lock::Lock;
 use crate::run::usage_of;
@@ -84,24 +85,6 @@ struct Scanned {
     entry_bytes: u64,
     objects: Vec<Digest>,
     usage: usage::Usage,
-}
-
-fn files_in_shards(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut found = Vec::new();
-    let Ok(shards) = fs::read_dir(dir) else {
-        return found;
-    };
-    for shard in shards.flatten() {
-        let Ok(files) = fs::read_dir(shard.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            if let Some(name) = file.file_name().to_str() {
-                found.push((name.to_string(), file.path()));
-            }
-        }
-    }
-    found
 }
 
 /// When a file last changed: the later of its ctime (a rename counts) and its mtime.

@@ -35,32 +35,8 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
 
 /// Every usage record, with the key it belongs to, for entries that exist.
 fn usages(cache: &Cache) -> Vec<(Digest, Usage)> {
-    let mut found = Vec::new();
-    for shard in std::fs::read_dir(cache.root().join("usage"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for file in std::fs::read_dir(shard.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let Some(key) = file
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Digest>().ok())
-            else {
-                continue;
-            };
-            if !cache.store.entry_path(&key).exists() {
-                continue;
-            }
-            if let Some(u) = usage::read(&file.path()) {
-                found.push((key, u));
-            }
-        }
-    }
+    let mut found = usage::all(cache.root());
+    found.retain(|(key, _)| cache.store.entry_path(key).exists());
     found
 }
 

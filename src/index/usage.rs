@@ -46,6 +46,14 @@ pub fn usage_path(cache_root: &Path, key: &Digest) -> PathBuf {
     cache_root.join("usage").join(&hex[..2]).join(hex)
 }
 
+/// Every readable usage record in the cache at `cache_root`, with its key.
+pub fn all(cache_root: &Path) -> Vec<(Digest, Usage)> {
+    crate::fsutil::files_in_shards(&cache_root.join("usage"))
+        .into_iter()
+        .filter_map(|(name, path)| Some((name.parse().ok()?, read(&path)?)))
+        .collect()
+}
+
 /// Reads a usage record; a missing or garbled one reads as `None`.
 pub fn read(path: &Path) -> Option<Usage> {
     read_json_locked(path)
