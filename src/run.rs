@@ -211,6 +211,10 @@ fn run_with_cache(
     // Single flight: one memo computes a key at a time; the others wait here and then
     // replay its result. The kernel releases the lock if its holder dies.
     let lock_name = format!("key-{}", key.to_hex());
+    let without_lock = |e: io::Error| {
+        warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
+        None
+    };
     let _key_lock = match Lock::try_take(&locks, &lock_name, true) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
@@ -219,6 +223,7 @@ fn run_with_cache(
             }
             match Lock::wait_transient(&locks, &lock_name) {
                 Ok(lock) => {
+                    // The other memo has probably stored the result by now.
                     if !req.force {
                         if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
                             return Ok(code);
@@ -226,16 +231,10 @@ fn run_with_cache(
                     }
                     Some(lock)
                 }
-                Err(e) => {
-                    warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
-                    None
-                }
+                Err(e) => without_lock(e),
             }
         }
-        Err(e) => {
-            warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
-            None
-        }
+        Err(e) => without_lock(e),
     };
     let mut miss = Event::new(Kind::Miss);
     miss.key = Some(key.to_hex());
