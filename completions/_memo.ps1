@@ -100,6 +100,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'Keep unreferenced objects younger than this: their entry may be being written')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be removed and how much it frees; change nothing')
+            [CompletionResult]::new('--verify', '--verify', [CompletionResultType]::ParameterName, 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them')
             [CompletionResult]::new('--auto', '--auto', [CompletionResultType]::ParameterName, '(internal) the automatic trim: give up at once if another gc runs')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')

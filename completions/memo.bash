@@ -199,7 +199,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__gc)
-            opts="-h --max-size --max-age --dry-run --grace --auto --cache-dir --help"
+            opts="-h --max-size --max-age --dry-run --grace --verify --auto --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -93,6 +93,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --grace 'Keep unreferenced objects younger than this: their entry may be being written'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --dry-run 'Print what would be removed and how much it frees; change nothing'
+            cand --verify 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
             cand --auto '(internal) the automatic trim: give up at once if another gc runs'
             cand -h 'Print help'
             cand --help 'Print help'

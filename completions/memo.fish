@@ -80,6 +80,7 @@ complete -c memo -n "__fish_memo_using_subcommand gc" -l max-age -d 'Evict resul
 complete -c memo -n "__fish_memo_using_subcommand gc" -l grace -d 'Keep unreferenced objects younger than this: their entry may be being written' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand gc" -l dry-run -d 'Print what would be removed and how much it frees; change nothing'
+complete -c memo -n "__fish_memo_using_subcommand gc" -l verify -d 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l auto -d '(internal) the automatic trim: give up at once if another gc runs'
 complete -c memo -n "__fish_memo_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand clear" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F

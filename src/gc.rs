@@ -50,6 +50,9 @@ pub struct Options {
     pub only_if_free: bool,
     /// Unreferenced objects younger than this are kept (`ORPHAN_GRACE` by default).
     pub grace: Option<Duration>,
+    /// Re-hash every object in full, whatever the digest cache says: the only check
+    /// that catches damage below the file system (bit rot under an unchanged inode).
+    pub verify: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +73,8 @@ pub struct Report {
     pub orphans: u64,
     pub orphan_bytes: u64,
     pub temp_files: u64,
+    /// Objects whose contents no longer match their name (`--verify`).
+    pub damaged_objects: Vec<Digest>,
     pub entries_after: u64,
     pub bytes_after: u64,
 }
@@ -165,11 +170,33 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
 
     // 2. Objects, their sizes and how many entries use each.
     let mut object_size: HashMap<Digest, (u64, Duration, PathBuf)> = HashMap::new();
-    for (name, path) in files_in_shards(&root.join("objects")) {
-        if let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) {
-            object_size.insert(digest, (meta.len(), age_of(&meta, started), path));
+    let object_files = files_in_shards(&root.join("objects"));
+    let bar = progress(
+        if options.verify {
+            object_files.len() as u64
+        } else {
+            0
+        },
+        "verifying",
+    );
+    for (name, path) in object_files {
+        let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) else {
+            continue;
+        };
+        if options.verify {
+            bar.inc(1);
+            if !verify_object(cache, &digest, &path, &meta) {
+                report.damaged_objects.push(digest);
+                if !options.dry_run {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
         }
+        object_size.insert(digest, (meta.len(), age_of(&meta, started), path));
     }
+    bar.finish_and_clear();
+    let damaged: HashSet<Digest> = report.damaged_objects.iter().copied().collect();
     let mut refs: HashMap<Digest, u32> = HashMap::new();
     for s in &scanned {
         for d in s.objects.iter().collect::<HashSet<_>>() {
@@ -220,7 +247,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         })
     };
     for s in scanned {
-        if too_old(&s) {
+        if s.objects.iter().any(|d| damaged.contains(d)) {
+            evict(&s, "refers to a damaged object", &mut total, &mut report);
+        } else if too_old(&s) {
             evict(&s, "older than --max-age", &mut total, &mut report);
         } else {
             keep.push(s);
@@ -310,13 +339,31 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     std::fs::write(cache::clock_path(root), format!("{clock}\n"))?;
     let _ = cache.stats.add(&Counters {
         evictions: report.removed.len() as i64,
-        corrupt: report.corrupt.len() as i64,
+        corrupt: (report.corrupt.len() + report.damaged_objects.len()) as i64,
         ..Default::default()
     });
     let _ = cache
         .stats
         .set_content(report.entries_after as i64, report.bytes_after as i64);
     Ok(Some(report))
+}
+
+/// Whether the object at `path` hashes to `digest`, read in full. A symlink or anything
+/// but a regular file is damage. A good object's digest is remembered again.
+fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadata) -> bool {
+    if !meta.is_file() {
+        return false;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    match Digest::of_reader(&file) {
+        Ok((actual, _)) if actual == *digest => {
+            cache.store.digest_cache().record_written(&file, actual);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Removes files in `dir` untouched for `grace`; returns how many.

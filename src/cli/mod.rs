@@ -165,6 +165,10 @@ pub struct GcArgs {
     /// Keep unreferenced objects younger than this: their entry may be being written
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m")]
     pub grace: Duration,
+    /// Also re-hash every stored object in full (slow) and drop damaged ones, with the
+    /// results that use them
+    #[arg(long)]
+    pub verify: bool,
     /// (internal) the automatic trim: give up at once if another gc runs
     #[arg(long, hide = true)]
     pub auto: bool,
@@ -275,6 +279,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             &settings(cli.cache_dir, args.max_size)?,
             args.max_age,
             args.grace,
+            args.verify,
             args.dry_run,
             args.auto,
         ),

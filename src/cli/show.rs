@@ -149,6 +149,7 @@ pub fn gc(
     settings: &Settings,
     max_age: Option<Duration>,
     grace: Duration,
+    verify: bool,
     dry_run: bool,
     auto: bool,
 ) -> anyhow::Result<i32> {
@@ -160,6 +161,7 @@ pub fn gc(
         dry_run,
         only_if_free: auto,
         grace: Some(grace),
+        verify,
     };
     let Some(report) = gc::collect(&cache, &options).context("gc failed")? else {
         return Ok(0);
@@ -179,6 +181,12 @@ pub fn gc(
     }
     for key in &report.corrupt {
         println!("{verb} {} (corrupt entry)", key.short());
+    }
+    for digest in &report.damaged_objects {
+        println!(
+            "{verb} object {} (its contents do not match its digest)",
+            digest.short()
+        );
     }
     println!(
         "{verb} {} entries, {} unreferenced objects ({}); freed {}; cache {} in {} entries",

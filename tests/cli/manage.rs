@@ -417,3 +417,44 @@ fn an_invalid_config_file_is_a_one_line_error() {
     assert!(stderr(&out).contains("memo.toml"));
     assert_eq!(env.count(), 0);
 }
+
+#[test]
+fn gc_verify_drops_damaged_objects_and_the_results_that_use_them() {
+    let env = TestEnv::new();
+    env.script("good", "head -c 100000 /dev/zero | tr '\\0' g");
+    env.script("bad", "head -c 100000 /dev/zero | tr '\\0' b");
+    env.run(["run", "--", "./good"]);
+    env.run(["run", "--", "./bad"]);
+    let healthy = env.run(["gc", "--verify"]);
+    assert_success(&healthy);
+    assert!(
+        stdout(&healthy).contains("removed 0 entries"),
+        "{}",
+        stdout(&healthy)
+    );
+    let bad_object = env
+        .objects()
+        .into_iter()
+        .find(|p| fs::read(p).unwrap()[0] == b'b')
+        .unwrap();
+    let mut bytes = fs::read(&bad_object).unwrap();
+    bytes[5000] = b'x';
+    fs::write(&bad_object, bytes).unwrap();
+    let out = env.run(["gc", "--verify"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("./bad (refers to a damaged object)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("do not match its digest"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(commands(&env), ["./good"]);
+    assert_eq!(env.stats()["corrupt"], 1);
+    assert!(!bad_object.exists());
+    let rerun = env.run(["run", "--", "./bad"]);
+    assert_eq!(rerun.stdout, vec![b'b'; 100000]);
+}
