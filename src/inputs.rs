@@ -67,11 +67,6 @@ fn not_executable(shown: &str) -> Fatal {
     )
 }
 
-/// The digest of a file's contents, through the digest cache.
-pub fn digest_path(path: &Path, cache: &DigestCache) -> std::io::Result<(Digest, StatSignature)> {
-    cache.digest_path(path)
-}
-
 /// One input file as the key sees it, plus what the race guard needs to notice a change.
 pub struct Gathered {
     pub files: Vec<InputFile>,
@@ -189,7 +184,7 @@ fn add_file(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), 
             path.display()
         )));
     }
-    let (digest, sig) = digest_path(path, cache).map_err(unreadable)?;
+    let (digest, sig) = cache.digest_path(path).map_err(unreadable)?;
     out.files.push(InputFile {
         path: ByteString::from(path),
         kind: FileKind::File,

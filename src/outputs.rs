@@ -31,15 +31,14 @@ pub enum RecordError {
 }
 
 /// Stores the contents of a file as a blob: inline when small, else as an object.
+/// `path` names the file `source` reads, for error messages.
 pub fn store_blob(
     mut source: impl Read,
+    path: &Path,
     size_hint: u64,
     store: &dyn Store,
 ) -> Result<Blob, RecordError> {
-    let read_error = |e| RecordError::Read {
-        path: PathBuf::from("<stream>"),
-        source: e,
-    };
+    let read_error = |e| read_error(path, e);
     if size_hint <= INLINE_MAX {
         let mut bytes = Vec::with_capacity(size_hint as usize);
         source
@@ -55,12 +54,16 @@ pub fn store_blob(
             });
         }
         // It grew past the inline limit while being read: store it as an object.
-        return store_object(io::Cursor::new(bytes).chain(source), store);
+        return store_object(io::Cursor::new(bytes).chain(source), path, store);
     }
-    store_object(source, store)
+    store_object(source, path, store)
 }
 
-fn store_object(mut source: impl Read, store: &dyn Store) -> Result<Blob, RecordError> {
+fn store_object(
+    mut source: impl Read,
+    path: &Path,
+    store: &dyn Store,
+) -> Result<Blob, RecordError> {
     let mut staged = store.stage()?;
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; CHUNK];
@@ -69,12 +72,7 @@ fn store_object(mut source: impl Read, store: &dyn Store) -> Result<Blob, Record
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(RecordError::Read {
-                    path: PathBuf::from("<stream>"),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(read_error(path, e)),
         };
         staged
             .write_all(&buf[..n])
@@ -161,10 +159,7 @@ fn record_node(
         Ok(NodeKind::Dir)
     } else if kind.is_file() {
         let file = File::open(path).map_err(|e| read_error(path, e))?;
-        let blob = store_blob(file, meta.len(), store).map_err(|e| match e {
-            RecordError::Read { source, .. } => read_error(path, source),
-            other => other,
-        })?;
+        let blob = store_blob(file, path, meta.len(), store)?;
         Ok(NodeKind::File {
             blob,
             executable: is_executable(meta),

@@ -95,7 +95,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
     let gathered = inputs::gather_inputs(&req.inputs, digests)?;
-    let (executable, _) = inputs::digest_path(&program, digests).map_err(|e| {
+    let (executable, _) = digests.digest_path(&program).map_err(|e| {
         Fatal::new(
             Code::NotExecutable,
             format!("memo: cannot read command '{}': {e}", program.display()),
@@ -663,7 +663,7 @@ fn save(
                 path: recording.file.path().to_path_buf(),
                 source: e,
             })?;
-            outputs::store_blob(file, recording.size, &store)?
+            outputs::store_blob(file, recording.file.path(), recording.size, &store)?
         } else {
             store.put_object(&recording.digest, recording.file)?;
             Blob {

@@ -8,7 +8,6 @@
 //! deltas and may be negative in one shard; gc, which scans everything, resets them to
 //! the truth.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -120,17 +119,10 @@ impl Stats {
     }
 }
 
-/// Removes every shard (used by `memo clear` before it resets the content counters).
-pub fn remove_all(cache_root: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(cache_root.join("stats")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn concurrent_updates_are_not_lost() {
