@@ -236,9 +236,7 @@ fn run_with_cache(
         }
         Err(e) => without_lock(e),
     };
-    let mut miss = Event::new(Kind::Miss);
-    miss.key = Some(key.to_hex());
-    miss.command = Some(key::command_line(&material));
+    let miss = command_event(Kind::Miss, &key, &material);
     cache.record(
         Counters {
             misses: 1,
@@ -378,6 +376,14 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     args
 }
 
+/// An event about the command behind `key`.
+fn command_event(kind: Kind, key: &Digest, material: &KeyMaterial) -> Event {
+    let mut event = Event::new(kind);
+    event.key = Some(key.to_hex());
+    event.command = Some(key::command_line(material));
+    event
+}
+
 fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
     let saved_ms = saved.as_millis() as u64;
     let clock = cache::read_clock(cache.root());
@@ -390,9 +396,7 @@ fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
         u.last_access_ms = now_ms();
         u.clock = clock;
     });
-    let mut event = Event::new(Kind::Hit);
-    event.key = Some(key.to_hex());
-    event.command = Some(key::command_line(&entry.material));
+    let mut event = command_event(Kind::Hit, key, &entry.material);
     event.duration_ms = Some(entry.duration_ms);
     event.saved_ms = Some(saved_ms);
     cache.record(
@@ -709,9 +713,7 @@ fn save(
         u.clock = clock;
     });
     let added = store.added.get() as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
-    let mut event = Event::new(Kind::Store);
-    event.key = Some(key.to_hex());
-    event.command = Some(key::command_line(&entry.material));
+    let mut event = command_event(Kind::Store, &key, &entry.material);
     event.duration_ms = Some(entry.duration_ms);
     event.size = Some(size);
     cache.record(

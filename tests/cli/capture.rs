@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -113,16 +112,6 @@ fn a_command_killed_by_a_signal_gives_128_plus_n_and_is_not_stored() {
     assert!(env.entries().is_empty());
 }
 
-fn wait_for(env: &TestEnv, rel: &str) {
-    for _ in 0..400 {
-        if env.path(rel).exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("{rel} never appeared");
-}
-
 fn signal(pid: u32, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -141,7 +130,7 @@ fn sigterm_to_memo_reaches_the_command_and_nothing_is_stored() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&env, "started");
+    env.wait_for_file("started");
     signal(child.id(), "-TERM");
     let out = child.wait_with_output().unwrap();
     assert_code(&out, 128 + 15);
@@ -158,7 +147,7 @@ fn an_interrupted_command_that_exits_cleanly_is_not_stored() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&env, "started");
+    env.wait_for_file("started");
     signal(child.id(), "-INT");
     let out = child.wait_with_output().unwrap();
     assert_success(&out);
@@ -236,7 +225,7 @@ fn ctrl_c_at_a_terminal_reaches_the_command_and_nothing_is_stored() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script (util-linux) runs");
-    wait_for(&env, "started");
+    env.wait_for_file("started");
     let mut keyboard = child.stdin.take().unwrap();
     keyboard.write_all(b"\x03").unwrap();
     keyboard.flush().unwrap();

@@ -18,10 +18,6 @@ fn spawn_memo(env: &TestEnv, args: &[String]) -> Child {
         .unwrap()
 }
 
-fn wait_for_file(env: &TestEnv, rel: &str) {
-    env.eventually(&format!("{rel} appears"), || env.path(rel).exists());
-}
-
 #[test]
 fn identical_calls_at_once_run_the_command_once() {
     let env = TestEnv::new();
@@ -77,7 +73,7 @@ fn a_waiter_takes_over_when_the_lock_holder_dies() {
         .process_group(0)
         .spawn()
         .unwrap();
-    wait_for_file(&env, "blocked.pid");
+    env.wait_for_file("blocked.pid");
     let waiter = spawn_memo(&env, &run_tool(&[]));
     std::thread::sleep(Duration::from_millis(200));
     // kill -9 the holder and its command.

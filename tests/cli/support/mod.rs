@@ -251,6 +251,12 @@ impl TestEnv {
         assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
     }
 
+    /// Waits (up to 15 s) until the file `rel` exists in the work dir.
+    #[track_caller]
+    pub fn wait_for_file(&self, rel: &str) {
+        self.eventually(&format!("{rel} appears"), || self.path(rel).exists());
+    }
+
     /// Waits (up to 15 s) until `check` holds.
     #[track_caller]
     pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
