@@ -210,13 +210,17 @@ fn a_closed_reader_cuts_the_command_off_and_nothing_is_stored() {
 /// group, so the command gets it directly; memo must survive it long enough to let the
 /// command finish, pass its output on, and store nothing. `script` gives memo a real
 /// pseudo-terminal (so stdout and stderr are one stream, as in an interactive shell).
+/// The SHELL `script` starts is whatever CI has, so the test holds under dash and bash.
 #[test]
 fn ctrl_c_at_a_terminal_reaches_the_command_and_nothing_is_stored() {
     let env = TestEnv::new();
     env.tool("trap 'echo caught; exit 0' INT; touch started; while :; do sleep 0.05; done");
     let mut child = std::process::Command::new("script")
         .args(["-q", "-f", "-e", "-c"])
-        .arg(format!("{MEMO} run -- ./tool"))
+        // `exec`: memo is the terminal's foreground job itself, as under an interactive
+        // shell. Without it a non-interactive /bin/sh (dash) waits in between and dies of
+        // the same Ctrl-C.
+        .arg(format!("exec {MEMO} run -- ./tool"))
         .arg("/dev/null")
         .current_dir(env.work())
         .env("MEMO_DIR", env.cache())
