@@ -228,6 +228,8 @@ fn gc_shows_a_progress_bar_on_a_terminal() {
         .arg(format!("{MEMO} gc"))
         .arg("/dev/null")
         .current_dir(env.work())
+        // indicatif draws nothing on a terminal it believes is dumb (TERM unset or "dumb").
+        .env("TERM", "xterm")
         .env("MEMO_DIR", env.cache())
         .stdin(Stdio::null())
         .output()
