@@ -162,7 +162,7 @@ impl Store for Counting<'_> {
     }
 }
 
-/// Where `memo clear` and gc find the lock files and helper state.
+/// Where gc keeps its clock between runs.
 pub fn clock_path(root: &Path) -> PathBuf {
     root.join("gc-clock")
 }

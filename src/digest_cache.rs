@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -131,7 +131,7 @@ impl DigestCache {
         let sig = StatSignature::of(&meta);
         self.remembered.borrow_mut().insert(sig, digest);
         if let Some(path) = self.record_path(&sig) {
-            let _ = write_record(&path, &sig.encode(&digest));
+            let _ = fsutil::write_file_atomic(&path, sig.encode(&digest).as_bytes());
         }
     }
 
@@ -169,19 +169,9 @@ impl DigestCache {
         }
         if let Some(path) = self.record_path(sig) {
             // A lost record only costs a re-hash next time, so failures are ignored.
-            let _ = write_record(&path, &sig.encode(&digest));
+            let _ = fsutil::write_file_atomic(&path, sig.encode(&digest).as_bytes());
         }
     }
-}
-
-fn write_record(path: &std::path::Path, text: &str) -> io::Result<()> {
-    let dir = path.parent().expect("record path has a parent");
-    fsutil::create_private_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    fsutil::share(tmp.as_file())?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

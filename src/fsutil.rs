@@ -88,12 +88,45 @@ pub fn cache_dir_mode() -> u32 {
     shared_umask().map_or(0o700, |u| 0o777 & !u)
 }
 
-/// Gives a file memo created in the cache the shared mode, when a shared umask is set
-/// (files are created 0600 otherwise, and stay so).
+/// Gives a file in the cache the shared mode, when a shared umask is set (files are
+/// created 0600 otherwise, and stay so). A file that has it already is left alone: in a
+/// team cache it may belong to someone else, and only its owner may chmod it.
 pub fn share(file: &fs::File) -> io::Result<()> {
     if shared_umask().is_some() {
-        file.set_permissions(fs::Permissions::from_mode(cache_file_mode()))?;
+        let mode = cache_file_mode();
+        if file.metadata()?.permissions().mode() & 0o777 != mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
     }
+    Ok(())
+}
+
+/// Opens (creating it if missing) a small file in the cache that many processes read and
+/// write in place under `flock`: a lock or a record. It gets the cache's file mode.
+pub fn open_cache_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(cache_file_mode())
+        .open(path)?;
+    share(&file)?;
+    Ok(file)
+}
+
+/// Replaces the file at `path` with `bytes` through a temp file and a rename, so a
+/// reader sees the old contents or the new, never a mix. The directory is created if
+/// missing; the file gets the cache's file mode.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a cache file has a parent directory");
+    create_private_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    share(tmp.as_file())?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -248,24 +281,14 @@ where
     F: FnOnce(&mut T, bool),
 {
     use std::io::Read;
-    use std::os::unix::fs::{FileExt as _, OpenOptionsExt};
-    let open = || {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(cache_file_mode())
-            .open(path)
-    };
-    let mut file = match open() {
+    use std::os::unix::fs::FileExt as _;
+    let mut file = match open_cache_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir_all(path.parent().expect("a record path has a parent"))?;
-            open()?
+            open_cache_file(path)?
         }
         other => other?,
     };
-    share(&file)?;
     fs2::FileExt::lock_exclusive(&file)?;
     let mut text = Vec::new();
     let loaded = match file.read_to_end(&mut text) {

@@ -320,12 +320,19 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     report.temp_files = sweep(&root.join("tmp"), TEMP_GRACE, started);
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        let dead = name
-            .to_str()
-            .and_then(|n| crate::fsutil::staging_pid(n, TRASH_PREFIX))
+        let name = name.to_str().unwrap_or_default();
+        let dead = crate::fsutil::staging_pid(name, TRASH_PREFIX)
             .is_some_and(|pid| !crate::fsutil::is_alive(pid));
         if dead {
             let _ = fs::remove_dir_all(entry.path());
+        }
+        // Left by a write_file_atomic (the clock) that was killed before its rename.
+        let stray = name.starts_with(".tmp")
+            && entry
+                .metadata()
+                .is_ok_and(|m| age_of(&m, started) > TEMP_GRACE);
+        if stray {
+            let _ = fs::remove_file(entry.path());
         }
     }
     for (_, path) in files_in_shards(&root.join("digests")) {
@@ -336,7 +343,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
-    std::fs::write(cache::clock_path(root), format!("{clock}\n"))?;
+    crate::fsutil::write_file_atomic(&cache::clock_path(root), format!("{clock}\n").as_bytes())?;
     let _ = cache.stats.add(&Counters {
         evictions: report.removed.len() as i64,
         corrupt: (report.corrupt.len() + report.damaged_objects.len()) as i64,

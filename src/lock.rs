@@ -6,14 +6,14 @@
 //! (the path no longer names the file it locked) and tries again on a fresh file, so two
 //! processes can never both believe they hold the lock.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
 
-use crate::fsutil::{cache_file_mode, create_private_dir_all};
+use crate::fsutil::{create_private_dir_all, open_cache_file};
 
 pub struct Lock {
     file: File,
@@ -42,13 +42,7 @@ fn acquire(dir: &Path, name: &str, wait: bool, transient: bool) -> io::Result<Op
     create_private_dir_all(dir)?;
     let path = dir.join(name);
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(cache_file_mode())
-            .open(&path)?;
+        let file = open_cache_file(&path)?;
         if wait {
             FileExt::lock_exclusive(&file)?;
         } else if let Err(e) = FileExt::try_lock_exclusive(&file) {

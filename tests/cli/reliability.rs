@@ -521,12 +521,84 @@ fn running_out_of_inodes_never_breaks_the_command() {
 fn a_shared_umask_makes_the_cache_group_writable() {
     let env = TestEnv::new();
     env.tool("head -c 100000 /dev/zero");
-    let mut cmd = env.memo(run_tool(&[]));
-    cmd.env("MEMO_UMASK", "002");
-    assert!(env.ran(cmd));
+    let shared = |args: Vec<String>| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_UMASK", "002");
+        cmd
+    };
+    assert!(env.ran(shared(run_tool(&[]))));
+    assert!(!env.ran(shared(run_tool(&[]))), "a hit");
+    // An eviction writes gc's clock and lock; the run after it stores everything anew.
+    let gc = shared(vec!["gc".into(), "--max-size".into(), "0".into()])
+        .output()
+        .unwrap();
+    assert_success(&gc);
+    assert!(env.ran(shared(run_tool(&[]))));
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&env.cache().join("objects")), 0o775);
-    for file in env.entries().iter().chain(env.objects().iter()) {
-        assert_eq!(mode(file), 0o664, "{}", file.display());
+    let files = files_under(&env.cache());
+    for name in ["gc-clock", "locks/gc", "log.jsonl"] {
+        assert!(files.contains(&env.cache().join(name)), "{name}");
     }
+    for file in &files {
+        assert_eq!(mode(file), 0o664, "{}", file.display());
+        assert_eq!(mode(file.parent().unwrap()), 0o775, "{}", file.display());
+    }
+}
+
+/// A team cache: a second user in the cache's group replays, counts and collects
+/// garbage in files the first one created (and may not chmod). Needs root, to run
+/// memo as that second user.
+#[test]
+fn a_second_user_in_the_group_uses_a_shared_cache_fully() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running memo as a second user needs root");
+        return;
+    }
+    let others_can_enter = |dir: &std::path::Path| {
+        dir.ancestors()
+            .skip(1)
+            .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    };
+    if !others_can_enter(std::path::Path::new(MEMO)) {
+        eprintln!("skipped: user nobody cannot reach {MEMO}");
+        return;
+    }
+    let env = TestEnv::new();
+    fs::set_permissions(env.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.tool("echo team result");
+    let team = |args: Vec<String>, second_user: bool| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_UMASK", "002");
+        if second_user {
+            // nobody, with the first user's (root's) group as its only group.
+            cmd.uid(65534).gid(0);
+        }
+        cmd.output().unwrap()
+    };
+    let first = team(run_tool(&[]), false);
+    assert_success(&first);
+    assert_eq!(env.count(), 1);
+
+    let hit = team(run_tool(&[]), true);
+    assert_success(&hit);
+    assert_eq!(stdout(&hit), "team result\n");
+    assert_eq!(stderr(&hit), "", "no warning");
+    assert_eq!(env.count(), 1, "replayed, not run");
+    let ls = team(vec!["ls".into(), "--json".into()], true);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed[0]["hits"], 1, "the second user's hit was counted");
+
+    let gc = team(vec!["gc".into(), "--max-size".into(), "0".into()], true);
+    assert_success(&gc);
+    assert_eq!(stderr(&gc), "");
+    assert!(env.entries().is_empty(), "the second user's gc evicted");
+    let gc_again = team(vec!["gc".into(), "--max-size".into(), "0".into()], false);
+    assert_success(&gc_again);
+    assert_eq!(
+        stderr(&gc_again),
+        "",
+        "the first user can still use what gc wrote"
+    );
 }
