@@ -39,6 +39,15 @@ impl Cache {
         let _ = self.log.append(&event);
     }
 
+    /// Removes the result stored under `key`: its entry file, then its usage record.
+    /// Its objects stay until gc finds them unreferenced. `Err` (NotFound included) when
+    /// the entry could not be removed; the usage record is then left alone.
+    pub fn remove_result(&self, key: &Digest) -> io::Result<()> {
+        fs::remove_file(self.store.entry_path(key))?;
+        let _ = fs::remove_file(crate::index::usage::usage_path(self.root(), key));
+        Ok(())
+    }
+
     pub fn locks_dir(&self) -> PathBuf {
         self.root().join("locks")
     }

@@ -177,6 +177,12 @@ fn current_umask() -> u32 {
     })
 }
 
+/// Where the file for `digest` lives in the sharded layout under `dir`: `dir/ab/abcdef…`.
+pub fn sharded_path(dir: &Path, digest: &crate::digest::Digest) -> std::path::PathBuf {
+    let hex = digest.to_hex();
+    dir.join(&hex[..2]).join(hex)
+}
+
 /// Every file two levels below `dir` (`dir/ab/abcdef…`, the cache's sharded layout),
 /// with its name. Unreadable shards are skipped.
 pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {

@@ -88,6 +88,7 @@ impl Report {
 struct Scanned {
     key: Digest,
     entry_bytes: u64,
+    /// The objects it refers to, each once (stdout and an output may be one object).
     objects: Vec<Digest>,
     usage: usage::Usage,
 }
@@ -147,18 +148,19 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let Some((entry, entry_bytes)) = decoded else {
             report.corrupt.push(key);
             if !options.dry_run {
-                let _ = fs::remove_file(&path);
-                let _ = fs::remove_file(usage::usage_path(root, &key));
+                let _ = cache.remove_result(&key);
             }
             continue;
         };
         let usage =
             usage::read(&usage::usage_path(root, &key)).unwrap_or_else(|| usage_of(&entry, 0));
-        let objects = entry
+        let mut objects: Vec<Digest> = entry
             .blobs()
             .filter(|b| b.inline.is_none())
             .map(|b| b.digest)
             .collect();
+        objects.sort_unstable();
+        objects.dedup();
         scanned.push(Scanned {
             key,
             entry_bytes: entry_bytes as u64,
@@ -199,7 +201,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let damaged: HashSet<Digest> = report.damaged_objects.iter().copied().collect();
     let mut refs: HashMap<Digest, u32> = HashMap::new();
     for s in &scanned {
-        for d in s.objects.iter().collect::<HashSet<_>>() {
+        for d in &s.objects {
             *refs.entry(*d).or_default() += 1;
         }
     }
@@ -225,7 +227,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut freed_objects: HashSet<Digest> = HashSet::new();
     let mut evict = |s: &Scanned, reason: &'static str, total: &mut u64, report: &mut Report| {
         let mut size = s.entry_bytes;
-        for d in s.objects.iter().collect::<HashSet<_>>() {
+        for d in &s.objects {
             let r = refs.get_mut(d).expect("counted above");
             *r -= 1;
             if *r == 0 && freed_objects.insert(*d) {
@@ -297,8 +299,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
 
     // 5. Do it.
     for removed in &report.removed {
-        let _ = fs::remove_file(cache.store.entry_path(&removed.key));
-        let _ = fs::remove_file(usage::usage_path(root, &removed.key));
+        let _ = cache.remove_result(&removed.key);
         let mut event = Event::new(Kind::Evict);
         event.key = Some(removed.key.to_hex());
         event.command = Some(removed.command.clone());

@@ -293,8 +293,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         }
         let entry_bytes =
             std::fs::metadata(cache.store.entry_path(&key)).map_or(0, |m| m.len() as i64);
-        if std::fs::remove_file(cache.store.entry_path(&key)).is_ok() {
-            let _ = std::fs::remove_file(usage::usage_path(cache.root(), &key));
+        if cache.remove_result(&key).is_ok() {
             removed += 1;
             bytes += entry_bytes;
             let mut event = Event::new(Kind::Evict);

@@ -42,8 +42,7 @@ impl Usage {
 }
 
 pub fn usage_path(cache_root: &Path, key: &Digest) -> PathBuf {
-    let hex = key.to_hex();
-    cache_root.join("usage").join(&hex[..2]).join(hex)
+    crate::fsutil::sharded_path(&cache_root.join("usage"), key)
 }
 
 /// Every readable usage record in the cache at `cache_root`, with its key.

@@ -61,8 +61,7 @@ impl LocalStore {
     }
 
     fn sharded(&self, kind: &str, digest: &Digest) -> PathBuf {
-        let hex = digest.to_hex();
-        self.root.join(kind).join(&hex[..2]).join(hex)
+        crate::fsutil::sharded_path(&self.root.join(kind), digest)
     }
 
     pub fn entry_path(&self, key: &Digest) -> PathBuf {
