@@ -11,11 +11,10 @@ use crate::bytes::ByteString;
 use crate::cache::{Cache, Warner};
 use crate::config::format_duration;
 use crate::digest::Digest;
-use crate::events::now_ms;
 use crate::exit::Fatal;
 use crate::index::{usage, Entry};
 use crate::key::{self, KeyMaterial};
-use crate::run::{self, RunRequest};
+use crate::run::{self, Freshness, RunRequest};
 
 /// What differs between a stored material and the current one, one line per change.
 pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
@@ -133,21 +132,26 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     if let Some(entry) =
         run::read_entry(cache, &key, &warner).filter(|e| e.material == prepared.material)
     {
-        let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
         let ran = format_duration(Duration::from_millis(entry.duration_ms));
-        if let Some(ttl) = req.settings.ttl.value.filter(|ttl| age > *ttl) {
-            let late = format_duration(age - ttl);
-            let stale = req.settings.stale.value.unwrap_or_default();
-            if age <= ttl + stale {
-                println!("hit {} (stale): expired {late} ago; replayed while it refreshes in the background", key.short());
+        match run::freshness(&entry, &req) {
+            Freshness::Fresh => {}
+            Freshness::Stale(late) => {
+                println!(
+                    "hit {} (stale): expired {} ago; replayed while it refreshes in the background",
+                    key.short(),
+                    format_duration(late)
+                );
                 return Ok(0);
             }
-            println!(
-                "miss {}: the stored result expired {late} ago (--ttl {})",
-                key.short(),
-                format_duration(ttl)
-            );
-            return Ok(1);
+            Freshness::Expired(late) => {
+                println!(
+                    "miss {}: the stored result expired {} ago (--ttl {})",
+                    key.short(),
+                    format_duration(late),
+                    format_duration(req.settings.ttl.value.unwrap_or_default())
+                );
+                return Ok(1);
+            }
         }
         if entry.exit_code != 0 && !req.settings.cache_failures.value {
             println!(
@@ -160,7 +164,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         println!(
             "hit {}: stored {} ago, ran {ran}, exit code {}",
             key.short(),
-            format_duration(age),
+            format_duration(run::age_of(&entry)),
             entry.exit_code
         );
         return Ok(0);
@@ -169,9 +173,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         println!("miss {}: `{command}` was never stored here", key.short());
         return Ok(1);
     };
-    let age = format_duration(Duration::from_millis(
-        now_ms().saturating_sub(closest.created_unix_ms),
-    ));
+    let age = format_duration(run::age_of(&closest));
     println!(
         "miss {}: differs from entry {} (stored {age} ago) in:",
         key.short(),

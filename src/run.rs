@@ -198,7 +198,7 @@ fn run_with_cache(
             _ => return Ok(0),
         }
         if let Some(entry) = lookup(cache, &key, &material, req, warner) {
-            if !is_expired(&entry, req.settings.ttl.value) {
+            if freshness(&entry, req) == Freshness::Fresh {
                 return Ok(0);
             }
         }
@@ -290,17 +290,13 @@ fn try_hit(
         return Ok(None);
     };
     let verbose = req.settings.verbose.value;
-    let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
-    let ttl = req.settings.ttl.value;
-    let stale = req.settings.stale.value.unwrap_or_default();
-    let fresh = !is_expired(&entry, ttl);
-    let usable_stale = ttl.is_some_and(|ttl| age <= ttl + stale) && !fresh;
-    if !(fresh || usable_stale) {
+    let fresh = freshness(&entry, req);
+    if let Freshness::Expired(late) = fresh {
         if verbose {
             eprintln!(
                 "memo: entry {} expired {} ago",
                 key.short(),
-                crate::config::format_duration(age.saturating_sub(ttl.unwrap_or_default()))
+                crate::config::format_duration(late)
             );
         }
         return Ok(None);
@@ -311,7 +307,7 @@ fn try_hit(
     let saved = Duration::from_millis(entry.duration_ms).saturating_sub(started.elapsed());
     note_hit(cache, key, &entry, saved);
     let mut how = String::new();
-    if usable_stale {
+    if let Freshness::Stale(_) = fresh {
         how = match cache.spawn_detached(&refresh_args(req, material)) {
             Ok(()) => ", stale: refreshing in the background".into(),
             Err(e) => format!(", stale: cannot start a refresh ({e})"),
@@ -327,9 +323,43 @@ fn try_hit(
     Ok(Some(code))
 }
 
-fn is_expired(entry: &Entry, ttl: Option<Duration>) -> bool {
-    let age = Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms));
-    ttl.is_some_and(|ttl| age > ttl)
+/// Whether a stored result may be replayed under `--ttl` and `--stale`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Expired this long ago, within the `--stale` window: replayed, then refreshed in
+    /// the background.
+    Stale(Duration),
+    /// Expired this long ago, past any `--stale` window: a miss.
+    Expired(Duration),
+}
+
+impl Freshness {
+    /// The state of a result `age` old. Each entry ages on its own clock.
+    pub fn of(age: Duration, ttl: Option<Duration>, stale: Option<Duration>) -> Freshness {
+        let Some(late) = ttl
+            .and_then(|ttl| age.checked_sub(ttl))
+            .filter(|l| !l.is_zero())
+        else {
+            return Freshness::Fresh;
+        };
+        if late <= stale.unwrap_or_default() {
+            Freshness::Stale(late)
+        } else {
+            Freshness::Expired(late)
+        }
+    }
+}
+
+/// How long ago `entry` was stored.
+pub fn age_of(entry: &Entry) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms))
+}
+
+/// The freshness of `entry` under the request's `--ttl` and `--stale`.
+pub fn freshness(entry: &Entry, req: &RunRequest) -> Freshness {
+    let settings = &req.settings;
+    Freshness::of(age_of(entry), settings.ttl.value, settings.stale.value)
 }
 
 /// The arguments of a background `memo run` that recomputes this result.
@@ -727,4 +757,29 @@ fn save(
     );
     crate::gc::trim_in_background_if_needed(cache, max_size);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_follows_ttl_then_the_stale_window() {
+        let s = Duration::from_secs;
+        assert_eq!(Freshness::of(s(100), None, None), Freshness::Fresh);
+        assert_eq!(Freshness::of(s(100), None, Some(s(5))), Freshness::Fresh);
+        assert_eq!(Freshness::of(s(10), Some(s(10)), None), Freshness::Fresh);
+        assert_eq!(
+            Freshness::of(s(11), Some(s(10)), None),
+            Freshness::Expired(s(1))
+        );
+        assert_eq!(
+            Freshness::of(s(15), Some(s(10)), Some(s(5))),
+            Freshness::Stale(s(5))
+        );
+        assert_eq!(
+            Freshness::of(s(16), Some(s(10)), Some(s(5))),
+            Freshness::Expired(s(6))
+        );
+    }
 }
