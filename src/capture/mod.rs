@@ -296,22 +296,19 @@ fn tee(
     let mut deadline: Option<Instant> = None;
     let mut failure = (false, None);
     loop {
-        if !nonblocking && !wait_readable(&source, POLL_INTERVAL) {
-            if stop_now(stop, &mut deadline) {
-                failure = (
-                    false,
-                    Some(io::Error::other("stopped reading after an interruption")),
-                );
-                break;
-            }
-            continue;
-        }
-        let n = match source.read(&mut buf[filled..]) {
+        // Blocking fallback: wait first, and treat a wait that timed out as an empty pipe.
+        let read = if nonblocking || wait_readable(&source, POLL_INTERVAL) {
+            source.read(&mut buf[filled..])
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !wait_readable(&source, POLL_INTERVAL) && stop_now(stop, &mut deadline) {
+                let timed_out = !nonblocking || !wait_readable(&source, POLL_INTERVAL);
+                if timed_out && stop_now(stop, &mut deadline) {
                     failure = (
                         false,
                         Some(io::Error::other("stopped reading after an interruption")),
