@@ -97,7 +97,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         'memo;gc' {
             [CompletionResult]::new('--max-size', '--max-size', [CompletionResultType]::ParameterName, 'Evict until the cache is at most this big, e.g. 500M, 2GiB [env: MEMO_MAX_SIZE]')
             [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Evict results not used for this long, e.g. 7d')
-            [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'Keep unreferenced objects younger than this: their entry may be being written')
+            [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'Keep unreferenced objects and staging files younger than this: their entry may be being written')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be removed and how much it frees; change nothing')
             [CompletionResult]::new('--verify', '--verify', [CompletionResultType]::ParameterName, 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them')

@@ -90,7 +90,7 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo;gc'= {
             cand --max-size 'Evict until the cache is at most this big, e.g. 500M, 2GiB [env: MEMO_MAX_SIZE]'
             cand --max-age 'Evict results not used for this long, e.g. 7d'
-            cand --grace 'Keep unreferenced objects younger than this: their entry may be being written'
+            cand --grace 'Keep unreferenced objects and staging files younger than this: their entry may be being written'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --dry-run 'Print what would be removed and how much it frees; change nothing'
             cand --verify 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'

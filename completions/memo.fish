@@ -77,7 +77,7 @@ complete -c memo -n "__fish_memo_using_subcommand stats" -l zero -d 'Reset the c
 complete -c memo -n "__fish_memo_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l max-size -d 'Evict until the cache is at most this big, e.g. 500M, 2GiB [env: MEMO_MAX_SIZE]' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l max-age -d 'Evict results not used for this long, e.g. 7d' -r
-complete -c memo -n "__fish_memo_using_subcommand gc" -l grace -d 'Keep unreferenced objects younger than this: their entry may be being written' -r
+complete -c memo -n "__fish_memo_using_subcommand gc" -l grace -d 'Keep unreferenced objects and staging files younger than this: their entry may be being written' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand gc" -l dry-run -d 'Print what would be removed and how much it frees; change nothing'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l verify -d 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'

@@ -32,7 +32,8 @@ use crate::stats::Counters;
 /// (A store reuses an existing object only if it changed within `REFRESH_AGE`, half of
 /// this, so a reused object cannot be collected before its entry is written.)
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
-/// Staging files untouched for this long belong to no live memo.
+/// A temporary file untouched for this long belongs to no live memo, even where gc
+/// cannot tell from its lock.
 pub const TEMP_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Digest-cache records older than this are dropped (the next use re-hashes once).
 pub const DIGEST_RECORD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -131,6 +132,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     };
     let started = SystemTime::now();
     let root = cache.root();
+    let grace = options.grace.unwrap_or(ORPHAN_GRACE);
     let mut report = Report::default();
 
     // 1. Read every entry; what cannot be decoded is removed as corrupt.
@@ -284,7 +286,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
                 orphan_paths.push(path.clone());
             }
-        } else if *age >= options.grace.unwrap_or(ORPHAN_GRACE) {
+        } else if *age >= grace {
             report.orphans += 1;
             report.orphan_bytes += size;
             total = total.saturating_sub(*size);
@@ -318,7 +320,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             let _ = fs::remove_file(path);
         }
     }
-    report.temp_files = sweep(&root.join("tmp"), TEMP_GRACE, started);
+    report.temp_files = sweep_staging(&root.join("tmp"), grace, started);
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name();
         let name = name.to_str().unwrap_or_default();
@@ -374,16 +376,28 @@ fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadat
     }
 }
 
-/// Removes files in `dir` untouched for `grace`; returns how many.
-fn sweep(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
+/// Removes the staging files in `dir` that their writer left: untouched for `grace` and
+/// not locked (the store locks each while it writes; a dead writer's lock is gone). A
+/// file that cannot be checked (no locking, or another user's) goes after `TEMP_GRACE`.
+/// Returns how many went.
+fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
     let mut removed = 0;
     let Ok(files) = fs::read_dir(dir) else {
         return 0;
     };
     for file in files.flatten() {
-        if file.metadata().is_ok_and(|m| age_of(&m, now) > grace)
-            && fs::remove_file(file.path()).is_ok()
-        {
+        let Ok(meta) = file.metadata() else { continue };
+        let age = age_of(&meta, now);
+        if age <= grace {
+            continue;
+        }
+        let abandoned =
+            match fs::File::open(file.path()).and_then(|f| fs2::FileExt::try_lock_exclusive(&f)) {
+                Ok(()) => true,
+                Err(e) if crate::lock::is_contended(&e) => false,
+                Err(_) => age > TEMP_GRACE,
+            };
+        if abandoned && fs::remove_file(file.path()).is_ok() {
             removed += 1;
         }
     }

@@ -46,8 +46,7 @@ fn acquire(dir: &Path, name: &str, wait: bool, transient: bool) -> io::Result<Op
         if wait {
             FileExt::lock_exclusive(&file)?;
         } else if let Err(e) = FileExt::try_lock_exclusive(&file) {
-            if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
-            {
+            if is_contended(&e) {
                 return Ok(None);
             }
             return Err(e);
@@ -67,6 +66,11 @@ fn acquire(dir: &Path, name: &str, wait: bool, transient: bool) -> io::Result<Op
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a `try_lock_*` error means "someone else holds it" (not a failure to lock).
+pub fn is_contended(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
 impl Drop for Lock {

@@ -162,7 +162,8 @@ pub struct GcArgs {
     /// Print what would be removed and how much it frees; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Keep unreferenced objects younger than this: their entry may be being written
+    /// Keep unreferenced objects and staging files younger than this: their entry may be
+    /// being written
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m")]
     pub grace: Duration,
     /// Also re-hash every stored object in full (slow) and drop damaged ones, with the

@@ -128,12 +128,18 @@ impl Store for LocalStore {
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
-        // The pid in the name lets gc sweep what a killed memo left at once.
+        // The pid in the name says, to a person, who is writing it.
         let prefix = format!("stage-{}-", std::process::id());
         // Checked every time: a symlink planted as tmp/ must not receive the bytes.
-        create_private_dir_all(&dir)
+        let staged = create_private_dir_all(&dir)
             .and_then(|_| tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir))
-            .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))
+            .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))?;
+        // Held until the file is renamed into the store or dropped: gc sweeps a staging
+        // file only when it can take this lock, that is once its writer is gone (the
+        // kernel drops the lock however the writer dies). Best effort: where locking
+        // fails, gc falls back to the file's age.
+        let _ = fs2::FileExt::try_lock_exclusive(staged.as_file());
+        Ok(staged)
     }
 
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {

@@ -255,13 +255,57 @@ fn kill_9_at_any_point_of_a_miss_never_leaves_a_partial_result() {
         );
         assert_success(&env.run(["clear"]));
     }
-    // What the killed memos left in tmp/ is swept as soon as their process is gone.
+}
+
+/// Spawns a memo run of `args` and waits until it is recording into tmp/.
+fn spawn_recording(env: &TestEnv, args: &[String]) -> Child {
+    let child = env
+        .memo(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    env.eventually("a staging file in tmp/", || {
+        !files_under(&env.cache().join("tmp")).is_empty()
+    });
+    child
+}
+
+#[test]
+fn gc_sweeps_the_staging_files_of_a_killed_memo_after_the_grace_period() {
+    let env = TestEnv::new();
+    env.tool("echo started; sleep 30");
+    let mut child = spawn_recording(&env, &run_tool(&[]));
+    kill_group(child.id() as i32);
+    child.wait().unwrap();
+    let tmp = env.cache().join("tmp");
+    assert!(
+        !files_under(&tmp).is_empty(),
+        "the killed memo left staging"
+    );
     assert_success(&env.run(["gc"]));
     assert!(
-        files_under(&env.cache().join("tmp")).is_empty(),
-        "{:?}",
-        files_under(&env.cache().join("tmp"))
+        !files_under(&tmp).is_empty(),
+        "younger than the grace period: kept"
     );
+    assert_success(&env.run(["gc", "--grace", "0s"]));
+    assert!(files_under(&tmp).is_empty(), "{:?}", files_under(&tmp));
+}
+
+#[test]
+fn gc_never_sweeps_the_staging_files_of_a_live_memo() {
+    let env = TestEnv::new();
+    env.tool("echo before; sleep 1; echo after");
+    let child = spawn_recording(&env, &run_tool(&[]));
+    assert_success(&env.run(["gc", "--grace", "0s"]));
+    assert!(!files_under(&env.cache().join("tmp")).is_empty());
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stderr(&out), "", "stored without a warning");
+    let hit = env.run(run_tool(&[]));
+    assert_eq!(stdout(&hit), "before\nafter\n");
+    assert_eq!(env.count(), 1, "the live memo's result was stored");
 }
 
 #[test]
