@@ -131,15 +131,27 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Whether process `pid` still exists (staging files carry their creator's pid).
-pub fn is_alive(pid: u32) -> bool {
+fn is_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The pid in a staging name like `stage-1234-abcd` or `.memo-restore-1234-7`.
-pub fn staging_pid(name: &str, prefix: &str) -> Option<u32> {
+fn staging_pid(name: &str, prefix: &str) -> Option<u32> {
     name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// Whether `name` is `prefix` + pid + … and that process is gone: a leftover to remove.
+pub fn left_by_dead_process(name: &str, prefix: &str) -> bool {
+    staging_pid(name, prefix).is_some_and(|pid| !is_alive(pid))
+}
+
+/// When the file's inode last changed (its ctime: a write, a chmod or a rename).
+pub fn changed_time(meta: &fs::Metadata) -> std::time::SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32)
 }
 
 /// Mode of files memo creates in the cache.

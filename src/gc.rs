@@ -13,9 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -96,8 +95,7 @@ struct Scanned {
 
 /// When a file last changed: the later of its ctime (a rename counts) and its mtime.
 fn changed_at(meta: &fs::Metadata) -> SystemTime {
-    let ctime =
-        UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
+    let ctime = crate::fsutil::changed_time(meta);
     meta.modified().map_or(ctime, |m| m.max(ctime))
 }
 
@@ -324,9 +322,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name();
         let name = name.to_str().unwrap_or_default();
-        let dead = crate::fsutil::staging_pid(name, TRASH_PREFIX)
-            .is_some_and(|pid| !crate::fsutil::is_alive(pid));
-        if dead {
+        if crate::fsutil::left_by_dead_process(name, TRASH_PREFIX) {
             let _ = fs::remove_dir_all(entry.path());
         }
         // Left by a write_file_atomic (the clock) that was killed before its rename.

@@ -299,13 +299,8 @@ fn sweep_dead_staging(parent: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| crate::fsutil::staging_pid(n, RESTORE_PREFIX))
-        else {
-            continue;
-        };
-        if !crate::fsutil::is_alive(pid) {
+        let name = name.to_str().unwrap_or_default();
+        if crate::fsutil::left_by_dead_process(name, RESTORE_PREFIX) {
             let path = entry.path();
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&path)),

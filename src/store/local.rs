@@ -24,11 +24,8 @@ use crate::fsutil::{create_private_dir_all, share};
 pub const REFRESH_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 fn changed_within(meta: &fs::Metadata, age: std::time::Duration) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let changed = std::time::UNIX_EPOCH
-        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
     std::time::SystemTime::now()
-        .duration_since(changed)
+        .duration_since(crate::fsutil::changed_time(meta))
         .is_ok_and(|d| d < age)
 }
 
