@@ -99,14 +99,18 @@ fn kill_group(pgid: i32) {
 /// Starts `memo ARGS` in a process group of its own and kills the group with SIGKILL
 /// after `delay_ms`. Its stdout and stderr are separate, as in the `env.run` calls
 /// around it (a merged recording would be another key).
-fn kill_9_after(env: &TestEnv, args: &[String], delay_ms: u64) {
-    let mut child = env
-        .memo(args)
+/// Spawns memo in a process group of its own, which `kill_group` kills with its command.
+fn spawn_in_own_group(env: &TestEnv, args: &[String]) -> Child {
+    env.memo(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn kill_9_after(env: &TestEnv, args: &[String], delay_ms: u64) {
+    let mut child = spawn_in_own_group(env, args);
     std::thread::sleep(Duration::from_millis(delay_ms));
     kill_group(child.id() as i32);
     child.wait().unwrap();
@@ -259,13 +263,7 @@ fn kill_9_at_any_point_of_a_miss_never_leaves_a_partial_result() {
 
 /// Spawns a memo run of `args` and waits until it is recording into tmp/.
 fn spawn_recording(env: &TestEnv, args: &[String]) -> Child {
-    let child = env
-        .memo(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let child = spawn_in_own_group(env, args);
     env.eventually("a staging file in tmp/", || {
         !files_under(&env.cache().join("tmp")).is_empty()
     });
