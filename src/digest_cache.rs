@@ -128,11 +128,7 @@ impl DigestCache {
     /// the file's ctime on. This is what spares a first hit from re-hashing a big object.
     pub fn record_written(&self, file: &File, digest: Digest) {
         let Ok(meta) = file.metadata() else { return };
-        let sig = StatSignature::of(&meta);
-        self.remembered.borrow_mut().insert(sig, digest);
-        if let Some(path) = self.record_path(&sig) {
-            let _ = fsutil::write_file_atomic(&path, sig.encode(&digest).as_bytes());
-        }
+        self.keep(&StatSignature::of(&meta), digest, true);
     }
 
     /// The digest of the file at `path` and its signature when hashed. A file whose
@@ -162,12 +158,14 @@ impl DigestCache {
         (recorded == *sig).then_some(digest)
     }
 
+    /// Remembers a digest for this process, and on disk unless the timestamps are racy.
     fn remember(&self, sig: &StatSignature, digest: Digest) {
+        self.keep(sig, digest, !sig.is_racy(SystemTime::now()));
+    }
+
+    fn keep(&self, sig: &StatSignature, digest: Digest, on_disk: bool) {
         self.remembered.borrow_mut().insert(*sig, digest);
-        if sig.is_racy(SystemTime::now()) {
-            return;
-        }
-        if let Some(path) = self.record_path(sig) {
+        if let Some(path) = self.record_path(sig).filter(|_| on_disk) {
             // A lost record only costs a re-hash next time, so failures are ignored.
             let _ = fsutil::write_file_atomic(&path, sig.encode(&digest).as_bytes());
         }
