@@ -43,7 +43,7 @@ complete -c memo -n "__fish_memo_using_subcommand run" -s e -l env -d 'An enviro
 complete -c memo -n "__fish_memo_using_subcommand run" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
-complete -c memo -n "__fish_memo_using_subcommand run" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background [env: MEMO_STALE]' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
 merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
@@ -60,7 +60,7 @@ complete -c memo -n "__fish_memo_using_subcommand explain" -s e -l env -d 'An en
 complete -c memo -n "__fish_memo_using_subcommand explain" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
-complete -c memo -n "__fish_memo_using_subcommand explain" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background [env: MEMO_STALE]' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
 merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F

@@ -2,8 +2,8 @@
 //! together, plus the bookkeeping every command shares (warnings that are said once,
 //! locks, detached helper processes).
 //!
-//! Owns the fail-open rule for opening: a cache the user named explicitly that is not a
-//! readable directory is an error; any other trouble is a warning and no cache.
+//! Owns the fail-open rule for opening: for `memo run`, any trouble with the cache
+//! location, however it was named, is a warning and no cache.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
@@ -17,7 +17,6 @@ use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
 use crate::events::{Event, EventLog, Kind};
-use crate::exit::Fatal;
 use crate::stats::{Counters, Stats};
 use crate::store::local::LocalStore;
 use crate::store::{Store, StoreError};
@@ -69,33 +68,42 @@ impl Cache {
     }
 }
 
-/// Opens the cache at `dir`. `Ok(None)` (after a warning) when it cannot be used.
-pub fn open(dir: &Path, explicit: bool, warner: &Warner) -> Result<Option<Cache>, Fatal> {
-    if explicit {
-        if let Ok(meta) = fs::metadata(dir) {
-            let shown = dir.display();
-            if !meta.is_dir() {
-                return Err(Fatal::failure(format!(
-                    "memo: cache dir '{shown}' is not a directory; point --cache-dir or MEMO_DIR at a directory"
-                )));
-            }
-            if let Err(e) = crate::fsutil::check_access(dir, libc::R_OK | libc::X_OK) {
-                return Err(Fatal::failure(format!(
-                    "memo: cache dir '{shown}' is not readable ({e}); fix its permissions or choose another"
-                )));
-            }
+/// Opens the cache at `dir` for `memo run`: any trouble with the location (missing
+/// parent, a regular file, no permission, no HOME to put it under) is one warning, and
+/// the command runs without a cache. Never an error: only invalid invocations are.
+pub fn open(dir: &Path, warner: &Warner) -> Option<Cache> {
+    match try_open(dir) {
+        Ok(cache) => Some(cache),
+        Err(why) => {
+            warner.warn(format!("{why}; running without the cache"));
+            None
+        }
+    }
+}
+
+/// Opens the cache at `dir`, or says in a few words why it cannot be used.
+pub fn try_open(dir: &Path) -> Result<Cache, String> {
+    if dir.as_os_str().is_empty() {
+        return Err("no cache directory: set MEMO_DIR or HOME".into());
+    }
+    let shown = dir.display();
+    if let Ok(meta) = fs::metadata(dir) {
+        if !meta.is_dir() {
+            return Err(format!(
+                "cache dir '{shown}' is not a directory (point --cache-dir or MEMO_DIR at one)"
+            ));
+        }
+        if let Err(e) = crate::fsutil::check_access(dir, libc::R_OK | libc::X_OK) {
+            return Err(format!("cache dir '{shown}' is not readable ({e})"));
         }
     }
     match LocalStore::open(dir) {
-        Ok(store) => Ok(Some(Cache {
+        Ok(store) => Ok(Cache {
             stats: Stats::new(dir),
             log: EventLog::new(dir),
             store,
-        })),
-        Err(e) => {
-            warner.warn(format!("cache unavailable ({e}); running without it"));
-            Ok(None)
-        }
+        }),
+        Err(e) => Err(format!("cache unavailable ({e})")),
     }
 }
 

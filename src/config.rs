@@ -59,8 +59,6 @@ pub struct Settings {
     pub config_file: PathBuf,
     pub config_file_found: bool,
     pub cache_dir: Setting<PathBuf>,
-    /// Whether the user named the cache dir (then an unusable one is an error).
-    pub cache_dir_explicit: bool,
     pub max_size: Setting<u64>,
     pub ttl: Setting<Option<Duration>>,
     pub stale: Setting<Option<Duration>>,
@@ -99,6 +97,29 @@ pub fn config_file_path() -> PathBuf {
 }
 
 fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
+    let cannot_read = |e: std::io::Error| {
+        Fatal::failure(format!(
+            "memo: cannot read config file '{}': {e}; fix it or set MEMO_CONFIG",
+            path.display()
+        ))
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // The default location below a HOME that is a file or cannot be searched: there
+        // is no config file to read (the cache location then warns on its own).
+        Err(e)
+            if env_var("MEMO_CONFIG").is_none()
+                && matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::EACCES)) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(cannot_read(e)),
+        // A FIFO or device would block or never end: refuse it before opening.
+        Ok(meta) if !meta.is_file() => {
+            return Err(cannot_read(std::io::Error::other("not a regular file")))
+        }
+        Ok(_) => {}
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -188,14 +209,13 @@ impl Settings {
                 source: Source::File(path.clone()),
             },
             (None, None, None) => Setting {
-                value: default_cache_dir()?,
+                value: default_cache_dir(),
                 source: Source::Default,
             },
         };
         let duration = |t: &str| parse_duration(t).map(Some);
         let bool_file = |b: Option<bool>| b.map(|b| if b { "true" } else { "false" });
         Ok(Settings {
-            cache_dir_explicit: cache_dir.source != Source::Default,
             cache_dir,
             max_size: resolve(
                 flags.max_size,
@@ -257,14 +277,14 @@ impl Settings {
     }
 }
 
-fn default_cache_dir() -> Result<PathBuf, Fatal> {
-    let base = env_var("XDG_CACHE_HOME")
+/// `$XDG_CACHE_HOME/memo`, else `~/.cache/memo`; empty when neither variable is set
+/// (`memo run` then warns and runs without a cache).
+fn default_cache_dir() -> PathBuf {
+    env_var("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| env_var("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .ok_or_else(|| {
-            Fatal::failure("memo: cannot find a cache directory: set MEMO_DIR or HOME")
-        })?;
-    Ok(base.join("memo"))
+        .map(|base| base.join("memo"))
+        .unwrap_or_default()
 }
 
 /// An octal umask such as `002` or `0027`.
@@ -303,8 +323,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((number * multiplier as f64) as u64)
 }
 
-/// `90s`, `15m`, `12h`, `7d`, `2w`, or a plain number of seconds.
+/// The longest duration memo accepts: far beyond any sensible TTL or age, and far
+/// inside what the clock can add to the current time.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// `90s`, `15m`, `12h`, `7d`, `2w`, or a plain number of seconds; at most 100 years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "'{}' is negative; durations cannot be negative",
+            text.trim()
+        ));
+    }
     let (number, unit) = split_number(text, "a duration like 90s, 15m or 7d")?;
     let seconds = match unit.trim() {
         "" | "s" | "sec" => 1.0,
@@ -319,7 +349,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    Ok(Duration::from_secs_f64(number * seconds))
+    match Duration::try_from_secs_f64(number * seconds) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "'{}' is too long; at most 36500d (100 years)",
+            text.trim()
+        )),
+    }
 }
 
 /// A size for people: `1.5 GiB`, `12.0 KiB`, `300 B`.
@@ -377,6 +413,11 @@ mod tests {
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("999999999999d")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("-5m").unwrap_err().contains("negative"));
     }
 
     #[test]

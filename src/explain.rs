@@ -126,7 +126,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     let key = prepared.key;
     let command = key::command_line(&prepared.material);
     let Some(cache) = &prepared.cache else {
-        println!("miss {}: the cache is unavailable", key.short());
+        crate::outln!("miss {}: the cache is unavailable", key.short());
         return Ok(1);
     };
     if let Some(entry) =
@@ -136,7 +136,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         match run::freshness(&entry, &req) {
             Freshness::Fresh => {}
             Freshness::Stale(late) => {
-                println!(
+                crate::outln!(
                     "hit {} (stale): expired {} ago; replayed while it refreshes in the background",
                     key.short(),
                     format_duration(late)
@@ -144,7 +144,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
                 return Ok(0);
             }
             Freshness::Expired(late) => {
-                println!(
+                crate::outln!(
                     "miss {}: the stored result expired {} ago (--ttl {})",
                     key.short(),
                     format_duration(late),
@@ -154,14 +154,14 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
             }
         }
         if entry.exit_code != 0 && !req.settings.cache_failures.value {
-            println!(
+            crate::outln!(
                 "miss {}: the stored run exited {}, which is replayed only with --cache-failures",
                 key.short(),
                 entry.exit_code
             );
             return Ok(1);
         }
-        println!(
+        crate::outln!(
             "hit {}: stored {} ago, ran {ran}, exit code {}",
             key.short(),
             format_duration(run::age_of(&entry)),
@@ -170,17 +170,17 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         return Ok(0);
     }
     let Some((closest_key, closest, diffs)) = closest_entry(cache, &prepared.material) else {
-        println!("miss {}: `{command}` was never stored here", key.short());
+        crate::outln!("miss {}: `{command}` was never stored here", key.short());
         return Ok(1);
     };
     let age = format_duration(run::age_of(&closest));
-    println!(
+    crate::outln!(
         "miss {}: differs from entry {} (stored {age} ago) in:",
         key.short(),
         closest_key.short()
     );
     for diff in diffs {
-        println!("  {diff}");
+        crate::outln!("  {diff}");
     }
     Ok(1)
 }

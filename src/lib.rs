@@ -6,6 +6,7 @@ pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod digest;
 pub mod digest_cache;
 pub mod events;

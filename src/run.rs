@@ -86,11 +86,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     crate::fsutil::file_mode(false);
     let program = inputs::resolve_executable(&req.argv[0], std::env::var_os("PATH").as_deref())?;
     let settings = &req.settings;
-    let cache = cache::open(
-        &settings.cache_dir.value,
-        settings.cache_dir_explicit,
-        warner,
-    )?;
+    let cache = cache::open(&settings.cache_dir.value, warner);
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
@@ -107,8 +103,25 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
         Some(cmd) => Some(run_key_command(cmd)?),
         None => None,
     };
-    let cwd = std::env::current_dir()
-        .map_err(|e| Fatal::failure(format!("memo: cannot read the working directory: {e}")))?;
+    let mut cache = cache;
+    let cwd = if req.ignore_cwd {
+        None
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => Some(cwd),
+            Err(e) => {
+                // Deleted under us, most likely: the key cannot name it, so the command
+                // runs, uncached.
+                if cache.is_some() {
+                    warner.warn(format!(
+                        "cannot read the working directory ({e}); running without the cache (--ignore-cwd leaves it out of the key)"
+                    ));
+                }
+                cache = None;
+                None
+            }
+        }
+    };
     let stdin = if req.stdin {
         Some(spool_stdin(cache.as_ref(), warner)?)
     } else {
@@ -122,7 +135,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             .iter()
             .map(|a| ByteString::from(a.as_os_str()))
             .collect(),
-        cwd: (!req.ignore_cwd).then(|| ByteString::from(cwd.as_path())),
+        cwd: cwd.as_deref().map(ByteString::from),
         env,
         executable,
         inputs: gathered.files.clone(),
@@ -308,9 +321,16 @@ fn try_hit(
     note_hit(cache, key, &entry, saved);
     let mut how = String::new();
     if let Freshness::Stale(_) = fresh {
-        how = match cache.spawn_detached(&refresh_args(req, material)) {
-            Ok(()) => ", stale: refreshing in the background".into(),
-            Err(e) => format!(", stale: cannot start a refresh ({e})"),
+        how = if !req.outputs.is_empty() {
+            // A refresh would rewrite the declared outputs while this caller reads them:
+            // none runs, and the result is recomputed in the foreground once the stale
+            // window ends.
+            ", stale: no background refresh for a command with --output".into()
+        } else {
+            match cache.spawn_detached(&refresh_args(req, material)) {
+                Ok(()) => ", stale: refreshing in the background".into(),
+                Err(e) => format!(", stale: cannot start a refresh ({e})"),
+            }
         };
     }
     if verbose {
@@ -351,6 +371,28 @@ impl Freshness {
     }
 }
 
+impl Freshness {
+    /// The state of a result stored at `created_ms`, at `now_ms` (Unix milliseconds).
+    /// A result stored "in the future" was written before the clock moved back: its
+    /// true age is unknown, so under a TTL it is expired (by the size of the jump), never
+    /// fresh for as long as the clock takes to catch up.
+    pub fn at(
+        created_ms: u64,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        stale: Option<Duration>,
+    ) -> Freshness {
+        if ttl.is_some() && created_ms > now_ms {
+            return Freshness::Expired(Duration::from_millis(created_ms - now_ms));
+        }
+        Freshness::of(
+            Duration::from_millis(now_ms.saturating_sub(created_ms)),
+            ttl,
+            stale,
+        )
+    }
+}
+
 /// How long ago `entry` was stored.
 pub fn age_of(entry: &Entry) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms))
@@ -359,7 +401,12 @@ pub fn age_of(entry: &Entry) -> Duration {
 /// The freshness of `entry` under the request's `--ttl` and `--stale`.
 pub fn freshness(entry: &Entry, req: &RunRequest) -> Freshness {
     let settings = &req.settings;
-    Freshness::of(age_of(entry), settings.ttl.value, settings.stale.value)
+    Freshness::at(
+        entry.created_unix_ms,
+        now_ms(),
+        settings.ttl.value,
+        settings.stale.value,
+    )
 }
 
 /// The arguments of a background `memo run` that recomputes this result.
@@ -762,6 +809,18 @@ fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_from_the_future_is_expired_under_a_ttl() {
+        let h = 3_600_000;
+        let ttl = Some(Duration::from_secs(3600));
+        assert_eq!(
+            Freshness::at(10 * h, 9 * h, ttl, None),
+            Freshness::Expired(Duration::from_secs(3600))
+        );
+        assert_eq!(Freshness::at(10 * h, 9 * h, None, None), Freshness::Fresh);
+        assert_eq!(Freshness::at(9 * h, 9 * h + 1, ttl, None), Freshness::Fresh);
+    }
 
     #[test]
     fn freshness_follows_ttl_then_the_stale_window() {

@@ -66,6 +66,12 @@ fn duration(text: &str) -> Result<Duration, String> {
     config::parse_duration(text)
 }
 
+/// Paths as given, the empty one included, so that `-o ""` gets memo's own error.
+fn path_allowing_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
 fn size(text: &str) -> Result<u64, String> {
     config::parse_size(text)
 }
@@ -84,7 +90,7 @@ pub struct RunArgs {
     pub inputs: Vec<OsString>,
 
     /// A file or directory the command writes, restored on a hit (repeatable)
-    #[arg(short, long = "output", value_name = "PATH")]
+    #[arg(short, long = "output", value_name = "PATH", value_parser = path_allowing_empty())]
     pub outputs: Vec<PathBuf>,
 
     /// An environment variable the result depends on; globs allowed, e.g. 'AWS_*' (repeatable)
@@ -108,12 +114,14 @@ pub struct RunArgs {
     pub key_cmd: Option<OsString>,
 
     /// Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     pub ttl: Option<Duration>,
 
     /// After --ttl expires, keep replaying the old result this much longer while it is
-    /// refreshed in the background [env: MEMO_STALE]
-    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "ttl")]
+    /// refreshed in the background; with --output, no background refresh runs (it would
+    /// rewrite the outputs being read): the result is rerun once the window ends
+    /// [env: MEMO_STALE]
+    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "ttl", allow_hyphen_values = true)]
     pub stale: Option<Duration>,
 
     /// Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]
@@ -157,14 +165,14 @@ pub struct GcArgs {
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_size: Option<u64>,
     /// Evict results not used for this long, e.g. 7d
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     pub max_age: Option<Duration>,
     /// Print what would be removed and how much it frees; change nothing
     #[arg(long)]
     pub dry_run: bool,
     /// Keep unreferenced objects and staging files younger than this: their entry may be
     /// being written
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m")]
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m", allow_hyphen_values = true)]
     pub grace: Duration,
     /// Also re-hash every stored object in full (slow) and drop damaged ones, with the
     /// results that use them
@@ -223,14 +231,16 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
             "memo: --stale cannot refresh a command that reads --stdin; drop one of them",
         ));
     }
+    let outputs: Vec<PathBuf> = args
+        .outputs
+        .iter()
+        .map(|p| crate::inputs::clean(p))
+        .collect();
+    check_outputs(&args.outputs, &settings.cache_dir.value)?;
     Ok(RunRequest {
         argv: args.command,
         inputs: args.inputs,
-        outputs: args
-            .outputs
-            .iter()
-            .map(|p| crate::inputs::clean(p))
-            .collect(),
+        outputs,
         env: args.env,
         ignore_cwd: args.ignore_cwd,
         stdin: args.stdin,
@@ -244,6 +254,72 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
         }),
         refresh: args.refresh,
     })
+}
+
+/// Refuses declared outputs that no command could mean: an empty path, the root
+/// directory, or a directory that holds the cache (a hit would restore over the cache).
+fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(), Fatal> {
+    let cwd = std::env::current_dir().ok();
+    let cache = cwd
+        .as_deref()
+        .map(|cwd| absolute_resolved(cwd, cache_dir))
+        .filter(|_| !cache_dir.as_os_str().is_empty());
+    for output in outputs {
+        let shown = output.display();
+        if output.as_os_str().is_empty() {
+            return Err(Fatal::failure(
+                "memo: --output '' is empty; name the file or directory the command writes",
+            ));
+        }
+        if output
+            .components()
+            .all(|c| c == std::path::Component::RootDir)
+        {
+            return Err(Fatal::failure(format!(
+                "memo: --output '{shown}' is the root directory; name the file or directory the command writes"
+            )));
+        }
+        if let (Some(cwd), Some(cache)) = (&cwd, &cache) {
+            if cache.starts_with(absolute_resolved(cwd, output)) {
+                return Err(Fatal::failure(format!(
+                    "memo: --output '{shown}' contains the cache directory '{}'; declare a narrower output or move the cache (MEMO_DIR)",
+                    cache_dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute against `cwd`, with symlinks resolved as far as it exists and
+/// `.`/`..` folded in the part that does not exist yet.
+fn absolute_resolved(cwd: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut existing = cwd.join(path);
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            break real;
+        }
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break existing,
+        }
+    };
+    let mut out = base;
+    for part in rest.iter().rev() {
+        match std::path::Path::new(part).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            _ => out.push(part),
+        }
+    }
+    out
 }
 
 fn settings(cache_dir: Option<PathBuf>, max_size: Option<u64>) -> Result<Settings, Fatal> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::cache::{self, Cache, Warner};
+use crate::cache::{self, Cache};
 use crate::config::{format_duration, format_size, Settings};
 use crate::digest::Digest;
 use crate::events::{now_ms, Event, Kind};
@@ -15,16 +15,9 @@ use crate::index::usage::{self, Usage};
 use crate::stats::Counters;
 
 fn open(settings: &Settings) -> Result<Cache, Fatal> {
-    let warner = Warner::default();
-    cache::open(
-        &settings.cache_dir.value,
-        settings.cache_dir_explicit,
-        &warner,
-    )?
-    .ok_or_else(|| {
+    cache::try_open(&settings.cache_dir.value).map_err(|why| {
         Fatal::failure(format!(
-            "memo: cannot open the cache at '{}'; check the path and its permissions",
-            settings.cache_dir.value.display()
+            "memo: cannot use the cache: {why}; check the path and its permissions"
         ))
     })
 }
@@ -73,7 +66,7 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
             .zero_activity()
             .map_err(io_error("cannot reset the counters"))?;
         if !json {
-            println!("counters reset");
+            crate::outln!("counters reset");
             return Ok(0);
         }
     }
@@ -112,29 +105,29 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string(&out).expect("stats serialize"));
+        crate::outln!("{}", serde_json::to_string(&out).expect("stats serialize"));
         return Ok(0);
     }
     let saved = Duration::from_millis(c.time_saved_ms.max(0) as u64);
-    println!("cache dir    {}", cache.root().display());
-    println!("entries      {}", c.entries.max(0));
-    println!(
+    crate::outln!("cache dir    {}", cache.root().display());
+    crate::outln!("entries      {}", c.entries.max(0));
+    crate::outln!(
         "size         {} (limit {})",
         format_size(c.bytes.max(0) as u64),
         format_size(settings.max_size.value)
     );
-    println!("hits         {}", c.hits);
-    println!("misses       {}", c.misses);
-    println!("hit rate     {:.1}%", hit_rate * 100.0);
-    println!("time saved   {}", format_duration(saved));
-    println!("evictions    {}", c.evictions);
-    println!("corrupt      {}", c.corrupt);
-    println!("errors       {}", c.errors);
+    crate::outln!("hits         {}", c.hits);
+    crate::outln!("misses       {}", c.misses);
+    crate::outln!("hit rate     {:.1}%", hit_rate * 100.0);
+    crate::outln!("time saved   {}", format_duration(saved));
+    crate::outln!("evictions    {}", c.evictions);
+    crate::outln!("corrupt      {}", c.corrupt);
+    crate::outln!("errors       {}", c.errors);
     if !top.is_empty() {
-        println!();
-        println!("commands that saved the most time:");
+        crate::outln!();
+        crate::outln!("commands that saved the most time:");
         for (_, u) in &top {
-            println!(
+            crate::outln!(
                 "  {:>8}  {:>4} hits  {}",
                 format_duration(Duration::from_millis(u.saved_ms)),
                 u.hits,
@@ -171,7 +164,7 @@ pub fn gc(
     }
     let verb = if dry_run { "would remove" } else { "removed" };
     for removed in &report.removed {
-        println!(
+        crate::outln!(
             "{verb} {} {:>10}  {} ({})",
             removed.key.short(),
             format_size(removed.size),
@@ -180,15 +173,15 @@ pub fn gc(
         );
     }
     for key in &report.corrupt {
-        println!("{verb} {} (corrupt entry)", key.short());
+        crate::outln!("{verb} {} (corrupt entry)", key.short());
     }
     for digest in &report.damaged_objects {
-        println!(
+        crate::outln!(
             "{verb} object {} (its contents do not match its digest)",
             digest.short()
         );
     }
-    println!(
+    crate::outln!(
         "{verb} {} entries, {} unreferenced objects ({}); freed {}; cache {} in {} entries",
         report.removed.len() + report.corrupt.len(),
         report.orphans,
@@ -203,7 +196,7 @@ pub fn gc(
 pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
     let cache = open(settings)?;
     let (entries, bytes) = gc::clear(&cache).context("cannot clear the cache")?;
-    println!("cleared {entries} entries ({})", format_size(bytes));
+    crate::outln!("cleared {entries} entries ({})", format_size(bytes));
     Ok(0)
 }
 
@@ -240,18 +233,22 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
                 time_saved_seconds: u.saved_ms as f64 / 1000.0,
             })
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&listed).expect("listing serializes")
         );
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  COMMAND",
-        "KEY", "AGE", "SIZE", "HITS", "SAVED"
+        "KEY",
+        "AGE",
+        "SIZE",
+        "HITS",
+        "SAVED"
     );
     for (key, u) in &all {
-        println!(
+        crate::outln!(
             "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {}",
             key.short(),
             format_duration(Duration::from_millis(now.saturating_sub(u.created_ms))),
@@ -312,7 +309,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         eprintln!("memo: no cached result matches");
         return Ok(1);
     }
-    println!("removed {removed} entries (their objects go at the next gc)");
+    crate::outln!("removed {removed} entries (their objects go at the next gc)");
     Ok(0)
 }
 
@@ -321,12 +318,12 @@ pub fn log(settings: &Settings, count: usize, json: bool) -> anyhow::Result<i32>
     let (events, unreadable) = cache.log.latest(count);
     for event in &events {
         if json {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string(event).expect("events serialize")
             );
         } else {
-            println!("{}", describe(event));
+            crate::outln!("{}", describe(event));
         }
     }
     if unreadable > 0 {
@@ -394,16 +391,21 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
     } else {
         " (not found)"
     };
-    println!(
+    crate::outln!(
         "config file     {}{file_state}",
         settings.config_file.display()
     );
     let row = |name: &str, value: String, source: &crate::config::Source| {
-        println!("{name:<15} {value:<30} ({source})");
+        crate::outln!("{name:<15} {value:<30} ({source})");
     };
+    let cache_dir = &settings.cache_dir.value;
     row(
         "cache_dir",
-        settings.cache_dir.value.display().to_string(),
+        if cache_dir.as_os_str().is_empty() {
+            "none (set MEMO_DIR or HOME)".to_string()
+        } else {
+            cache_dir.display().to_string()
+        },
         &settings.cache_dir.source,
     );
     row(
