@@ -1,13 +1,19 @@
-//! Gathers the facts the key needs from the world: input files, environment variables,
-//! the resolved executable.
+//! Gathers the facts the key needs from the world: input files and directories,
+//! environment variables, the resolved executable.
 //!
-//! Owns PATH lookup, expansion of `--input` files, directories and globs, and selection
-//! of `--env` names. It reads; it never decides what the key is (that is `key`).
+//! Owns PATH lookup (as `execvp` does it), expansion of `--input` files, directories and
+//! globs, and selection of `--env` names. It reads; it never decides what the key is (that
+//! is `key`), nor whether a result may be stored (that is `guard`, which lists the inputs
+//! again through `expand` after the command ran).
 
-use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::bytes::ByteString;
 use crate::digest::Digest;
@@ -16,8 +22,36 @@ use crate::exit::{Code, Fatal};
 use crate::fsutil::is_executable;
 use crate::key::{EnvVar, FileKind, InputFile};
 
-/// Finds the program `memo run` will execute, as `execvp` would.
-pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, Fatal> {
+/// What execvp runs a script without `#!` with (glibc's `_PATH_BSHELL`).
+const SHELL: &str = "/bin/sh";
+
+/// The program `memo run` executes, found as `execvp` finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executable {
+    /// The file found: what the key hashes.
+    pub path: PathBuf,
+    /// A script without `#!`, which the kernel refuses (ENOEXEC) and execvp then hands
+    /// to `/bin/sh`.
+    pub through_shell: bool,
+}
+
+impl Executable {
+    /// The program to start and its argv, as execvp starts them: a script without `#!`
+    /// becomes `/bin/sh FILE ARGS...`; anything else keeps the user's argv[0].
+    pub fn launch(&self, argv: &[OsString]) -> (PathBuf, Vec<OsString>) {
+        if !self.through_shell {
+            return (self.path.clone(), argv.to_vec());
+        }
+        let mut shell_argv = vec![OsString::from(SHELL), self.path.clone().into_os_string()];
+        shell_argv.extend(argv.iter().skip(1).cloned());
+        (PathBuf::from(SHELL), shell_argv)
+    }
+}
+
+/// Finds the program `memo run` will execute, as `execvp` would: a name with a `/` is
+/// taken as is; any other is searched in `path_var`, or in the system's default search
+/// path when PATH is unset, skipping files the user may not execute.
+pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<Executable, Fatal> {
     let shown = program.to_string_lossy();
     if program.is_empty() {
         return Err(Fatal::new(
@@ -32,26 +66,33 @@ pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<P
                 Code::NotFound,
                 format!("memo: command '{shown}' not found; check the path"),
             )),
-            Ok(meta) if meta.is_file() && is_executable(&meta) => Ok(path),
+            Ok(meta) if meta.is_file() && may_execute(&path) => inspect(path, &shown),
             Ok(_) => Err(not_executable(&shown)),
         };
     }
-    let mut found_unexecutable = false;
-    for dir in std::env::split_paths(path_var.unwrap_or_default()) {
+    let search = match path_var {
+        Some(var) => var.to_os_string(),
+        None => default_search_path(),
+    };
+    // execvp tries every entry and, if none runs, reports EACCES when one was refused.
+    let mut refused = false;
+    for dir in std::env::split_paths(&search) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
             dir
         };
         let candidate = dir.join(program);
-        if let Ok(meta) = fs::metadata(&candidate) {
-            if meta.is_file() && is_executable(&meta) {
-                return Ok(candidate);
+        match fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && may_execute(&candidate) => {
+                return inspect(candidate, &shown)
             }
-            found_unexecutable |= meta.is_file();
+            Ok(_) => refused = true,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => refused = true,
+            Err(_) => {}
         }
     }
-    if found_unexecutable {
+    if refused {
         return Err(not_executable(&shown));
     }
     Err(Fatal::new(
@@ -67,66 +108,283 @@ fn not_executable(shown: &str) -> Fatal {
     )
 }
 
-/// One input file as the key sees it, plus what the race guard needs to notice a change.
-pub struct Gathered {
-    pub files: Vec<InputFile>,
-    /// Where each regular input file is on disk and what it looked like when hashed.
-    pub watched: Vec<(PathBuf, StatSignature)>,
+/// Whether this process may execute `path`, as the kernel decides it for `execve`
+/// (effective ids, ACLs, root's rules), not as the mode bits suggest.
+fn may_execute(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
 }
 
-/// Expands every `--input` spec (file, directory or glob) into the sorted list of files.
-pub fn gather_inputs(specs: &[OsString], cache: &DigestCache) -> Result<Gathered, Fatal> {
-    let mut gathered = Gathered {
-        files: Vec::new(),
-        watched: Vec::new(),
-    };
-    for spec in specs {
-        let path = clean(Path::new(spec));
-        if fs::symlink_metadata(&path).is_ok() {
-            add_path(&path, cache, &mut gathered)?;
-        } else if is_glob(spec) {
-            let pattern = spec.to_str().ok_or_else(|| {
-                Fatal::failure(format!(
-                    "memo: input glob '{}' is not valid UTF-8; name the files instead",
-                    spec.to_string_lossy()
-                ))
-            })?;
-            let matches = glob::glob(pattern).map_err(|e| {
-                Fatal::failure(format!(
-                    "memo: input glob '{pattern}' is invalid: {}; fix the pattern",
-                    e.msg
-                ))
-            })?;
-            let mut any = false;
-            for matched in matches {
-                let matched = matched.map_err(|e| {
-                    Fatal::failure(format!(
-                        "memo: cannot read input '{}': {}",
-                        e.path().display(),
-                        e.error()
-                    ))
-                })?;
-                any = true;
-                add_path(&clean(&matched), cache, &mut gathered)?;
-            }
-            if !any {
-                return Err(Fatal::failure(format!(
-                    "memo: input glob '{pattern}' matches no file; fix the pattern or drop that --input"
-                )));
-            }
-        } else {
-            return Err(Fatal::failure(format!(
-                "memo: input '{}' does not exist; create it or fix the --input path",
-                path.display()
-            )));
+/// What execvp searches when PATH is unset: `confstr(_CS_PATH)`, `/bin:/usr/bin` on glibc.
+fn default_search_path() -> OsString {
+    // SAFETY: a null buffer of length 0 only asks for the length needed.
+    let len = unsafe { libc::confstr(libc::_CS_PATH, std::ptr::null_mut(), 0) };
+    if len > 1 {
+        let mut buf = vec![0u8; len];
+        // SAFETY: buf is writable for len bytes.
+        let written = unsafe { libc::confstr(libc::_CS_PATH, buf.as_mut_ptr().cast(), len) };
+        if written == len {
+            buf.pop(); // the terminating NUL
+            return OsString::from_vec(buf);
         }
     }
-    gathered.files.sort();
-    gathered.files.dedup();
-    Ok(gathered)
+    OsString::from("/bin:/usr/bin")
 }
 
-fn add_path(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), Fatal> {
+/// Decides how `path` will start, from its first bytes, as the kernel and execvp would:
+/// an ELF or unreadable file directly; a `#!` script through its interpreter, which must
+/// exist; other text through `/bin/sh`.
+fn inspect(path: PathBuf, shown: &str) -> Result<Executable, Fatal> {
+    // The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
+    let mut head = Vec::with_capacity(256);
+    let read = fs::File::open(&path).and_then(|f| f.take(256).read_to_end(&mut head));
+    let direct = Executable {
+        path,
+        through_shell: false,
+    };
+    if read.is_err() || head.starts_with(b"\x7fELF") {
+        // Execute-only (mode 0711): memo cannot look, the kernel can run it.
+        return Ok(direct);
+    }
+    if let Some(line) = head.strip_prefix(b"#!") {
+        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        let interpreter: Vec<u8> = line
+            .iter()
+            .copied()
+            .skip_while(|b| *b == b' ' || *b == b'\t')
+            .take_while(|b| !b.is_ascii_whitespace())
+            .collect();
+        if interpreter.is_empty() {
+            // The kernel refuses an empty `#!` (ENOEXEC): execvp runs it with /bin/sh.
+            return Ok(Executable {
+                through_shell: true,
+                ..direct
+            });
+        }
+        let interpreter = PathBuf::from(OsString::from_vec(interpreter));
+        if fs::metadata(&interpreter).is_err() {
+            return Err(Fatal::new(
+                Code::NotExecutable,
+                format!(
+                    "memo: command '{shown}' cannot run: its interpreter '{}' was not found; \
+                     fix the #! line",
+                    interpreter.display()
+                ),
+            ));
+        }
+        return Ok(direct);
+    }
+    // A NUL byte means a binary format the kernel may know (binfmt_misc); only text is
+    // handed to the shell, as bash refuses to run binary files through it.
+    Ok(Executable {
+        through_shell: !head.contains(&0),
+        ..direct
+    })
+}
+
+/// The executable as the key sees it: the SHA-256 of its contents, or, for a program
+/// this user may run but not read (mode 0711), of its path, size, mtime and inode.
+pub fn digest_executable(path: &Path, cache: &DigestCache) -> io::Result<(Digest, StatSignature)> {
+    match cache.digest_path(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let meta = fs::metadata(path)?;
+            Ok((metadata_digest(path, &meta), StatSignature::of(&meta)))
+        }
+        other => other,
+    }
+}
+
+fn metadata_digest(path: &Path, meta: &Metadata) -> Digest {
+    let mut text = b"memo-unreadable-executable\0".to_vec();
+    text.extend_from_slice(path.as_os_str().as_bytes());
+    text.extend_from_slice(
+        format!(
+            "\0{} {} {} {}",
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino()
+        )
+        .as_bytes(),
+    );
+    Digest::of_bytes(&text)
+}
+
+/// Everything the key was computed from on disk, and what the race guard needs to tell
+/// after the run whether any of it changed.
+pub struct Gathered {
+    /// Every input file, directory and dangling symlink, sorted by path.
+    pub files: Vec<InputFile>,
+    /// The digest of the executable (see `digest_executable`).
+    pub executable: Digest,
+    pub watch: Watch,
+}
+
+/// The race guard's notes, taken while gathering.
+pub struct Watch {
+    /// The `--input` specs, to be expanded again.
+    pub specs: Vec<OsString>,
+    /// The declared outputs: they may change while the command runs.
+    pub outputs: Vec<PathBuf>,
+    /// The working directory, to compare relative and absolute paths (None if unknown).
+    pub cwd: Option<PathBuf>,
+    /// Each regular input file as it was when hashed.
+    pub signatures: HashMap<PathBuf, StatSignature>,
+    /// The executable's path and its signature when hashed.
+    pub executable: (PathBuf, StatSignature),
+    /// When gathering began: a file whose ctime is not well before this may have changed
+    /// since within the same timestamp tick.
+    pub started: SystemTime,
+}
+
+/// What one `--input` spec names, found without reading any contents.
+pub enum Expansion {
+    /// Nothing by that name exists, and it is not a glob.
+    Missing,
+    /// Every file, directory (the named one included) and dangling symlink it names. A
+    /// glob may match nothing.
+    Listed(Vec<(PathBuf, Found)>),
+}
+
+pub enum Found {
+    File(Metadata),
+    Dir,
+    /// A dangling symlink inside an input directory, with its target.
+    DanglingLink(PathBuf),
+}
+
+/// Expands every `--input` spec (file, directory or glob), hashes what it names and the
+/// executable, and notes what the race guard will compare after the run.
+pub fn gather_inputs(
+    specs: &[OsString],
+    outputs: &[PathBuf],
+    executable: &Executable,
+    cache: &DigestCache,
+) -> Result<Gathered, Fatal> {
+    let started = SystemTime::now();
+    let mut files = Vec::new();
+    let mut signatures = HashMap::new();
+    for spec in specs {
+        let listed = match expand(spec)? {
+            Expansion::Missing => {
+                return Err(Fatal::failure(format!(
+                    "memo: input '{}' does not exist; create it or fix the --input path",
+                    clean(Path::new(spec)).display()
+                )))
+            }
+            Expansion::Listed(listed) if listed.is_empty() => {
+                return Err(Fatal::failure(format!(
+                    "memo: input glob '{}' matches no file; fix the pattern or drop that --input",
+                    spec.to_string_lossy()
+                )))
+            }
+            Expansion::Listed(listed) => listed,
+        };
+        for (path, found) in listed {
+            let (kind, executable, digest) = match found {
+                Found::Dir => (FileKind::Dir, false, Digest::of_bytes(b"")),
+                Found::DanglingLink(target) => (
+                    FileKind::Symlink,
+                    false,
+                    Digest::of_bytes(target.as_os_str().as_bytes()),
+                ),
+                Found::File(meta) => {
+                    let (digest, sig) = cache.digest_path(&path).map_err(|e| {
+                        Fatal::failure(format!(
+                            "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
+                            path.display()
+                        ))
+                    })?;
+                    signatures.insert(path.clone(), sig);
+                    (FileKind::File, is_executable(&meta), digest)
+                }
+            };
+            files.push(InputFile {
+                path: ByteString::from(path.as_path()),
+                kind,
+                executable,
+                digest,
+            });
+        }
+    }
+    files.sort();
+    files.dedup();
+    let (digest, signature) = digest_executable(&executable.path, cache).map_err(|e| {
+        Fatal::new(
+            Code::NotExecutable,
+            format!(
+                "memo: cannot read command '{}': {e}",
+                executable.path.display()
+            ),
+        )
+    })?;
+    Ok(Gathered {
+        files,
+        executable: digest,
+        watch: Watch {
+            specs: specs.to_vec(),
+            outputs: outputs.to_vec(),
+            cwd: std::env::current_dir().ok(),
+            signatures,
+            executable: (executable.path.clone(), signature),
+            started,
+        },
+    })
+}
+
+/// Lists what one `--input` spec names, reading no contents. Symlinks are followed
+/// (inputs are about content); a loop or an unreadable directory is an error.
+pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
+    if spec.is_empty() {
+        return Err(Fatal::failure(
+            "memo: --input '' is empty; name a file, directory or glob, or drop that --input",
+        ));
+    }
+    let path = clean(Path::new(spec));
+    let mut listed = Vec::new();
+    if fs::symlink_metadata(&path).is_ok() {
+        list_path(&path, &mut listed)?;
+        return Ok(Expansion::Listed(listed));
+    }
+    if !is_glob(spec) {
+        return Ok(Expansion::Missing);
+    }
+    let pattern = spec.to_str().ok_or_else(|| {
+        Fatal::failure(format!(
+            "memo: input glob '{}' is not valid UTF-8; name the files instead",
+            spec.to_string_lossy()
+        ))
+    })?;
+    let matches = glob::glob(pattern).map_err(|e| {
+        Fatal::failure(format!(
+            "memo: input glob '{pattern}' is invalid: {}; fix the pattern",
+            e.msg
+        ))
+    })?;
+    for matched in matches {
+        let matched = matched.map_err(|e| {
+            Fatal::failure(format!(
+                "memo: cannot read input '{}': {}",
+                e.path().display(),
+                e.error()
+            ))
+        })?;
+        list_path(&clean(&matched), &mut listed)?;
+    }
+    Ok(Expansion::Listed(listed))
+}
+
+fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
     let meta = fs::metadata(path).map_err(|e| {
         Fatal::failure(format!(
             "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
@@ -134,16 +392,26 @@ fn add_path(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), 
         ))
     })?;
     if !meta.is_dir() {
-        return add_file(path, cache, out);
+        return list_file(path, meta, out);
     }
-    // Symlinks are followed (inputs are about content); walkdir reports loops.
     for entry in walkdir::WalkDir::new(path)
         .follow_links(true)
         .sort_by_file_name()
     {
         match entry {
-            Ok(entry) if entry.file_type().is_dir() => {}
-            Ok(entry) => add_file(entry.path(), cache, out)?,
+            // Every directory, empty or not: `find`, `tar` and `ls -R` see them.
+            Ok(entry) if entry.file_type().is_dir() => {
+                out.push((entry.path().to_path_buf(), Found::Dir))
+            }
+            Ok(entry) => {
+                let meta = entry.metadata().map_err(|e| {
+                    Fatal::failure(format!(
+                        "memo: cannot read input '{}': {e}",
+                        entry.path().display()
+                    ))
+                })?;
+                list_file(entry.path(), meta, out)?
+            }
             Err(err) => {
                 let failed = err
                     .path()
@@ -151,12 +419,9 @@ fn add_path(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), 
                     .unwrap_or_else(|| path.to_path_buf());
                 match fs::read_link(&failed) {
                     // A dangling link: its target text is all there is to key on.
-                    Ok(target) if fs::metadata(&failed).is_err() => out.files.push(InputFile {
-                        path: ByteString::from(failed.as_path()),
-                        kind: FileKind::Symlink,
-                        executable: false,
-                        digest: Digest::of_bytes(target.as_os_str().as_bytes()),
-                    }),
+                    Ok(target) if fs::metadata(&failed).is_err() => {
+                        out.push((failed, Found::DanglingLink(target)))
+                    }
                     _ => {
                         return Err(Fatal::failure(format!(
                             "memo: cannot read input '{}': {err}",
@@ -170,28 +435,14 @@ fn add_path(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), 
     Ok(())
 }
 
-fn add_file(path: &Path, cache: &DigestCache, out: &mut Gathered) -> Result<(), Fatal> {
-    let unreadable = |e: std::io::Error| {
-        Fatal::failure(format!(
-            "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
-            path.display()
-        ))
-    };
-    let meta = fs::metadata(path).map_err(unreadable)?;
+fn list_file(path: &Path, meta: Metadata, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
     if !meta.is_file() {
         return Err(Fatal::failure(format!(
             "memo: input '{}' is not a regular file or directory; declare files only",
             path.display()
         )));
     }
-    let (digest, sig) = cache.digest_path(path).map_err(unreadable)?;
-    out.files.push(InputFile {
-        path: ByteString::from(path),
-        kind: FileKind::File,
-        executable: is_executable(&meta),
-        digest,
-    });
-    out.watched.push((path.to_path_buf(), sig));
+    out.push((path.to_path_buf(), Found::File(meta)));
     Ok(())
 }
 
@@ -298,7 +549,9 @@ mod tests {
         fs::write(&plain, "").unwrap();
         let path = dir.path().as_os_str();
         assert_eq!(
-            resolve_executable(OsStr::new("tool"), Some(path)).unwrap(),
+            resolve_executable(OsStr::new("tool"), Some(path))
+                .unwrap()
+                .path,
             exe
         );
         assert_eq!(
@@ -313,5 +566,55 @@ mod tests {
                 .code,
             Code::NotFound
         );
+    }
+
+    /// Writes an executable `name` with `content` into `dir` and resolves it.
+    fn resolve_script(dir: &Path, name: &str, content: &[u8]) -> Result<Executable, Fatal> {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        crate::fsutil::set_mode(&path, 0o755).unwrap();
+        resolve_executable(path.as_os_str(), None)
+    }
+
+    #[test]
+    fn scripts_start_as_execvp_starts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let through_shell = |name: &str, content: &[u8]| {
+            resolve_script(dir.path(), name, content)
+                .unwrap()
+                .through_shell
+        };
+        assert!(!through_shell("shebang", b"#!/bin/sh\necho\n"));
+        assert!(!through_shell("spaced", b"#! /bin/sh -e\necho\n"));
+        assert!(!through_shell("elf", b"\x7fELF\x02\x01\x01\0"));
+        assert!(!through_shell("binary", b"MZ\x90\0\x03"));
+        assert!(through_shell("text", b"echo hi\n"));
+        assert!(through_shell("empty", b""));
+        assert!(through_shell("bare-shebang", b"#!\necho\n"));
+        let missing = resolve_script(dir.path(), "missing", b"#!/no/such/sh\n").unwrap_err();
+        assert_eq!(missing.code, Code::NotExecutable);
+        assert!(missing.message.contains("interpreter '/no/such/sh'"));
+    }
+
+    #[test]
+    fn a_script_through_the_shell_gets_its_path_then_its_arguments() {
+        let exe = Executable {
+            path: "/bin/x".into(),
+            through_shell: true,
+        };
+        let argv = ["x".into(), "a b".into(), "c".into()];
+        let (program, launched) = exe.launch(&argv);
+        assert_eq!(program, PathBuf::from("/bin/sh"));
+        assert_eq!(launched, ["/bin/sh", "/bin/x", "a b", "c"]);
+        let direct = Executable {
+            through_shell: false,
+            ..exe
+        };
+        assert_eq!(direct.launch(&argv), ("/bin/x".into(), argv.to_vec()));
+    }
+
+    #[test]
+    fn the_default_search_path_is_the_systems() {
+        assert_eq!(default_search_path(), "/bin:/usr/bin");
     }
 }

@@ -11,7 +11,7 @@ use crate::bytes::ByteString;
 use crate::digest::Digest;
 
 /// Bumped whenever anything that feeds the key changes meaning or encoding.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// Everything a cached result depends on. Stored whole in the entry and compared on
 /// lookup, so two different materials can never share a result, even on a collision.
@@ -27,9 +27,10 @@ pub struct KeyMaterial {
     /// Allowlisted environment variables, sorted by name. Values are kept only as
     /// digests so that no secret is written to the cache in plain text.
     pub env: Vec<EnvVar>,
-    /// Digest of the resolved executable's contents.
+    /// Digest of the resolved executable's contents, or of its path and metadata when
+    /// it may be run but not read (see `inputs::digest_executable`).
     pub executable: Digest,
-    /// Every declared input file, sorted by path.
+    /// Every declared input file and directory, sorted by path.
     pub inputs: Vec<InputFile>,
     /// The declared output paths, sorted.
     pub outputs: Vec<ByteString>,
@@ -72,6 +73,9 @@ pub enum FileKind {
     File,
     /// A dangling symlink inside an input directory: its target text is hashed.
     Symlink,
+    /// A directory named by an input, or inside one: its path alone is keyed, so an
+    /// empty subdirectory added or removed changes the key (version 2 on).
+    Dir,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -125,6 +129,7 @@ impl KeyMaterial {
             e.bytes(match input.kind {
                 FileKind::File => b"file",
                 FileKind::Symlink => b"symlink",
+                FileKind::Dir => b"dir",
             });
             e.u64(input.executable as u64);
             e.bytes(&input.digest.0);
@@ -266,7 +271,19 @@ mod tests {
     fn golden_key() {
         assert_eq!(
             compute_key(&sample()).to_hex(),
-            "cfa7746fa3eb7367c163c59a1b29cdfd6cd03f735dcacfa9d975b3b041a534d0"
+            "406ae4de98d2fac58e32320640ec30c24c8222fb206f73ba448a39bfa34451b4"
+        );
+        let with_dir = key_after(|m| {
+            m.inputs.push(InputFile {
+                path: "src".into(),
+                kind: FileKind::Dir,
+                executable: false,
+                digest: Digest::of_bytes(b""),
+            })
+        });
+        assert_eq!(
+            with_dir.to_hex(),
+            "4ce83f4eaaf2ba52b84e1b816321ed12983b8015c653c9802312c43e9bf43ee1"
         );
     }
 
@@ -322,6 +339,21 @@ mod tests {
             (
                 "input kind",
                 Box::new(|m| m.inputs[0].kind = FileKind::Symlink),
+            ),
+            (
+                "input is a directory",
+                Box::new(|m| m.inputs[0].kind = FileKind::Dir),
+            ),
+            (
+                "an empty directory added",
+                Box::new(|m| {
+                    m.inputs.push(InputFile {
+                        path: "empty".into(),
+                        kind: FileKind::Dir,
+                        executable: false,
+                        digest: Digest::of_bytes(b""),
+                    })
+                }),
             ),
             ("outputs", Box::new(|m| m.outputs.push("b".into()))),
             ("stdin", Box::new(|m| m.stdin = Some(Digest::of_bytes(b"")))),

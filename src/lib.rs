@@ -14,6 +14,7 @@ pub mod exit;
 pub mod explain;
 pub mod fsutil;
 pub mod gc;
+pub mod guard;
 pub mod index;
 pub mod inputs;
 pub mod key;

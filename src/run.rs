@@ -6,7 +6,7 @@
 //! its output and exit code passed through untouched.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
@@ -20,7 +20,7 @@ use crate::cache::{self, Cache, Counting, Warner};
 use crate::capture::{self, Finished, Outcome, Spec};
 use crate::config::Settings;
 use crate::digest::Digest;
-use crate::digest_cache::{DigestCache, StatSignature};
+use crate::digest_cache::DigestCache;
 use crate::events::{now_ms, Event, Kind};
 use crate::exit::{Code, Fatal};
 use crate::index::{usage, Blob, Entry, Streams, INLINE_MAX};
@@ -90,13 +90,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
-    let gathered = inputs::gather_inputs(&req.inputs, digests)?;
-    let (executable, _) = digests.digest_path(&program).map_err(|e| {
-        Fatal::new(
-            Code::NotExecutable,
-            format!("memo: cannot read command '{}': {e}", program.display()),
-        )
-    })?;
+    let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests)?;
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let env = inputs::select_env(&req.env, &vars)?;
     let key_command = match &req.key_cmd {
@@ -137,7 +131,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             .collect(),
         cwd: cwd.as_deref().map(ByteString::from),
         env,
-        executable,
+        executable: gathered.executable,
         inputs: gathered.files.clone(),
         outputs: req
             .outputs
@@ -151,10 +145,11 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     };
     material.normalize();
     let key = key::compute_key(&material);
+    let (program, argv) = program.launch(&req.argv);
     Ok(Prepared {
         spec: Spec {
             program,
-            argv: req.argv.clone(),
+            argv,
             stdin: stdin.map(|(file, _)| file),
         },
         material,
@@ -706,16 +701,10 @@ fn decide_storable(
             });
         }
     }
-    for (path, before) in &gathered.watched {
-        let now = fs::metadata(path).ok().map(|m| StatSignature::of(&m));
-        if now.as_ref() != Some(before) {
-            return Err(NotStored {
-                reason: format!("input '{}' changed while the command ran", path.display()),
-                warn: true,
-            });
-        }
-    }
-    Ok(())
+    crate::guard::check(gathered).map_err(|change| NotStored {
+        reason: change.to_string(),
+        warn: true,
+    })
 }
 
 fn save(

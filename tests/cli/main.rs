@@ -13,4 +13,5 @@ mod outputs;
 mod reliability;
 mod store;
 mod trust_cli;
+mod trust_inputs;
 mod ttl;

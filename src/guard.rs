@@ -1,0 +1,243 @@
+//! The race guard: after the command ran, decides whether everything the key was
+//! computed from is still what it was, so that a result is never stored under a key that
+//! describes other inputs than the ones the command saw.
+//!
+//! Owns that comparison. It lists every `--input` again (a file added, removed or renamed
+//! in an input directory or under a glob is a change), re-checks the executable, and
+//! decides by content: a file whose timestamps moved is hashed again, and only other
+//! bytes (or another exec bit) count. Declared outputs, and whatever lies under one, are
+//! left out: the key holds their contents before the run, the entry after it. It reads;
+//! it never stores anything nor warns (the caller does).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::bytes::ByteString;
+use crate::digest::Digest;
+use crate::digest_cache::{DigestCache, StatSignature};
+use crate::fsutil::is_executable;
+use crate::inputs::{self, clean, Expansion, Found, Gathered, Watch};
+use crate::key::{FileKind, InputFile};
+
+/// How close to the start of gathering a file's ctime may be before an unchanged stat
+/// signature is no proof of unchanged contents: a write within the same timestamp tick
+/// leaves the signature alone (the "racy timestamp" problem git's index has). Generous,
+/// as coarse file systems tick in seconds; such files are only hashed once more.
+const TICK_MARGIN: Duration = Duration::from_secs(2);
+
+/// The first difference found between the inputs as keyed and as they are now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Appeared(PathBuf),
+    Disappeared(PathBuf),
+    Changed(PathBuf),
+    Executable(PathBuf),
+    /// The inputs could not be listed again (the message says why).
+    Unlisted(String),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Appeared(p) => {
+                write!(f, "input '{}' appeared while the command ran", p.display())
+            }
+            Change::Disappeared(p) => {
+                write!(
+                    f,
+                    "input '{}' disappeared while the command ran",
+                    p.display()
+                )
+            }
+            Change::Changed(p) => {
+                write!(f, "input '{}' changed while the command ran", p.display())
+            }
+            Change::Executable(p) => {
+                write!(f, "the command '{}' changed while it ran", p.display())
+            }
+            Change::Unlisted(why) => {
+                write!(
+                    f,
+                    "the inputs could not be listed again after the run ({why})"
+                )
+            }
+        }
+    }
+}
+
+/// `Ok` when every input, and the executable, is as it was keyed.
+pub fn check(gathered: &Gathered) -> Result<(), Change> {
+    let watch = &gathered.watch;
+    // Hash again without the digest cache: its records are what is being questioned.
+    let uncached = DigestCache::new(None);
+    check_executable(gathered, &uncached)?;
+    let outputs = Outputs::of(watch);
+    let before: BTreeMap<&[u8], &InputFile> = gathered
+        .files
+        .iter()
+        .filter(|f| !outputs.cover(&f.path.to_path_buf()))
+        .map(|f| (f.path.as_bytes(), f))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for spec in &watch.specs {
+        let listed = match inputs::expand(spec) {
+            Ok(Expansion::Listed(listed)) => listed,
+            // Its files are reported as disappeared below, unless they are outputs.
+            Ok(Expansion::Missing) => Vec::new(),
+            Err(e) => {
+                let why = e.message.strip_prefix("memo: ").unwrap_or(&e.message);
+                return Err(Change::Unlisted(why.to_string()));
+            }
+        };
+        for (path, found) in listed {
+            if outputs.cover(&path) {
+                continue;
+            }
+            let key = ByteString::from(path.as_path());
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let Some(old) = before.get(key.as_bytes()) else {
+                return Err(Change::Appeared(path));
+            };
+            if !is_same(old, &path, found, watch, &uncached) {
+                return Err(Change::Changed(path));
+            }
+        }
+    }
+    match before.values().find(|f| !seen.contains(&f.path)) {
+        Some(gone) => Err(Change::Disappeared(gone.path.to_path_buf())),
+        None => Ok(()),
+    }
+}
+
+fn check_executable(gathered: &Gathered, uncached: &DigestCache) -> Result<(), Change> {
+    let (path, before) = &gathered.watch.executable;
+    let changed = || Change::Executable(path.clone());
+    let now = std::fs::metadata(path).map_err(|_| changed())?;
+    if StatSignature::of(&now) == *before && !is_racy(before, &gathered.watch) {
+        return Ok(());
+    }
+    match inputs::digest_executable(path, uncached) {
+        Ok((digest, _)) if digest == gathered.executable => Ok(()),
+        _ => Err(changed()),
+    }
+}
+
+/// Whether `path`, found as `found` now, is what `old` says it was when keyed.
+fn is_same(
+    old: &InputFile,
+    path: &Path,
+    found: Found,
+    watch: &Watch,
+    uncached: &DigestCache,
+) -> bool {
+    match found {
+        Found::Dir => old.kind == FileKind::Dir,
+        Found::DanglingLink(target) => {
+            old.kind == FileKind::Symlink
+                && old.digest == Digest::of_bytes(target.as_os_str().as_bytes())
+        }
+        Found::File(meta) => {
+            if old.kind != FileKind::File || old.executable != is_executable(&meta) {
+                return false;
+            }
+            let unmoved = watch.signatures.get(path).is_some_and(|before| {
+                *before == StatSignature::of(&meta) && !is_racy(before, watch)
+            });
+            unmoved
+                || uncached
+                    .digest_path(path)
+                    .is_ok_and(|(d, _)| d == old.digest)
+        }
+    }
+}
+
+fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
+    let started_ns = watch
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    sig.ctime_ns + TICK_MARGIN.as_nanos() as i128 > started_ns
+}
+
+/// The declared outputs, each as an absolute, clean path where the working directory is
+/// known, so that `src/gen.txt`, `./src/gen.txt` and `/work/src/gen.txt` are one path.
+struct Outputs {
+    paths: Vec<PathBuf>,
+    cwd: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn of(watch: &Watch) -> Outputs {
+        let mut outputs = Outputs {
+            paths: Vec::new(),
+            cwd: watch.cwd.clone(),
+        };
+        outputs.paths = watch.outputs.iter().map(|p| outputs.absolute(p)).collect();
+        outputs
+    }
+
+    fn absolute(&self, path: &Path) -> PathBuf {
+        match &self.cwd {
+            Some(cwd) if path.is_relative() => clean(&cwd.join(path)),
+            _ => clean(path),
+        }
+    }
+
+    /// Whether `path` is a declared output or lies under one.
+    fn cover(&self, path: &Path) -> bool {
+        let path = self.absolute(path);
+        self.paths.iter().any(|output| path.starts_with(output))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::time::SystemTime;
+
+    /// Gathers `specs` with the given outputs as `memo run` does, for `/bin/sh`.
+    fn gather(specs: &[&Path], outputs: &[&Path]) -> Gathered {
+        let specs: Vec<_> = specs.iter().map(|p| p.as_os_str().to_owned()).collect();
+        let outputs: Vec<_> = outputs.iter().map(|p| p.to_path_buf()).collect();
+        let exe = inputs::resolve_executable("/bin/sh".as_ref(), None).unwrap();
+        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None)).unwrap()
+    }
+
+    #[test]
+    fn an_old_unmoved_file_is_not_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, "a").unwrap();
+        let mut gathered = gather(&[&file], &[]);
+        assert_eq!(check(&gathered), Ok(()));
+        // Pretend it was keyed with other bytes: an unmoved, old signature is trusted...
+        gathered.files[0].digest = Digest::of_bytes(b"other");
+        gathered.watch.started = SystemTime::now() + Duration::from_secs(10);
+        assert_eq!(check(&gathered), Ok(()));
+        // ...a racy one is not.
+        gathered.watch.started = SystemTime::now();
+        assert_eq!(check(&gathered), Err(Change::Changed(file)));
+    }
+
+    #[test]
+    fn outputs_are_matched_by_path_components() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("gen"), "a").unwrap();
+        let gathered = gather(&[&src], &[&src.join("gen")]);
+        fs::write(src.join("gen"), "b").unwrap();
+        fs::write(src.join("gen.txt"), "new").unwrap();
+        assert_eq!(
+            check(&gathered),
+            Err(Change::Appeared(src.join("gen.txt"))),
+            "gen.txt is not under the output gen"
+        );
+    }
+}
