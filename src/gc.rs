@@ -310,10 +310,13 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             continue;
         }
         if dead.contains(digest) {
-            // Counted above. (A memo storing another result with these very bytes right
-            // now may have reused this object instead of writing its own copy: its entry
-            // then misses the object, which is a miss and a rerun, never a wrong replay.)
-            orphan_paths.push(path.clone());
+            // Counted above. Kept if rewritten since gc began (a new entry is about to
+            // refer to it). A memo storing another result with these very bytes right
+            // now may instead have reused it as it was, without rewriting it: its entry
+            // then lacks the object, which is a miss and a rerun, never a wrong replay.
+            if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
+                orphan_paths.push(path.clone());
+            }
         } else if freed_objects.contains(digest) {
             // Its last entry goes now; keep it only if it was rewritten since gc began,
             // which means a new entry is about to refer to it.
@@ -519,6 +522,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
         let _ = fs::remove_dir_all(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
+    let _ = fs::remove_file(root.join(DEAD_LIST));
     cache.stats.set_content(0, 0)?;
     let mut event = Event::new(Kind::Clear);
     event.size = Some(before.bytes.max(0) as u64);
