@@ -42,14 +42,18 @@ const SHARDS: usize = 256;
 /// `RACY_MARGIN`; debug builds (the tests) may shorten it with `MEMO_DEBUG_RACY_MARGIN_MS`
 /// so that files they have just created can be recorded.
 fn racy_margin() -> Duration {
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("MEMO_DEBUG_RACY_MARGIN_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return Duration::from_millis(ms);
-    }
-    RACY_MARGIN
+    static MARGIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *MARGIN.get_or_init(|| {
+        let shortened = cfg!(debug_assertions)
+            .then(|| {
+                std::env::var("MEMO_DEBUG_RACY_MARGIN_MS")
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
+            .flatten();
+        shortened.map_or(RACY_MARGIN, Duration::from_millis)
+    })
 }
 
 /// What identifies one version of a file's contents without reading it.
@@ -164,8 +168,8 @@ pub struct DigestCache {
     /// `None` when there is no usable cache directory: every file is then hashed.
     dir: Option<PathBuf>,
     remembered: RefCell<HashMap<StatSignature, Digest>>,
-    /// Shards this process has read, by number: each is read from disk at most once.
-    loaded: RefCell<HashMap<usize, Vec<Record>>>,
+    /// Shards this process has read (their bytes), by number: each is read at most once.
+    loaded: RefCell<HashMap<usize, Vec<u8>>>,
     /// Bytes the table grew by since `take_growth` was last called (for the counters).
     grown: Cell<u64>,
 }
@@ -229,14 +233,20 @@ impl DigestCache {
         let dir = self.dir.as_ref()?;
         let shard = sig.shard();
         let mut loaded = self.loaded.borrow_mut();
-        let records = loaded.entry(shard).or_insert_with(|| {
+        let bytes = loaded.entry(shard).or_insert_with(|| {
             // No lock: each record carries its checksum, so a torn one reads as none.
             let path = shard_path(dir, shard);
-            let bytes = fsutil::read_regular(&path, (SHARD_CAPACITY * RECORD_SIZE) as u64)
-                .unwrap_or_default();
-            decode_shard(&bytes).into_iter().flatten().collect()
+            fsutil::read_regular(&path, (SHARD_CAPACITY * RECORD_SIZE) as u64).unwrap_or_default()
         });
-        records.iter().find(|r| r.sig == *sig).map(|r| r.digest)
+        // Only the records of this very file are checked (hashed), not the whole shard.
+        let mut id = sig.dev.to_le_bytes().to_vec();
+        id.extend_from_slice(&sig.ino.to_le_bytes());
+        bytes
+            .chunks_exact(RECORD_SIZE)
+            .filter(|chunk| chunk[..16] == id[..])
+            .filter_map(Record::decode)
+            .find(|r| r.sig == *sig)
+            .map(|r| r.digest)
     }
 
     /// Remembers a digest for this process, and on disk unless the timestamps are racy.
