@@ -32,8 +32,10 @@ impl Cache {
         self.store.root()
     }
 
-    /// Counts and logs; failures here must never affect the user's command.
-    pub fn record(&self, delta: Counters, event: Event) {
+    /// Counts and logs; failures here must never affect the user's command. The bytes
+    /// the digest table grew by since the last call count toward the cache's size.
+    pub fn record(&self, mut delta: Counters, event: Event) {
+        delta.bytes += self.store.digest_cache().take_growth() as i64;
         let _ = self.stats.add(&delta);
         let _ = self.log.append(&event);
     }
@@ -186,8 +188,9 @@ pub fn clock_path(root: &Path) -> PathBuf {
 
 /// gc's clock ("L" of Greedy-Dual-Size-Frequency): 0 until the first eviction.
 pub fn read_clock(root: &Path) -> f64 {
-    fs::read_to_string(clock_path(root))
+    crate::fsutil::read_regular(&clock_path(root), 64)
         .ok()
+        .and_then(|t| String::from_utf8(t).ok())
         .and_then(|t| t.trim().parse().ok())
         .filter(|v: &f64| v.is_finite() && *v >= 0.0)
         .unwrap_or(0.0)

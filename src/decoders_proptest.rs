@@ -214,7 +214,7 @@ proptest! {
         let _ = Entry::decode(&junk);
         let _ = decode_record(&junk);
         let _ = events::decode_line(&junk);
-        let _ = crate::digest_cache::decode_record_text(&String::from_utf8_lossy(&junk));
+        let _ = crate::digest_cache::decode_shard(&junk);
         let mut with_header = b"memo-entry 1 ".to_vec();
         with_header.extend_from_slice(Digest::of_bytes(&junk).to_hex().as_bytes());
         with_header.push(b'\n');

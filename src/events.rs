@@ -6,13 +6,14 @@
 //! past `MAX_LOG_BYTES` the log is rotated to `log.1.jsonl`, and the older one dropped.
 //! Environment values never appear here (the key material holds only their digests).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::Access;
 
 pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -88,11 +89,8 @@ impl EventLog {
     pub fn append(&self, event: &Event) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).expect("events serialize");
         line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(crate::fsutil::cache_file_mode())
-            .open(&self.path)?;
+        // A FIFO or device planted as the log is replaced by a fresh log.
+        let (mut file, _) = crate::fsutil::open_or_replace(&self.path, Access::Append)?;
         crate::fsutil::share(&file)?;
         file.write_all(&line)?;
         if file.metadata()?.len() > MAX_LOG_BYTES {
@@ -115,7 +113,16 @@ impl EventLog {
         let mut events = Vec::new();
         let mut unreadable = 0;
         for path in [self.rotated(), self.path.clone()] {
-            let Ok(bytes) = fs::read(&path) else { continue };
+            let bytes = match crate::fsutil::read_regular(&path, u64::MAX) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if crate::fsutil::is_not_regular(&e) {
+                        // A FIFO or device planted as a log: not a log, and in the way.
+                        let _ = crate::fsutil::remove_planted(&path);
+                    }
+                    continue;
+                }
+            };
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 match decode_line(line) {
                     Some(event) => events.push(event),
@@ -170,7 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::new(dir.path());
         log.append(&Event::new(Kind::Miss)).unwrap();
-        let mut f = OpenOptions::new()
+        let mut f = fs::OpenOptions::new()
             .append(true)
             .open(dir.path().join("log.jsonl"))
             .unwrap();

@@ -101,17 +101,130 @@ pub fn share(file: &fs::File) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens (creating it if missing) a small file in the cache that many processes read and
-/// write in place under `flock`: a lock or a record. It gets the cache's file mode.
-pub fn open_cache_file(path: &Path) -> io::Result<fs::File> {
+/// Something other than a regular file (a FIFO, a socket, a device, a directory, a
+/// symlink) where the cache expects a regular file: corruption, never something to read
+/// from, since reading a FIFO blocks forever and a device may never end.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is not a regular file", path.display())]
+pub struct NotRegular {
+    pub path: std::path::PathBuf,
+}
+
+/// Whether `e` is a `NotRegular` refusal from `open_regular`.
+pub fn is_not_regular(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotRegular>())
+}
+
+fn not_regular(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        NotRegular {
+            path: path.to_path_buf(),
+        },
+    )
+}
+
+/// How `open_regular` opens a cache file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// Read and write in place, created (with the cache's mode) if missing.
+    Update,
+    /// Append, created if missing.
+    Append,
+}
+
+/// Opens a file of the cache, refusing anything but a regular file: the open itself
+/// cannot block (O_NONBLOCK: a FIFO without a writer would wait forever), a symlink is
+/// not followed (O_NOFOLLOW: nothing memo writes in the cache is one), and what was
+/// opened is checked with fstat before a byte is read. O_NONBLOCK is then cleared, so the
+/// file reads and writes as usual. Every open of a file inside the cache goes through
+/// here; a refusal is an error for which `is_not_regular` holds.
+pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = fs::OpenOptions::new();
+    match access {
+        Access::Read => options.read(true),
+        Access::Update => options.read(true).write(true).create(true).truncate(false),
+        Access::Append => options.append(true).create(true),
+    };
+    options
         .mode(cache_file_mode())
-        .open(path)?;
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    let file = match options.open(path) {
+        // ELOOP: a symlink; ENXIO: a socket, or a FIFO opened for writing without a
+        // reader; ENODEV, EOPNOTSUPP: a device or special file that cannot be opened.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ELOOP | libc::ENXIO | libc::ENODEV | libc::EOPNOTSUPP)
+            ) =>
+        {
+            return Err(not_regular(path))
+        }
+        // A device the cgroup forbids (EPERM) and the like: what matters is what it is.
+        Err(_) if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) => {
+            return Err(not_regular(path))
+        }
+        other => other?,
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular(path));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// The contents of a regular file in the cache (see `open_regular`), at most `limit`
+/// bytes of them.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, Access::Read)?;
+    let len = file.metadata()?.len().min(limit);
+    // Sized up front: one read instead of a doubling series of them.
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Removes what is at `path` if it is not a regular file (what `open_regular` refused),
+/// so memo can put its own file there. A directory is left alone (an error).
+pub fn remove_planted(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `open_regular` for a file memo owns and may replace: anything else found at `path` is
+/// removed and a fresh file created. Also returns whether that happened, so the caller
+/// can say so. (Two memos replacing the same planted file at once may each end up with
+/// a file of their own, once; a lock or a record taken that way is lost at worst, which
+/// costs an update, never a wrong result.)
+pub fn open_or_replace(path: &Path, access: Access) -> io::Result<(fs::File, bool)> {
+    match open_regular(path, access) {
+        Err(e) if is_not_regular(&e) && access != Access::Read => {
+            remove_planted(path)?;
+            Ok((open_regular(path, access)?, true))
+        }
+        other => Ok((other?, false)),
+    }
+}
+
+/// Opens (creating it if missing) a small file in the cache that many processes read and
+/// write in place under `flock`: a lock or a record. It gets the cache's file mode. A
+/// FIFO, socket or device planted in its place is replaced.
+pub fn open_cache_file(path: &Path) -> io::Result<fs::File> {
+    let (file, _) = open_or_replace(path, Access::Update)?;
     share(&file)?;
     Ok(file)
 }
@@ -300,18 +413,19 @@ where
 {
     use std::io::Read;
     use std::os::unix::fs::FileExt as _;
-    let mut file = match open_cache_file(path) {
+    let (mut file, replaced) = match open_or_replace(path, Access::Update) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir_all(path.parent().expect("a record path has a parent"))?;
-            open_cache_file(path)?
+            open_or_replace(path, Access::Update)?
         }
         other => other?,
     };
+    share(&file)?;
     fs2::FileExt::lock_exclusive(&file)?;
     let mut text = Vec::new();
     let loaded = match file.read_to_end(&mut text) {
-        Ok(_) => parse_record(&text),
-        Err(_) => Loaded {
+        Ok(_) if !replaced => parse_record(&text),
+        _ => Loaded {
             value: T::default(),
             was_corrupt: true,
         },
@@ -332,7 +446,8 @@ where
 /// there is none or it is damaged.
 pub fn read_json_locked<T: Default + serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     use std::io::Read;
-    let mut file = fs::File::open(path).ok()?;
+    // A FIFO or device in its place reads as no record; the next update replaces it.
+    let mut file = open_regular(path, Access::Read).ok()?;
     fs2::FileExt::lock_shared(&file).ok()?;
     let mut text = Vec::new();
     file.read_to_end(&mut text).ok()?;

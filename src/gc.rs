@@ -20,12 +20,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cache::{self, Cache};
 use crate::digest::Digest;
+use crate::digest_cache;
 use crate::events::{now_ms, Event, Kind};
-use crate::fsutil::files_in_shards;
+use crate::fsutil::{files_in_shards, open_regular, read_regular, Access};
 use crate::index::{usage, Entry};
 use crate::lock::Lock;
 use crate::run::usage_of;
 use crate::stats::Counters;
+use crate::store::Store;
 
 /// Unreferenced objects younger than this are kept: their entry may be being written.
 /// (A store reuses an existing object only if it changed within `REFRESH_AGE`, half of
@@ -142,7 +144,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let Ok(key) = name.parse::<Digest>() else {
             continue; // a staging leftover or a stranger's file: not ours to judge
         };
-        let decoded = fs::read(&path)
+        // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
+        let decoded = read_regular(&path, crate::store::local::MAX_ENTRY_BYTES)
             .ok()
             .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
         let Some((entry, entry_bytes)) = decoded else {
@@ -185,6 +188,14 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) else {
             continue;
         };
+        if !meta.is_file() {
+            // A FIFO, socket or symlink planted as an object: damage, whatever the entry.
+            report.damaged_objects.push(digest);
+            if !options.dry_run {
+                let _ = crate::fsutil::remove_planted(&path);
+            }
+            continue;
+        }
         if options.verify {
             bar.inc(1);
             if !verify_object(cache, &digest, &path, &meta) {
@@ -208,8 +219,28 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let size_of = |d: &Digest| object_size.get(d).map_or(0, |o| o.0);
     let mut total: u64 = scanned.iter().map(|s| s.entry_bytes).sum::<u64>()
         + object_size.values().map(|o| o.0).sum::<u64>();
+    // Objects of replaced entries (`note_replaced`) that no entry uses: they go now, not
+    // after the grace period, and do not count against the results that are kept.
+    let dead: HashSet<Digest> = take_dead_list(root, options.dry_run)
+        .into_iter()
+        .filter(|d| !refs.contains_key(d) && object_size.contains_key(d))
+        .collect();
+    // The digest table counts in full. It is the cheapest thing in the cache to rebuild
+    // (a record spares one re-hash of a file), so past the limit it goes before any result.
+    let digests_dir = root.join("digests");
+    let table = digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, false, options.dry_run);
     report.entries_before = scanned.len() as u64;
-    report.bytes_before = total;
+    report.bytes_before = total + table.bytes_before;
+    total += table.kept_bytes;
+    for d in &dead {
+        report.orphans += 1;
+        report.orphan_bytes += size_of(d);
+        total = total.saturating_sub(size_of(d));
+    }
+    let drop_table = table.kept_bytes > 0 && options.max_size.is_some_and(|max| total > max);
+    if drop_table {
+        total -= table.kept_bytes;
+    }
 
     // 3. Choose what goes: too old first, then lowest priority until under the limit.
     for s in &mut scanned {
@@ -278,7 +309,15 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         if referenced.contains(digest) {
             continue;
         }
-        if freed_objects.contains(digest) {
+        if dead.contains(digest) {
+            // Counted above. Kept if rewritten since gc began (a new entry is about to
+            // refer to it). A memo storing another result with these very bytes right
+            // now may instead have reused it as it was, without rewriting it: its entry
+            // then lacks the object, which is a miss and a rerun, never a wrong replay.
+            if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
+                orphan_paths.push(path.clone());
+            }
+        } else if freed_objects.contains(digest) {
             // Its last entry goes now; keep it only if it was rewritten since gc began,
             // which means a new entry is about to refer to it.
             if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
@@ -334,11 +373,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             let _ = fs::remove_file(entry.path());
         }
     }
-    for (_, path) in files_in_shards(&root.join("digests")) {
-        if fs::metadata(&path).is_ok_and(|m| age_of(&m, started) > DIGEST_RECORD_AGE) {
-            let _ = fs::remove_file(path);
-        }
+    if drop_table {
+        digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, true, false);
     }
+    let _ = fs::remove_file(root.join(DEAD_LIST_TAKEN));
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
@@ -354,13 +392,75 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     Ok(Some(report))
 }
 
+/// The list of objects that replaced entries left (see `note_replaced`).
+const DEAD_LIST: &str = "dead-objects";
+/// The list while gc works on it: appends that come meanwhile go to a new `DEAD_LIST`.
+const DEAD_LIST_TAKEN: &str = "dead-objects.gc";
+
+/// Before the entry under `key` is replaced by `new` (`--force`, a refresh, a rerun of
+/// an expired result): lists the objects of the old entry that `new` does not use, so
+/// that gc deletes them at once instead of keeping them for the grace period while it
+/// evicts live results. Best effort: a lost note only delays their removal.
+pub fn note_replaced(cache: &Cache, key: &Digest, new: &Entry) {
+    use std::io::Write;
+    let Ok(Some(bytes)) = cache.store.get_entry(key) else {
+        return;
+    };
+    let Ok(old) = Entry::decode(&bytes) else {
+        return;
+    };
+    let used: HashSet<Digest> = new
+        .blobs()
+        .filter(|b| b.inline.is_none())
+        .map(|b| b.digest)
+        .collect();
+    let mut lines = String::new();
+    for blob in old.blobs().filter(|b| b.inline.is_none()) {
+        if !used.contains(&blob.digest) {
+            lines.push_str(&format!("{}\n", blob.digest));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    // One write on an O_APPEND file: notes from concurrent memos never interleave.
+    let path = cache.root().join(DEAD_LIST);
+    if let Ok((mut file, _)) = crate::fsutil::open_or_replace(&path, Access::Append) {
+        let _ = crate::fsutil::share(&file);
+        let _ = file.write_all(lines.as_bytes());
+    }
+}
+
+/// The digests on the dead list. Unless `dry_run`, the list is taken (renamed aside, and
+/// removed when gc is done), so each note is acted on once.
+fn take_dead_list(root: &Path, dry_run: bool) -> Vec<Digest> {
+    let taken = root.join(DEAD_LIST_TAKEN);
+    let path = if dry_run {
+        root.join(DEAD_LIST)
+    } else {
+        // A list a killed gc had taken is worked on first; newer notes wait their turn.
+        if fs::symlink_metadata(&taken).is_err() {
+            let _ = fs::rename(root.join(DEAD_LIST), &taken);
+        }
+        taken
+    };
+    // A FIFO or device planted as the list reads as an empty list (and is removed).
+    let text = read_regular(&path, DEAD_LIST_MAX).unwrap_or_default();
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok()?.parse().ok())
+        .collect()
+}
+
+/// A dead list longer than this is read in part (the rest waits for the grace period).
+const DEAD_LIST_MAX: u64 = 16 * 1024 * 1024;
+
 /// Whether the object at `path` hashes to `digest`, read in full. A symlink or anything
 /// but a regular file is damage. A good object's digest is remembered again.
 fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadata) -> bool {
     if !meta.is_file() {
         return false;
     }
-    let Ok(file) = fs::File::open(path) else {
+    let Ok(file) = open_regular(path, Access::Read) else {
         return false;
     };
     match Digest::of_reader(&file) {
@@ -387,12 +487,15 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
         if age <= grace {
             continue;
         }
-        let abandoned =
-            match fs::File::open(file.path()).and_then(|f| fs2::FileExt::try_lock_exclusive(&f)) {
-                Ok(()) => true,
-                Err(e) if crate::lock::is_contended(&e) => false,
-                Err(_) => age > TEMP_GRACE,
-            };
+        let locked = open_regular(&file.path(), Access::Read)
+            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f));
+        let abandoned = match locked {
+            Ok(()) => true,
+            Err(e) if crate::lock::is_contended(&e) => false,
+            // Not a staging file at all (a FIFO, a socket): nothing memo wrote.
+            Err(e) if crate::fsutil::is_not_regular(&e) => true,
+            Err(_) => age > TEMP_GRACE,
+        };
         if abandoned && fs::remove_file(file.path()).is_ok() {
             removed += 1;
         }
@@ -419,6 +522,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
         let _ = fs::remove_dir_all(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
+    let _ = fs::remove_file(root.join(DEAD_LIST));
     cache.stats.set_content(0, 0)?;
     let mut event = Event::new(Kind::Clear);
     event.size = Some(before.bytes.max(0) as u64);

@@ -762,6 +762,7 @@ fn save(
         outputs,
     };
     let encoded = entry.encode();
+    crate::gc::note_replaced(cache, &key, &entry);
     let previous = store.put_entry(&key, &encoded)?;
     let size = encoded.len() as u64
         + entry

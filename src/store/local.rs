@@ -9,7 +9,7 @@
 //! their digest) and treated as a miss.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
@@ -17,7 +17,10 @@ use tempfile::NamedTempFile;
 use super::{Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
-use crate::fsutil::{create_private_dir_all, share};
+use crate::fsutil::{
+    create_private_dir_all, is_not_regular, open_regular, read_regular, remove_planted, share,
+    Access,
+};
 
 /// An existing object changed more recently than this is reused as it is; an older one
 /// is rewritten. Must stay well below gc's `ORPHAN_GRACE`.
@@ -83,23 +86,17 @@ impl LocalStore {
 impl Store for LocalStore {
     fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.entry_path(key);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("cannot read", path, e)),
-        };
-        let read_error = |e| StoreError::io("cannot read", &path, e);
-        let len = file
-            .metadata()
-            .map_err(read_error)?
-            .len()
-            .min(MAX_ENTRY_BYTES + 1);
-        // Sized up front: one read instead of a doubling series of them.
-        let mut bytes = Vec::with_capacity(len as usize + 1);
-        file.take(MAX_ENTRY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_error)?;
-        Ok(Some(bytes))
+        match read_regular(&path, MAX_ENTRY_BYTES + 1) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_not_regular(&e) => {
+                // A FIFO or device where the entry should be: it is damage, and in the
+                // way of the next store, so it goes now.
+                let _ = remove_planted(&path);
+                Err(StoreError::NotRegular { path })
+            }
+            Err(e) => Err(StoreError::io("cannot read", path, e)),
+        }
     }
 
     fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -160,12 +157,18 @@ impl Store for LocalStore {
 
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.object_path(digest);
-        let mut file = match File::open(&path) {
+        let mut file = match open_regular(&path, Access::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::MissingObject {
                     digest: digest.to_hex(),
                 })
+            }
+            Err(e) if is_not_regular(&e) => {
+                let _ = remove_planted(&path);
+                return Err(StoreError::CorruptObject {
+                    digest: digest.to_hex(),
+                });
             }
             Err(e) => return Err(StoreError::io("cannot read", path, e)),
         };
@@ -186,6 +189,7 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,8 @@ pub enum StoreError {
     },
     #[error("object {digest} is corrupt (its contents do not match its digest); it was removed")]
     CorruptObject { digest: String },
+    #[error("{} is not a regular file (a FIFO, socket or device in the cache); it was removed", path.display())]
+    NotRegular { path: PathBuf },
     #[error("object {digest} is missing from the store")]
     MissingObject { digest: String },
 }

@@ -14,4 +14,5 @@ mod reliability;
 mod store;
 mod trust_cli;
 mod trust_inputs;
+mod trust_store;
 mod ttl;

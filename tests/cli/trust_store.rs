@@ -1,0 +1,373 @@
+//! The cache's own files under hostile or careless hands: anything planted where memo
+//! expects a regular file (a FIFO, a socket) never blocks memo; the digest cache never
+//! keeps a racy record on disk, is compact, counted and trimmed; `--force` leaves no old
+//! object behind that gc would keep while it evicts live results.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// How long any memo call here may take before it counts as hung.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the prepared memo command in a process group of its own; kills the group and
+/// fails the test if it has not finished within `DEADLINE`.
+#[track_caller]
+fn output_within_deadline(mut cmd: Command, what: &str) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(child.wait_with_output());
+    });
+    match receive.recv_timeout(DEADLINE) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            panic!("memo hung: {what}");
+        }
+    }
+}
+
+#[track_caller]
+fn memo_within_deadline(env: &TestEnv, args: &[&str]) -> Output {
+    let out = output_within_deadline(env.memo(args), &args.join(" "));
+    assert_success(&out);
+    out
+}
+
+/// Removes whatever is at `path` (a directory of an older layout too) and makes sure its
+/// parent exists.
+fn clear_place(path: &Path) {
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_dir_all(path);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+}
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// Replaces `path` (if any) with a FIFO.
+fn plant_fifo(path: &Path) {
+    clear_place(path);
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// Replaces `path` (if any) with a character device that reads as endless zeros (like
+/// /dev/zero); false where devices cannot be made (not root).
+fn plant_zero_device(path: &Path) -> bool {
+    clear_place(path);
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe {
+        libc::mknod(
+            c_path(path).as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(1, 5),
+        )
+    };
+    rc == 0
+}
+
+/// Replaces each of `paths` (if any) with a unix socket; false if python3 is missing.
+fn plant_sockets(paths: &[PathBuf]) -> bool {
+    for path in paths {
+        clear_place(path);
+    }
+    Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys\nfor p in sys.argv[1:]: socket.socket(socket.AF_UNIX).bind(p)",
+        ])
+        .args(paths)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// A result whose stdout (20 kB) is stored as an object, not inline.
+fn store_big_stdout(env: &TestEnv) -> (PathBuf, PathBuf) {
+    env.tool("head -c 20000 /dev/zero | tr '\\0' x");
+    assert!(env.ran_tool(&[]));
+    let entries = env.entries();
+    let objects = env.objects();
+    assert_eq!((entries.len(), objects.len()), (1, 1), "{objects:?}");
+    (entries[0].clone(), objects[0].clone())
+}
+
+#[test]
+fn a_fifo_planted_as_an_object_is_a_miss_not_a_hang() {
+    let env = TestEnv::new();
+    let (_, object) = store_big_stdout(&env);
+    plant_fifo(&object);
+    let out = memo_within_deadline(
+        &env,
+        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.stdout.len(), 20000);
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert!(is_regular(&object), "the FIFO was not replaced");
+    assert!(!env.ran_tool(&[]), "the result was stored again");
+}
+
+#[test]
+fn a_fifo_planted_as_an_entry_is_a_miss_not_a_hang() {
+    let env = TestEnv::new();
+    let (entry, _) = store_big_stdout(&env);
+    plant_fifo(&entry);
+    let out = memo_within_deadline(
+        &env,
+        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.stdout.len(), 20000);
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert!(is_regular(&entry), "the FIFO was not replaced");
+    assert!(!env.ran_tool(&[]), "the result was stored again");
+}
+
+/// Every record memo keeps beside entries and objects, as paths that exist now.
+fn record_files(env: &TestEnv) -> Vec<PathBuf> {
+    let cache = env.cache();
+    let mut paths = vec![
+        cache.join("log.jsonl"),
+        cache.join("log.1.jsonl"),
+        cache.join("gc-clock"),
+        cache.join("dead-objects"),
+        cache.join("locks").join("gc"),
+        cache.join("tmp").join("stage-1-planted"),
+    ];
+    for dir in ["stats", "usage"] {
+        paths.extend(files_under(&cache.join(dir)));
+    }
+    for shard in 0..16 {
+        paths.push(cache.join("stats").join(format!("{shard:02}")));
+    }
+    for shard in 0..256 {
+        paths.push(cache.join("digests").join(format!("{shard:02x}")));
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Stores a result, plants `plant` at every record's place, then runs every command
+/// that reads them: none may hang or fail.
+fn no_command_blocks_on(plant: fn(&[PathBuf]) -> bool) {
+    let env = TestEnv::new();
+    let (_, _) = store_big_stdout(&env);
+    // A gc writes the clock; another result gives an input and its digest record.
+    memo_within_deadline(&env, &["gc", "--max-size", "1"]);
+    env.write("in.txt", "input");
+    // (Its digest is recorded although the file is new: see MEMO_DEBUG_RACY_MARGIN_MS.)
+    let mut cmd = env.memo(run_tool(&["-i", "in.txt"]));
+    cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+    assert!(env.ran(cmd));
+    assert!(!files_under(&env.cache().join("digests")).is_empty());
+    let planted = record_files(&env);
+    if !plant(&planted) {
+        eprintln!("skipped: cannot plant special files in the cache");
+        return;
+    }
+    let tool = run_tool(&["-i", "in.txt"]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    memo_within_deadline(&env, &tool);
+    memo_within_deadline(&env, &["stats"]);
+    memo_within_deadline(&env, &["ls"]);
+    memo_within_deadline(&env, &["log"]);
+    memo_within_deadline(&env, &["gc", "--grace", "0s"]);
+    memo_within_deadline(&env, &tool);
+    memo_within_deadline(&env, &["log"]);
+    memo_within_deadline(&env, &["stats"]);
+    let before = env.count();
+    memo_within_deadline(&env, &tool);
+    assert_eq!(env.count(), before, "the result was not stored again");
+    let left: Vec<_> = planted
+        .iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()))
+        .collect();
+    assert!(left.is_empty(), "left in place: {left:?}");
+}
+
+#[test]
+fn fifos_planted_as_records_locks_and_staging_never_block_memo() {
+    no_command_blocks_on(|paths| {
+        paths.iter().for_each(|p| plant_fifo(p));
+        true
+    });
+}
+
+#[test]
+fn sockets_planted_as_records_locks_and_staging_never_break_memo() {
+    no_command_blocks_on(plant_sockets);
+}
+
+#[test]
+fn devices_planted_as_records_locks_and_staging_never_block_memo() {
+    // /dev/zero: a read never ends. Needs root (CI runs as root).
+    no_command_blocks_on(|paths| paths.iter().all(|p| plant_zero_device(p)));
+}
+
+/// Whether any file under the cache's `digests/` holds a record of the file at `path`:
+/// its device and inode, as text or as little-endian integers.
+fn has_digest_record(env: &TestEnv, path: &Path) -> bool {
+    let meta = fs::metadata(path).unwrap();
+    let text = format!(" {} {} ", meta.dev(), meta.ino());
+    let mut binary = meta.dev().to_le_bytes().to_vec();
+    binary.extend_from_slice(&meta.ino().to_le_bytes());
+    files_under(&env.cache().join("digests")).iter().any(|f| {
+        let bytes = fs::read(f).unwrap_or_default();
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        has(text.as_bytes()) || has(&binary)
+    })
+}
+
+#[test]
+fn no_digest_record_of_a_file_changed_within_two_seconds_reaches_the_disk() {
+    let env = TestEnv::new();
+    env.write("in.txt", "fresh input");
+    let out = env.run([
+        "run",
+        "-i",
+        "in.txt",
+        "-o",
+        "out.bin",
+        "--",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/urandom > out.bin",
+    ]);
+    assert_success(&out);
+    let objects = env.objects();
+    assert_eq!(objects.len(), 1);
+    assert!(
+        !has_digest_record(&env, &env.path("in.txt")),
+        "a racy input was recorded"
+    );
+    assert!(
+        !has_digest_record(&env, &objects[0]),
+        "the object memo has just written was recorded on disk"
+    );
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .map(|f| fs::symlink_metadata(f).map_or(0, |m| m.blocks() * 512))
+        .sum()
+}
+
+#[test]
+fn digest_records_are_compact_counted_and_trimmed_by_gc() {
+    const INPUTS: usize = 1000;
+    let env = TestEnv::new();
+    for i in 0..INPUTS {
+        env.write(&format!("in/{i:04}"), format!("{i}"));
+    }
+    env.tool("echo done");
+    // Records of files changed within the racy margin are never written; this debug-only
+    // knob lets the test's fresh files count as old.
+    let with_records = |args: &[&str]| {
+        let mut cmd = env.memo(run_tool(args));
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        cmd
+    };
+    assert!(env.ran(with_records(&["-i", "in"])));
+    let digests = env.cache().join("digests");
+    let on_disk = disk_usage(&digests);
+    let written: u64 = files_under(&digests)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        written >= (INPUTS * 40) as u64,
+        "too few records: {written} bytes"
+    );
+    // 88 bytes a record, plus at most one partly filled block in each of 256 shards
+    // (1 MiB in all); one file per record took a 4 KiB block each.
+    assert!(
+        on_disk <= 256 * 4096 + (INPUTS * 100) as u64,
+        "{on_disk} bytes on disk for {INPUTS} inputs"
+    );
+    assert!(!env.ran(with_records(&["-i", "in"])), "not a hit");
+    let counted = env.stats()["bytes"].as_u64().unwrap();
+    assert!(
+        counted >= written,
+        "stats counts {counted} of {written} bytes"
+    );
+    let out = env.run(["gc", "--dry-run"]);
+    assert_success(&out);
+    let out = env.run(["gc", "--max-size", "1K"]);
+    assert_success(&out);
+    let left = disk_usage(&digests);
+    assert!(left <= 4096, "{left} bytes of digest records kept");
+    let counted = env.stats()["bytes"].as_u64().unwrap();
+    assert!(counted <= 1024, "stats still counts {counted} bytes");
+}
+
+#[test]
+fn force_leaves_no_old_object_for_gc_to_keep_over_live_results() {
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/urandom > big.bin");
+    assert!(env.ran_tool(&["-o", "big.bin"]));
+    let old_objects = env.objects();
+    assert_eq!(old_objects.len(), 1);
+    assert!(env.ran_tool(&["--force", "-o", "big.bin"]));
+    let live = env.read("big.bin");
+    assert_eq!(env.objects().len(), 2);
+    // Room for one result (a 1 MB object and its entry), not two objects.
+    let out = env.run(["gc", "--max-size", "1200K"]);
+    assert_success(&out);
+    assert!(!old_objects[0].exists(), "the replaced object was kept");
+    fs::remove_file(env.path("big.bin")).unwrap();
+    assert!(
+        !env.ran_tool(&["-o", "big.bin"]),
+        "the live result was evicted"
+    );
+    assert_eq!(env.read("big.bin"), live);
+}
+
+#[test]
+fn a_stale_refresh_leaves_no_old_object_for_gc_to_keep() {
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/urandom");
+    let stale = ["--ttl", "100ms", "--stale", "1h"];
+    assert!(env.ran_tool(&stale));
+    let old_objects = env.objects();
+    assert_eq!(old_objects.len(), 1);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!env.ran_tool(&stale), "a stale result is replayed");
+    env.eventually("the background refresh stores its result", || {
+        env.events()
+            .iter()
+            .filter(|e| e["event"] == "store")
+            .count()
+            == 2
+    });
+    assert_eq!(env.count(), 2);
+    let out = env.run(["gc", "--max-size", "1200K"]);
+    assert_success(&out);
+    assert!(!old_objects[0].exists(), "the replaced object was kept");
+    let out = env.run(run_tool(&["--ttl", "1h"]));
+    assert_success(&out);
+    assert_eq!(out.stdout.len(), 1_000_000);
+    assert_eq!(env.count(), 2, "the refreshed result was evicted");
+}
