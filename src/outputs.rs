@@ -45,10 +45,10 @@ pub enum RecordError {
 const INLINE_OUTPUTS_MAX: u64 = INLINE_TOTAL_MAX - 2 * INLINE_MAX;
 
 /// How many more bytes may be kept inline in the entry being recorded.
-pub struct InlineBudget(Cell<u64>);
+struct InlineBudget(Cell<u64>);
 
 impl InlineBudget {
-    pub fn new(bytes: u64) -> InlineBudget {
+    fn new(bytes: u64) -> InlineBudget {
         InlineBudget(Cell::new(bytes))
     }
 
