@@ -10,7 +10,7 @@ use crate::bytes::ByteString;
 use crate::digest::Digest;
 use crate::events::{self, Event, Kind};
 use crate::fsutil::decode_record;
-use crate::index::{Blob, Entry, Node, NodeKind, Output, Streams, INLINE_MAX};
+use crate::index::{Blob, Entry, Node, NodeKind, Output, Streams, FORMAT_VERSION, INLINE_MAX};
 use crate::key::{EnvVar, FileKind, InputFile, KeyCommand, KeyMaterial, StreamMode, KEY_VERSION};
 
 fn bytes(max: usize) -> impl Strategy<Value = ByteString> {
@@ -215,7 +215,7 @@ proptest! {
         let _ = decode_record(&junk);
         let _ = events::decode_line(&junk);
         let _ = crate::digest_cache::decode_shard(&junk);
-        let mut with_header = b"memo-entry 1 ".to_vec();
+        let mut with_header = format!("memo-entry {FORMAT_VERSION} ").into_bytes();
         with_header.extend_from_slice(Digest::of_bytes(&junk).to_hex().as_bytes());
         with_header.push(b'\n');
         with_header.extend_from_slice(&junk);
@@ -224,7 +224,7 @@ proptest! {
 
     #[test]
     fn any_json_body_with_a_valid_checksum_never_panics(body in "\\PC{0,300}") {
-        let mut bytes = format!("memo-entry 1 {}\n", Digest::of_bytes(body.as_bytes())).into_bytes();
+        let mut bytes = format!("memo-entry {FORMAT_VERSION} {}\n", Digest::of_bytes(body.as_bytes())).into_bytes();
         bytes.extend_from_slice(body.as_bytes());
         let _ = Entry::decode(&bytes);
     }

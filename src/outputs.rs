@@ -1,10 +1,20 @@
 //! Declared output files: recording them after a run, restoring them on a hit.
 //!
-//! Owns the walk of `--output` paths into entry nodes, and the restore, which builds each
-//! output beside its destination and renames it into place: a reader sees the old output
-//! or the new one, never a mix. Restore writes only at the declared paths and below them,
-//! and replaces (never follows) a symlink found where an output should be.
+//! Owns the walk of `--output` paths into entry nodes, and the restore. A declared path
+//! that is a symlink to an existing file or directory stands for what the command wrote
+//! through it: its target's contents are recorded, and a hit writes through the link
+//! again while it still leads to the recorded kind. Below that root, symlinks are
+//! recorded and restored as links, never followed.
+//!
+//! A restore writes each recorded file atomically (a temporary file beside it, renamed
+//! into place), creates recorded directories and links, and leaves every file it did not
+//! record where it is: several steps may share an output directory. It never deletes a
+//! non-empty directory; it fails instead, and the caller runs the command. Temporary
+//! files are removed on every error path; those of a memo killed midway carry its pid and
+//! are swept by the next restore in that directory. docs/format.md has the rules.
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -15,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::bytes::ByteString;
 use crate::digest::{Digest, Hasher, CHUNK};
 use crate::fsutil::{file_mode, is_executable};
-use crate::index::{Blob, Node, NodeKind, Output, INLINE_MAX};
+use crate::index::{Blob, Node, NodeKind, Output, INLINE_MAX, INLINE_TOTAL_MAX};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,23 +40,63 @@ pub enum RecordError {
     Store(#[from] StoreError),
 }
 
+/// What the declared outputs of one entry may keep inline, all files together: the
+/// entry's cap less the two streams' share.
+const INLINE_OUTPUTS_MAX: u64 = INLINE_TOTAL_MAX - 2 * INLINE_MAX;
+
+/// How many more bytes may be kept inline in the entry being recorded.
+struct InlineBudget(Cell<u64>);
+
+impl InlineBudget {
+    fn new(bytes: u64) -> InlineBudget {
+        InlineBudget(Cell::new(bytes))
+    }
+
+    fn left(&self) -> u64 {
+        self.0.get()
+    }
+
+    fn spend(&self, bytes: u64) {
+        self.0.set(self.0.get().saturating_sub(bytes));
+    }
+}
+
 /// Stores the contents of a file as a blob: inline when small, else as an object.
 /// `path` names the file `source` reads, for error messages.
 pub fn store_blob(
-    mut source: impl Read,
+    source: impl Read,
     path: &Path,
     size_hint: u64,
     store: &dyn Store,
 ) -> Result<Blob, RecordError> {
+    store_blob_within(
+        source,
+        path,
+        size_hint,
+        store,
+        &InlineBudget::new(INLINE_MAX),
+    )
+}
+
+/// `store_blob`, keeping the blob inline only if it fits what `budget` has left.
+fn store_blob_within(
+    mut source: impl Read,
+    path: &Path,
+    size_hint: u64,
+    store: &dyn Store,
+    budget: &InlineBudget,
+) -> Result<Blob, RecordError> {
     let read_error = |e| read_error(path, e);
-    if size_hint <= INLINE_MAX {
+    let limit = INLINE_MAX.min(budget.left());
+    if size_hint <= limit {
         let mut bytes = Vec::with_capacity(size_hint as usize);
         source
             .by_ref()
-            .take(INLINE_MAX + 1)
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(read_error)?;
-        if bytes.len() as u64 <= INLINE_MAX {
+        if bytes.len() as u64 <= limit {
+            budget.spend(bytes.len() as u64);
             return Ok(Blob {
                 digest: Digest::of_bytes(&bytes),
                 size: bytes.len() as u64,
@@ -58,7 +108,6 @@ pub fn store_blob(
     }
     store_object(source, path, store)
 }
-
 fn store_object(
     mut source: impl Read,
     path: &Path,
@@ -90,13 +139,18 @@ fn store_object(
 
 /// Records every declared output. Fails if one is missing: such a result is not stored.
 pub fn record_outputs(declared: &[PathBuf], store: &dyn Store) -> Result<Vec<Output>, RecordError> {
+    let budget = InlineBudget::new(INLINE_OUTPUTS_MAX);
     declared
         .iter()
-        .map(|path| record_output(path, store))
+        .map(|path| record_output(path, store, &budget))
         .collect()
 }
 
-fn record_output(path: &Path, store: &dyn Store) -> Result<Output, RecordError> {
+fn record_output(
+    path: &Path,
+    store: &dyn Store,
+    budget: &InlineBudget,
+) -> Result<Output, RecordError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -104,15 +158,29 @@ fn record_output(path: &Path, store: &dyn Store) -> Result<Output, RecordError> 
         }
         Err(e) => return Err(read_error(path, e)),
     };
+    // `-o build` where build -> real/: the command wrote through the link, so its
+    // target's contents are the output. A dangling link is recorded as a link.
+    let meta = match fs::metadata(path) {
+        Ok(target) if meta.is_symlink() && (target.is_dir() || target.is_file()) => target,
+        _ => meta,
+    };
     let mut nodes = vec![Node {
         path: ByteString::default(),
-        kind: record_node(path, &meta, store)?,
+        kind: record_node(path, &meta, store, budget)?,
     }];
     if meta.is_dir() {
         let walk = walkdir::WalkDir::new(path)
             .min_depth(1)
+            .follow_root_links(true)
             .follow_links(false)
-            .sort_by_file_name();
+            .sort_by_file_name()
+            .into_iter()
+            // What a killed restore left behind is memo's, never the command's output.
+            .filter_entry(|e| {
+                !e.file_name()
+                    .as_bytes()
+                    .starts_with(RESTORE_PREFIX.as_bytes())
+            });
         for entry in walk {
             let entry = entry.map_err(|e| {
                 let at = e.path().unwrap_or(path).to_path_buf();
@@ -127,7 +195,7 @@ fn record_output(path: &Path, store: &dyn Store) -> Result<Output, RecordError> 
                 .expect("walk stays under its root");
             nodes.push(Node {
                 path: ByteString::from(relative),
-                kind: record_node(entry.path(), &meta, store)?,
+                kind: record_node(entry.path(), &meta, store, budget)?,
             });
         }
     }
@@ -144,10 +212,12 @@ fn read_error(path: &Path, source: io::Error) -> RecordError {
     }
 }
 
+/// The node for `path`, whose metadata (followed or not, as the caller decided) is `meta`.
 fn record_node(
     path: &Path,
     meta: &fs::Metadata,
     store: &dyn Store,
+    budget: &InlineBudget,
 ) -> Result<NodeKind, RecordError> {
     let kind = meta.file_type();
     if kind.is_symlink() {
@@ -159,7 +229,7 @@ fn record_node(
         Ok(NodeKind::Dir)
     } else if kind.is_file() {
         let file = File::open(path).map_err(|e| read_error(path, e))?;
-        let blob = store_blob(file, path, meta.len(), store)?;
+        let blob = store_blob_within(file, path, meta.len(), store, budget)?;
         Ok(NodeKind::File {
             blob,
             executable: is_executable(meta),
@@ -173,6 +243,13 @@ fn record_node(
 pub enum RestoreError {
     #[error("cannot restore output '{path}': {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot restore output '{0}': a non-empty directory is where the command wrote \
+         a file, and memo deletes no directory"
+    )]
+    Occupied(PathBuf),
+    #[error("cannot restore output '{0}': it is not in place after the restore")]
+    NotInPlace(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -227,169 +304,186 @@ pub fn open_blob(blob: &Blob, store: &dyn Store) -> Result<BlobReader, StoreErro
 /// Restores every output at its declared path. The entry was validated on decode, so node
 /// paths are relative and free of `..`.
 pub fn restore_outputs(outputs: &[Output], store: &dyn Store) -> Result<(), RestoreError> {
+    let mut restore = Restore {
+        store,
+        swept: HashSet::new(),
+    };
     for output in outputs {
-        restore_output(output, store)?;
+        restore.output(output)?;
     }
     Ok(())
 }
 
-fn restore_output(output: &Output, store: &dyn Store) -> Result<(), RestoreError> {
-    let dest = output.path.to_path_buf();
-    let write_error = |e: io::Error| RestoreError::Write {
-        path: dest.clone(),
-        source: e,
-    };
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(write_error)?;
-    let (root, rest) = output
-        .nodes
-        .split_first()
-        .expect("validated: an output has a root");
-    match &root.kind {
-        NodeKind::Dir => {
-            sweep_dead_staging(&parent);
-            let staging = tempfile::Builder::new()
-                .prefix(&format!("{RESTORE_PREFIX}{}-", std::process::id()))
-                .tempdir_in(&parent)
-                .map_err(write_error)?;
-            for node in rest {
-                let at = staging.path().join(OsStr::from_bytes(node.path.as_bytes()));
-                write_node(&at, &node.kind, store)?;
-            }
-            fs::set_permissions(
-                staging.path(),
-                fs::Permissions::from_mode(0o777 & file_mode(true)),
-            )
-            .map_err(write_error)?;
-            let built = staging.keep();
-            replace(&built, &dest).map_err(|e| {
-                let _ = fs::remove_dir_all(&built);
-                write_error(e)
-            })
+/// Restores are written beside their destination under this prefix, then the pid.
+const RESTORE_PREFIX: &str = ".memo-restore-";
+
+struct Restore<'a> {
+    store: &'a dyn Store,
+    /// Directories already cleared of what killed restores left there.
+    swept: HashSet<PathBuf>,
+}
+
+impl Restore<'_> {
+    fn output(&mut self, output: &Output) -> Result<(), RestoreError> {
+        let dest = output.path.to_path_buf();
+        let (root, rest) = output
+            .nodes
+            .split_first()
+            .expect("validated: an output has a root");
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| write_error(parent, e))?;
         }
-        kind => {
-            sweep_dead_staging(&parent);
-            let staging_name = staging_name(&parent);
-            write_node(&staging_name, kind, store)?;
-            replace(&staging_name, &dest).map_err(|e| {
-                let _ = fs::remove_file(&staging_name);
-                write_error(e)
-            })
+        match &root.kind {
+            NodeKind::Dir => {
+                // Through a link to a directory, as the command wrote; else a directory.
+                if !fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                    self.node(&dest, &NodeKind::Dir)?;
+                }
+                for node in rest {
+                    let at = dest.join(OsStr::from_bytes(node.path.as_bytes()));
+                    self.node(&at, &node.kind)?;
+                }
+            }
+            NodeKind::File { .. } => {
+                let through_link = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_symlink())
+                    && fs::metadata(&dest).is_ok_and(|m| m.is_file());
+                let at = if through_link {
+                    fs::canonicalize(&dest).map_err(|e| write_error(&dest, e))?
+                } else {
+                    dest.clone()
+                };
+                self.node(&at, &root.kind)?;
+            }
+            NodeKind::Symlink { .. } => self.node(&dest, &root.kind)?,
+        }
+        // A hit never reports success while a declared output's content is missing.
+        let in_place = match &root.kind {
+            NodeKind::Dir => fs::metadata(&dest).is_ok_and(|m| m.is_dir()),
+            NodeKind::File { blob, .. } => {
+                fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == blob.size)
+            }
+            NodeKind::Symlink { .. } => fs::symlink_metadata(&dest).is_ok_and(|m| m.is_symlink()),
+        };
+        if !in_place {
+            return Err(RestoreError::NotInPlace(dest));
+        }
+        Ok(())
+    }
+
+    /// Puts one recorded node at `at`, never following a symlink found there.
+    fn node(&mut self, at: &Path, kind: &NodeKind) -> Result<(), RestoreError> {
+        let existing = match fs::symlink_metadata(at) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(write_error(at, e)),
+        };
+        let is_dir = existing.as_ref().is_some_and(|m| m.is_dir());
+        match kind {
+            NodeKind::Dir if is_dir => Ok(()),
+            NodeKind::Dir => {
+                if existing.is_some() {
+                    // A file or a link where the command made a directory.
+                    fs::remove_file(at).map_err(|e| write_error(at, e))?;
+                }
+                match fs::create_dir(at) {
+                    Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && at.is_dir()) => {
+                        Err(write_error(at, e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            NodeKind::File { .. } | NodeKind::Symlink { .. } => {
+                if is_dir {
+                    // Only an empty directory goes: rename cannot replace it, and a
+                    // non-empty one holds files memo did not write.
+                    fs::remove_dir(at).map_err(|e| match e.kind() {
+                        io::ErrorKind::DirectoryNotEmpty => RestoreError::Occupied(at.into()),
+                        _ => write_error(at, e),
+                    })?;
+                }
+                let dir = match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                self.sweep(dir);
+                match kind {
+                    NodeKind::File { blob, executable } => {
+                        self.write_file(dir, at, blob, *executable)
+                    }
+                    NodeKind::Symlink { target } => write_symlink(dir, at, target),
+                    NodeKind::Dir => unreachable!("handled above"),
+                }
+            }
+        }
+    }
+
+    /// Writes a file's bytes to a temporary file in `dir`, then renames it to `at`.
+    /// The temporary file is removed on every error path (NamedTempFile's drop).
+    fn write_file(
+        &self,
+        dir: &Path,
+        at: &Path,
+        blob: &Blob,
+        executable: bool,
+    ) -> Result<(), RestoreError> {
+        let source = open_blob(blob, self.store)?;
+        let mut staged = tempfile::Builder::new()
+            .prefix(&format!("{RESTORE_PREFIX}{}-", std::process::id()))
+            .tempfile_in(dir)
+            .map_err(|e| write_error(at, e))?;
+        source
+            .copy_to(staged.as_file_mut())
+            .map_err(|e| write_error(at, e))?;
+        staged
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(file_mode(executable)))
+            .map_err(|e| write_error(at, e))?;
+        // rename replaces a file or a symlink at `at`, never following it.
+        staged.persist(at).map_err(|e| write_error(at, e.error))?;
+        Ok(())
+    }
+
+    /// Removes, once per directory, what restores killed midway left in `dir`.
+    fn sweep(&mut self, dir: &Path) {
+        if !self.swept.insert(dir.to_path_buf()) {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if crate::fsutil::left_by_dead_process(name, RESTORE_PREFIX) {
+                let path = entry.path();
+                match fs::symlink_metadata(&path) {
+                    // Directories: what a memo before per-file restores staged.
+                    Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&path)),
+                    Ok(_) => drop(fs::remove_file(&path)),
+                    Err(_) => {}
+                }
+            }
         }
     }
 }
 
-/// Restores are built beside their destination under this prefix, then the pid.
-const RESTORE_PREFIX: &str = ".memo-restore-";
+fn write_error(path: &Path, source: io::Error) -> RestoreError {
+    RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
-fn staging_name(parent: &Path) -> PathBuf {
+/// Creates a symlink under a temporary name in `dir`, then renames it to `at`.
+fn write_symlink(dir: &Path, at: &Path, target: &ByteString) -> Result<(), RestoreError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!("{RESTORE_PREFIX}{}-{n}", std::process::id()))
-}
-
-/// Removes what a restore killed midway left in `parent` (its pid is gone).
-fn sweep_dead_staging(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_str().unwrap_or_default();
-        if crate::fsutil::left_by_dead_process(name, RESTORE_PREFIX) {
-            let path = entry.path();
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&path)),
-                Ok(_) => drop(fs::remove_file(&path)),
-                Err(_) => {}
-            }
-        }
-    }
-}
-
-fn write_node(at: &Path, kind: &NodeKind, store: &dyn Store) -> Result<(), RestoreError> {
-    let write_error = |e: io::Error| RestoreError::Write {
-        path: at.to_path_buf(),
-        source: e,
-    };
-    match kind {
-        NodeKind::Dir => fs::create_dir(at).map_err(write_error),
-        NodeKind::Symlink { target } => {
-            std::os::unix::fs::symlink(OsStr::from_bytes(target.as_bytes()), at)
-                .map_err(write_error)
-        }
-        NodeKind::File { blob, executable } => {
-            let source = open_blob(blob, store)?;
-            // create_new: the staging tree is fresh, so nothing may already be there.
-            let mut file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(at)
-                .map_err(write_error)?;
-            source.copy_to(&mut file).map_err(write_error)?;
-            file.set_permissions(fs::Permissions::from_mode(file_mode(*executable)))
-                .map_err(write_error)
-        }
-    }
-}
-
-/// Moves `built` to `dest`, replacing whatever is there: a directory is swapped out
-/// atomically where the file system allows and then deleted; a file or symlink is
-/// replaced by the rename itself (rename never follows a symlink at its target).
-fn replace(built: &Path, dest: &Path) -> io::Result<()> {
-    let existing = match fs::symlink_metadata(dest) {
-        Ok(meta) => Some(meta),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    let built_is_dir = fs::symlink_metadata(built)?.is_dir();
-    match existing {
-        Some(meta) if meta.is_dir() => {
-            if exchange(built, dest).is_ok() {
-                // `built` now holds the old tree.
-                return fs::remove_dir_all(built);
-            }
-            let old = staging_name(dest.parent().unwrap_or(Path::new(".")));
-            fs::rename(dest, &old)?;
-            fs::rename(built, dest)?;
-            fs::remove_dir_all(&old)
-        }
-        Some(_) if built_is_dir => {
-            fs::remove_file(dest)?;
-            fs::rename(built, dest)
-        }
-        _ => fs::rename(built, dest),
-    }
-}
-
-/// Atomically swaps two paths (Linux renameat2 RENAME_EXCHANGE).
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    let a = CString::new(a.as_os_str().as_bytes())?;
-    let b = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both strings are valid, NUL-terminated, and outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(_: &Path, _: &Path) -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
+    let staged = dir.join(format!("{RESTORE_PREFIX}{}-link{n}", std::process::id()));
+    std::os::unix::fs::symlink(OsStr::from_bytes(target.as_bytes()), &staged)
+        .map_err(|e| write_error(at, e))?;
+    fs::rename(&staged, at).map_err(|e| {
+        let _ = fs::remove_file(&staged);
+        write_error(at, e)
+    })
 }

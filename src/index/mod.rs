@@ -14,11 +14,18 @@ use crate::bytes::ByteString;
 use crate::digest::Digest;
 use crate::key::KeyMaterial;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: inline and non-UTF-8 bytes as base64 (was hex); inline bytes capped per entry.
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &str = "memo-entry";
 
 /// Outputs up to this size are kept inside the entry instead of as objects.
 pub const INLINE_MAX: u64 = 16 * 1024;
+
+/// At most this many inline bytes in one entry, all blobs together: a command that
+/// writes thousands of small files must not make an entry too big to read back
+/// (store::local::MAX_ENTRY_BYTES). The two streams may take `INLINE_MAX` each; the
+/// declared outputs share the rest, and what does not fit goes to objects.
+pub const INLINE_TOTAL_MAX: u64 = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -50,7 +57,11 @@ pub enum Streams {
 pub struct Blob {
     pub digest: Digest,
     pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::bytes::compact"
+    )]
     pub inline: Option<ByteString>,
 }
 
@@ -153,6 +164,7 @@ impl Entry {
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
+        let mut inline_total = 0;
         for blob in self.blobs() {
             if let Some(inline) = &blob.inline {
                 if inline.0.len() as u64 != blob.size || blob.size > INLINE_MAX {
@@ -160,7 +172,13 @@ impl Entry {
                         "inline bytes disagree with their size".into(),
                     ));
                 }
+                inline_total += blob.size;
             }
+        }
+        if inline_total > INLINE_TOTAL_MAX {
+            return Err(DecodeError::Hostile(
+                "more inline bytes than an entry may hold".into(),
+            ));
         }
         let recorded: Vec<&ByteString> = self.outputs.iter().map(|o| &o.path).collect();
         if recorded != self.material.outputs.iter().collect::<Vec<_>>() {
@@ -363,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn more_inline_bytes_than_an_entry_may_hold_are_refused() {
+        let mut e = entry();
+        let big = vec![b'x'; INLINE_MAX as usize];
+        let nodes = &mut e.outputs[0].nodes;
+        for i in 0..(INLINE_TOTAL_MAX / INLINE_MAX) {
+            nodes.push(Node {
+                path: format!("f{i}").as_str().into(),
+                kind: NodeKind::File {
+                    blob: blob(&big),
+                    executable: false,
+                },
+            });
+        }
+        assert!(matches!(
+            Entry::decode(&e.encode()),
+            Err(DecodeError::Hostile(_))
+        ));
+        e.outputs[0].nodes.pop();
+        assert!(Entry::decode(&e.encode()).is_ok());
+    }
+
+    #[test]
     fn outputs_other_than_the_declared_ones_are_refused() {
         let mut e = entry();
         e.outputs[0].path = "/etc".into();
@@ -375,9 +415,11 @@ mod tests {
     #[test]
     fn other_versions_are_not_read() {
         let bytes = entry().encode();
-        let text = String::from_utf8(bytes)
-            .unwrap()
-            .replacen("memo-entry 1 ", "memo-entry 9 ", 1);
+        let text = String::from_utf8(bytes).unwrap().replacen(
+            &format!("memo-entry {FORMAT_VERSION} "),
+            "memo-entry 9 ",
+            1,
+        );
         assert!(matches!(
             Entry::decode(text.as_bytes()),
             Err(DecodeError::UnknownVersion(_))

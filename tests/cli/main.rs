@@ -15,4 +15,5 @@ mod store;
 mod trust_cli;
 mod trust_inputs;
 mod trust_store;
+mod trust_outputs;
 mod ttl;

@@ -257,7 +257,10 @@ fn forge_entry(env: &TestEnv, edit: impl FnOnce(&mut serde_json::Value)) {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut forged = format!("memo-entry 1 {checksum}\n").into_bytes();
+    // Keep the header's magic and format version; only the checksum changes.
+    let header = String::from_utf8_lossy(&bytes[..newline]);
+    let version = header.split(' ').nth(1).unwrap();
+    let mut forged = format!("memo-entry {version} {checksum}\n").into_bytes();
     forged.extend(body);
     fs::write(path, forged).unwrap();
 }

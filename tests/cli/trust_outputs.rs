@@ -1,0 +1,384 @@
+//! Trust in restored outputs (issue 8): a declared output behind a symlink, a hit that
+//! never deletes a user's file, a restore that fails or is killed, and entries that stay
+//! small however many small outputs a command writes.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Every `.memo-restore-*` name under `dir`, at any depth.
+fn restore_leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let Ok(read) = fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let path = entry.path();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".memo-restore-")
+            {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_no_restore_leftovers(env: &TestEnv) {
+    let left = restore_leftovers(env.root.path());
+    assert!(left.is_empty(), "restore files left behind: {left:?}");
+}
+
+// --- A declared output that is a symlink -------------------------------------------
+
+#[test]
+fn a_directory_output_behind_a_symlink_is_restored_through_it() {
+    let env = TestEnv::new();
+    fs::create_dir(env.path("real")).unwrap();
+    symlink("real", env.path("build")).unwrap();
+    env.tool("echo built > build/out.txt");
+    assert!(env.ran_tool(&["-o", "build"]));
+
+    // Clean the outputs but keep the link: the hit writes into the link's target.
+    fs::remove_file(env.path("real/out.txt")).unwrap();
+    assert!(!env.ran_tool(&["-o", "build"]));
+    assert!(is_symlink(&env.path("build")), "the link is kept");
+    assert_eq!(env.read("real/out.txt"), b"built\n");
+
+    // Clean the link's target too: the content is restored at the declared path.
+    fs::remove_dir_all(env.path("real")).unwrap();
+    assert!(!env.ran_tool(&["-o", "build"]));
+    assert_eq!(env.read("build/out.txt"), b"built\n");
+    assert_eq!(env.count(), 1);
+    assert_no_restore_leftovers(&env);
+}
+
+#[test]
+fn a_file_output_behind_a_symlink_is_restored_through_it() {
+    let env = TestEnv::new();
+    fs::create_dir(env.path("data")).unwrap();
+    symlink("data/out.txt", env.path("out.txt")).unwrap();
+    env.tool("echo content > out.txt");
+    assert!(env.ran_tool(&["-o", "out.txt"]));
+    assert_eq!(env.read("data/out.txt"), b"content\n");
+
+    env.write("data/out.txt", "stale");
+    assert!(!env.ran_tool(&["-o", "out.txt"]));
+    assert!(is_symlink(&env.path("out.txt")), "the link is kept");
+    assert_eq!(env.read("data/out.txt"), b"content\n");
+
+    // The link's target is gone: a hit never succeeds with the content missing.
+    fs::remove_file(env.path("data/out.txt")).unwrap();
+    assert!(!env.ran_tool(&["-o", "out.txt"]));
+    assert_eq!(env.read("out.txt"), b"content\n");
+    assert_eq!(env.count(), 1);
+    assert_no_restore_leftovers(&env);
+}
+
+#[test]
+fn a_symlink_inside_an_output_directory_is_recorded_as_a_link() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out real; echo x > real/f; ln -sfn ../real out/inner");
+    assert!(env.ran_tool(&["-o", "out"]));
+    fs::remove_dir_all(env.path("out")).unwrap();
+    assert!(!env.ran_tool(&["-o", "out"]));
+    assert_eq!(
+        fs::read_link(env.path("out/inner")).unwrap(),
+        PathBuf::from("../real")
+    );
+}
+
+// --- A hit never deletes a user's file ---------------------------------------------
+
+#[test]
+fn two_steps_sharing_an_output_directory_keep_each_others_files() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out; echo \"$1\" > \"out/$1.txt\"");
+    let step = |name: &str| {
+        let mut cmd = env.memo(["run", "-o", "out", "--", "./tool", name]);
+        cmd.stderr(std::process::Stdio::piped());
+        env.ran(cmd)
+    };
+    assert!(step("a"));
+    assert!(step("b"));
+    fs::remove_dir_all(env.path("out")).unwrap();
+    assert!(!step("b"));
+    assert!(!step("a"));
+    assert_eq!(env.read("out/a.txt"), b"a\n");
+    assert_eq!(env.read("out/b.txt"), b"b\n", "a's hit deleted b's file");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn a_hit_replaces_a_file_where_a_directory_was_recorded_and_back() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out/d; echo f > out/f; echo g > out/d/g");
+    assert!(env.ran_tool(&["-o", "out"]));
+    fs::remove_dir_all(env.path("out/d")).unwrap();
+    env.write("out/d", "a file where a directory was");
+    fs::remove_file(env.path("out/f")).unwrap();
+    fs::create_dir(env.path("out/f")).unwrap();
+    assert!(!env.ran_tool(&["-o", "out"]));
+    assert_eq!(env.read("out/f"), b"f\n");
+    assert_eq!(env.read("out/d/g"), b"g\n");
+    assert_no_restore_leftovers(&env);
+}
+
+#[test]
+fn a_hit_never_deletes_a_non_empty_directory_where_a_file_was_recorded() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out; { echo f > out/f; } 2>/dev/null; exit 0");
+    assert!(env.ran_tool(&["-o", "out"]));
+    fs::remove_file(env.path("out/f")).unwrap();
+    env.write("out/f/keep.txt", "precious");
+    let out = env.run(run_tool(&["-o", "out"]));
+    assert_success(&out);
+    assert_eq!(env.count(), 2, "no hit: the command ran instead");
+    assert!(stderr(&out).contains("out/f"), "{}", stderr(&out));
+    assert_eq!(env.read("out/f/keep.txt"), b"precious");
+    assert_no_restore_leftovers(&env);
+}
+
+#[test]
+fn a_symlink_planted_inside_an_output_directory_is_replaced_not_followed() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p dist/sub; echo b > dist/sub/b.txt; echo c > dist/c.txt");
+    assert!(env.ran_tool(&["-o", "dist"]));
+    env.write("victim/keep.txt", "precious");
+    env.write("victim.txt", "precious");
+    fs::remove_dir_all(env.path("dist/sub")).unwrap();
+    fs::remove_file(env.path("dist/c.txt")).unwrap();
+    symlink(env.path("victim"), env.path("dist/sub")).unwrap();
+    symlink(env.path("victim.txt"), env.path("dist/c.txt")).unwrap();
+    assert!(!env.ran_tool(&["-o", "dist"]));
+    assert!(!is_symlink(&env.path("dist/sub")));
+    assert!(!is_symlink(&env.path("dist/c.txt")));
+    assert_eq!(env.read("dist/sub/b.txt"), b"b\n");
+    assert_eq!(env.read("dist/c.txt"), b"c\n");
+    assert!(!env.path("victim/b.txt").exists());
+    assert_eq!(env.read("victim.txt"), b"precious");
+}
+
+#[test]
+fn a_restore_killed_midway_leaves_whole_files_and_the_next_call_completes_it() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out && cd out && head -c 80000 /dev/urandom | split -b 200 -a 4 - part.");
+    assert!(env.ran_tool(&["-o", "out"]));
+    let names: Vec<String> = fs::read_dir(env.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 400);
+    let recorded: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .map(|n| (n.clone(), env.read(&format!("out/{n}"))))
+        .collect();
+    for (name, _) in &recorded {
+        fs::write(env.path(&format!("out/{name}")), "old").unwrap();
+    }
+    // A restore left behind by a memo that died earlier.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    env.write(&format!("out/.memo-restore-{dead_pid}-abc123"), "half");
+
+    let first = env.path("out/part.aaaa");
+    let old_inode = fs::metadata(&first).unwrap().ino();
+    // Separate pipes, as `env.run` uses: the stream mode is part of the key.
+    let mut hit = env
+        .memo(run_tool(&["-o", "out"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the restore has started replacing files.
+    loop {
+        if fs::metadata(&first).is_ok_and(|m| m.ino() != old_inode) {
+            break;
+        }
+        if hit.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let _ = hit.kill();
+    let status = hit.wait().unwrap();
+    if status.success() {
+        eprintln!("note: the restore finished before it could be killed");
+    }
+    let mut new_files = 0;
+    for (name, bytes) in &recorded {
+        let now = env.read(&format!("out/{name}"));
+        assert!(
+            now == b"old" || now == *bytes,
+            "out/{name} is neither the old nor the new file"
+        );
+        new_files += (now == *bytes) as usize;
+    }
+    assert!(new_files > 0);
+    let out = env.run(run_tool(&["-o", "out"]));
+    assert_success(&out);
+    assert_eq!(env.count(), 1, "the next call is a hit");
+    for (name, bytes) in &recorded {
+        assert_eq!(&env.read(&format!("out/{name}")), bytes, "out/{name}");
+    }
+    assert_no_restore_leftovers(&env);
+}
+
+// --- A restore that fails runs the command instead ---------------------------------
+
+/// Runs `script` in a new mount namespace where `$0` is the work dir's `small/`, a
+/// tmpfs of 512 KiB, and `$1` is memo. `None` (with a note) where namespaces are not
+/// allowed.
+fn in_small_work_dir(env: &TestEnv, script: &str) -> Option<std::process::Output> {
+    let mount_point = env.path("small");
+    fs::create_dir_all(&mount_point).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=512k tmpfs \"$0\" || exit 99\n{script}"
+        ))
+        .arg(&mount_point)
+        .arg(MEMO)
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache())
+        .output()
+        .ok()?;
+    if out.status.code() == Some(99)
+        || (out.status.code() == Some(1) && stderr(&out).contains("unshare"))
+    {
+        eprintln!(
+            "skipped: cannot mount a tmpfs in a user namespace here ({})",
+            stderr(&out).trim()
+        );
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn a_restore_that_fills_the_disk_cleans_up_and_runs_the_command() {
+    let env = TestEnv::new();
+    // The old output takes most of the disk: a copy beside it cannot fit, but the
+    // command, which truncates the file in place, can.
+    env.tool("head -c 300000 /dev/zero > small/out.bin");
+    let Some(out) = in_small_work_dir(
+        &env,
+        "\"$1\" run -o small/out.bin -- ./tool || exit 10\n\
+         echo second >&2\n\
+         \"$1\" run -o small/out.bin -- ./tool || exit 11\n\
+         ls -A small; wc -c < small/out.bin",
+    ) else {
+        return;
+    };
+    assert_success(&out);
+    let err = stderr(&out);
+    assert_eq!(
+        env.count(),
+        2,
+        "the failed restore fell back to a run: {err}"
+    );
+    let second = err.split("second\n").nth(1).unwrap_or_default();
+    assert!(second.contains("memo: warning"), "{err}");
+    assert_eq!(stdout(&out), "out.bin\n300000\n", "{err}");
+    assert_no_restore_leftovers(&env);
+}
+
+#[test]
+fn a_restore_into_a_read_only_subdirectory_cleans_up_and_runs_the_command() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running memo as user nobody needs root");
+        return;
+    }
+    let reachable = Path::new(MEMO)
+        .ancestors()
+        .skip(1)
+        .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if !reachable {
+        eprintln!("skipped: user nobody cannot reach {MEMO}");
+        return;
+    }
+    let env = TestEnv::new();
+    fs::set_permissions(env.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(env.cache()).unwrap();
+    for dir in [env.work(), env.cache(), env.root.path().join("home")] {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    // Writing into an existing file needs no write permission on its directory; the
+    // restore's temporary file beside it does.
+    env.tool("mkdir -p out/sub; echo top > out/top; echo deep > out/sub/f");
+    let as_nobody = || {
+        let mut cmd = env.memo(run_tool(&["-o", "out"]));
+        cmd.uid(65534).gid(65534);
+        cmd.output().unwrap()
+    };
+    assert_success(&as_nobody());
+    assert_eq!(env.count(), 1);
+    fs::set_permissions(env.path("out/sub"), fs::Permissions::from_mode(0o555)).unwrap();
+    let out = as_nobody();
+    assert_success(&out);
+    assert_eq!(env.count(), 2, "the failed restore fell back to a run");
+    assert!(stderr(&out).contains("memo: warning"), "{}", stderr(&out));
+    assert_eq!(env.read("out/sub/f"), b"deep\n");
+    assert_eq!(env.read("out/top"), b"top\n");
+    assert_no_restore_leftovers(&env);
+}
+
+// --- Entries stay small ------------------------------------------------------------
+
+#[test]
+fn small_binary_outputs_are_stored_compactly() {
+    let env = TestEnv::new();
+    env.tool("head -c 12000 /dev/urandom > out.bin");
+    assert!(env.ran_tool(&["-o", "out.bin"]));
+    let entry = fs::metadata(&env.entries()[0]).unwrap().len();
+    assert!(
+        entry < 18_000,
+        "a 12 kB binary output made a {entry}-byte entry"
+    );
+    fs::remove_file(env.path("out.bin")).unwrap();
+    let recorded_len = 12_000;
+    assert!(!env.ran_tool(&["-o", "out.bin"]));
+    assert_eq!(env.read("out.bin").len(), recorded_len);
+}
+
+/// Each file is small enough to inline, but not all of them together: past the entry's
+/// budget they go to objects, so the entry grows by a node's metadata per file, not by
+/// the file. (Before, 4,500 such files made an entry too big to read back.)
+#[test]
+fn many_small_binary_outputs_make_a_small_entry_that_hits() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p dir && head -c 600000 /dev/urandom | split -b 2000 -a 4 - dir/f.");
+    assert!(env.ran_tool(&["-o", "dir"]));
+    assert_eq!(fs::read_dir(env.path("dir")).unwrap().count(), 300);
+    let entry = fs::metadata(&env.entries()[0]).unwrap().len();
+    // 300 x 2,000 bytes: 800 kB even as base64 if every file were inline.
+    assert!(entry < 200_000, "300 small files made a {entry}-byte entry");
+    let sample = env.read("dir/f.aaaa");
+    fs::remove_dir_all(env.path("dir")).unwrap();
+    let out = env.run(run_tool(&["-o", "dir"]));
+    assert_success(&out);
+    assert_eq!(stderr(&out), "", "no warning");
+    assert_eq!(env.count(), 1, "a hit");
+    assert_eq!(fs::read_dir(env.path("dir")).unwrap().count(), 300);
+    assert_eq!(env.read("dir/f.aaaa"), sample);
+}
