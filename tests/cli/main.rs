@@ -14,6 +14,6 @@ mod reliability;
 mod store;
 mod trust_cli;
 mod trust_inputs;
-mod trust_store;
 mod trust_outputs;
+mod trust_store;
 mod ttl;
