@@ -179,6 +179,11 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     result
 }
 
+/// How long a new holder of a key's lock waits for the command an earlier, killed
+/// holder ran: it dies of its parent-death signal within milliseconds, unless that
+/// could not be set (a set-user-ID program).
+const EARLIER_COPY_WAIT: Duration = Duration::from_secs(5);
+
 fn run_with_cache(
     req: &RunRequest,
     key: Digest,
@@ -215,7 +220,7 @@ fn run_with_cache(
         warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
         None
     };
-    let _key_lock = match Lock::try_take(&locks, &lock_name, true) {
+    let key_lock = match Lock::try_take(&locks, &lock_name, true) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
             if verbose {
@@ -236,6 +241,16 @@ fn run_with_cache(
         }
         Err(e) => without_lock(e),
     };
+    // A holder killed with -9 releases the lock a moment before its command dies of
+    // its parent-death signal: wait for that copy to be gone before starting another.
+    let mut overlap = None;
+    if let Some(lock) = &key_lock {
+        if let Err(pid) = lock.wait_for_noted_process(EARLIER_COPY_WAIT) {
+            let why = format!("an earlier copy of the command (pid {pid}) still runs");
+            warner.warn(format!("{why}; result not stored"));
+            overlap = Some(why);
+        }
+    }
     let miss = command_event(Kind::Miss, &key, &material);
     cache.record(
         Counters {
@@ -246,12 +261,27 @@ fn run_with_cache(
     );
 
     let cache_failures = req.settings.cache_failures.value;
-    let finished = capture::run_recorded(spec, material.streams, &|| {
-        cache.store.stage().map_err(io::Error::other)
-    })?;
+    let note_command = |pid| {
+        if let Some(lock) = &key_lock {
+            let _ = lock.note_process(pid);
+        }
+    };
+    let finished = capture::run_recorded(
+        spec,
+        material.streams,
+        &|| cache.store.stage().map_err(io::Error::other),
+        &note_command,
+    )?;
     let code = finished.outcome.exit_code();
     let duration = finished.duration;
-    let verdict = match decide_storable(&finished, cache_failures, gathered) {
+    let storable = match overlap {
+        Some(reason) => Err(NotStored {
+            reason,
+            warn: false,
+        }),
+        None => decide_storable(&finished, cache_failures, gathered),
+    };
+    let verdict = match storable {
         Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
             Ok(()) => "stored".to_string(),
             Err(e) => {
@@ -648,8 +678,14 @@ fn decide_storable(
     if let Some(sig) = finished.interrupted {
         return quiet(format!("interrupted by signal {sig}"));
     }
-    if finished.destination_failed {
+    if finished.destination_closed {
         return quiet("output could not be written".into());
+    }
+    if finished.output_held_open {
+        return Err(NotStored {
+            reason: "a process the command left running still holds its output".into(),
+            warn: true,
+        });
     }
     for recording in &finished.recordings {
         if let Err(e) = recording {

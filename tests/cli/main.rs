@@ -12,4 +12,5 @@ mod manage;
 mod outputs;
 mod reliability;
 mod store;
+mod trust_capture;
 mod ttl;
