@@ -158,10 +158,10 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let Some(cache) = &prepared.cache else {
         let code = capture::run_passthrough(prepared.spec)?.exit_code();
         if verbose {
-            eprintln!(
+            capture::streams::note(format_args!(
                 "memo: miss {}, not stored: cache unavailable",
                 prepared.key.short()
-            );
+            ));
         }
         return Ok(code);
     };
@@ -224,7 +224,9 @@ fn run_with_cache(
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
             if verbose {
-                eprintln!("memo: waiting for another memo running the same command");
+                capture::streams::note(format_args!(
+                    "memo: waiting for another memo running the same command"
+                ));
             }
             match Lock::wait_transient(&locks, &lock_name) {
                 Ok(lock) => {
@@ -297,11 +299,11 @@ fn run_with_cache(
         }
     };
     if verbose {
-        eprintln!(
+        capture::streams::note(format_args!(
             "memo: miss {}, ran {}, {verdict}",
             key.short(),
             crate::config::format_duration(duration)
-        );
+        ));
     }
     Ok(code)
 }
@@ -323,11 +325,11 @@ fn try_hit(
     let fresh = freshness(&entry, req);
     if let Freshness::Expired(late) = fresh {
         if verbose {
-            eprintln!(
+            capture::streams::note(format_args!(
                 "memo: entry {} expired {} ago",
                 key.short(),
                 crate::config::format_duration(late)
-            );
+            ));
         }
         return Ok(None);
     }
@@ -344,11 +346,11 @@ fn try_hit(
         };
     }
     if verbose {
-        eprintln!(
+        capture::streams::note(format_args!(
             "memo: hit {}, saved {:.2}s{how}",
             key.short(),
             saved.as_secs_f64()
-        );
+        ));
     }
     Ok(Some(code))
 }
