@@ -131,13 +131,15 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             .iter()
             .map(|p| ByteString::from(p.as_path()))
             .collect(),
-        stdin: stdin.as_ref().map(|(_, d)| *d),
+        stdin: stdin.as_ref().and_then(|(_, d)| *d),
         salt: req.salt.as_ref().map(|s| ByteString::from(s.as_os_str())),
         key_command,
         streams: req.stream_mode.unwrap_or_else(capture::stream_mode),
     };
     material.normalize();
     let key = key::compute_key(&material);
+    // Stdin that could not be spooled cannot be keyed: run without the cache.
+    let cache = cache.filter(|_| !matches!(stdin, Some((_, None))));
     Ok(Prepared {
         spec: Spec {
             program,
@@ -511,7 +513,9 @@ fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
     })
 }
 
-fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Digest), Fatal> {
+/// Spools stdin for `--stdin`. The digest is `None` when the spool could not be
+/// written: the file then streams stdin to the command, which runs uncached.
+fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<Digest>), Fatal> {
     let staged = match cache.map(|c| c.store.stage()) {
         Some(Ok(staged)) => Ok(staged),
         Some(Err(e)) => {
@@ -520,9 +524,18 @@ fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Digest),
         }
         None => tempfile::NamedTempFile::new(),
     };
-    staged
+    let spooled = staged
         .and_then(capture::spool_stdin)
-        .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))
+        .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))?;
+    Ok(match spooled {
+        capture::SpooledStdin::Whole { file, digest } => (file, Some(digest)),
+        capture::SpooledStdin::Streamed { reader, error } => {
+            warner.warn(format!(
+                "cannot spool stdin for --stdin ({error}); running the command without the cache"
+            ));
+            (reader, None)
+        }
+    })
 }
 
 /// Reads and checks the entry stored under `key`. Anything wrong with it is a miss; a

@@ -5,7 +5,10 @@
 //! stays bounded whatever the output size. Knows nothing about keys or entries.
 
 pub mod signals;
+mod stdin;
 pub mod streams;
+
+pub use stdin::{spool_stdin, SpooledStdin};
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
 
-use crate::digest::{Digest, Hasher, CHUNK};
+use crate::digest::{Digest, Hasher};
 use crate::exit::{Code, Fatal};
 use crate::key::StreamMode;
 
@@ -530,27 +533,4 @@ fn record(
     }
     let (digest, size) = hasher.finish();
     Ok(Recording { file, digest, size })
-}
-
-/// Reads standard input to its end into a staging file, hashing it on the way, for
-/// `--stdin`: the command then reads the same bytes from the file.
-pub fn spool_stdin(mut staged: NamedTempFile) -> io::Result<(File, Digest)> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut stdin = io::stdin().lock();
-    loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        staged.write_all(&buf[..n])?;
-        hasher.update(&buf[..n]);
-    }
-    let (digest, _) = hasher.finish();
-    // Reopen for reading; the staging name is removed when `staged` is dropped, the open
-    // file stays readable.
-    let file = staged.reopen()?;
-    Ok((file, digest))
 }
