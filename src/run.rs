@@ -276,6 +276,9 @@ fn run_with_cache(
         &|| cache.store.stage().map_err(io::Error::other),
         &note_command,
     )?;
+    if let Some(why) = &finished.undelivered {
+        warner.warn(format!("{why}; it is recorded all the same"));
+    }
     let code = finished.outcome.exit_code();
     let duration = finished.duration;
     let storable = match overlap {

@@ -72,6 +72,9 @@ pub struct Finished {
     /// command was cut off as it would have been without memo. Any other failure to
     /// write there (a full disk) leaves the recording whole and the command running.
     pub destination_closed: bool,
+    /// memo's stdout or stderr failed otherwise (ENOSPC, EIO): what this says went
+    /// nowhere, though it was recorded.
+    pub undelivered: Option<String>,
     /// The command exited but a process it left running still held its stdout or
     /// stderr open: memo stopped reading after a short grace, so the recording may lack
     /// what that process writes later (which still reaches memo's stdout or stderr).
@@ -255,6 +258,7 @@ pub fn run_recorded(
                         None => recording,
                     },
                     destination_closed: end.destination_closed,
+                    undelivered: end.undelivered,
                     held_open: end.held_open,
                 }
             })
@@ -268,6 +272,7 @@ pub fn run_recorded(
         outcome,
         duration,
         destination_closed: tees.iter().any(|t| t.destination_closed),
+        undelivered: tees.iter().find_map(|t| t.undelivered.clone()),
         output_held_open: tees.iter().any(|t| t.held_open),
         recordings: tees.into_iter().map(|t| t.recording).collect(),
         interrupted: signals::received(),
@@ -314,6 +319,7 @@ fn wait_readable(source: &io::PipeReader, timeout: Duration) -> bool {
 struct Tee {
     recording: io::Result<Recording>,
     destination_closed: bool,
+    undelivered: Option<String>,
     held_open: bool,
 }
 
@@ -337,6 +343,8 @@ struct Flags<'a> {
 struct TeeEnd {
     /// memo's destination is a pipe whose reader went away.
     destination_closed: bool,
+    /// Why writing to the destination stopped, when it failed otherwise.
+    undelivered: Option<String>,
     /// A reading error, or reading stopped before end of file: the recording is spoilt.
     read_error: Option<io::Error>,
     /// The command exited, and after `DRAIN_GRACE` a process it started still held the
@@ -445,6 +453,9 @@ fn tee(
                     end.destination_closed = true;
                     break;
                 }
+                let name = if dest == 1 { "stdout" } else { "stderr" };
+                end.undelivered =
+                    Some(format!("cannot write the command's output to {name} ({e})"));
                 writable = false;
             }
         }

@@ -262,6 +262,12 @@ fn a_full_destination_does_not_kill_the_command_and_the_recording_is_stored() {
         }
         let out = cmd.output().unwrap();
         assert_success(&out);
+        if stream == "stdout" {
+            let err = stderr(&out);
+            assert!(err.starts_with("before\n"), "{err}");
+            assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+            assert!(err.contains("No space left on device"), "{err}");
+        }
         // The recording is whole: a hit replays every byte.
         let hit = env.run(run_tool(&[]));
         assert_success(&hit);
