@@ -71,7 +71,7 @@ fn spool<R: Read + Send + 'static>(
 
 /// The fallback: a pipe fed with the first `spooled` bytes of `staged`, then `pending`,
 /// then the rest of `input`. The thread ends when all is written or the command stops
-/// reading (a broken pipe); it removes the staging file when done.
+/// reading (a broken pipe).
 fn stream<R: Read + Send + 'static>(
     staged: NamedTempFile,
     spooled: u64,
@@ -80,9 +80,10 @@ fn stream<R: Read + Send + 'static>(
     error: io::Error,
 ) -> io::Result<SpooledStdin> {
     let written = staged.reopen()?;
+    // Removed now, read through `written`: nothing is left in tmp/ however memo ends.
+    drop(staged);
     let (reader, mut writer) = io::pipe()?;
     std::thread::spawn(move || {
-        let _keep_until_read = staged;
         let _ = io::copy(&mut written.take(spooled), &mut writer)
             .and_then(|_| writer.write_all(&pending))
             .and_then(|_| io::copy(&mut input, &mut writer));
