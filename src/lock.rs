@@ -21,6 +21,11 @@ use fs2::FileExt;
 
 use crate::fsutil::{create_private_dir_all, open_cache_file};
 
+/// How long a new holder waits for the process a killed holder noted: it dies of its
+/// parent-death signal within milliseconds, unless that could not be set (it became a
+/// set-user-ID program, or was started by an older memo).
+pub const NOTED_PROCESS_WAIT: Duration = Duration::from_secs(5);
+
 pub struct Lock {
     file: File,
     path: PathBuf,

@@ -181,11 +181,6 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     result
 }
 
-/// How long a new holder of a key's lock waits for the command an earlier, killed
-/// holder ran: it dies of its parent-death signal within milliseconds, unless that
-/// could not be set (a set-user-ID program).
-const EARLIER_COPY_WAIT: Duration = Duration::from_secs(5);
-
 fn run_with_cache(
     req: &RunRequest,
     key: Digest,
@@ -249,7 +244,7 @@ fn run_with_cache(
     // its parent-death signal: wait for that copy to be gone before starting another.
     let mut overlap = None;
     if let Some(lock) = &key_lock {
-        if let Err(pid) = lock.wait_for_noted_process(EARLIER_COPY_WAIT) {
+        if let Err(pid) = lock.wait_for_noted_process(crate::lock::NOTED_PROCESS_WAIT) {
             let why = format!("an earlier copy of the command (pid {pid}) still runs");
             warner.warn(format!("{why}; result not stored"));
             overlap = Some(why);
