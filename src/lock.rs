@@ -5,15 +5,26 @@
 //! just before release. A waiter that then wins the lock on the unlinked inode notices
 //! (the path no longer names the file it locked) and tries again on a fresh file, so two
 //! processes can never both believe they hold the lock.
+//!
+//! A per-key lock also names the process its holder runs (`note_process`): the kernel
+//! releases a killed holder's lock before the command it ran has died of its
+//! parent-death signal, so the next holder first waits for that process to be gone
+//! (`wait_for_noted_process`), and two copies of one command never run at once.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt as _, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
 use crate::fsutil::{create_private_dir_all, open_cache_file};
+
+/// How long a new holder waits for the process a killed holder noted: it dies of its
+/// parent-death signal within milliseconds, unless that could not be set (it became a
+/// set-user-ID program, or was started by an older memo).
+pub const NOTED_PROCESS_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Lock {
     file: File,
@@ -35,6 +46,77 @@ impl Lock {
     /// Waits for the lock at `dir/name`, removed from disk when released.
     pub fn wait_transient(dir: &Path, name: &str) -> io::Result<Lock> {
         acquire(dir, name, true, true).map(|l| l.expect("a blocking lock is always acquired"))
+    }
+}
+
+impl Lock {
+    /// Writes down `pid`, the process run under this lock, with its start time (so a
+    /// recycled pid is not mistaken for it).
+    pub fn note_process(&self, pid: u32) -> io::Result<()> {
+        let Some(process) = Process::find(pid) else {
+            return Ok(());
+        };
+        let text = format!("{} {}\n", process.pid, process.started);
+        self.file.set_len(0)?;
+        self.file.write_all_at(text.as_bytes(), 0)
+    }
+
+    /// Waits, for at most `limit`, until the process an earlier holder noted is gone (a
+    /// holder that ends normally removes its note with the file; one that was killed
+    /// leaves it). `Err(pid)` if it still runs after `limit`.
+    pub fn wait_for_noted_process(&self, limit: Duration) -> Result<(), u32> {
+        // A note is two numbers and a newline; read from the start whatever was read before.
+        let mut buf = [0u8; 64];
+        let Ok(n) = self.file.read_at(&mut buf, 0) else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(pid)), Some(Ok(started))) = (fields.next(), fields.next()) else {
+            return Ok(());
+        };
+        let Ok(pid) = u32::try_from(pid) else {
+            return Ok(());
+        };
+        let noted = Process { pid, started };
+        let end = Instant::now() + limit;
+        while noted.is_running() {
+            if Instant::now() >= end {
+                return Err(pid);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Debug, PartialEq, Eq)]
+struct Process {
+    pid: u32,
+    /// Clock ticks after boot (field 22 of /proc/PID/stat).
+    started: u64,
+}
+
+impl Process {
+    /// The live process `pid`, if there is one; a zombie does not count (it has stopped
+    /// running; it only waits for its parent to collect it).
+    fn find(pid: u32) -> Option<Process> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may hold anything.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?;
+        if state == "Z" || state == "X" {
+            return None;
+        }
+        // After the state (field 3), field 22 is the 19th.
+        let started = fields.nth(18)?.parse().ok()?;
+        Some(Process { pid, started })
+    }
+
+    fn is_running(&self) -> bool {
+        Process::find(self.pid).is_some_and(|now| now == *self)
     }
 }
 
@@ -108,6 +190,39 @@ mod tests {
         });
         assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
         assert!(!dir.path().join("k").exists());
+    }
+
+    #[test]
+    fn a_holder_waits_for_the_process_a_killed_holder_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let first = Lock::wait_transient(dir.path(), "k").unwrap();
+        first.note_process(child.id()).unwrap();
+        // A killed holder: its lock goes, its file stays.
+        FileExt::unlock(&first.file).unwrap();
+        std::mem::forget(first);
+        let next = Lock::try_take(dir.path(), "k", true).unwrap();
+        let next = next.expect("flock is per open file: this one is free");
+        let waited = next.wait_for_noted_process(Duration::from_millis(50));
+        assert_eq!(waited, Err(child.id()));
+        child.kill().unwrap();
+        // Killed but not yet collected: a zombie is gone.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(next.wait_for_noted_process(Duration::from_secs(5)), Ok(()));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_the_noted_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let mine = Process::find(me).unwrap();
+        fs::write(dir.path().join("k"), format!("{me} {}\n", mine.started + 1)).unwrap();
+        let lock = Lock::wait_transient(dir.path(), "k").unwrap();
+        assert_eq!(lock.wait_for_noted_process(Duration::ZERO), Ok(()));
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             .iter()
             .map(|p| ByteString::from(p.as_path()))
             .collect(),
-        stdin: stdin.as_ref().map(|(_, d)| *d),
+        stdin: stdin.as_ref().and_then(|(_, d)| *d),
         salt: req.salt.as_ref().map(|s| ByteString::from(s.as_os_str())),
         key_command,
         streams: req.stream_mode.unwrap_or_else(capture::stream_mode),
@@ -146,6 +146,8 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     material.normalize();
     let key = key::compute_key(&material);
     let (program, argv) = program.launch(&req.argv);
+    // Stdin that could not be spooled cannot be keyed: run without the cache.
+    let cache = cache.filter(|_| !matches!(stdin, Some((_, None))));
     Ok(Prepared {
         spec: Spec {
             program,
@@ -166,10 +168,10 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let Some(cache) = &prepared.cache else {
         let code = capture::run_passthrough(prepared.spec)?.exit_code();
         if verbose {
-            eprintln!(
+            capture::streams::note(format_args!(
                 "memo: miss {}, not stored: cache unavailable",
                 prepared.key.short()
-            );
+            ));
         }
         return Ok(code);
     };
@@ -223,11 +225,13 @@ fn run_with_cache(
         warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
         None
     };
-    let _key_lock = match Lock::try_take(&locks, &lock_name, true) {
+    let key_lock = match Lock::try_take(&locks, &lock_name, true) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
             if verbose {
-                eprintln!("memo: waiting for another memo running the same command");
+                capture::streams::note(format_args!(
+                    "memo: waiting for another memo running the same command"
+                ));
             }
             match Lock::wait_transient(&locks, &lock_name) {
                 Ok(lock) => {
@@ -244,6 +248,16 @@ fn run_with_cache(
         }
         Err(e) => without_lock(e),
     };
+    // A holder killed with -9 releases the lock a moment before its command dies of
+    // its parent-death signal: wait for that copy to be gone before starting another.
+    let mut overlap = None;
+    if let Some(lock) = &key_lock {
+        if let Err(pid) = lock.wait_for_noted_process(crate::lock::NOTED_PROCESS_WAIT) {
+            let why = format!("an earlier copy of the command (pid {pid}) still runs");
+            warner.warn(format!("{why}; result not stored"));
+            overlap = Some(why);
+        }
+    }
     let miss = command_event(Kind::Miss, &key, &material);
     cache.record(
         Counters {
@@ -254,12 +268,30 @@ fn run_with_cache(
     );
 
     let cache_failures = req.settings.cache_failures.value;
-    let finished = capture::run_recorded(spec, material.streams, &|| {
-        cache.store.stage().map_err(io::Error::other)
-    })?;
+    let note_command = |pid| {
+        if let Some(lock) = &key_lock {
+            let _ = lock.note_process(pid);
+        }
+    };
+    let finished = capture::run_recorded(
+        spec,
+        material.streams,
+        &|| cache.store.stage().map_err(io::Error::other),
+        &note_command,
+    )?;
+    if let Some(why) = &finished.undelivered {
+        warner.warn(format!("{why}; it is recorded all the same"));
+    }
     let code = finished.outcome.exit_code();
     let duration = finished.duration;
-    let verdict = match decide_storable(&finished, cache_failures, gathered) {
+    let storable = match overlap {
+        Some(reason) => Err(NotStored {
+            reason,
+            warn: false,
+        }),
+        None => decide_storable(&finished, cache_failures, gathered),
+    };
+    let verdict = match storable {
         Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
             Ok(()) => "stored".to_string(),
             Err(e) => {
@@ -275,11 +307,11 @@ fn run_with_cache(
         }
     };
     if verbose {
-        eprintln!(
+        capture::streams::note(format_args!(
             "memo: miss {}, ran {}, {verdict}",
             key.short(),
             crate::config::format_duration(duration)
-        );
+        ));
     }
     Ok(code)
 }
@@ -301,11 +333,11 @@ fn try_hit(
     let fresh = freshness(&entry, req);
     if let Freshness::Expired(late) = fresh {
         if verbose {
-            eprintln!(
+            capture::streams::note(format_args!(
                 "memo: entry {} expired {} ago",
                 key.short(),
                 crate::config::format_duration(late)
-            );
+            ));
         }
         return Ok(None);
     }
@@ -329,11 +361,11 @@ fn try_hit(
         };
     }
     if verbose {
-        eprintln!(
+        capture::streams::note(format_args!(
             "memo: hit {}, saved {:.2}s{how}",
             key.short(),
             saved.as_secs_f64()
-        );
+        ));
     }
     Ok(Some(code))
 }
@@ -521,7 +553,9 @@ fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
     })
 }
 
-fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Digest), Fatal> {
+/// Spools stdin for `--stdin`. The digest is `None` when the spool could not be
+/// written: the file then streams stdin to the command, which runs uncached.
+fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<Digest>), Fatal> {
     let staged = match cache.map(|c| c.store.stage()) {
         Some(Ok(staged)) => Ok(staged),
         Some(Err(e)) => {
@@ -530,9 +564,18 @@ fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Digest),
         }
         None => tempfile::NamedTempFile::new(),
     };
-    staged
+    let spooled = staged
         .and_then(capture::spool_stdin)
-        .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))
+        .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))?;
+    Ok(match spooled {
+        capture::SpooledStdin::Whole { file, digest } => (file, Some(digest)),
+        capture::SpooledStdin::Streamed { reader, error } => {
+            warner.warn(format!(
+                "cannot spool stdin for --stdin ({error}); running the command without the cache"
+            ));
+            (reader, None)
+        }
+    })
 }
 
 /// Reads and checks the entry stored under `key`. Anything wrong with it is a miss; a
@@ -690,8 +733,14 @@ fn decide_storable(
     if let Some(sig) = finished.interrupted {
         return quiet(format!("interrupted by signal {sig}"));
     }
-    if finished.destination_failed {
+    if finished.destination_closed {
         return quiet("output could not be written".into());
+    }
+    if finished.output_held_open {
+        return Err(NotStored {
+            reason: "a process the command left running still holds its output".into(),
+            warn: true,
+        });
     }
     for recording in &finished.recordings {
         if let Err(e) = recording {

@@ -5,6 +5,10 @@
 //! stays bounded whatever the output size. Knows nothing about keys or entries.
 
 pub mod signals;
+mod stdin;
+pub mod streams;
+
+pub use stdin::{spool_stdin, SpooledStdin};
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
 
-use crate::digest::{Digest, Hasher, CHUNK};
+use crate::digest::{Digest, Hasher};
 use crate::exit::{Code, Fatal};
 use crate::key::StreamMode;
 
@@ -64,8 +68,17 @@ pub struct Finished {
     /// Recordings in stream order: [stdout, stderr] when separate, [combined] when merged.
     /// An `Err` means the recording failed (the output still reached its destination).
     pub recordings: Vec<io::Result<Recording>>,
-    /// memo's own stdout or stderr stopped accepting output, so the command was cut off.
-    pub destination_failed: bool,
+    /// The reader of memo's own stdout or stderr went away (a broken pipe), so the
+    /// command was cut off as it would have been without memo. Any other failure to
+    /// write there (a full disk) leaves the recording whole and the command running.
+    pub destination_closed: bool,
+    /// memo's stdout or stderr failed otherwise (ENOSPC, EIO): what this says went
+    /// nowhere, though it was recorded.
+    pub undelivered: Option<String>,
+    /// The command exited but a process it left running still held its stdout or
+    /// stderr open: memo stopped reading after a short grace, so the recording may lack
+    /// what that process writes later (which still reaches memo's stdout or stderr).
+    pub output_held_open: bool,
     /// A signal memo received while the command ran (forwarded to it).
     pub interrupted: Option<i32>,
 }
@@ -87,11 +100,41 @@ pub fn stream_mode() -> StreamMode {
 fn command(spec: Spec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
+    die_with_memo(&mut cmd);
     cmd.stdin(match spec.stdin {
         Some(file) => Stdio::from(file),
         None => Stdio::null(),
     });
     cmd
+}
+
+/// Makes the command die (SIGKILL) when memo does, however memo dies: a command that
+/// outlived a `kill -9`ed memo would run on next to the copy a waiting memo starts, and
+/// nobody would read its output. Its own children are not touched: they are the
+/// command's business, as when any parent dies. Linux only (PR_SET_PDEATHSIG). The
+/// signal follows the thread that spawned: memo spawns from its main thread, which
+/// lives as long as memo.
+fn die_with_memo(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // memo may have died between fork and prctl: then nobody sends the
+                // signal, so do not start.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -> Fatal {
@@ -140,10 +183,12 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
 }
 
 /// Runs the command, forwarding its output live and recording it into `stage()` files.
+/// `on_start` is told the command's pid as soon as it runs.
 pub fn run_recorded(
     spec: Spec,
     mode: StreamMode,
     stage: &dyn Fn() -> io::Result<NamedTempFile>,
+    on_start: &dyn Fn(u32),
 ) -> Result<Finished, Fatal> {
     let argv0 = spec.argv[0].clone();
     let program = spec.program.clone();
@@ -176,9 +221,11 @@ pub fn run_recorded(
     // The Command holds the pipes' write ends; drop it so the readers see end of file.
     drop(cmd);
     signals::set_child(child.id());
+    on_start(child.id());
     let stop = AtomicBool::new(false);
+    let exited = AtomicBool::new(false);
     let (outcome, tees) = std::thread::scope(|scope| {
-        let stop = &stop;
+        let (stop, exited) = (&stop, &exited);
         let handles: Vec<_> = sources
             .into_iter()
             .zip(sinks)
@@ -188,11 +235,13 @@ pub fn run_recorded(
                 let recorder =
                     sink.map(|file| scope.spawn(move || record(file, chunks, give_back)));
                 let to_recorder = recorder.as_ref().ok().map(|_| to_recorder);
-                let tee = scope.spawn(move || tee(reader, fd, to_recorder, returned, stop));
+                let flags = Flags { stop, exited };
+                let tee = scope.spawn(move || tee(reader, fd, to_recorder, returned, flags));
                 (tee, recorder)
             })
             .collect();
         let outcome = wait(&mut child);
+        exited.store(true, Ordering::SeqCst);
         if signals::received().is_some() {
             // Nothing will be stored, and a grandchild that outlived the command may hold
             // the pipes open for a long time: stop draining them soon.
@@ -201,14 +250,16 @@ pub fn run_recorded(
         let tees: Vec<Tee> = handles
             .into_iter()
             .map(|(tee, recorder)| {
-                let (destination_failed, read_error) = tee.join().expect("tee thread panicked");
+                let end = tee.join().expect("tee thread panicked");
                 let recording = recorder.and_then(|r| r.join().expect("recorder thread panicked"));
                 Tee {
-                    recording: match read_error {
+                    recording: match end.read_error {
                         Some(e) => Err(e),
                         None => recording,
                     },
-                    destination_failed,
+                    destination_closed: end.destination_closed,
+                    undelivered: end.undelivered,
+                    held_open: end.held_open,
                 }
             })
             .collect();
@@ -220,7 +271,9 @@ pub fn run_recorded(
     Ok(Finished {
         outcome,
         duration,
-        destination_failed: tees.iter().any(|t| t.destination_failed),
+        destination_closed: tees.iter().any(|t| t.destination_closed),
+        undelivered: tees.iter().find_map(|t| t.undelivered.clone()),
+        output_held_open: tees.iter().any(|t| t.held_open),
         recordings: tees.into_iter().map(|t| t.recording).collect(),
         interrupted: signals::received(),
     })
@@ -243,8 +296,12 @@ fn enlarge_pipe(reader: &io::PipeReader) {
 /// How much the tee reads at a time: the pipe buffer size it asks for.
 const TEE_CHUNK: usize = 1024 * 1024;
 
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const STOP_GRACE: Duration = Duration::from_millis(200);
+/// How long the pipes stay open for reading once the command has exited and what it
+/// left in them has been read: long enough for a descendant that is finishing too
+/// (`cmd | tee`, a last flush), short enough to feel like the direct call.
+const DRAIN_GRACE: Duration = Duration::from_millis(150);
 
 /// Waits until `source` has data or end of file, or `timeout` passes (then `false`).
 fn wait_readable(source: &io::PipeReader, timeout: Duration) -> bool {
@@ -261,7 +318,9 @@ fn wait_readable(source: &io::PipeReader, timeout: Duration) -> bool {
 
 struct Tee {
     recording: io::Result<Recording>,
-    destination_failed: bool,
+    destination_closed: bool,
+    undelivered: Option<String>,
+    held_open: bool,
 }
 
 /// A buffer and how many of its bytes are filled.
@@ -270,32 +329,96 @@ type Chunk = (Vec<u8>, usize);
 /// Buffers in flight per stream: bounds memory to `POOL * TEE_CHUNK` whatever the output.
 const POOL: usize = 4;
 
+/// What the tee watches besides its pipe.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    /// memo was interrupted: nothing will be stored.
+    stop: &'a AtomicBool,
+    /// The command has exited (and been reaped).
+    exited: &'a AtomicBool,
+}
+
+/// How a tee ended.
+#[derive(Default)]
+struct TeeEnd {
+    /// memo's destination is a pipe whose reader went away.
+    destination_closed: bool,
+    /// Why writing to the destination stopped, when it failed otherwise.
+    undelivered: Option<String>,
+    /// A reading error, or reading stopped before end of file: the recording is spoilt.
+    read_error: Option<io::Error>,
+    /// The command exited, and after `DRAIN_GRACE` a process it started still held the
+    /// pipe open.
+    held_open: bool,
+}
+
+/// When reading stops after the command has exited, though the pipe may stay open.
+struct Drain {
+    /// Bytes the command left in the pipe when its exit was noticed: always read.
+    leftover: usize,
+    read: usize,
+    deadline: Instant,
+}
+
+impl Drain {
+    fn start(source: &io::PipeReader) -> Drain {
+        Drain {
+            leftover: bytes_in_pipe(source),
+            read: 0,
+            deadline: Instant::now() + DRAIN_GRACE,
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        self.read >= self.leftover && Instant::now() >= self.deadline
+    }
+}
+
 /// Copies `source` to file descriptor `dest` as bytes arrive, and hands the bytes to the
 /// recorder thread (`to_recorder`), which hashes and writes them on the other core, in
 /// full buffers: the terminal sees every read at once, the recorder few large chunks.
 /// Buffers come back through `returned` and are reused, so memory stays bounded.
-/// A failing destination stops both, and closing `source` then lets the command see a
-/// broken pipe, as it would have without memo. Once `stop` is set, reading ends after
-/// `STOP_GRACE` even if the pipe is still open. Returns whether the destination failed,
-/// and a reading error (which spoils the recording).
+///
+/// A destination whose reader went away (EPIPE) stops both, and closing `source` then
+/// lets the command see a broken pipe, as it would have without memo. Any other failure
+/// to write there (ENOSPC, EIO) only stops the writing: the command is not the one
+/// that failed, so it goes on, and so does the recording.
+///
+/// Once the command has exited, reading goes on until end of file, or until what it
+/// left in the pipe is read and `DRAIN_GRACE` has passed: a process it left running
+/// may hold the pipe open for good (`daemon &`), and the direct call would not wait for
+/// it. Once `stop` is set, reading ends after `STOP_GRACE`. Either way a pipe still
+/// open is handed to a forwarder process (`streams::forward_later`), so what is
+/// written later still reaches `dest` after memo has exited.
 fn tee(
     mut source: io::PipeReader,
     dest: RawFd,
     mut to_recorder: Option<SyncSender<Chunk>>,
     returned: Receiver<Vec<u8>>,
-    stop: &AtomicBool,
-) -> (bool, Option<io::Error>) {
+    flags: Flags,
+) -> TeeEnd {
     // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
     let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
-    // Non-blocking, so that poll (needed only to notice `stop`) runs only when the pipe
-    // is empty, not before every read.
+    let mut writable = true;
+    // Non-blocking, so that poll (needed only to notice the flags) runs only when the
+    // pipe is empty, not before every read.
     let nonblocking = set_nonblocking(&source).is_ok();
     let mut allocated = 1;
     let mut buf = vec![0u8; TEE_CHUNK];
     let mut filled = 0;
-    let mut deadline: Option<Instant> = None;
-    let mut failure = (false, None);
+    let mut stop_deadline: Option<Instant> = None;
+    let mut drain: Option<Drain> = None;
+    let mut end = TeeEnd::default();
+    let mut still_open = false;
     loop {
+        if drain.is_none() && flags.exited.load(Ordering::SeqCst) {
+            drain = Some(Drain::start(&source));
+        }
+        if drain.as_ref().is_some_and(Drain::is_over) {
+            end.held_open = true;
+            still_open = true;
+            break;
+        }
         // Blocking fallback: wait first, and treat a wait that timed out as an empty pipe.
         let read = if nonblocking || wait_readable(&source, POLL_INTERVAL) {
             source.read(&mut buf[filled..])
@@ -308,23 +431,33 @@ fn tee(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let timed_out = !nonblocking || !wait_readable(&source, POLL_INTERVAL);
-                if timed_out && stop_now(stop, &mut deadline) {
-                    failure = (
-                        false,
-                        Some(io::Error::other("stopped reading after an interruption")),
-                    );
+                if timed_out && stop_now(flags.stop, &mut stop_deadline) {
+                    end.read_error =
+                        Some(io::Error::other("stopped reading after an interruption"));
+                    still_open = true;
                     break;
                 }
                 continue;
             }
             Err(e) => {
-                failure = (false, Some(e));
+                end.read_error = Some(e);
                 break;
             }
         };
-        if out.write_all(&buf[filled..filled + n]).is_err() {
-            failure = (true, None);
-            break;
+        if let Some(drain) = &mut drain {
+            drain.read += n;
+        }
+        if writable {
+            if let Err(e) = out.write_all(&buf[filled..filled + n]) {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    end.destination_closed = true;
+                    break;
+                }
+                let name = if dest == 1 { "stdout" } else { "stderr" };
+                end.undelivered =
+                    Some(format!("cannot write the command's output to {name} ({e})"));
+                writable = false;
+            }
         }
         filled += n;
         if filled < buf.len() {
@@ -351,8 +484,22 @@ fn tee(
             let _ = tx.send((buf, filled));
         }
     }
-    drop(source);
-    failure
+    if still_open && writable {
+        streams::forward_later(source, dest);
+    }
+    end
+}
+
+/// How many bytes wait in the pipe (0 if that cannot be told).
+fn bytes_in_pipe(source: &io::PipeReader) -> usize {
+    let mut available: libc::c_int = 0;
+    // SAFETY: FIONREAD on a valid descriptor writes one int.
+    let status = unsafe { libc::ioctl(source.as_raw_fd(), libc::FIONREAD, &mut available) };
+    if status < 0 {
+        0
+    } else {
+        available.max(0) as usize
+    }
 }
 
 fn stop_now(stop: &AtomicBool, deadline: &mut Option<Instant>) -> bool {
@@ -397,27 +544,4 @@ fn record(
     }
     let (digest, size) = hasher.finish();
     Ok(Recording { file, digest, size })
-}
-
-/// Reads standard input to its end into a staging file, hashing it on the way, for
-/// `--stdin`: the command then reads the same bytes from the file.
-pub fn spool_stdin(mut staged: NamedTempFile) -> io::Result<(File, Digest)> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut stdin = io::stdin().lock();
-    loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        staged.write_all(&buf[..n])?;
-        hasher.update(&buf[..n]);
-    }
-    let (digest, _) = hasher.finish();
-    // Reopen for reading; the staging name is removed when `staged` is dropped, the open
-    // file stays readable.
-    let file = staged.reopen()?;
-    Ok((file, digest))
 }

@@ -4,15 +4,26 @@
 //! command by itself; forwarding it again would deliver it twice. So only signals sent by
 //! a process (`kill`, si_code <= 0) are forwarded. Either way memo notes that it was
 //! interrupted, and an interrupted run is never stored.
+//!
+//! Once the command has been reaped there is nobody to forward to, and what memo still
+//! does (draining the pipes, storing) must not delay a `timeout` or a CI cancellation:
+//! a signal then ends memo at once with `_exit(128+N)`. Nothing partial can remain: the
+//! store writes every file through a rename, and gc sweeps the staging left in `tmp/`.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// Set once the command has been reaped: a signal then ends memo.
+static REAPED: AtomicBool = AtomicBool::new(false);
 
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if REAPED.load(Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe; no destructor or buffer needs to run.
+        unsafe { libc::_exit(128 + sig) };
+    }
     RECEIVED.store(sig, Ordering::SeqCst);
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
     let sent_by_process = unsafe { (*info).si_code } <= 0;
@@ -48,8 +59,10 @@ pub fn set_child(pid: u32) {
     }
 }
 
+/// The command has been reaped: from now on a signal ends memo at once.
 pub fn clear_child() {
     CHILD.store(0, Ordering::SeqCst);
+    REAPED.store(true, Ordering::SeqCst);
 }
 
 /// The last forwarded signal memo received, if any.

@@ -374,6 +374,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 
 /// Parses the command line and runs it; every error becomes one line on stderr.
 pub fn main() -> ExitCode {
+    crate::capture::streams::startup();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),

@@ -1,0 +1,109 @@
+//! memo's own standard streams: they are open, memo's notes on them never fail, and a
+//! command's pipe that outlives memo keeps flowing into them.
+//!
+//! memo forwards the command's output to its fds 1 and 2 by number, so those must be
+//! open before the first pipe is made (a pipe landing on fd 2 would receive memo's own
+//! messages). A reader that went away or a full disk on stderr must not turn a line
+//! memo prints into a panic, since the command's run does not depend on it. And when
+//! the command exits leaving a process that still holds its pipe (`daemon &`), memo
+//! returns as the direct call would, and a small forwarder (this same executable in a
+//! hidden mode) copies what that process writes later to where it would have gone.
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{FromRawFd, RawFd};
+use std::process::{Command, Stdio};
+
+/// The argument that starts this executable as a forwarder. Not a flag: it is never
+/// parsed by the command line, and a person typing it gets a `cat`.
+const FORWARDER: &str = "__memo-forward-output";
+
+/// The first thing `main` does: makes sure fds 0, 1 and 2 are open, and if this process
+/// was started as a forwarder (see `forward_later`), does that and exits.
+pub fn startup() {
+    ensure_standard_fds();
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(OsStr::new(FORWARDER)) && args.next().is_none() {
+        forward_stdin_to_stdout();
+        std::process::exit(0);
+    }
+}
+
+/// Opens /dev/null on whichever of fds 0, 1 and 2 is closed (`2>&-`), so no pipe or file
+/// memo opens later lands there. (Rust's runtime does the same on Linux; memo relies on
+/// it, so it says so itself.)
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on any number is harmless; it only reports whether it is open.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+        if closed {
+            // SAFETY: open with a valid C string; the lowest free descriptor is `fd`,
+            // since the lower ones are open by now. It is meant to stay open for good.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// Writes one line of memo's own to stderr. A failure (the reader went away, a full
+/// disk) is ignored: memo's messages must never stop the command or change its exit code.
+pub fn note(line: impl Display) {
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
+/// Hands `source`, a pipe a process outside memo still holds open, to a detached
+/// forwarder that copies it to `dest` (memo's fd 1 or 2) until that process closes it,
+/// so memo can exit now. Best effort: if the forwarder cannot start, the pipe closes
+/// with memo and the writer gets a broken pipe, as it would if its reader had gone.
+pub fn forward_later(source: io::PipeReader, dest: RawFd) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // SAFETY: `dest` is fd 1 or 2, open for the life of the process; not dropped.
+    let out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
+    let Ok(out) = out.try_clone() else {
+        return;
+    };
+    // Left in memo's process group: a Ctrl-C reaches it with the process it serves.
+    // Not waited for: it ends when the writer does, after memo.
+    let _ = Command::new(exe)
+        .arg(FORWARDER)
+        .stdin(Stdio::from(source))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// The forwarder: copies stdin to stdout as bytes arrive, unbuffered, until end of file
+/// or until stdout fails.
+fn forward_stdin_to_stdout() {
+    // The pipe comes from memo's tee, which read it non-blocking (the flag belongs to
+    // the pipe, so it came along): blocking reads here.
+    // SAFETY: fcntl on fd 0, which is open.
+    unsafe {
+        let flags = libc::fcntl(0, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(0, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    // SAFETY: fds 0 and 1 are open (ensure_standard_fds); the Files are never dropped.
+    let mut input = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    // SAFETY: as above.
+    let mut output = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if output.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}

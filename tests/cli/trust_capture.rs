@@ -1,0 +1,322 @@
+//! Issue 8, the running side: memo returns when its command does, stops when it is told
+//! to, dies with its command, and never lets its own stdout or stderr break the command.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Waits for `child` to exit, for at most `limit`; `None` if it is still running.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills every pid listed (one a line) in the work dir file `rel`.
+fn kill_listed(env: &TestEnv, rel: &str) {
+    for pid in fs::read_to_string(env.path(rel))
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Ok(pid) = pid.trim().parse() {
+            kill(pid, "-KILL");
+        }
+    }
+}
+
+/// Runs `memo ARGS` with stdout and stderr into files of the work dir's parent; returns
+/// the child and the two paths.
+fn spawn_to_files(
+    env: &TestEnv,
+    args: &[String],
+) -> (Child, std::path::PathBuf, std::path::PathBuf) {
+    let out = env.root.path().join("memo.out");
+    let err = env.root.path().join("memo.err");
+    let child = env
+        .memo(args)
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    (child, out, err)
+}
+
+#[test]
+fn a_background_process_holding_the_output_does_not_hold_memo_and_is_not_stored() {
+    let env = TestEnv::new();
+    env.tool("sleep 5 & echo $! >> bg.pid; echo ok");
+    for round in 1..=2 {
+        let (mut child, out, err) = spawn_to_files(&env, &run_tool(&[]));
+        let status = wait_at_most(&mut child, Duration::from_secs(4));
+        kill_listed(&env, "bg.pid");
+        let status = status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("memo waited for the background process, not for its command")
+        });
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(fs::read_to_string(&out).unwrap(), "ok\n");
+        let err = fs::read_to_string(&err).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("memo: warning: ") && err.contains("still holds"),
+            "{err}"
+        );
+        assert_eq!(env.count(), round, "not stored, so it runs again");
+    }
+    assert!(env.entries().is_empty());
+}
+
+#[test]
+fn what_a_background_process_writes_later_still_reaches_memos_stdout() {
+    let env = TestEnv::new();
+    env.tool("(while [ ! -e go ]; do sleep 0.02; done; echo later) & echo ok");
+    let (mut child, out, _) = spawn_to_files(&env, &run_tool(&[]));
+    let status = wait_at_most(&mut child, Duration::from_secs(4));
+    env.write("go", "");
+    let status = status.expect("memo waited for the background process");
+    assert!(status.success());
+    env.eventually("the background output arrives", || {
+        fs::read_to_string(&out).unwrap() == "ok\nlater\n"
+    });
+}
+
+/// Holds an exclusive `flock` on `path` (created if missing) until dropped.
+struct HeldLock {
+    _file: File,
+}
+
+impl HeldLock {
+    fn take(path: &std::path::Path) -> HeldLock {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        // SAFETY: flock on a descriptor this File owns.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        HeldLock { _file: file }
+    }
+}
+
+#[test]
+fn a_signal_after_the_command_exited_stops_memo_at_once_with_128_plus_n() {
+    for (sig, number) in [("-TERM", 15), ("-INT", 2)] {
+        let env = TestEnv::new();
+        env.tool("touch started; while [ ! -e go ]; do sleep 0.02; done; echo done");
+        // Separate files for stdout and stderr, as in the `env.run` that replays it.
+        let (mut child, _, _) = spawn_to_files(&env, &run_tool(&[]));
+        env.wait_for_file("started");
+        // memo counts the store in the counter file its pid picks, under a lock: holding
+        // that lock keeps memo storing, deterministically, after its command has exited.
+        let shard = env
+            .cache()
+            .join("stats")
+            .join(format!("{:02}", child.id() % 16));
+        let held = HeldLock::take(&shard);
+        env.write("go", "");
+        env.eventually("the entry is written", || !env.entries().is_empty());
+        kill(child.id(), sig);
+        let status = wait_at_most(&mut child, Duration::from_secs(3));
+        drop(held);
+        let status = status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("memo did not stop on {sig} while it stored")
+        });
+        assert_eq!(status.code(), Some(128 + number), "{sig}");
+        // What was stored before the signal is whole: it replays.
+        let out = env.run(run_tool(&[]));
+        assert_success(&out);
+        assert_eq!(stdout(&out), "done\n");
+        assert_eq!(env.count(), 1);
+    }
+}
+
+#[test]
+fn a_follower_never_runs_while_a_killed_holders_command_still_runs() {
+    let env = TestEnv::new();
+    env.tool(
+        ": > out.txt; echo \"start $$\" >> log; echo \"$$ begin\" >> out.txt; sleep 1; \
+         echo \"$$ end\" >> out.txt; echo \"end $$\" >> log; echo done",
+    );
+    let args = run_tool(&["-o", "out.txt"]);
+    let mut holder = env
+        .memo(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_file("log");
+    // The follower waits on the key's lock; then only memo itself is killed, not its
+    // process group.
+    let follower = env
+        .memo(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    kill(holder.id(), "-KILL");
+    holder.wait().unwrap();
+    let out = follower.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "done\n");
+    let log = fs::read_to_string(env.path("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let first = lines[0].strip_prefix("start ").unwrap();
+    let second_start = lines.iter().rposition(|l| l.starts_with("start ")).unwrap();
+    assert!(second_start > 0, "{log}");
+    let second = lines[second_start].strip_prefix("start ").unwrap();
+    assert!(
+        !lines[second_start..].contains(&format!("end {first}").as_str()),
+        "the first copy still ran after the follower started it again:\n{log}"
+    );
+    assert_eq!(env.count(), 2);
+    // The stored result is one copy's output, whole.
+    fs::remove_file(env.path("out.txt")).unwrap();
+    let hit = env.run(&args);
+    assert_success(&hit);
+    assert_eq!(env.count(), 2, "a hit");
+    assert_eq!(
+        fs::read_to_string(env.path("out.txt")).unwrap(),
+        format!("{second} begin\n{second} end\n")
+    );
+}
+
+/// `memo ARGS` with stderr on a pipe whose reader is gone.
+fn with_stderr_reader_gone(mut cmd: Command) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdout(Stdio::piped()).stderr(writer).output().unwrap()
+}
+
+#[test]
+fn memo_runs_the_command_when_its_stderr_reader_went_away_or_is_closed() {
+    let env = TestEnv::new();
+    env.tool("echo ok");
+    // memo's own line after the run (--verbose) has nowhere to go.
+    let mut verbose = env.memo(run_tool(&[]));
+    verbose.env("MEMO_VERBOSE", "1");
+    let out = with_stderr_reader_gone(verbose);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "ok\n");
+    assert_eq!(env.count(), 1);
+    // Nor has its warning before the run (the default cache cannot be used).
+    let blocker = env.root.path().join("not-a-dir");
+    fs::write(&blocker, "").unwrap();
+    let mut warned = env.memo(run_tool(&[]));
+    warned
+        .env_remove("MEMO_DIR")
+        .env("XDG_CACHE_HOME", &blocker);
+    let out = with_stderr_reader_gone(warned);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "ok\n");
+    assert_eq!(env.count(), 2);
+    // A closed stderr or stdout.
+    for redirect in ["2>&-", ">&- 2>&-"] {
+        let script = format!("exec {MEMO} run -- ./tool arg {redirect}");
+        let out = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .current_dir(env.work())
+            .env("MEMO_DIR", env.cache())
+            .output()
+            .unwrap();
+        assert_success(&out);
+    }
+    assert_eq!(env.count(), 4);
+}
+
+#[test]
+fn a_full_destination_does_not_kill_the_command_and_the_recording_is_stored() {
+    // 3 MB: more than the pipe holds, so the command is still writing when memo's first
+    // write to the full destination fails.
+    for (stream, redirect) in [("stdout", ""), ("stderr", " >&2")] {
+        let env = TestEnv::new();
+        env.tool(&format!(
+            "echo before >&2; echo before; exec head -c 3000000 /dev/zero{redirect}"
+        ));
+        let full = || File::options().write(true).open("/dev/full").unwrap();
+        let mut cmd = env.memo(run_tool(&[]));
+        if stream == "stdout" {
+            cmd.stdout(full()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(full());
+        }
+        let out = cmd.output().unwrap();
+        assert_success(&out);
+        if stream == "stdout" {
+            let err = stderr(&out);
+            assert!(err.starts_with("before\n"), "{err}");
+            assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+            assert!(err.contains("No space left on device"), "{err}");
+        }
+        // The recording is whole: a hit replays every byte.
+        let hit = env.run(run_tool(&[]));
+        assert_success(&hit);
+        assert_eq!(env.count(), 1, "{stream}: stored");
+        let replayed = if stream == "stdout" {
+            &hit.stdout
+        } else {
+            &hit.stderr
+        };
+        assert_eq!(replayed.len(), "before\n".len() + 3_000_000, "{stream}");
+    }
+}
+
+#[test]
+fn stdin_on_a_full_disk_still_reaches_the_command_whole() {
+    let env = TestEnv::new();
+    env.tool("cat > copy.bin; echo fed");
+    // 2 MB of varied bytes into a 512 KiB cache: spooling fails part-way.
+    let input: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let input_file = env.root.path().join("input.bin");
+    fs::write(&input_file, &input).unwrap();
+    let mount_point = env.root.path().join("small");
+    fs::create_dir_all(&mount_point).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=512k tmpfs \"$0\" || exit 99; exec \"$@\"")
+        .arg(&mount_point)
+        .arg(MEMO)
+        .args(run_tool(&["--stdin"]))
+        .current_dir(env.work())
+        .env("MEMO_DIR", mount_point.join("cache"))
+        .stdin(File::open(&input_file).unwrap())
+        .output()
+        .unwrap();
+    if out.status.code() == Some(99)
+        || (out.status.code() == Some(1) && stderr(&out).contains("unshare"))
+    {
+        eprintln!(
+            "skipped: cannot mount a tmpfs in a user namespace here ({})",
+            stderr(&out).trim()
+        );
+        return;
+    }
+    assert_success(&out);
+    assert_eq!(stdout(&out), "fed\n");
+    assert!(
+        env.read("copy.bin") == input,
+        "the command got its whole input"
+    );
+    let err = stderr(&out);
+    assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+}
