@@ -115,7 +115,7 @@ static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::ne
 /// tends to cause a cascade, and the user needs to hear about it once.
 pub fn warn_once(message: impl std::fmt::Display) {
     if !WARNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        crate::capture::streams::note(format_args!("memo: warning: {message}"));
+        crate::console::note(format_args!("memo: warning: {message}"));
     }
 }
 

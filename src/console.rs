@@ -1,8 +1,10 @@
-//! memo's own standard output, as the management commands write it (`ls`, `stats`, `log`,
-//! `config`, `explain`, `gc`): a reader that went away (`memo ls | head -1`) ends memo
-//! quietly with exit 0, as ripgrep does, instead of a panic from `println!`.
+//! memo's own lines on its standard output and error. On stdout, as the management
+//! commands write it (`ls`, `stats`, `log`, `config`, `explain`, `gc`), a reader that
+//! went away (`memo ls | head -1`) ends memo quietly with exit 0, as ripgrep does,
+//! instead of a panic from `println!`. On stderr, a failure is ignored: memo's messages
+//! must never stop the command or change its exit code.
 
-use std::fmt;
+use std::fmt::{self, Display};
 use std::io::{self, Write};
 
 /// Writes to stdout; on a broken pipe exits 0 at once, on any other failure exits 125
@@ -12,7 +14,7 @@ pub fn print(args: fmt::Arguments<'_>) {
         if e.kind() == io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("memo: cannot write to stdout: {e}");
+        note(format_args!("memo: cannot write to stdout: {e}"));
         std::process::exit(crate::exit::Code::Failure as i32);
     }
 }
@@ -26,4 +28,10 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::console::print(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// Writes one line of memo's own to stderr, ignoring a failure (the reader went away, a
+/// full disk).
+pub fn note(line: impl Display) {
+    let _ = writeln!(io::stderr(), "{line}");
 }

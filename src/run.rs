@@ -168,7 +168,7 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let Some(cache) = &prepared.cache else {
         let code = capture::run_passthrough(prepared.spec)?.exit_code();
         if verbose {
-            capture::streams::note(format_args!(
+            crate::console::note(format_args!(
                 "memo: miss {}, not stored: cache unavailable",
                 prepared.key.short()
             ));
@@ -229,7 +229,7 @@ fn run_with_cache(
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
             if verbose {
-                capture::streams::note(format_args!(
+                crate::console::note(format_args!(
                     "memo: waiting for another memo running the same command"
                 ));
             }
@@ -307,7 +307,7 @@ fn run_with_cache(
         }
     };
     if verbose {
-        capture::streams::note(format_args!(
+        crate::console::note(format_args!(
             "memo: miss {}, ran {}, {verdict}",
             key.short(),
             crate::config::format_duration(duration)
@@ -333,7 +333,7 @@ fn try_hit(
     let fresh = freshness(&entry, req);
     if let Freshness::Expired(late) = fresh {
         if verbose {
-            capture::streams::note(format_args!(
+            crate::console::note(format_args!(
                 "memo: entry {} expired {} ago",
                 key.short(),
                 crate::config::format_duration(late)
@@ -361,7 +361,7 @@ fn try_hit(
         };
     }
     if verbose {
-        capture::streams::note(format_args!(
+        crate::console::note(format_args!(
             "memo: hit {}, saved {:.2}s{how}",
             key.short(),
             saved.as_secs_f64()
@@ -698,9 +698,12 @@ fn replay(
                 // What the command itself would have met: death by SIGPIPE.
                 return Ok(Some(128 + libc::SIGPIPE));
             }
-            return Err(Fatal::failure(format!(
-                "memo: cannot write the replayed output: {e}"
-            )));
+            // A full disk or an I/O error on one destination: as on a miss, the other
+            // stream is still replayed and the command's exit code passed through.
+            warner.warn(format!(
+                "cannot write the replayed {} ({e})",
+                if fd == 1 { "stdout" } else { "stderr" }
+            ));
         }
     }
     Ok(Some(entry.exit_code))

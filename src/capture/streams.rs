@@ -10,7 +10,6 @@
 //! hidden mode) copies what that process writes later to where it would have gone.
 
 use std::ffi::OsStr;
-use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -46,12 +45,6 @@ pub fn ensure_standard_fds() {
             unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
         }
     }
-}
-
-/// Writes one line of memo's own to stderr. A failure (the reader went away, a full
-/// disk) is ignored: memo's messages must never stop the command or change its exit code.
-pub fn note(line: impl Display) {
-    let _ = writeln!(io::stderr(), "{line}");
 }
 
 /// Hands `source`, a pipe a process outside memo still holds open, to a detached

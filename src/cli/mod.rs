@@ -383,11 +383,11 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => match err.downcast_ref::<Fatal>() {
             Some(fatal) => {
-                eprintln!("{}", fatal.message);
+                crate::console::note(format_args!("{}", fatal.message));
                 ExitCode::from(fatal.code as u8)
             }
             None => {
-                eprintln!("memo: {err:#}");
+                crate::console::note(format_args!("memo: {err:#}"));
                 ExitCode::from(Code::Failure as u8)
             }
         },
@@ -409,7 +409,7 @@ fn usage_error(err: clap::Error) -> ExitCode {
             let rendered = err.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("memo: {first}; see 'memo --help'");
+            crate::console::note(format_args!("memo: {first}; see 'memo --help'"));
             ExitCode::from(Code::Failure as u8)
         }
     }

@@ -306,7 +306,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         ..Default::default()
     });
     if removed == 0 {
-        eprintln!("memo: no cached result matches");
+        crate::console::note(format_args!("memo: no cached result matches"));
         return Ok(1);
     }
     crate::outln!("removed {removed} entries (their objects go at the next gc)");
@@ -327,7 +327,9 @@ pub fn log(settings: &Settings, count: usize, json: bool) -> anyhow::Result<i32>
         }
     }
     if unreadable > 0 {
-        eprintln!("memo: warning: skipped {unreadable} unreadable log lines");
+        crate::console::note(format_args!(
+            "memo: warning: skipped {unreadable} unreadable log lines"
+        ));
     }
     Ok(0)
 }

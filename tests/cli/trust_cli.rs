@@ -440,3 +440,22 @@ fn rewrite_entry(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Valu
     out.extend(body);
     fs::write(path, out).unwrap();
 }
+
+#[test]
+fn a_hit_replayed_into_a_full_destination_still_passes_the_exit_code_and_other_stream() {
+    let env = TestEnv::new();
+    env.tool("echo out; echo err >&2; exit 3");
+    assert_code(&env.run(run_tool(&["--cache-failures"])), 3);
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = env
+        .memo(run_tool(&["--cache-failures"]))
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_code(&out, 3);
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(env.count(), 1, "replayed, not run");
+}
