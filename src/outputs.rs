@@ -146,6 +146,15 @@ fn store_object(
 /// Records every declared output. Fails if one is missing: such a result is not stored.
 pub fn record_outputs(declared: &[PathBuf], store: &dyn Store) -> Result<Vec<Output>, RecordError> {
     let budget = InlineBudget::new(INLINE_OUTPUTS_MAX);
+    // What a killed restore left beside an output goes now, even if no later call is a
+    // hit that would sweep it; once per directory, however many outputs share it.
+    let mut swept = HashSet::new();
+    for path in declared {
+        let dir = parent_or_dot(path);
+        if swept.insert(dir) {
+            sweep_dir(dir);
+        }
+    }
     declared
         .iter()
         .map(|path| record_output(path, store, &budget))
@@ -157,7 +166,6 @@ fn record_output(
     store: &dyn Store,
     budget: &InlineBudget,
 ) -> Result<Output, RecordError> {
-    sweep_dir(parent_or_dot(path));
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
