@@ -3,7 +3,8 @@
 //! Owns the walk of `--output` paths into entry nodes, and the restore. A declared path
 //! that is a symlink to an existing file or directory stands for what the command wrote
 //! through it: its target's contents are recorded, and a hit writes through the link
-//! again while it still leads to the recorded kind. Below that root, symlinks are
+//! again while it leads to the recorded kind, or dangles where the target could be
+//! created (its directory exists). Below that root, symlinks are
 //! recorded and restored as links, never followed.
 //!
 //! A restore writes each recorded file atomically (a temporary file beside it, renamed
@@ -36,6 +37,11 @@ pub enum RecordError {
     Unsupported(PathBuf),
     #[error("cannot read output '{path}': {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "the result would make a {size}-byte entry, more than memo reads back \
+         ({limit} bytes): too many output files, or too long names"
+    )]
+    TooLarge { size: u64, limit: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -140,6 +146,15 @@ fn store_object(
 /// Records every declared output. Fails if one is missing: such a result is not stored.
 pub fn record_outputs(declared: &[PathBuf], store: &dyn Store) -> Result<Vec<Output>, RecordError> {
     let budget = InlineBudget::new(INLINE_OUTPUTS_MAX);
+    // What a killed restore left beside an output goes now, even if no later call is a
+    // hit that would sweep it; once per directory, however many outputs share it.
+    let mut swept = HashSet::new();
+    for path in declared {
+        let dir = parent_or_dot(path);
+        if swept.insert(dir) {
+            sweep_dir(dir);
+        }
+    }
     declared
         .iter()
         .map(|path| record_output(path, store, &budget))
@@ -175,11 +190,17 @@ fn record_output(
             .follow_links(false)
             .sort_by_file_name()
             .into_iter()
-            // What a killed restore left behind is memo's, never the command's output.
+            // What a killed restore left behind is memo's, never the command's output;
+            // it goes now, even if no later call is a hit that would sweep it.
             .filter_entry(|e| {
-                !e.file_name()
+                let ours = e
+                    .file_name()
                     .as_bytes()
-                    .starts_with(RESTORE_PREFIX.as_bytes())
+                    .starts_with(RESTORE_PREFIX.as_bytes());
+                if ours {
+                    remove_if_left_by_dead_restore(e.path());
+                }
+                !ours
             });
         for entry in walk {
             let entry = entry.map_err(|e| {
@@ -336,7 +357,9 @@ impl Restore<'_> {
         match &root.kind {
             NodeKind::Dir => {
                 // Through a link to a directory, as the command wrote; else a directory.
-                if !fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                if let Some(target) = dangling_target(&dest) {
+                    fs::create_dir(&target).map_err(|e| write_error(&target, e))?;
+                } else if !fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
                     self.node(&dest, &NodeKind::Dir)?;
                 }
                 for node in rest {
@@ -350,7 +373,7 @@ impl Restore<'_> {
                 let at = if through_link {
                     fs::canonicalize(&dest).map_err(|e| write_error(&dest, e))?
                 } else {
-                    dest.clone()
+                    dangling_target(&dest).unwrap_or_else(|| dest.clone())
                 };
                 self.node(&at, &root.kind)?;
             }
@@ -401,10 +424,7 @@ impl Restore<'_> {
                         _ => write_error(at, e),
                     })?;
                 }
-                let dir = match at.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
+                let dir = parent_or_dot(at);
                 self.sweep(dir);
                 match kind {
                     NodeKind::File { blob, executable } => {
@@ -445,25 +465,63 @@ impl Restore<'_> {
 
     /// Removes, once per directory, what restores killed midway left in `dir`.
     fn sweep(&mut self, dir: &Path) {
-        if !self.swept.insert(dir.to_path_buf()) {
-            return;
+        if self.swept.insert(dir.to_path_buf()) {
+            sweep_dir(dir);
         }
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_str().unwrap_or_default();
-            if crate::fsutil::left_by_dead_process(name, RESTORE_PREFIX) {
-                let path = entry.path();
-                match fs::symlink_metadata(&path) {
-                    // Directories: what a memo before per-file restores staged.
-                    Ok(m) if m.is_dir() => drop(fs::remove_dir_all(&path)),
-                    Ok(_) => drop(fs::remove_file(&path)),
-                    Err(_) => {}
-                }
-            }
-        }
+    }
+}
+
+/// Where the dangling symlink at `dest` leads, when a command writing through it would
+/// create its target there: the target's directory exists and nothing is at the target
+/// itself (a chain of links is not followed further). `None` for anything else.
+fn dangling_target(dest: &Path) -> Option<PathBuf> {
+    if !fs::symlink_metadata(dest).is_ok_and(|m| m.is_symlink()) {
+        return None;
+    }
+    match fs::metadata(dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        _ => return None,
+    }
+    // An absolute target replaces the base in `join`.
+    let target = parent_or_dot(dest).join(fs::read_link(dest).ok()?);
+    if !fs::metadata(parent_or_dot(&target)).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    match fs::symlink_metadata(&target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(target),
+        _ => None,
+    }
+}
+
+/// The directory `path` is in, `.` for a bare name.
+fn parent_or_dot(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes what restores killed midway left in `dir`.
+fn sweep_dir(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        remove_if_left_by_dead_restore(&entry.path());
+    }
+}
+
+/// Removes `path` if it is a restore's temporary file whose memo is dead.
+fn remove_if_left_by_dead_restore(path: &Path) {
+    let name = path.file_name().unwrap_or_default();
+    if !crate::fsutil::left_by_dead_process(name.to_str().unwrap_or_default(), RESTORE_PREFIX) {
+        return;
+    }
+    match fs::symlink_metadata(path) {
+        // Directories: what a memo before per-file restores staged.
+        Ok(m) if m.is_dir() => drop(fs::remove_dir_all(path)),
+        Ok(_) => drop(fs::remove_file(path)),
+        Err(_) => {}
     }
 }
 

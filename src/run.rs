@@ -813,7 +813,11 @@ fn save(
         streams,
         outputs,
     };
-    let encoded = entry.encode();
+    // An entry too big to read back would be reported corrupt by every later call.
+    let limit = crate::store::local::MAX_ENTRY_BYTES;
+    let encoded = entry
+        .encode_within(limit)
+        .map_err(|size| RecordError::TooLarge { size, limit })?;
     crate::gc::note_replaced(cache, &key, &entry);
     let previous = store.put_entry(&key, &encoded)?;
     let size = encoded.len() as u64

@@ -257,7 +257,8 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
 }
 
 /// Refuses declared outputs that no command could mean: an empty path, the root
-/// directory, or a directory that holds the cache (a hit would restore over the cache).
+/// directory, a directory that holds the cache, or a path inside the cache (either way
+/// a hit would restore over the cache's own files).
 fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(), Fatal> {
     let cwd = std::env::current_dir().ok();
     let cache = cwd
@@ -280,9 +281,16 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
             )));
         }
         if let (Some(cwd), Some(cache)) = (&cwd, &cache) {
-            if cache.starts_with(absolute_resolved(cwd, output)) {
+            let resolved = absolute_resolved(cwd, output);
+            if cache.starts_with(&resolved) {
                 return Err(Fatal::failure(format!(
                     "memo: --output '{shown}' contains the cache directory '{}'; declare a narrower output or move the cache (MEMO_DIR)",
+                    cache_dir.display()
+                )));
+            }
+            if resolved.starts_with(cache) {
+                return Err(Fatal::failure(format!(
+                    "memo: --output '{shown}' is inside the cache directory '{}'; write the output elsewhere or move the cache (MEMO_DIR)",
                     cache_dir.display()
                 )));
             }
@@ -301,9 +309,10 @@ fn absolute_resolved(cwd: &std::path::Path, path: &std::path::Path) -> PathBuf {
         if let Ok(real) = std::fs::canonicalize(&existing) {
             break real;
         }
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
+        // The last component, `..` included (file_name has none for it).
+        match (existing.components().next_back(), existing.parent()) {
+            (Some(name @ (Component::Normal(_) | Component::ParentDir)), Some(parent)) => {
+                rest.push(name.as_os_str().to_os_string());
                 existing = parent.to_path_buf();
             }
             _ => break existing,

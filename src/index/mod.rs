@@ -106,11 +106,23 @@ pub enum DecodeError {
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_within(u64::MAX).expect("no limit")
+    }
+
+    /// The encoded entry if it takes at most `limit` bytes, else `Err` with its size.
+    /// Checked before the checksum is computed: an entry too big to store costs no hash.
+    pub fn encode_within(&self, limit: u64) -> Result<Vec<u8>, u64> {
         let body = serde_json::to_vec(self).expect("entries always serialize");
+        // The header: magic, version, 64 hex digits, three separators.
+        let size = (MAGIC.len() + FORMAT_VERSION.to_string().len() + 64 + 3 + body.len()) as u64;
+        if size > limit {
+            return Err(size);
+        }
         let mut out =
             format!("{MAGIC} {FORMAT_VERSION} {}\n", Digest::of_bytes(&body)).into_bytes();
         out.extend_from_slice(&body);
-        out
+        debug_assert_eq!(out.len() as u64, size);
+        Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {

@@ -382,3 +382,120 @@ fn many_small_binary_outputs_make_a_small_entry_that_hits() {
     assert_eq!(fs::read_dir(env.path("dir")).unwrap().count(), 300);
     assert_eq!(env.read("dir/f.aaaa"), sample);
 }
+
+/// However the entry's bytes are spent (here: long escaped names and link targets, a few
+/// thousand of them), an entry memo could not read back is not written: the call warns
+/// once, and no later call finds an entry it must call corrupt (as happened before).
+#[test]
+fn an_entry_too_big_to_read_back_is_not_stored() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    // A control byte is six characters in JSON: about 45 kB of entry per link.
+    let name = vec![1u8; 240];
+    let mut dir = env.path("out");
+    for _ in 0..15 {
+        dir.push(std::ffi::OsStr::from_bytes(&name));
+    }
+    fs::create_dir_all(&dir).unwrap();
+    let target = std::ffi::OsStr::from_bytes(&[1u8; 4000]).to_os_string();
+    for i in 0..1600 {
+        let mut link = name.clone();
+        link.extend_from_slice(i.to_string().as_bytes());
+        symlink(&target, dir.join(std::ffi::OsStr::from_bytes(&link))).unwrap();
+    }
+    env.tool("true");
+    let out = env.run(run_tool(&["-o", "out"]));
+    assert_success(&out);
+    assert!(stderr(&out).contains("not stored"), "{}", stderr(&out));
+    // So the next call cannot find an entry it would call corrupt.
+    assert!(env.entries().is_empty(), "an unreadable entry was written");
+}
+
+// --- More symlinked outputs ---------------------------------------------------------
+
+/// `out.txt -> data/out.txt` with data/out.txt cleaned away: the command would write
+/// through the link again, so the hit does too, and the user's link stays.
+#[test]
+fn a_file_output_behind_a_dangling_symlink_is_restored_through_it() {
+    let env = TestEnv::new();
+    fs::create_dir(env.path("data")).unwrap();
+    symlink("data/out.txt", env.path("out.txt")).unwrap();
+    env.tool("echo content > out.txt");
+    assert!(env.ran_tool(&["-o", "out.txt"]));
+    fs::remove_file(env.path("data/out.txt")).unwrap();
+    assert!(!env.ran_tool(&["-o", "out.txt"]));
+    assert!(is_symlink(&env.path("out.txt")), "the link is kept");
+    assert_eq!(env.read("data/out.txt"), b"content\n");
+    assert_eq!(env.count(), 1);
+    assert_no_restore_leftovers(&env);
+}
+
+/// `build -> /abs/real` with real/ removed: the hit recreates real/ and fills it, and the
+/// link stays, as `mkdir -p real` before the build would.
+#[test]
+fn a_directory_output_behind_a_dangling_absolute_symlink_is_restored_through_it() {
+    let env = TestEnv::new();
+    fs::create_dir(env.path("real")).unwrap();
+    symlink(env.path("real"), env.path("build")).unwrap();
+    env.tool("mkdir -p build/sub && echo built > build/sub/out.txt");
+    assert!(env.ran_tool(&["-o", "build"]));
+    fs::remove_dir_all(env.path("real")).unwrap();
+    assert!(!env.ran_tool(&["-o", "build"]));
+    assert!(is_symlink(&env.path("build")), "the link is kept");
+    assert_eq!(env.read("real/sub/out.txt"), b"built\n");
+    assert_eq!(env.count(), 1);
+}
+
+// --- Leftovers of a killed restore ------------------------------------------------
+
+/// A restore killed with SIGKILL leaves its temporary file; the next call that is not a
+/// hit (here --force) runs the command and still clears it from the output's directory.
+#[test]
+fn what_a_killed_restore_left_is_removed_by_the_next_run_too() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p out/sub; echo a > out/sub/a; echo b > top.txt");
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    env.write(&format!("out/sub/.memo-restore-{dead_pid}-abc123"), "half");
+    env.write(&format!(".memo-restore-{dead_pid}-def456"), "half");
+    assert!(env.ran_tool(&["-o", "out", "-o", "top.txt"]));
+    assert_no_restore_leftovers(&env);
+    env.write(&format!("out/sub/.memo-restore-{dead_pid}-abc124"), "half");
+    assert!(env.ran_tool(&["--force", "-o", "out", "-o", "top.txt"]));
+    assert_no_restore_leftovers(&env);
+}
+
+// --- Declarations that make no sense -----------------------------------------------
+
+/// An output inside the cache directory: a hit would write memo's own files back over
+/// the cache. Refused like one that contains the cache, however it is spelled.
+#[test]
+fn an_output_inside_the_cache_directory_is_refused() {
+    let env = TestEnv::new();
+    env.tool("mkdir -p \"$MEMO_DIR/mine\"; echo x > \"$MEMO_DIR/mine/f\"");
+    fs::create_dir_all(env.cache().join("entries")).unwrap();
+    symlink(env.cache(), env.path("cachelink")).unwrap();
+    let cache = env.cache().display().to_string();
+    for declared in [
+        format!("{cache}/entries"),
+        format!("{cache}/mine"),
+        format!("{cache}/mine/f"),
+        "cachelink/entries".to_string(),
+        "cachelink/./new/..//mine".to_string(),
+        "cachelink/entries/../mine".to_string(),
+    ] {
+        let out = env.run(run_tool(&["-o", &declared]));
+        assert_code(&out, 125);
+        assert!(
+            stderr(&out).contains("cache directory"),
+            "{declared}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    assert_eq!(env.count(), 0);
+    // A sibling whose name merely starts like the cache's is fine.
+    env.tool("echo x > \"$MEMO_DIR-sibling\"");
+    assert!(env.ran_tool(&["-o", &format!("{cache}-sibling")]));
+}
