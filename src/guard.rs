@@ -9,10 +9,11 @@
 //! left out: the key holds their contents before the run, the entry after it. It reads;
 //! it never stores anything nor warns (the caller does).
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::bytes::ByteString;
@@ -37,6 +38,18 @@ pub enum Change {
     Executable(PathBuf),
     /// The inputs could not be listed again (the message says why).
     Unlisted(String),
+}
+
+impl Change {
+    fn path(&self) -> &Path {
+        match self {
+            Change::Appeared(p)
+            | Change::Disappeared(p)
+            | Change::Changed(p)
+            | Change::Executable(p) => p,
+            Change::Unlisted(_) => Path::new(""),
+        }
+    }
 }
 
 impl fmt::Display for Change {
@@ -100,16 +113,23 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let Some(old) = before.get(key.as_bytes()) else {
-                return Err(Change::Appeared(path));
+            let change = match before.get(key.as_bytes()) {
+                None => Change::Appeared(path),
+                Some(old) if !is_same(old, &path, found, watch, &uncached) => Change::Changed(path),
+                Some(_) => continue,
             };
-            if !is_same(old, &path, found, watch, &uncached) {
-                return Err(Change::Changed(path));
+            if !outputs.cover_really(change.path()) {
+                return Err(change);
             }
         }
     }
-    match before.values().find(|f| !seen.contains(&f.path)) {
-        Some(gone) => Err(Change::Disappeared(gone.path.to_path_buf())),
+    let gone = before
+        .values()
+        .map(|f| f.path.to_path_buf())
+        .filter(|p| !seen.contains(&ByteString::from(p.as_path())))
+        .find(|p| !outputs.cover_really(p));
+    match gone {
+        Some(gone) => Err(Change::Disappeared(gone)),
         None => Ok(()),
     }
 }
@@ -165,9 +185,13 @@ fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
 }
 
 /// The declared outputs, each as an absolute, clean path where the working directory is
-/// known, so that `src/gen.txt`, `./src/gen.txt` and `/work/src/gen.txt` are one path.
+/// known, so that `src/gen.txt`, `./src/gen.txt`, `sub/../src/gen.txt` and
+/// `/work/src/gen.txt` are one path.
 struct Outputs {
     paths: Vec<PathBuf>,
+    /// Each output as the file system resolves it (symlinks followed), computed only
+    /// when a path differs, to tell an output spelled another way from a real change.
+    real: OnceCell<Vec<PathBuf>>,
     cwd: Option<PathBuf>,
 }
 
@@ -175,9 +199,14 @@ impl Outputs {
     fn of(watch: &Watch) -> Outputs {
         let mut outputs = Outputs {
             paths: Vec::new(),
+            real: OnceCell::new(),
             cwd: watch.cwd.clone(),
         };
-        outputs.paths = watch.outputs.iter().map(|p| outputs.absolute(p)).collect();
+        outputs.paths = watch
+            .outputs
+            .iter()
+            .map(|p| lexical(&outputs.absolute(p)))
+            .collect();
         outputs
     }
 
@@ -188,10 +217,55 @@ impl Outputs {
         }
     }
 
-    /// Whether `path` is a declared output or lies under one.
+    /// Whether `path` is a declared output or lies under one, by its spelling.
     fn cover(&self, path: &Path) -> bool {
-        let path = self.absolute(path);
+        let path = lexical(&self.absolute(path));
         self.paths.iter().any(|output| path.starts_with(output))
+    }
+
+    /// `cover`, or the same through symlinks (`-i link/f -o real/f`): slower, for the
+    /// few paths that differ.
+    fn cover_really(&self, path: &Path) -> bool {
+        if self.cover(path) {
+            return true;
+        }
+        let outputs = self.real.get_or_init(|| {
+            self.paths
+                .iter()
+                .filter_map(|p| resolved(p))
+                .collect::<Vec<_>>()
+        });
+        resolved(&self.absolute(path))
+            .is_some_and(|path| outputs.iter().any(|output| path.starts_with(output)))
+    }
+}
+
+/// `path` with each `..` taking away the component before it, as if no symlink were on
+/// the way.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` as the file system resolves it: its longest existing ancestor canonicalized,
+/// the rest appended. `None` when that cannot be told.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return Some(rest.iter().rev().fold(real, |p, r| p.join(r)));
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
     }
 }
 

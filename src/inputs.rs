@@ -62,9 +62,15 @@ pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<E
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         return match fs::metadata(&path) {
-            Err(_) => Err(Fatal::new(
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fatal::new(
                 Code::NotFound,
                 format!("memo: command '{shown}' not found; check the path"),
+            )),
+            // execve fails the same way (a directory on the way that may not be
+            // searched, a file used as a directory): found, but not executable.
+            Err(e) => Err(Fatal::new(
+                Code::NotExecutable,
+                format!("memo: command '{shown}' cannot be executed ({e}); fix the path or its permissions"),
             )),
             Ok(meta) if meta.is_file() && may_execute(&path) => inspect(path, &shown),
             Ok(_) => Err(not_executable(&shown)),
@@ -157,12 +163,13 @@ fn inspect(path: PathBuf, shown: &str) -> Result<Executable, Fatal> {
         return Ok(direct);
     }
     if let Some(line) = head.strip_prefix(b"#!") {
-        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        // The kernel ends the interpreter's name at a space, a tab or the end of the
+        // line, nothing else: a `\r` of Windows line endings is part of it.
         let interpreter: Vec<u8> = line
             .iter()
             .copied()
             .skip_while(|b| *b == b' ' || *b == b'\t')
-            .take_while(|b| !b.is_ascii_whitespace())
+            .take_while(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\0'))
             .collect();
         if interpreter.is_empty() {
             // The kernel refuses an empty `#!` (ENOEXEC): execvp runs it with /bin/sh.
@@ -171,18 +178,30 @@ fn inspect(path: PathBuf, shown: &str) -> Result<Executable, Fatal> {
                 ..direct
             });
         }
+        let crlf = interpreter.ends_with(b"\r");
         let interpreter = PathBuf::from(OsString::from_vec(interpreter));
-        if fs::metadata(&interpreter).is_err() {
-            return Err(Fatal::new(
+        let named = interpreter.display().to_string().escape_debug().to_string();
+        let fix = if crlf {
+            "the script has Windows (CRLF) line endings; convert them with dos2unix"
+        } else {
+            "fix the #! line"
+        };
+        return match fs::metadata(&interpreter) {
+            // The command was found; it cannot run (see docs/key.md).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fatal::new(
                 Code::NotExecutable,
                 format!(
-                    "memo: command '{shown}' cannot run: its interpreter '{}' was not found; \
-                     fix the #! line",
-                    interpreter.display()
+                    "memo: command '{shown}' cannot run: its interpreter '{named}' was not found; {fix}"
                 ),
-            ));
-        }
-        return Ok(direct);
+            )),
+            Ok(meta) if meta.is_file() && may_execute(&interpreter) => Ok(direct),
+            _ => Err(Fatal::new(
+                Code::NotExecutable,
+                format!(
+                    "memo: command '{shown}' cannot run: its interpreter '{named}' is not an executable file; {fix}"
+                ),
+            )),
+        };
     }
     // A NUL byte means a binary format the kernel may know (binfmt_misc); only text is
     // handed to the shell, as bash refuses to run binary files through it.
