@@ -96,7 +96,7 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
         .collect();
     let mut seen = BTreeSet::new();
     for spec in &watch.specs {
-        let listed = match inputs::expand(spec) {
+        let listed = match inputs::expand(spec, watch.skip) {
             Ok(Expansion::Listed(listed)) => listed,
             // Its files are reported as disappeared below, unless they are outputs.
             Ok(Expansion::Missing) => Vec::new(),
@@ -280,7 +280,7 @@ mod tests {
         let specs: Vec<_> = specs.iter().map(|p| p.as_os_str().to_owned()).collect();
         let outputs: Vec<_> = outputs.iter().map(|p| p.to_path_buf()).collect();
         let exe = inputs::resolve_executable("/bin/sh".as_ref(), None).unwrap();
-        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None)).unwrap()
+        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None), None).unwrap()
     }
 
     #[test]

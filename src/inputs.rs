@@ -264,6 +264,18 @@ pub struct Watch {
     /// When gathering began: a file whose ctime is not well before this may have changed
     /// since within the same timestamp tick.
     pub started: SystemTime,
+    /// The cache directory, left out of every input directory.
+    pub skip: Option<DirId>,
+}
+
+/// A directory's identity (device, inode), whatever path leads to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirId(u64, u64);
+
+impl DirId {
+    pub fn of(path: &Path) -> Option<DirId> {
+        fs::metadata(path).ok().map(|m| DirId(m.dev(), m.ino()))
+    }
 }
 
 /// What one `--input` spec names, found without reading any contents.
@@ -283,18 +295,20 @@ pub enum Found {
 }
 
 /// Expands every `--input` spec (file, directory or glob), hashes what it names and the
-/// executable, and notes what the race guard will compare after the run.
+/// executable, and notes what the race guard will compare after the run. `skip` is the
+/// cache directory: memo's own files, which change on every call, are nobody's input.
 pub fn gather_inputs(
     specs: &[OsString],
     outputs: &[PathBuf],
     executable: &Executable,
     cache: &DigestCache,
+    skip: Option<DirId>,
 ) -> Result<Gathered, Fatal> {
     let started = SystemTime::now();
     let mut files = Vec::new();
     let mut signatures = HashMap::new();
     for spec in specs {
-        let listed = match expand(spec)? {
+        let listed = match expand(spec, skip)? {
             Expansion::Missing => {
                 return Err(Fatal::failure(format!(
                     "memo: input '{}' does not exist; create it or fix the --input path",
@@ -357,13 +371,15 @@ pub fn gather_inputs(
             signatures,
             executable: (executable.path.clone(), signature),
             started,
+            skip,
         },
     })
 }
 
-/// Lists what one `--input` spec names, reading no contents. Symlinks are followed
-/// (inputs are about content); a loop or an unreadable directory is an error.
-pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
+/// Lists what one `--input` spec names, reading no contents, leaving out the directory
+/// `skip` below an input directory. Symlinks are followed (inputs are about content); a
+/// loop or an unreadable directory is an error.
+pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
     if spec.is_empty() {
         return Err(Fatal::failure(
             "memo: --input '' is empty; name a file, directory or glob, or drop that --input",
@@ -372,7 +388,7 @@ pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
     if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, &mut listed)?;
+        list_path(&path, skip, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -398,12 +414,16 @@ pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
                 e.error()
             ))
         })?;
-        list_path(&clean(&matched), &mut listed)?;
+        list_path(&clean(&matched), skip, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
 
-fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
+fn list_path(
+    path: &Path,
+    skip: Option<DirId>,
+    out: &mut Vec<(PathBuf, Found)>,
+) -> Result<(), Fatal> {
     let meta = fs::metadata(path).map_err(|e| {
         Fatal::failure(format!(
             "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
@@ -413,9 +433,17 @@ fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> 
     if !meta.is_dir() {
         return list_file(path, meta, out);
     }
+    let skipped = |entry: &walkdir::DirEntry| {
+        skip.is_some()
+            && entry.depth() > 0
+            && entry.file_type().is_dir()
+            && DirId::of(entry.path()) == skip
+    };
     for entry in walkdir::WalkDir::new(path)
         .follow_links(true)
         .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !skipped(e))
     {
         match entry {
             // Every directory, empty or not: `find`, `tar` and `ls -R` see them.

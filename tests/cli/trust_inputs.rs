@@ -434,3 +434,26 @@ fn a_stale_window_follows_a_ttl_from_any_source() {
     }
     assert_eq!(env.count(), 1);
 }
+
+#[test]
+fn the_cache_directory_inside_an_input_directory_is_not_an_input() {
+    let env = TestEnv::new();
+    env.tool("cat src/a.txt");
+    env.write("src/a.txt", "a\n");
+    for cache in ["src/.memo", "src/deep/cache"] {
+        let _ = fs::remove_file(env.path("count"));
+        let call = || {
+            let mut cmd = env.memo(run_tool(&["-i", "src"]));
+            cmd.env("MEMO_DIR", env.path(cache));
+            let out = cmd.output().unwrap();
+            assert_success(&out);
+            assert_eq!(stderr(&out), "", "with the cache at {cache}");
+        };
+        call();
+        call();
+        assert_eq!(env.count(), 1, "with the cache at {cache}: a hit");
+        env.write("src/a.txt", format!("{cache}\n"));
+        call();
+        assert_eq!(env.count(), 2, "the other files are still inputs");
+    }
+}
