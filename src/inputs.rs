@@ -406,6 +406,9 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
             e.msg
         ))
     })?;
+    // Whether each directory a match lies in is the cache directory, asked once per
+    // directory: `**/*` also matches memo's own files.
+    let mut skipped: HashMap<PathBuf, bool> = HashMap::new();
     for matched in matches {
         let matched = matched.map_err(|e| {
             Fatal::failure(format!(
@@ -414,7 +417,17 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
                 e.error()
             ))
         })?;
-        list_path(&clean(&matched), skip, &mut listed)?;
+        let matched = clean(&matched);
+        if skip.is_some()
+            && matched.ancestors().any(|dir| {
+                *skipped
+                    .entry(dir.to_path_buf())
+                    .or_insert_with(|| DirId::of(dir) == skip)
+            })
+        {
+            continue;
+        }
+        list_path(&matched, skip, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }

@@ -440,10 +440,15 @@ fn the_cache_directory_inside_an_input_directory_is_not_an_input() {
     let env = TestEnv::new();
     env.tool("cat src/a.txt");
     env.write("src/a.txt", "a\n");
-    for cache in ["src/.memo", "src/deep/cache"] {
+    for (cache, input) in [
+        ("src/.memo", "src"),
+        ("src/deep/cache", "src"),
+        ("src/.memo", "src/**/*"),
+    ] {
         let _ = fs::remove_file(env.path("count"));
+        let _ = fs::remove_dir_all(env.path(cache));
         let call = || {
-            let mut cmd = env.memo(run_tool(&["-i", "src"]));
+            let mut cmd = env.memo(run_tool(&["-i", input]));
             cmd.env("MEMO_DIR", env.path(cache));
             let out = cmd.output().unwrap();
             assert_success(&out);
