@@ -12,7 +12,6 @@
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -21,7 +20,7 @@ use crate::digest::Digest;
 use crate::digest_cache::{DigestCache, StatSignature};
 use crate::fsutil::is_executable;
 use crate::inputs::{self, clean, Expansion, Found, Gathered, Watch};
-use crate::key::{FileKind, InputFile};
+use crate::key::InputFile;
 
 /// How close to the start of gathering a file's ctime may be before an unchanged stat
 /// signature is no proof of unchanged contents: a write within the same timestamp tick
@@ -155,25 +154,23 @@ fn is_same(
     watch: &Watch,
     uncached: &DigestCache,
 ) -> bool {
-    match found {
-        Found::Dir => old.kind == FileKind::Dir,
-        Found::DanglingLink(target) => {
-            old.kind == FileKind::Symlink
-                && old.digest == Digest::of_bytes(target.as_os_str().as_bytes())
-        }
-        Found::File(meta) => {
-            if old.kind != FileKind::File || old.executable != is_executable(&meta) {
-                return false;
-            }
-            let unmoved = watch.signatures.get(path).is_some_and(|before| {
-                *before == StatSignature::of(&meta) && !is_racy(before, watch)
-            });
-            unmoved
-                || uncached
-                    .digest_path(path)
-                    .is_ok_and(|(d, _)| d == old.digest)
-        }
+    let Found::File(meta, _) = &found else {
+        return found.keyed(&Digest::of_bytes(b"")) == (old.kind, old.digest);
+    };
+    if old.executable != is_executable(meta) {
+        return false;
     }
+    let unmoved = watch
+        .signatures
+        .get(path)
+        .filter(|(before, _)| *before == StatSignature::of(meta) && !is_racy(before, watch));
+    if let Some((_, contents)) = unmoved {
+        // The same contents as when keyed: only a link on the way may differ.
+        return found.keyed(contents) == (old.kind, old.digest);
+    }
+    uncached
+        .digest_path(path)
+        .is_ok_and(|(d, _)| found.keyed(&d) == (old.kind, old.digest))
 }
 
 fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
@@ -292,6 +289,7 @@ mod tests {
         assert_eq!(check(&gathered), Ok(()));
         // Pretend it was keyed with other bytes: an unmoved, old signature is trusted...
         gathered.files[0].digest = Digest::of_bytes(b"other");
+        gathered.watch.signatures.get_mut(&file).unwrap().1 = Digest::of_bytes(b"other");
         gathered.watch.started = SystemTime::now() + Duration::from_secs(10);
         assert_eq!(check(&gathered), Ok(()));
         // ...a racy one is not.

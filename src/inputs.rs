@@ -257,8 +257,8 @@ pub struct Watch {
     pub outputs: Vec<PathBuf>,
     /// The working directory, to compare relative and absolute paths (None if unknown).
     pub cwd: Option<PathBuf>,
-    /// Each regular input file as it was when hashed.
-    pub signatures: HashMap<PathBuf, StatSignature>,
+    /// Each regular input file as it was when hashed, and the digest of its contents.
+    pub signatures: HashMap<PathBuf, (StatSignature, Digest)>,
     /// The executable's path and its signature when hashed.
     pub executable: (PathBuf, StatSignature),
     /// When gathering began: a file whose ctime is not well before this may have changed
@@ -288,10 +288,41 @@ pub enum Expansion {
 }
 
 pub enum Found {
-    File(Metadata),
-    Dir,
+    /// A file, and the target of the symlink it was found through, if any.
+    File(Metadata, Option<PathBuf>),
+    /// A directory, and the target of the symlink it was found through, if any.
+    Dir(Option<PathBuf>),
     /// A dangling symlink inside an input directory, with its target.
     DanglingLink(PathBuf),
+}
+
+impl Found {
+    /// How the key records it, given the digest of a file's contents: a symlink inside
+    /// an input is keyed as one (`tar`, `find` and `ls -l` see it), on its target text
+    /// as well as on what it leads to.
+    pub fn keyed(&self, contents: &Digest) -> (FileKind, Digest) {
+        match self {
+            Found::File(_, None) => (FileKind::File, *contents),
+            Found::File(_, Some(target)) => (FileKind::LinkToFile, link_digest(target, contents)),
+            Found::Dir(None) => (FileKind::Dir, Digest::of_bytes(b"")),
+            Found::Dir(Some(target)) => (
+                FileKind::LinkToDir,
+                link_digest(target, &Digest::of_bytes(b"")),
+            ),
+            Found::DanglingLink(target) => (
+                FileKind::Symlink,
+                Digest::of_bytes(target.as_os_str().as_bytes()),
+            ),
+        }
+    }
+}
+
+fn link_digest(target: &Path, contents: &Digest) -> Digest {
+    let mut text = b"memo-link\0".to_vec();
+    text.extend_from_slice(target.as_os_str().as_bytes());
+    text.push(0);
+    text.extend_from_slice(&contents.0);
+    Digest::of_bytes(&text)
 }
 
 /// Expands every `--input` spec (file, directory or glob), hashes what it names and the
@@ -324,24 +355,20 @@ pub fn gather_inputs(
             Expansion::Listed(listed) => listed,
         };
         for (path, found) in listed {
-            let (kind, executable, digest) = match found {
-                Found::Dir => (FileKind::Dir, false, Digest::of_bytes(b"")),
-                Found::DanglingLink(target) => (
-                    FileKind::Symlink,
-                    false,
-                    Digest::of_bytes(target.as_os_str().as_bytes()),
-                ),
-                Found::File(meta) => {
+            let (contents, executable) = match &found {
+                Found::File(meta, _) => {
                     let (digest, sig) = cache.digest_path(&path).map_err(|e| {
                         Fatal::failure(format!(
                             "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
                             path.display()
                         ))
                     })?;
-                    signatures.insert(path.clone(), sig);
-                    (FileKind::File, is_executable(&meta), digest)
+                    signatures.insert(path.clone(), (sig, digest));
+                    (digest, is_executable(meta))
                 }
+                _ => (Digest::of_bytes(b""), false),
             };
+            let (kind, digest) = found.keyed(&contents);
             files.push(InputFile {
                 path: ByteString::from(path.as_path()),
                 kind,
@@ -388,7 +415,7 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
     if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, skip, &mut listed)?;
+        list_path(&path, skip, false, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -427,16 +454,26 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
         {
             continue;
         }
-        list_path(&matched, skip, &mut listed)?;
+        list_path(&matched, skip, true, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
 
+/// Lists `path` and, for a directory, everything below it. Symlinks below it are noted
+/// (the key records them); so is `path` itself when a glob matched it (`root_link`), not
+/// when the user named it.
 fn list_path(
     path: &Path,
     skip: Option<DirId>,
+    root_link: bool,
     out: &mut Vec<(PathBuf, Found)>,
 ) -> Result<(), Fatal> {
+    let link_of = |entry: &Path, depth: usize| {
+        if depth == 0 && !root_link {
+            return None;
+        }
+        fs::read_link(entry).ok()
+    };
     let meta = fs::metadata(path).map_err(|e| {
         Fatal::failure(format!(
             "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
@@ -444,7 +481,7 @@ fn list_path(
         ))
     })?;
     if !meta.is_dir() {
-        return list_file(path, meta, out);
+        return list_file(path, meta, link_of(path, 0), out);
     }
     let skipped = |entry: &walkdir::DirEntry| {
         skip.is_some()
@@ -461,7 +498,11 @@ fn list_path(
         match entry {
             // Every directory, empty or not: `find`, `tar` and `ls -R` see them.
             Ok(entry) if entry.file_type().is_dir() => {
-                out.push((entry.path().to_path_buf(), Found::Dir))
+                let link = entry
+                    .path_is_symlink()
+                    .then(|| link_of(entry.path(), entry.depth()))
+                    .flatten();
+                out.push((entry.path().to_path_buf(), Found::Dir(link)))
             }
             Ok(entry) => {
                 let meta = entry.metadata().map_err(|e| {
@@ -470,7 +511,11 @@ fn list_path(
                         entry.path().display()
                     ))
                 })?;
-                list_file(entry.path(), meta, out)?
+                let link = entry
+                    .path_is_symlink()
+                    .then(|| link_of(entry.path(), entry.depth()))
+                    .flatten();
+                list_file(entry.path(), meta, link, out)?
             }
             Err(err) => {
                 let failed = err
@@ -495,14 +540,19 @@ fn list_path(
     Ok(())
 }
 
-fn list_file(path: &Path, meta: Metadata, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
+fn list_file(
+    path: &Path,
+    meta: Metadata,
+    link: Option<PathBuf>,
+    out: &mut Vec<(PathBuf, Found)>,
+) -> Result<(), Fatal> {
     if !meta.is_file() {
         return Err(Fatal::failure(format!(
             "memo: input '{}' is not a regular file or directory; declare files only",
             path.display()
         )));
     }
-    out.push((path.to_path_buf(), Found::File(meta)));
+    out.push((path.to_path_buf(), Found::File(meta, link)));
     Ok(())
 }
 

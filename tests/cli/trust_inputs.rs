@@ -462,3 +462,44 @@ fn the_cache_directory_inside_an_input_directory_is_not_an_input() {
         assert_eq!(env.count(), 2, "the other files are still inputs");
     }
 }
+
+#[test]
+fn a_file_replaced_by_a_symlink_to_the_same_bytes_changes_the_key() {
+    use std::os::unix::fs::symlink;
+    let env = TestEnv::new();
+    // What `tar` (or `ls -l`, `find -type l`, `cp -a`) records differs for a link.
+    env.tool("find src -type l | sort");
+    env.write("src/a.txt", "a\n");
+    env.write("src/d/x", "x\n");
+    env.write("shared/a.txt", "a\n");
+    env.write("shared/d/x", "x\n");
+    for input in ["src", "src/*"] {
+        let args = ["-i", input];
+        let _ = fs::remove_dir_all(env.cache());
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        env.write("src/a.txt", "a\n");
+        assert!(env.ran_tool(&args));
+        assert!(!env.ran_tool(&args));
+        // A file, then a directory, replaced by a link to the same contents.
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/a.txt", env.path("src/a.txt")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: a.txt became a link");
+        assert_eq!(stdout(&env.run(run_tool(&args))), "src/a.txt\n");
+        fs::remove_dir_all(env.path("src/d")).unwrap();
+        symlink("../shared/d", env.path("src/d")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: d became a link");
+        // A link retargeted to other bytes, and back.
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/d/x", env.path("src/a.txt")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: the link was retargeted");
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/a.txt", env.path("src/a.txt")).unwrap();
+        assert!(!env.ran_tool(&args), "{input}: back to the earlier link");
+        // Unchanged links do not block storing.
+        let out = env.run(run_tool(&["--force", "-i", input]));
+        assert_eq!(stderr(&out), "", "{input}");
+        // Put the directory back for the next round.
+        fs::remove_file(env.path("src/d")).unwrap();
+        env.write("src/d/x", "x\n");
+    }
+}
