@@ -10,7 +10,7 @@
 //! it never stores anything nor warns (the caller does).
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -87,13 +87,16 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
     let uncached = DigestCache::new(None);
     check_executable(gathered, &uncached)?;
     let outputs = Outputs::of(watch);
-    let before: BTreeMap<&[u8], &InputFile> = gathered
+    let before: BTreeSet<&InputFile> = gathered
         .files
         .iter()
         .filter(|f| !outputs.cover(&f.path.to_path_buf()))
-        .map(|f| (f.path.as_bytes(), f))
         .collect();
-    let mut seen = BTreeSet::new();
+    // The inputs listed and keyed again, as gathering would key them now: the same set
+    // or a change. A path may be there twice (named itself, and found through a link
+    // inside a directory), keyed differently each time.
+    let mut after = BTreeSet::new();
+    let mut hashed = HashMap::new();
     for spec in &watch.specs {
         let listed = match inputs::expand(spec, watch.skip) {
             Ok(Expansion::Listed(listed)) => listed,
@@ -108,27 +111,34 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
             if outputs.cover(&path) {
                 continue;
             }
-            let key = ByteString::from(path.as_path());
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            let change = match before.get(key.as_bytes()) {
-                None => Change::Appeared(path),
-                Some(old) if !is_same(old, &path, found, watch, &uncached) => Change::Changed(path),
-                Some(_) => continue,
+            match keyed_now(&path, &found, watch, &uncached, &mut hashed) {
+                Some(now) => after.insert(now),
+                None if outputs.cover_really(&path) => continue,
+                None => return Err(Change::Changed(path)),
             };
-            if !outputs.cover_really(change.path()) {
-                return Err(change);
-            }
         }
     }
-    let gone = before
-        .values()
-        .map(|f| f.path.to_path_buf())
-        .filter(|p| !seen.contains(&ByteString::from(p.as_path())))
-        .find(|p| !outputs.cover_really(p));
-    match gone {
-        Some(gone) => Err(Change::Disappeared(gone)),
+    let paths = |set: &BTreeSet<_>| -> BTreeSet<ByteString> {
+        set.iter().map(|f: &&InputFile| f.path.clone()).collect()
+    };
+    let after: BTreeSet<&InputFile> = after.iter().collect();
+    let (paths_before, paths_after) = (paths(&before), paths(&after));
+    let new = after.difference(&before).map(|f| {
+        let path = f.path.to_path_buf();
+        match paths_before.contains(&f.path) {
+            true => Change::Changed(path),
+            false => Change::Appeared(path),
+        }
+    });
+    let gone = before.difference(&after).map(|f| {
+        let path = f.path.to_path_buf();
+        match paths_after.contains(&f.path) {
+            true => Change::Changed(path),
+            false => Change::Disappeared(path),
+        }
+    });
+    match new.chain(gone).find(|c| !outputs.cover_really(c.path())) {
+        Some(change) => Err(change),
         None => Ok(()),
     }
 }
@@ -146,31 +156,40 @@ fn check_executable(gathered: &Gathered, uncached: &DigestCache) -> Result<(), C
     }
 }
 
-/// Whether `path`, found as `found` now, is what `old` says it was when keyed.
-fn is_same(
-    old: &InputFile,
+/// `path`, found as `found` now, keyed as gathering keys it; `None` when its contents
+/// cannot be read. A file whose signature has not moved since it was hashed is not
+/// hashed again; the others are, once.
+fn keyed_now(
     path: &Path,
-    found: Found,
+    found: &Found,
     watch: &Watch,
     uncached: &DigestCache,
-) -> bool {
-    let Found::File(meta, _) = &found else {
-        return found.keyed(&Digest::of_bytes(b"")) == (old.kind, old.digest);
+    hashed: &mut HashMap<PathBuf, Option<Digest>>,
+) -> Option<InputFile> {
+    let (contents, executable) = match found {
+        Found::File(meta, _) => {
+            let unmoved = watch.signatures.get(path).filter(|(before, _)| {
+                *before == StatSignature::of(meta) && !is_racy(before, watch)
+            });
+            let contents = match unmoved {
+                Some((_, contents)) => *contents,
+                None => {
+                    (*hashed
+                        .entry(path.to_path_buf())
+                        .or_insert_with(|| uncached.digest_path(path).ok().map(|(d, _)| d)))?
+                }
+            };
+            (contents, is_executable(meta))
+        }
+        _ => (Digest::of_bytes(b""), false),
     };
-    if old.executable != is_executable(meta) {
-        return false;
-    }
-    let unmoved = watch
-        .signatures
-        .get(path)
-        .filter(|(before, _)| *before == StatSignature::of(meta) && !is_racy(before, watch));
-    if let Some((_, contents)) = unmoved {
-        // The same contents as when keyed: only a link on the way may differ.
-        return found.keyed(contents) == (old.kind, old.digest);
-    }
-    uncached
-        .digest_path(path)
-        .is_ok_and(|(d, _)| found.keyed(&d) == (old.kind, old.digest))
+    let (kind, digest) = found.keyed(&contents);
+    Some(InputFile {
+        path: ByteString::from(path),
+        kind,
+        executable,
+        digest,
+    })
 }
 
 fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {

@@ -312,7 +312,13 @@ fn a_path_entry_the_user_may_not_execute_is_skipped() {
         .args(["-c", "tool"])
         .env("PATH", &path)
         .current_dir(env.work());
-    assert_eq!(stdout(&as_nobody(direct)), "shared\n", "what execvp does");
+    let out = as_nobody(direct);
+    assert_eq!(
+        stdout(&out),
+        "shared\n",
+        "what execvp does: {}",
+        stderr(&out)
+    );
 
     let mut cmd = env.memo(["run", "--", "tool"]);
     cmd.env("PATH", &path);
@@ -498,6 +504,14 @@ fn a_file_replaced_by_a_symlink_to_the_same_bytes_changes_the_key() {
         // Unchanged links do not block storing.
         let out = env.run(run_tool(&["--force", "-i", input]));
         assert_eq!(stderr(&out), "", "{input}");
+        // The link also named by itself (followed there), in either order.
+        for both in [
+            ["-i", "src/a.txt", "-i", input],
+            ["-i", input, "-i", "src/a.txt"],
+        ] {
+            let out = env.run(run_tool(&[&["--force"][..], &both].concat()));
+            assert_eq!(stderr(&out), "", "{both:?}");
+        }
         // Put the directory back for the next round.
         fs::remove_file(env.path("src/d")).unwrap();
         env.write("src/d/x", "x\n");
