@@ -9,10 +9,10 @@
 //! left out: the key holds their contents before the run, the entry after it. It reads;
 //! it never stores anything nor warns (the caller does).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::bytes::ByteString;
@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::digest_cache::{DigestCache, StatSignature};
 use crate::fsutil::is_executable;
 use crate::inputs::{self, clean, Expansion, Found, Gathered, Watch};
-use crate::key::{FileKind, InputFile};
+use crate::key::InputFile;
 
 /// How close to the start of gathering a file's ctime may be before an unchanged stat
 /// signature is no proof of unchanged contents: a write within the same timestamp tick
@@ -37,6 +37,18 @@ pub enum Change {
     Executable(PathBuf),
     /// The inputs could not be listed again (the message says why).
     Unlisted(String),
+}
+
+impl Change {
+    fn path(&self) -> &Path {
+        match self {
+            Change::Appeared(p)
+            | Change::Disappeared(p)
+            | Change::Changed(p)
+            | Change::Executable(p) => p,
+            Change::Unlisted(_) => Path::new(""),
+        }
+    }
 }
 
 impl fmt::Display for Change {
@@ -75,15 +87,18 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
     let uncached = DigestCache::new(None);
     check_executable(gathered, &uncached)?;
     let outputs = Outputs::of(watch);
-    let before: BTreeMap<&[u8], &InputFile> = gathered
+    let before: BTreeSet<&InputFile> = gathered
         .files
         .iter()
         .filter(|f| !outputs.cover(&f.path.to_path_buf()))
-        .map(|f| (f.path.as_bytes(), f))
         .collect();
-    let mut seen = BTreeSet::new();
+    // The inputs listed and keyed again, as gathering would key them now: the same set
+    // or a change. A path may be there twice (named itself, and found through a link
+    // inside a directory), keyed differently each time.
+    let mut after = BTreeSet::new();
+    let mut hashed = HashMap::new();
     for spec in &watch.specs {
-        let listed = match inputs::expand(spec) {
+        let listed = match inputs::expand(spec, watch.skip) {
             Ok(Expansion::Listed(listed)) => listed,
             // Its files are reported as disappeared below, unless they are outputs.
             Ok(Expansion::Missing) => Vec::new(),
@@ -96,20 +111,34 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
             if outputs.cover(&path) {
                 continue;
             }
-            let key = ByteString::from(path.as_path());
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            let Some(old) = before.get(key.as_bytes()) else {
-                return Err(Change::Appeared(path));
+            match keyed_now(&path, &found, watch, &uncached, &mut hashed) {
+                Some(now) => after.insert(now),
+                None if outputs.cover_really(&path) => continue,
+                None => return Err(Change::Changed(path)),
             };
-            if !is_same(old, &path, found, watch, &uncached) {
-                return Err(Change::Changed(path));
-            }
         }
     }
-    match before.values().find(|f| !seen.contains(&f.path)) {
-        Some(gone) => Err(Change::Disappeared(gone.path.to_path_buf())),
+    let paths = |set: &BTreeSet<_>| -> BTreeSet<ByteString> {
+        set.iter().map(|f: &&InputFile| f.path.clone()).collect()
+    };
+    let after: BTreeSet<&InputFile> = after.iter().collect();
+    let (paths_before, paths_after) = (paths(&before), paths(&after));
+    let new = after.difference(&before).map(|f| {
+        let path = f.path.to_path_buf();
+        match paths_before.contains(&f.path) {
+            true => Change::Changed(path),
+            false => Change::Appeared(path),
+        }
+    });
+    let gone = before.difference(&after).map(|f| {
+        let path = f.path.to_path_buf();
+        match paths_after.contains(&f.path) {
+            true => Change::Changed(path),
+            false => Change::Disappeared(path),
+        }
+    });
+    match new.chain(gone).find(|c| !outputs.cover_really(c.path())) {
+        Some(change) => Err(change),
         None => Ok(()),
     }
 }
@@ -127,33 +156,40 @@ fn check_executable(gathered: &Gathered, uncached: &DigestCache) -> Result<(), C
     }
 }
 
-/// Whether `path`, found as `found` now, is what `old` says it was when keyed.
-fn is_same(
-    old: &InputFile,
+/// `path`, found as `found` now, keyed as gathering keys it; `None` when its contents
+/// cannot be read. A file whose signature has not moved since it was hashed is not
+/// hashed again; the others are, once.
+fn keyed_now(
     path: &Path,
-    found: Found,
+    found: &Found,
     watch: &Watch,
     uncached: &DigestCache,
-) -> bool {
-    match found {
-        Found::Dir => old.kind == FileKind::Dir,
-        Found::DanglingLink(target) => {
-            old.kind == FileKind::Symlink
-                && old.digest == Digest::of_bytes(target.as_os_str().as_bytes())
-        }
-        Found::File(meta) => {
-            if old.kind != FileKind::File || old.executable != is_executable(&meta) {
-                return false;
-            }
-            let unmoved = watch.signatures.get(path).is_some_and(|before| {
-                *before == StatSignature::of(&meta) && !is_racy(before, watch)
+    hashed: &mut HashMap<PathBuf, Option<Digest>>,
+) -> Option<InputFile> {
+    let (contents, executable) = match found {
+        Found::File(meta, _) => {
+            let unmoved = watch.signatures.get(path).filter(|(before, _)| {
+                *before == StatSignature::of(meta) && !is_racy(before, watch)
             });
-            unmoved
-                || uncached
-                    .digest_path(path)
-                    .is_ok_and(|(d, _)| d == old.digest)
+            let contents = match unmoved {
+                Some((_, contents)) => *contents,
+                None => {
+                    (*hashed
+                        .entry(path.to_path_buf())
+                        .or_insert_with(|| uncached.digest_path(path).ok().map(|(d, _)| d)))?
+                }
+            };
+            (contents, is_executable(meta))
         }
-    }
+        _ => (Digest::of_bytes(b""), false),
+    };
+    let (kind, digest) = found.keyed(&contents);
+    Some(InputFile {
+        path: ByteString::from(path),
+        kind,
+        executable,
+        digest,
+    })
 }
 
 fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
@@ -165,9 +201,13 @@ fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
 }
 
 /// The declared outputs, each as an absolute, clean path where the working directory is
-/// known, so that `src/gen.txt`, `./src/gen.txt` and `/work/src/gen.txt` are one path.
+/// known, so that `src/gen.txt`, `./src/gen.txt`, `sub/../src/gen.txt` and
+/// `/work/src/gen.txt` are one path.
 struct Outputs {
     paths: Vec<PathBuf>,
+    /// Each output as the file system resolves it (symlinks followed), computed only
+    /// when a path differs, to tell an output spelled another way from a real change.
+    real: OnceCell<Vec<PathBuf>>,
     cwd: Option<PathBuf>,
 }
 
@@ -175,9 +215,14 @@ impl Outputs {
     fn of(watch: &Watch) -> Outputs {
         let mut outputs = Outputs {
             paths: Vec::new(),
+            real: OnceCell::new(),
             cwd: watch.cwd.clone(),
         };
-        outputs.paths = watch.outputs.iter().map(|p| outputs.absolute(p)).collect();
+        outputs.paths = watch
+            .outputs
+            .iter()
+            .map(|p| lexical(&outputs.absolute(p)))
+            .collect();
         outputs
     }
 
@@ -188,10 +233,55 @@ impl Outputs {
         }
     }
 
-    /// Whether `path` is a declared output or lies under one.
+    /// Whether `path` is a declared output or lies under one, by its spelling.
     fn cover(&self, path: &Path) -> bool {
-        let path = self.absolute(path);
+        let path = lexical(&self.absolute(path));
         self.paths.iter().any(|output| path.starts_with(output))
+    }
+
+    /// `cover`, or the same through symlinks (`-i link/f -o real/f`): slower, for the
+    /// few paths that differ.
+    fn cover_really(&self, path: &Path) -> bool {
+        if self.cover(path) {
+            return true;
+        }
+        let outputs = self.real.get_or_init(|| {
+            self.paths
+                .iter()
+                .filter_map(|p| resolved(p))
+                .collect::<Vec<_>>()
+        });
+        resolved(&self.absolute(path))
+            .is_some_and(|path| outputs.iter().any(|output| path.starts_with(output)))
+    }
+}
+
+/// `path` with each `..` taking away the component before it, as if no symlink were on
+/// the way.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` as the file system resolves it: its longest existing ancestor canonicalized,
+/// the rest appended. `None` when that cannot be told.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return Some(rest.iter().rev().fold(real, |p, r| p.join(r)));
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
     }
 }
 
@@ -206,7 +296,7 @@ mod tests {
         let specs: Vec<_> = specs.iter().map(|p| p.as_os_str().to_owned()).collect();
         let outputs: Vec<_> = outputs.iter().map(|p| p.to_path_buf()).collect();
         let exe = inputs::resolve_executable("/bin/sh".as_ref(), None).unwrap();
-        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None)).unwrap()
+        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None), None).unwrap()
     }
 
     #[test]
@@ -218,6 +308,7 @@ mod tests {
         assert_eq!(check(&gathered), Ok(()));
         // Pretend it was keyed with other bytes: an unmoved, old signature is trusted...
         gathered.files[0].digest = Digest::of_bytes(b"other");
+        gathered.watch.signatures.get_mut(&file).unwrap().1 = Digest::of_bytes(b"other");
         gathered.watch.started = SystemTime::now() + Duration::from_secs(10);
         assert_eq!(check(&gathered), Ok(()));
         // ...a racy one is not.

@@ -62,9 +62,15 @@ pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<E
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         return match fs::metadata(&path) {
-            Err(_) => Err(Fatal::new(
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fatal::new(
                 Code::NotFound,
                 format!("memo: command '{shown}' not found; check the path"),
+            )),
+            // execve fails the same way (a directory on the way that may not be
+            // searched, a file used as a directory): found, but not executable.
+            Err(e) => Err(Fatal::new(
+                Code::NotExecutable,
+                format!("memo: command '{shown}' cannot be executed ({e}); fix the path or its permissions"),
             )),
             Ok(meta) if meta.is_file() && may_execute(&path) => inspect(path, &shown),
             Ok(_) => Err(not_executable(&shown)),
@@ -157,12 +163,13 @@ fn inspect(path: PathBuf, shown: &str) -> Result<Executable, Fatal> {
         return Ok(direct);
     }
     if let Some(line) = head.strip_prefix(b"#!") {
-        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        // The kernel ends the interpreter's name at a space, a tab or the end of the
+        // line, nothing else: a `\r` of Windows line endings is part of it.
         let interpreter: Vec<u8> = line
             .iter()
             .copied()
             .skip_while(|b| *b == b' ' || *b == b'\t')
-            .take_while(|b| !b.is_ascii_whitespace())
+            .take_while(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\0'))
             .collect();
         if interpreter.is_empty() {
             // The kernel refuses an empty `#!` (ENOEXEC): execvp runs it with /bin/sh.
@@ -171,18 +178,30 @@ fn inspect(path: PathBuf, shown: &str) -> Result<Executable, Fatal> {
                 ..direct
             });
         }
+        let crlf = interpreter.ends_with(b"\r");
         let interpreter = PathBuf::from(OsString::from_vec(interpreter));
-        if fs::metadata(&interpreter).is_err() {
-            return Err(Fatal::new(
+        let named = interpreter.display().to_string().escape_debug().to_string();
+        let fix = if crlf {
+            "the script has Windows (CRLF) line endings; convert them with dos2unix"
+        } else {
+            "fix the #! line"
+        };
+        return match fs::metadata(&interpreter) {
+            // The command was found; it cannot run (see docs/key.md).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Fatal::new(
                 Code::NotExecutable,
                 format!(
-                    "memo: command '{shown}' cannot run: its interpreter '{}' was not found; \
-                     fix the #! line",
-                    interpreter.display()
+                    "memo: command '{shown}' cannot run: its interpreter '{named}' was not found; {fix}"
                 ),
-            ));
-        }
-        return Ok(direct);
+            )),
+            Ok(meta) if meta.is_file() && may_execute(&interpreter) => Ok(direct),
+            _ => Err(Fatal::new(
+                Code::NotExecutable,
+                format!(
+                    "memo: command '{shown}' cannot run: its interpreter '{named}' is not an executable file; {fix}"
+                ),
+            )),
+        };
     }
     // A NUL byte means a binary format the kernel may know (binfmt_misc); only text is
     // handed to the shell, as bash refuses to run binary files through it.
@@ -238,13 +257,25 @@ pub struct Watch {
     pub outputs: Vec<PathBuf>,
     /// The working directory, to compare relative and absolute paths (None if unknown).
     pub cwd: Option<PathBuf>,
-    /// Each regular input file as it was when hashed.
-    pub signatures: HashMap<PathBuf, StatSignature>,
+    /// Each regular input file as it was when hashed, and the digest of its contents.
+    pub signatures: HashMap<PathBuf, (StatSignature, Digest)>,
     /// The executable's path and its signature when hashed.
     pub executable: (PathBuf, StatSignature),
     /// When gathering began: a file whose ctime is not well before this may have changed
     /// since within the same timestamp tick.
     pub started: SystemTime,
+    /// The cache directory, left out of every input directory.
+    pub skip: Option<DirId>,
+}
+
+/// A directory's identity (device, inode), whatever path leads to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirId(u64, u64);
+
+impl DirId {
+    pub fn of(path: &Path) -> Option<DirId> {
+        fs::metadata(path).ok().map(|m| DirId(m.dev(), m.ino()))
+    }
 }
 
 /// What one `--input` spec names, found without reading any contents.
@@ -257,25 +288,58 @@ pub enum Expansion {
 }
 
 pub enum Found {
-    File(Metadata),
-    Dir,
+    /// A file, and the target of the symlink it was found through, if any.
+    File(Metadata, Option<PathBuf>),
+    /// A directory, and the target of the symlink it was found through, if any.
+    Dir(Option<PathBuf>),
     /// A dangling symlink inside an input directory, with its target.
     DanglingLink(PathBuf),
 }
 
+impl Found {
+    /// How the key records it, given the digest of a file's contents: a symlink inside
+    /// an input is keyed as one (`tar`, `find` and `ls -l` see it), on its target text
+    /// as well as on what it leads to.
+    pub fn keyed(&self, contents: &Digest) -> (FileKind, Digest) {
+        match self {
+            Found::File(_, None) => (FileKind::File, *contents),
+            Found::File(_, Some(target)) => (FileKind::LinkToFile, link_digest(target, contents)),
+            Found::Dir(None) => (FileKind::Dir, Digest::of_bytes(b"")),
+            Found::Dir(Some(target)) => (
+                FileKind::LinkToDir,
+                link_digest(target, &Digest::of_bytes(b"")),
+            ),
+            Found::DanglingLink(target) => (
+                FileKind::Symlink,
+                Digest::of_bytes(target.as_os_str().as_bytes()),
+            ),
+        }
+    }
+}
+
+fn link_digest(target: &Path, contents: &Digest) -> Digest {
+    let mut text = b"memo-link\0".to_vec();
+    text.extend_from_slice(target.as_os_str().as_bytes());
+    text.push(0);
+    text.extend_from_slice(&contents.0);
+    Digest::of_bytes(&text)
+}
+
 /// Expands every `--input` spec (file, directory or glob), hashes what it names and the
-/// executable, and notes what the race guard will compare after the run.
+/// executable, and notes what the race guard will compare after the run. `skip` is the
+/// cache directory: memo's own files, which change on every call, are nobody's input.
 pub fn gather_inputs(
     specs: &[OsString],
     outputs: &[PathBuf],
     executable: &Executable,
     cache: &DigestCache,
+    skip: Option<DirId>,
 ) -> Result<Gathered, Fatal> {
     let started = SystemTime::now();
     let mut files = Vec::new();
     let mut signatures = HashMap::new();
     for spec in specs {
-        let listed = match expand(spec)? {
+        let listed = match expand(spec, skip)? {
             Expansion::Missing => {
                 return Err(Fatal::failure(format!(
                     "memo: input '{}' does not exist; create it or fix the --input path",
@@ -291,24 +355,20 @@ pub fn gather_inputs(
             Expansion::Listed(listed) => listed,
         };
         for (path, found) in listed {
-            let (kind, executable, digest) = match found {
-                Found::Dir => (FileKind::Dir, false, Digest::of_bytes(b"")),
-                Found::DanglingLink(target) => (
-                    FileKind::Symlink,
-                    false,
-                    Digest::of_bytes(target.as_os_str().as_bytes()),
-                ),
-                Found::File(meta) => {
+            let (contents, executable) = match &found {
+                Found::File(meta, _) => {
                     let (digest, sig) = cache.digest_path(&path).map_err(|e| {
                         Fatal::failure(format!(
                             "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
                             path.display()
                         ))
                     })?;
-                    signatures.insert(path.clone(), sig);
-                    (FileKind::File, is_executable(&meta), digest)
+                    signatures.insert(path.clone(), (sig, digest));
+                    (digest, is_executable(meta))
                 }
+                _ => (Digest::of_bytes(b""), false),
             };
+            let (kind, digest) = found.keyed(&contents);
             files.push(InputFile {
                 path: ByteString::from(path.as_path()),
                 kind,
@@ -338,13 +398,15 @@ pub fn gather_inputs(
             signatures,
             executable: (executable.path.clone(), signature),
             started,
+            skip,
         },
     })
 }
 
-/// Lists what one `--input` spec names, reading no contents. Symlinks are followed
-/// (inputs are about content); a loop or an unreadable directory is an error.
-pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
+/// Lists what one `--input` spec names, reading no contents, leaving out the directory
+/// `skip` below an input directory. Symlinks are followed (inputs are about content); a
+/// loop or an unreadable directory is an error.
+pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
     if spec.is_empty() {
         return Err(Fatal::failure(
             "memo: --input '' is empty; name a file, directory or glob, or drop that --input",
@@ -353,7 +415,7 @@ pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
     if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, &mut listed)?;
+        list_path(&path, skip, false, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -371,6 +433,9 @@ pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
             e.msg
         ))
     })?;
+    // Whether each directory a match lies in is the cache directory, asked once per
+    // directory: `**/*` also matches memo's own files.
+    let mut skipped: HashMap<PathBuf, bool> = HashMap::new();
     for matched in matches {
         let matched = matched.map_err(|e| {
             Fatal::failure(format!(
@@ -379,12 +444,36 @@ pub fn expand(spec: &OsStr) -> Result<Expansion, Fatal> {
                 e.error()
             ))
         })?;
-        list_path(&clean(&matched), &mut listed)?;
+        let matched = clean(&matched);
+        if skip.is_some()
+            && matched.ancestors().any(|dir| {
+                *skipped
+                    .entry(dir.to_path_buf())
+                    .or_insert_with(|| DirId::of(dir) == skip)
+            })
+        {
+            continue;
+        }
+        list_path(&matched, skip, true, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
 
-fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
+/// Lists `path` and, for a directory, everything below it. Symlinks below it are noted
+/// (the key records them); so is `path` itself when a glob matched it (`root_link`), not
+/// when the user named it.
+fn list_path(
+    path: &Path,
+    skip: Option<DirId>,
+    root_link: bool,
+    out: &mut Vec<(PathBuf, Found)>,
+) -> Result<(), Fatal> {
+    let link_of = |entry: &Path, depth: usize| {
+        if depth == 0 && !root_link {
+            return None;
+        }
+        fs::read_link(entry).ok()
+    };
     let meta = fs::metadata(path).map_err(|e| {
         Fatal::failure(format!(
             "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
@@ -392,16 +481,28 @@ fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> 
         ))
     })?;
     if !meta.is_dir() {
-        return list_file(path, meta, out);
+        return list_file(path, meta, link_of(path, 0), out);
     }
+    let skipped = |entry: &walkdir::DirEntry| {
+        skip.is_some()
+            && entry.depth() > 0
+            && entry.file_type().is_dir()
+            && DirId::of(entry.path()) == skip
+    };
     for entry in walkdir::WalkDir::new(path)
         .follow_links(true)
         .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !skipped(e))
     {
         match entry {
             // Every directory, empty or not: `find`, `tar` and `ls -R` see them.
             Ok(entry) if entry.file_type().is_dir() => {
-                out.push((entry.path().to_path_buf(), Found::Dir))
+                let link = entry
+                    .path_is_symlink()
+                    .then(|| link_of(entry.path(), entry.depth()))
+                    .flatten();
+                out.push((entry.path().to_path_buf(), Found::Dir(link)))
             }
             Ok(entry) => {
                 let meta = entry.metadata().map_err(|e| {
@@ -410,7 +511,11 @@ fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> 
                         entry.path().display()
                     ))
                 })?;
-                list_file(entry.path(), meta, out)?
+                let link = entry
+                    .path_is_symlink()
+                    .then(|| link_of(entry.path(), entry.depth()))
+                    .flatten();
+                list_file(entry.path(), meta, link, out)?
             }
             Err(err) => {
                 let failed = err
@@ -435,14 +540,19 @@ fn list_path(path: &Path, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> 
     Ok(())
 }
 
-fn list_file(path: &Path, meta: Metadata, out: &mut Vec<(PathBuf, Found)>) -> Result<(), Fatal> {
+fn list_file(
+    path: &Path,
+    meta: Metadata,
+    link: Option<PathBuf>,
+    out: &mut Vec<(PathBuf, Found)>,
+) -> Result<(), Fatal> {
     if !meta.is_file() {
         return Err(Fatal::failure(format!(
             "memo: input '{}' is not a regular file or directory; declare files only",
             path.display()
         )));
     }
-    out.push((path.to_path_buf(), Found::File(meta)));
+    out.push((path.to_path_buf(), Found::File(meta, link)));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::bytes::ByteString;
 use crate::digest::Digest;
 
 /// Bumped whenever anything that feeds the key changes meaning or encoding.
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// Everything a cached result depends on. Stored whole in the entry and compared on
 /// lookup, so two different materials can never share a result, even on a collision.
@@ -76,6 +76,15 @@ pub enum FileKind {
     /// A directory named by an input, or inside one: its path alone is keyed, so an
     /// empty subdirectory added or removed changes the key (version 2 on).
     Dir,
+    /// A symlink inside an input directory (or matched by an input glob) that leads to
+    /// a file: keyed on its target text and the file's contents (version 3 on), so that
+    /// a file replaced by a link to the same bytes, which `tar` and `ls -l` see, is
+    /// another input.
+    #[serde(rename = "link-file")]
+    LinkToFile,
+    /// The same for a symlink that leads to a directory.
+    #[serde(rename = "link-dir")]
+    LinkToDir,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -130,6 +139,8 @@ impl KeyMaterial {
                 FileKind::File => b"file",
                 FileKind::Symlink => b"symlink",
                 FileKind::Dir => b"dir",
+                FileKind::LinkToFile => b"link-file",
+                FileKind::LinkToDir => b"link-dir",
             });
             e.u64(input.executable as u64);
             e.bytes(&input.digest.0);
@@ -271,7 +282,7 @@ mod tests {
     fn golden_key() {
         assert_eq!(
             compute_key(&sample()).to_hex(),
-            "406ae4de98d2fac58e32320640ec30c24c8222fb206f73ba448a39bfa34451b4"
+            "c48f2d6bc2beff5b21ff84c3f1ef0dcfb09488e1274b97de6d332c38eb92c165"
         );
         let with_dir = key_after(|m| {
             m.inputs.push(InputFile {
@@ -283,7 +294,7 @@ mod tests {
         });
         assert_eq!(
             with_dir.to_hex(),
-            "4ce83f4eaaf2ba52b84e1b816321ed12983b8015c653c9802312c43e9bf43ee1"
+            "8bc68aec05b911a5c2731a392c701ad27f76d94240d39c0d378c3faf36d40b24"
         );
     }
 
@@ -343,6 +354,14 @@ mod tests {
             (
                 "input is a directory",
                 Box::new(|m| m.inputs[0].kind = FileKind::Dir),
+            ),
+            (
+                "input is a link to a file",
+                Box::new(|m| m.inputs[0].kind = FileKind::LinkToFile),
+            ),
+            (
+                "input is a link to a directory",
+                Box::new(|m| m.inputs[0].kind = FileKind::LinkToDir),
             ),
             (
                 "an empty directory added",

@@ -90,7 +90,8 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
-    let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests)?;
+    let skip = cache.as_ref().and_then(|c| inputs::DirId::of(c.root()));
+    let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests, skip)?;
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let env = inputs::select_env(&req.env, &vars)?;
     let key_command = match &req.key_cmd {

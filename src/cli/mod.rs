@@ -121,7 +121,7 @@ pub struct RunArgs {
     /// refreshed in the background; with --output, no background refresh runs (it would
     /// rewrite the outputs being read): the result is rerun once the window ends
     /// [env: MEMO_STALE]
-    #[arg(long, value_name = "DURATION", value_parser = duration, requires = "ttl", allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     pub stale: Option<Duration>,
 
     /// Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]
@@ -226,6 +226,13 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
         cache_failures: args.cache_failures,
         ..Flags::default()
     })?;
+    // Checked here, not by clap: the TTL may come from MEMO_TTL or the config file.
+    if settings.stale.value.is_some() && settings.ttl.value.is_none() {
+        return Err(Fatal::failure(format!(
+            "memo: a stale window ({}) needs a TTL to follow; set --ttl or MEMO_TTL, or drop the stale window",
+            settings.stale.source
+        )));
+    }
     if args.stdin && settings.stale.value.is_some() {
         return Err(Fatal::failure(
             "memo: --stale cannot refresh a command that reads --stdin; drop one of them",

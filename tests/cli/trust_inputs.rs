@@ -2,6 +2,7 @@
 //! decides by content; an input directory's structure is keyed; commands are found and
 //! started as execvp finds and starts them.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -311,11 +312,208 @@ fn a_path_entry_the_user_may_not_execute_is_skipped() {
         .args(["-c", "tool"])
         .env("PATH", &path)
         .current_dir(env.work());
-    assert_eq!(stdout(&as_nobody(direct)), "shared\n", "what execvp does");
+    let out = as_nobody(direct);
+    assert_eq!(
+        stdout(&out),
+        "shared\n",
+        "what execvp does: {}",
+        stderr(&out)
+    );
 
     let mut cmd = env.memo(["run", "--", "tool"]);
     cmd.env("PATH", &path);
     let out = as_nobody(cmd);
     assert_success(&out);
     assert_eq!(stdout(&out), "shared\n");
+}
+
+#[test]
+fn a_script_whose_interpreter_cannot_run_names_the_interpreter() {
+    let env = TestEnv::new();
+    // Windows line endings: the kernel looks for "/bin/sh\r", which does not exist
+    // (refused as any missing interpreter, see docs/key.md).
+    let crlf = env.write("crlf", "#!/bin/sh\r\necho hi\r\n");
+    // An interpreter that exists but is not executable.
+    let data = env.write("data.txt", "not a program\n");
+    let plain = env.write("plain", format!("#!{}\necho hi\n", data.display()));
+    for script in [&crlf, &plain] {
+        fs::set_permissions(script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = env.run(["run", "--", "./crlf"]);
+    assert_code(&out, 126);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interpreter '/bin/sh\\r'"), "{err}");
+    assert!(err.contains("CRLF"), "{err}");
+    assert!(!err.contains("not found ("), "{err}");
+
+    let out = env.run(["run", "--", "./plain"]);
+    assert_code(&out, 126);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("interpreter '{}'", data.display())),
+        "{err}"
+    );
+    assert!(
+        !err.contains("chmod +x it"),
+        "the script is executable: {err}"
+    );
+}
+
+#[test]
+fn a_command_in_a_directory_the_user_may_not_search_cannot_be_executed() {
+    let env = TestEnv::new();
+    if !nobody_can_run_in(&env) {
+        return;
+    }
+    let locked = env.root.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::write(locked.join("tool"), "#!/bin/sh\necho locked\n").unwrap();
+    fs::set_permissions(locked.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    let tool = locked.join("tool");
+
+    // execve fails with EACCES: 126, as `env` and the shells report it, not 127.
+    let mut direct = Command::new("env");
+    direct.arg(&tool).current_dir(env.work());
+    assert_code(&as_nobody(direct), 126);
+    let out = as_nobody(env.memo([OsStr::new("run"), OsStr::new("--"), tool.as_os_str()]));
+    assert_code(&out, 126);
+    let err = stderr(&out);
+    assert!(err.contains("ermission denied"), "{err}");
+    assert!(!err.contains("not found"), "{err}");
+}
+
+#[test]
+fn a_path_declared_both_ways_in_other_spellings_may_still_change() {
+    let env = TestEnv::new();
+    env.tool("sort -o f f");
+    let work = env.work();
+    let name = work.file_name().unwrap().to_str().unwrap().to_string();
+    let via_parent = format!("../{name}/f");
+    std::os::unix::fs::symlink(".", env.path("here")).unwrap();
+    for (input, output) in [
+        ("f", via_parent.as_str()),
+        (via_parent.as_str(), "f"),
+        ("f", "sub/../f"),
+        // The same file through a symlink.
+        ("f", "here/f"),
+        ("here/f", "f"),
+    ] {
+        let _ = fs::remove_dir_all(env.cache());
+        fs::create_dir_all(env.path("sub")).unwrap();
+        env.write("f", "b\na\n");
+        let out = env.run(run_tool(&["-i", input, "-o", output]));
+        assert_success(&out);
+        assert_eq!(stderr(&out), "", "-i {input} -o {output}");
+        assert_eq!(env.entries().len(), 1, "-i {input} -o {output}: stored");
+        assert_eq!(env.read("f"), b"a\nb\n");
+    }
+}
+
+#[test]
+fn a_stale_window_follows_a_ttl_from_any_source() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    let out = env
+        .memo(run_tool(&["--stale", "5m"]))
+        .env("MEMO_TTL", "1m")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(env.count(), 1);
+
+    // A stale window without a TTL means nothing: one line naming the fix, whichever way
+    // it was given, and nothing runs.
+    for (args, vars) in [
+        (run_tool(&["--stale", "5m"]), vec![]),
+        (run_tool(&[]), vec![("MEMO_STALE", "5m")]),
+    ] {
+        let out = env.memo(&args).envs(vars).output().unwrap();
+        assert_code(&out, 125);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--ttl"), "{err}");
+        assert!(err.contains("stale"), "{err}");
+    }
+    assert_eq!(env.count(), 1);
+}
+
+#[test]
+fn the_cache_directory_inside_an_input_directory_is_not_an_input() {
+    let env = TestEnv::new();
+    env.tool("cat src/a.txt");
+    env.write("src/a.txt", "a\n");
+    for (cache, input) in [
+        ("src/.memo", "src"),
+        ("src/deep/cache", "src"),
+        ("src/.memo", "src/**/*"),
+    ] {
+        let _ = fs::remove_file(env.path("count"));
+        let _ = fs::remove_dir_all(env.path(cache));
+        let call = || {
+            let mut cmd = env.memo(run_tool(&["-i", input]));
+            cmd.env("MEMO_DIR", env.path(cache));
+            let out = cmd.output().unwrap();
+            assert_success(&out);
+            assert_eq!(stderr(&out), "", "with the cache at {cache}");
+        };
+        call();
+        call();
+        assert_eq!(env.count(), 1, "with the cache at {cache}: a hit");
+        env.write("src/a.txt", format!("{cache}\n"));
+        call();
+        assert_eq!(env.count(), 2, "the other files are still inputs");
+    }
+}
+
+#[test]
+fn a_file_replaced_by_a_symlink_to_the_same_bytes_changes_the_key() {
+    use std::os::unix::fs::symlink;
+    let env = TestEnv::new();
+    // What `tar` (or `ls -l`, `find -type l`, `cp -a`) records differs for a link.
+    env.tool("find src -type l | sort");
+    env.write("src/a.txt", "a\n");
+    env.write("src/d/x", "x\n");
+    env.write("shared/a.txt", "a\n");
+    env.write("shared/d/x", "x\n");
+    for input in ["src", "src/*"] {
+        let args = ["-i", input];
+        let _ = fs::remove_dir_all(env.cache());
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        env.write("src/a.txt", "a\n");
+        assert!(env.ran_tool(&args));
+        assert!(!env.ran_tool(&args));
+        // A file, then a directory, replaced by a link to the same contents.
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/a.txt", env.path("src/a.txt")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: a.txt became a link");
+        assert_eq!(stdout(&env.run(run_tool(&args))), "src/a.txt\n");
+        fs::remove_dir_all(env.path("src/d")).unwrap();
+        symlink("../shared/d", env.path("src/d")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: d became a link");
+        // A link retargeted to other bytes, and back.
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/d/x", env.path("src/a.txt")).unwrap();
+        assert!(env.ran_tool(&args), "{input}: the link was retargeted");
+        fs::remove_file(env.path("src/a.txt")).unwrap();
+        symlink("../shared/a.txt", env.path("src/a.txt")).unwrap();
+        assert!(!env.ran_tool(&args), "{input}: back to the earlier link");
+        // Unchanged links do not block storing.
+        let out = env.run(run_tool(&["--force", "-i", input]));
+        assert_eq!(stderr(&out), "", "{input}");
+        // The link also named by itself (followed there), in either order.
+        for both in [
+            ["-i", "src/a.txt", "-i", input],
+            ["-i", input, "-i", "src/a.txt"],
+        ] {
+            let out = env.run(run_tool(&[&["--force"][..], &both].concat()));
+            assert_eq!(stderr(&out), "", "{both:?}");
+        }
+        // Put the directory back for the next round.
+        fs::remove_file(env.path("src/d")).unwrap();
+        env.write("src/d/x", "x\n");
+    }
 }
