@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -558,14 +558,31 @@ fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
 fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<Digest>), Fatal> {
     let staged = match cache.map(|c| c.store.stage()) {
         Some(Ok(staged)) => Ok(staged),
-        Some(Err(e)) => {
-            warner.warn(format!("{e}; spooling stdin to the system temp dir"));
-            tempfile::NamedTempFile::new()
-        }
-        None => tempfile::NamedTempFile::new(),
+        Some(Err(e)) => match tempfile::NamedTempFile::new() {
+            Ok(staged) => {
+                warner.warn(format!("{e}; spooling stdin to the system temp dir"));
+                Ok(staged)
+            }
+            Err(_) => Err(e.to_string()),
+        },
+        None => tempfile::NamedTempFile::new().map_err(|e| e.to_string()),
     };
-    let spooled = staged
-        .and_then(capture::spool_stdin)
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(why) => {
+            // Nowhere to spool (a full or broken disk): the command reads memo's own
+            // stdin, untouched, and the run cannot be keyed.
+            warner.warn(format!(
+                "cannot spool stdin for --stdin ({why}); running the command without the cache"
+            ));
+            let stdin = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Fatal::failure(format!("memo: cannot pass stdin on: {e}")))?;
+            return Ok((File::from(stdin), None));
+        }
+    };
+    let spooled = capture::spool_stdin(staged)
         .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))?;
     Ok(match spooled {
         capture::SpooledStdin::Whole { file, digest } => (file, Some(digest)),

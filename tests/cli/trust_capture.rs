@@ -320,3 +320,91 @@ fn stdin_on_a_full_disk_still_reaches_the_command_whole() {
     let err = stderr(&out);
     assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
 }
+
+#[test]
+fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
+    let env = TestEnv::new();
+    // The work is done by a child of the tool's shell: it outlives the shell, which dies
+    // with memo, and goes on writing the declared output.
+    env.tool(
+        ": > out.txt; sh -c 'echo \"start $$\" >> log; echo \"$$ begin\" >> out.txt; \
+         sleep 1; echo \"$$ end\" >> out.txt; echo \"end $$\" >> log'; echo done",
+    );
+    let args = run_tool(&["-o", "out.txt"]);
+    let mut holder = env
+        .memo(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for_file("log");
+    let followers: Vec<Child> = (0..3)
+        .map(|_| {
+            env.memo(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    kill(holder.id(), "-KILL");
+    holder.wait().unwrap();
+    for follower in followers {
+        let out = follower.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out), "done\n");
+    }
+    let log = fs::read_to_string(env.path("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let first = lines[0].strip_prefix("start ").unwrap();
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(format!("end {first}").as_str()),
+        "a follower started the command while the first copy still ran:\n{log}"
+    );
+    assert_eq!(lines.len(), 4, "{log}");
+    let second = lines[2].strip_prefix("start ").unwrap();
+    assert_eq!(env.count(), 2);
+    fs::remove_file(env.path("out.txt")).unwrap();
+    let hit = env.run(&args);
+    assert_success(&hit);
+    assert_eq!(env.count(), 2, "a hit");
+    assert_eq!(
+        fs::read_to_string(env.path("out.txt")).unwrap(),
+        format!("{second} begin\n{second} end\n")
+    );
+}
+
+#[test]
+fn stdin_reaches_the_command_when_no_staging_file_can_be_made() {
+    let env = TestEnv::new();
+    env.tool("cat; echo fed");
+    // The cache's tmp/ is a regular file, and so is the system temp dir: --stdin has
+    // nowhere to spool its input.
+    assert_success(&env.run(run_tool(&[])));
+    let tmp = env.cache().join("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::write(&tmp, "").unwrap();
+    let not_a_dir = env.root.path().join("not-a-dir");
+    fs::write(&not_a_dir, "").unwrap();
+    let mut cmd = env.memo(run_tool(&["--stdin"]));
+    cmd.env("TMPDIR", &not_a_dir);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(b"line one\nline two\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "line one\nline two\nfed\n");
+    let err = stderr(&out);
+    assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+    assert_eq!(env.count(), 2);
+}
