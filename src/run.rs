@@ -153,6 +153,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             program,
             argv,
             stdin: stdin.map(|(file, _)| file),
+            inherit: None,
         },
         material,
         key,
@@ -193,7 +194,7 @@ fn run_with_cache(
     req: &RunRequest,
     key: Digest,
     material: KeyMaterial,
-    spec: Spec,
+    mut spec: Spec,
     gathered: &Gathered,
     cache: &Cache,
     warner: &Warner,
@@ -249,14 +250,33 @@ fn run_with_cache(
         Err(e) => without_lock(e),
     };
     // A holder killed with -9 releases the lock a moment before its command dies of
-    // its parent-death signal: wait for that copy to be gone before starting another.
+    // its parent-death signal, and the processes that command started live on: wait
+    // for that copy to be gone before starting another.
     let mut overlap = None;
+    // Declared after `key_lock`, so dropped before it: the flight ends first.
+    let mut _flight = None;
     if let Some(lock) = &key_lock {
         if let Err(pid) = lock.wait_for_noted_process(crate::lock::NOTED_PROCESS_WAIT) {
-            let why = format!("an earlier copy of the command (pid {pid}) still runs");
-            warner.warn(format!("{why}; result not stored"));
-            overlap = Some(why);
+            overlap = Some(format!(
+                "an earlier copy of the command (pid {pid}) still runs"
+            ));
         }
+        match lock.take_flight(crate::lock::NOTED_PROCESS_WAIT) {
+            Ok((taken, all_gone)) => {
+                if !all_gone && overlap.is_none() {
+                    overlap =
+                        Some("processes an earlier copy of the command started still run".into());
+                }
+                spec.inherit = Some(taken.fd());
+                _flight = Some(taken);
+            }
+            Err(e) => warner.warn(format!(
+                "cannot lock {lock_name}.run ({e}); running without it"
+            )),
+        }
+    }
+    if let Some(why) = &overlap {
+        warner.warn(format!("{why}; result not stored"));
     }
     let miss = command_event(Kind::Miss, &key, &material);
     cache.record(

@@ -37,6 +37,8 @@ pub struct Spec {
     pub argv: Vec<OsString>,
     /// Standard input: `None` is /dev/null.
     pub stdin: Option<File>,
+    /// A descriptor of memo's the command inherits (a `lock::Flight`).
+    pub inherit: Option<RawFd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +103,17 @@ fn command(spec: Spec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
     die_with_memo(&mut cmd);
+    if let Some(fd) = spec.inherit {
+        // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the child only.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.stdin(match spec.stdin {
         Some(file) => Stdio::from(file),
         None => Stdio::null(),

@@ -160,8 +160,9 @@ fn a_follower_never_runs_while_a_killed_holders_command_still_runs() {
     let args = run_tool(&["-o", "out.txt"]);
     let mut holder = env
         .memo(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Pipes, as the follower has: the same stream mode, so the same key.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     env.wait_for_file("log");
@@ -333,8 +334,9 @@ fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
     let args = run_tool(&["-o", "out.txt"]);
     let mut holder = env
         .memo(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Pipes, as the followers have: the same stream mode, so the same key.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     env.wait_for_file("log");
