@@ -255,10 +255,23 @@ pub fn run_recorded(
             .collect();
         let outcome = wait(&mut child);
         exited.store(true, Ordering::SeqCst);
-        if signals::received().is_some() {
+        if let Some(sig) = signals::received() {
             // Nothing will be stored, and a grandchild that outlived the command may hold
             // the pipes open for a long time: stop draining them soon.
             stop.store(true, Ordering::SeqCst);
+            // A tee may still be stuck writing to a destination that takes nothing (its
+            // reader stopped reading), or be fed for good by such a grandchild: memo was
+            // told to stop and its command is gone, so it ends rather than wait for them.
+            let deadline = Instant::now() + STOP_GRACE + STUCK_GRACE;
+            while handles.iter().any(|(tee, _)| !tee.is_finished()) {
+                if Instant::now() >= deadline {
+                    let code = outcome.as_ref().map_or(128 + sig, |o| o.exit_code());
+                    // SAFETY: _exit ends the process at once; the threads' staging files
+                    // are left to gc, as after a kill.
+                    unsafe { libc::_exit(code) };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let tees: Vec<Tee> = handles
             .into_iter()
@@ -311,6 +324,8 @@ const TEE_CHUNK: usize = 1024 * 1024;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const STOP_GRACE: Duration = Duration::from_millis(200);
+/// How much longer than `STOP_GRACE` an interrupted memo waits for its tees to finish.
+const STUCK_GRACE: Duration = Duration::from_millis(300);
 /// How long the pipes stay open for reading once the command has exited and what it
 /// left in them has been read: long enough for a descendant that is finishing too
 /// (`cmd | tee`, a last flush), short enough to feel like the direct call.

@@ -410,3 +410,26 @@ fn stdin_reaches_the_command_when_no_staging_file_can_be_made() {
     assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
     assert_eq!(env.count(), 2);
 }
+
+#[test]
+fn a_signal_ends_memo_even_when_its_stdout_reader_stopped_reading() {
+    let env = TestEnv::new();
+    // More than a pipe holds: memo is stuck writing to its stdout, which nobody reads,
+    // when the signal comes (as with `timeout` and a stalled log reader).
+    env.tool("head -c 300000 /dev/zero; touch started; exec sleep 10");
+    let mut child = env
+        .memo(run_tool(&[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_file("started");
+    kill(child.id(), "-TERM");
+    let status = wait_at_most(&mut child, Duration::from_secs(3));
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("memo hung writing to a stdout nobody reads after its command was killed")
+    });
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(env.entries().is_empty());
+}
