@@ -512,7 +512,9 @@ fn tee(
             let _ = tx.send((buf, filled));
         }
     }
-    if still_open && writable {
+    if still_open {
+        // Even to a destination that fails: closing the pipe would kill what the
+        // command left running with SIGPIPE, which that destination would not.
         streams::forward_later(source, dest);
     }
     end

@@ -71,7 +71,8 @@ pub fn forward_later(source: io::PipeReader, dest: RawFd) {
 }
 
 /// The forwarder: copies stdin to stdout as bytes arrive, unbuffered, until end of file
-/// or until stdout fails.
+/// or until stdout's reader goes away. When stdout fails otherwise (a full disk), it
+/// keeps reading, so the writer is not killed by a broken pipe it would not have met.
 fn forward_stdin_to_stdout() {
     // The pipe comes from memo's tee, which read it non-blocking (the flag belongs to
     // the pipe, so it came along): blocking reads here.
@@ -87,14 +88,16 @@ fn forward_stdin_to_stdout() {
     // SAFETY: as above.
     let mut output = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
     let mut buf = vec![0u8; 64 * 1024];
+    let mut writable = true;
     loop {
         match input.read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => {
-                if output.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
+            Ok(n) if writable => match output.write_all(&buf[..n]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return,
+                Err(_) => writable = false,
+            },
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }

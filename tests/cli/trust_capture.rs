@@ -433,3 +433,27 @@ fn a_signal_ends_memo_even_when_its_stdout_reader_stopped_reading() {
     assert_eq!(status.code(), Some(128 + 15));
     assert!(env.entries().is_empty());
 }
+
+#[test]
+fn a_full_destination_does_not_kill_what_the_command_left_running() {
+    // Whether or not the command itself wrote to the full stderr first.
+    for first in ["", "echo before >&2; "] {
+        let env = TestEnv::new();
+        env.tool(&format!(
+            "{first}(while [ ! -e go ]; do sleep 0.02; done; echo late >&2; sleep 0.05; \
+             echo again >&2; touch survived) & echo ok"
+        ));
+        let mut child = env
+            .memo(run_tool(&[]))
+            .stdout(Stdio::piped())
+            .stderr(File::options().write(true).open("/dev/full").unwrap())
+            .spawn()
+            .unwrap();
+        let status = wait_at_most(&mut child, Duration::from_secs(4));
+        env.write("go", "");
+        assert!(status.expect("memo returns with its command").success());
+        env.eventually("the background process writes on, as without memo", || {
+            env.path("survived").exists()
+        });
+    }
+}
