@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flight_held_by_a_left_process_is_waited_for_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::wait_transient(dir.path(), "k").unwrap();
+        let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(clear);
+        // What a killed holder's command left running: another description of the file.
+        let left = File::open(dir.path().join("k.run")).unwrap();
+        FileExt::unlock(&first.file).unwrap();
+        std::mem::forget(first);
+        FileExt::lock_exclusive(&left).unwrap();
+        let (second, clear) = lock.take_flight(Duration::from_millis(30)).unwrap();
+        assert!(!clear, "still held");
+        drop(second);
+        assert!(!dir.path().join("k.run").exists());
+        let (_third, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(
+            clear,
+            "a fresh file: no second wait for the same left process"
+        );
+    }
+
+    #[test]
     fn a_recycled_pid_is_not_the_noted_process() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id();
