@@ -457,3 +457,42 @@ fn a_full_destination_does_not_kill_what_the_command_left_running() {
         });
     }
 }
+
+#[test]
+fn a_signal_ignored_when_memo_starts_stays_ignored_for_the_command() {
+    use std::os::unix::process::CommandExt;
+    // `nohup memo run ...`, or `memo run ... &` in a script (SIGINT and SIGQUIT ignored):
+    // a hangup or a Ctrl-C does not end the command, as it would not end it directly.
+    for (name, sig) in [("HUP", libc::SIGHUP), ("INT", libc::SIGINT)] {
+        let env = TestEnv::new();
+        env.tool("touch started; while [ ! -e go ]; do sleep 0.02; done; echo done");
+        let script = format!("trap '' {name}; exec {MEMO} run -- ./tool");
+        let child = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .current_dir(env.work())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("MEMO_DIR", env.cache())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        env.wait_for_file("started");
+        // To the whole group, as a terminal's hangup or Ctrl-C reaches it.
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(-(child.id() as i32), sig) }, 0);
+        std::thread::sleep(Duration::from_millis(100));
+        env.write("go", "");
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out), "done\n", "{name}");
+        let hit = env.run(run_tool(&[]));
+        assert_success(&hit);
+        assert_eq!(
+            env.count(),
+            1,
+            "{name}: stored, not taken for an interruption"
+        );
+    }
+}
