@@ -20,10 +20,16 @@ use std::process::{Command, Stdio};
 /// parsed by the command line, and a person typing it gets a `cat`.
 const FORWARDER: &str = "__memo-forward-output";
 
-/// The first thing `main` does: makes sure fds 0, 1 and 2 are open, and if this process
-/// was started as a forwarder (see `forward_later`), does that and exits.
+/// The first thing `main` does: makes sure fds 0, 1 and 2 are open and SIGCHLD is not
+/// ignored, and if this process was started as a forwarder (see `forward_later`), does
+/// that and exits.
 pub fn startup() {
     ensure_standard_fds();
+    // Inherited as ignored (a parent set SIG_IGN, then exec'd memo), it has the kernel
+    // reap memo's children itself: waiting for the command then fails (ECHILD) and its
+    // exit code is lost.
+    // SAFETY: setting a standard disposition, before any thread exists.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(OsStr::new(FORWARDER)) && args.next().is_none() {
         forward_stdin_to_stdout();

@@ -496,3 +496,25 @@ fn a_signal_ignored_when_memo_starts_stays_ignored_for_the_command() {
         );
     }
 }
+
+#[test]
+fn memo_started_with_sigchld_ignored_still_passes_the_exit_code_through() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    env.tool("echo hi; exit 3");
+    for round in 1..=2 {
+        let mut cmd = env.memo(run_tool(&["--cache-failures", "--key-cmd", "echo k"]));
+        // SAFETY: signal is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert_code(&out, 3);
+        assert_eq!(stdout(&out), "hi\n");
+        assert_eq!(stderr(&out), "", "round {round}");
+        assert_eq!(env.count(), 1, "round {round}: stored, then replayed");
+    }
+}
