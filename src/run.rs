@@ -7,9 +7,8 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, FromRawFd};
+use std::io::{self, Write as _};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -727,10 +726,13 @@ fn replay(
         warner.warn(format!("{e}; running the command"));
         return Ok(None);
     }
-    for (reader, fd) in streams {
-        // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
-        let mut dest = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-        if let Err(e) = reader.copy_to(&mut dest) {
+    for (mut reader, fd) in streams {
+        // fd 1 and 2 stay open for the life of the process.
+        let mut dest = io::BufWriter::with_capacity(1 << 20, capture::streams::Patient(fd));
+        let copied = io::copy(&mut reader, &mut dest).and_then(|_| dest.flush());
+        // What could not be written is dropped, not tried again.
+        let _ = dest.into_parts();
+        if let Err(e) = copied {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 // What the command itself would have met: death by SIGPIPE.
                 return Ok(Some(128 + libc::SIGPIPE));

@@ -425,8 +425,7 @@ fn tee(
     returned: Receiver<Vec<u8>>,
     flags: Flags,
 ) -> TeeEnd {
-    // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
-    let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
+    let mut out = streams::Patient(dest);
     let mut writable = true;
     // Non-blocking, so that poll (needed only to notice the flags) runs only when the
     // pipe is empty, not before every read.

@@ -518,3 +518,35 @@ fn memo_started_with_sigchld_ignored_still_passes_the_exit_code_through() {
         assert_eq!(env.count(), 1, "round {round}: stored, then replayed");
     }
 }
+
+#[test]
+fn a_non_blocking_stdout_gets_every_byte_on_a_miss_and_a_hit() {
+    // A parent that set O_NONBLOCK on the pipe (node does): a full pipe is a pause,
+    // not a failure.
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/zero");
+    for round in 1..=2 {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        // SAFETY: fcntl on a descriptor this pipe owns.
+        unsafe {
+            let fd = writer.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+        }
+        let mut child = env
+            .memo(run_tool(&[]))
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The pipe fills up before anyone reads.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(got.len(), 1_000_000, "round {round}");
+        assert_eq!(stderr(&out), "", "round {round}");
+    }
+    assert_eq!(env.count(), 1);
+}
