@@ -533,7 +533,7 @@ fn a_non_blocking_stdout_gets_every_byte_on_a_miss_and_a_hit() {
             let flags = libc::fcntl(fd, libc::F_GETFL);
             assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
         }
-        let mut child = env
+        let child = env
             .memo(run_tool(&[]))
             .stdout(writer)
             .stderr(Stdio::piped())
