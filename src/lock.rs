@@ -10,9 +10,16 @@
 //! releases a killed holder's lock before the command it ran has died of its
 //! parent-death signal, so the next holder first waits for that process to be gone
 //! (`wait_for_noted_process`), and two copies of one command never run at once.
+//!
+//! The command's own children outlive it when it dies that way (a `make` killed leaves
+//! its compilers running), and may go on writing its outputs. So the command also
+//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`): every process
+//! it starts holds that lock for as long as it lives, unless it closes the descriptor,
+//! and the next holder waits for it too.
 
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt as _, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,6 +94,57 @@ impl Lock {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
+    }
+}
+
+/// The lock the command's processes hold through an inherited descriptor (see the
+/// module doc). Released and removed when dropped, before its key lock is: a process
+/// the command left running keeps a descriptor of a file nobody waits on.
+pub struct Flight {
+    file: File,
+    path: PathBuf,
+}
+
+impl Flight {
+    /// The descriptor the command must inherit.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+impl Lock {
+    /// Takes this lock's flight, waiting at most `limit` for the processes of an
+    /// earlier, killed holder's command that still hold it. The `bool` says whether
+    /// they were all gone; if not, the flight is a fresh file, so that later holders do
+    /// not wait again for what may be a daemon.
+    pub fn take_flight(&self, limit: Duration) -> io::Result<(Flight, bool)> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".run");
+        let path = PathBuf::from(name);
+        // Only a holder of this lock opens or removes the flight: no race on the path.
+        let file = open_cache_file(&path)?;
+        let end = Instant::now() + limit;
+        loop {
+            match FileExt::try_lock_exclusive(&file) {
+                Ok(()) => return Ok((Flight { file, path }, true)),
+                Err(e) if is_contended(&e) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= end {
+                fs::remove_file(&path)?;
+                let file = open_cache_file(&path)?;
+                FileExt::try_lock_exclusive(&file)?;
+                return Ok((Flight { file, path }, false));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -213,6 +271,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(next.wait_for_noted_process(Duration::from_secs(5)), Ok(()));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_flight_held_by_a_left_process_is_waited_for_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::wait_transient(dir.path(), "k").unwrap();
+        let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(clear);
+        // What a killed holder's command left running: another description of the file.
+        let left = File::open(dir.path().join("k.run")).unwrap();
+        FileExt::unlock(&first.file).unwrap();
+        std::mem::forget(first);
+        FileExt::lock_exclusive(&left).unwrap();
+        let (second, clear) = lock.take_flight(Duration::from_millis(30)).unwrap();
+        assert!(!clear, "still held");
+        drop(second);
+        assert!(!dir.path().join("k.run").exists());
+        let (_third, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(
+            clear,
+            "a fresh file: no second wait for the same left process"
+        );
     }
 
     #[test]

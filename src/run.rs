@@ -7,9 +7,8 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::io::{self, Write as _};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -154,6 +153,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             program,
             argv,
             stdin: stdin.map(|(file, _)| file),
+            inherit: None,
         },
         material,
         key,
@@ -194,7 +194,7 @@ fn run_with_cache(
     req: &RunRequest,
     key: Digest,
     material: KeyMaterial,
-    spec: Spec,
+    mut spec: Spec,
     gathered: &Gathered,
     cache: &Cache,
     warner: &Warner,
@@ -250,14 +250,33 @@ fn run_with_cache(
         Err(e) => without_lock(e),
     };
     // A holder killed with -9 releases the lock a moment before its command dies of
-    // its parent-death signal: wait for that copy to be gone before starting another.
+    // its parent-death signal, and the processes that command started live on: wait
+    // for that copy to be gone before starting another.
     let mut overlap = None;
+    // Declared after `key_lock`, so dropped before it: the flight ends first.
+    let mut _flight = None;
     if let Some(lock) = &key_lock {
         if let Err(pid) = lock.wait_for_noted_process(crate::lock::NOTED_PROCESS_WAIT) {
-            let why = format!("an earlier copy of the command (pid {pid}) still runs");
-            warner.warn(format!("{why}; result not stored"));
-            overlap = Some(why);
+            overlap = Some(format!(
+                "an earlier copy of the command (pid {pid}) still runs"
+            ));
         }
+        match lock.take_flight(crate::lock::NOTED_PROCESS_WAIT) {
+            Ok((taken, all_gone)) => {
+                if !all_gone && overlap.is_none() {
+                    overlap =
+                        Some("processes an earlier copy of the command started still run".into());
+                }
+                spec.inherit = Some(taken.fd());
+                _flight = Some(taken);
+            }
+            Err(e) => warner.warn(format!(
+                "cannot lock {lock_name}.run ({e}); running without it"
+            )),
+        }
+    }
+    if let Some(why) = &overlap {
+        warner.warn(format!("{why}; result not stored"));
     }
     let miss = command_event(Kind::Miss, &key, &material);
     cache.record(
@@ -559,14 +578,31 @@ fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
 fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<Digest>), Fatal> {
     let staged = match cache.map(|c| c.store.stage()) {
         Some(Ok(staged)) => Ok(staged),
-        Some(Err(e)) => {
-            warner.warn(format!("{e}; spooling stdin to the system temp dir"));
-            tempfile::NamedTempFile::new()
-        }
-        None => tempfile::NamedTempFile::new(),
+        Some(Err(e)) => match tempfile::NamedTempFile::new() {
+            Ok(staged) => {
+                warner.warn(format!("{e}; spooling stdin to the system temp dir"));
+                Ok(staged)
+            }
+            Err(_) => Err(e.to_string()),
+        },
+        None => tempfile::NamedTempFile::new().map_err(|e| e.to_string()),
     };
-    let spooled = staged
-        .and_then(capture::spool_stdin)
+    let staged = match staged {
+        Ok(staged) => staged,
+        Err(why) => {
+            // Nowhere to spool (a full or broken disk): the command reads memo's own
+            // stdin, untouched, and the run cannot be keyed.
+            warner.warn(format!(
+                "cannot spool stdin for --stdin ({why}); running the command without the cache"
+            ));
+            let stdin = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Fatal::failure(format!("memo: cannot pass stdin on: {e}")))?;
+            return Ok((File::from(stdin), None));
+        }
+    };
+    let spooled = capture::spool_stdin(staged)
         .map_err(|e| Fatal::failure(format!("memo: cannot read stdin for --stdin: {e}")))?;
     Ok(match spooled {
         capture::SpooledStdin::Whole { file, digest } => (file, Some(digest)),
@@ -691,10 +727,13 @@ fn replay(
         warner.warn(format!("{e}; running the command"));
         return Ok(None);
     }
-    for (reader, fd) in streams {
-        // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
-        let mut dest = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-        if let Err(e) = reader.copy_to(&mut dest) {
+    for (mut reader, fd) in streams {
+        // fd 1 and 2 stay open for the life of the process.
+        let mut dest = io::BufWriter::with_capacity(1 << 20, capture::streams::Patient(fd));
+        let copied = io::copy(&mut reader, &mut dest).and_then(|_| dest.flush());
+        // What could not be written is dropped, not tried again.
+        let _ = dest.into_parts();
+        if let Err(e) = copied {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 // What the command itself would have met: death by SIGPIPE.
                 return Ok(Some(128 + libc::SIGPIPE));

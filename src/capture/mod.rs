@@ -37,6 +37,8 @@ pub struct Spec {
     pub argv: Vec<OsString>,
     /// Standard input: `None` is /dev/null.
     pub stdin: Option<File>,
+    /// A descriptor of memo's the command inherits (a `lock::Flight`).
+    pub inherit: Option<RawFd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +103,17 @@ fn command(spec: Spec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
     die_with_memo(&mut cmd);
+    if let Some(fd) = spec.inherit {
+        // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the child only.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.stdin(match spec.stdin {
         Some(file) => Stdio::from(file),
         None => Stdio::null(),
@@ -242,10 +255,23 @@ pub fn run_recorded(
             .collect();
         let outcome = wait(&mut child);
         exited.store(true, Ordering::SeqCst);
-        if signals::received().is_some() {
+        if let Some(sig) = signals::received() {
             // Nothing will be stored, and a grandchild that outlived the command may hold
             // the pipes open for a long time: stop draining them soon.
             stop.store(true, Ordering::SeqCst);
+            // A tee may still be stuck writing to a destination that takes nothing (its
+            // reader stopped reading), or be fed for good by such a grandchild: memo was
+            // told to stop and its command is gone, so it ends rather than wait for them.
+            let deadline = Instant::now() + STOP_GRACE + STUCK_GRACE;
+            while handles.iter().any(|(tee, _)| !tee.is_finished()) {
+                if Instant::now() >= deadline {
+                    let code = outcome.as_ref().map_or(128 + sig, |o| o.exit_code());
+                    // SAFETY: _exit ends the process at once; the threads' staging files
+                    // are left to gc, as after a kill.
+                    unsafe { libc::_exit(code) };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let tees: Vec<Tee> = handles
             .into_iter()
@@ -298,6 +324,8 @@ const TEE_CHUNK: usize = 1024 * 1024;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const STOP_GRACE: Duration = Duration::from_millis(200);
+/// How much longer than `STOP_GRACE` an interrupted memo waits for its tees to finish.
+const STUCK_GRACE: Duration = Duration::from_millis(300);
 /// How long the pipes stay open for reading once the command has exited and what it
 /// left in them has been read: long enough for a descendant that is finishing too
 /// (`cmd | tee`, a last flush), short enough to feel like the direct call.
@@ -397,8 +425,7 @@ fn tee(
     returned: Receiver<Vec<u8>>,
     flags: Flags,
 ) -> TeeEnd {
-    // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
-    let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
+    let mut out = streams::Patient(dest);
     let mut writable = true;
     // Non-blocking, so that poll (needed only to notice the flags) runs only when the
     // pipe is empty, not before every read.
@@ -484,7 +511,9 @@ fn tee(
             let _ = tx.send((buf, filled));
         }
     }
-    if still_open && writable {
+    if still_open {
+        // Even to a destination that fails: closing the pipe would kill what the
+        // command left running with SIGPIPE, which that destination would not.
         streams::forward_later(source, dest);
     }
     end

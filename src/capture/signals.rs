@@ -35,11 +35,20 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
 }
 
 /// Installs the handlers. Children get default dispositions back when they exec.
+/// A signal ignored when memo started (`nohup`, a script's `cmd &`, a `trap ''`) stays
+/// ignored, for memo and so for the command, as it would be for the command run directly:
+/// a handler would hand the command the default disposition instead.
 pub fn install() {
     for sig in FORWARDED {
         // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches
         // atomics and calls kill, both async-signal-safe.
         unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as *const () as usize;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;

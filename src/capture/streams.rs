@@ -20,10 +20,16 @@ use std::process::{Command, Stdio};
 /// parsed by the command line, and a person typing it gets a `cat`.
 const FORWARDER: &str = "__memo-forward-output";
 
-/// The first thing `main` does: makes sure fds 0, 1 and 2 are open, and if this process
-/// was started as a forwarder (see `forward_later`), does that and exits.
+/// The first thing `main` does: makes sure fds 0, 1 and 2 are open and SIGCHLD is not
+/// ignored, and if this process was started as a forwarder (see `forward_later`), does
+/// that and exits.
 pub fn startup() {
     ensure_standard_fds();
+    // Inherited as ignored (a parent set SIG_IGN, then exec'd memo), it has the kernel
+    // reap memo's children itself: waiting for the command then fails (ECHILD) and its
+    // exit code is lost.
+    // SAFETY: setting a standard disposition, before any thread exists.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(OsStr::new(FORWARDER)) && args.next().is_none() {
         forward_stdin_to_stdout();
@@ -70,8 +76,46 @@ pub fn forward_later(source: io::PipeReader, dest: RawFd) {
         .spawn();
 }
 
+/// memo's fd 1 or 2 (or any descriptor), written as if it were blocking: when a parent
+/// set O_NONBLOCK on it (node does) and it is full, a write waits until it can go on,
+/// as it would on a blocking descriptor, instead of failing with EAGAIN and losing the
+/// rest of the output.
+pub struct Patient(pub RawFd);
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: writes from a valid slice to a descriptor the caller keeps open.
+            let n = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let mut fds = libc::pollfd {
+                        fd: self.0,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call. Whatever it
+                    // returns, the write is tried again and says what is wrong.
+                    unsafe { libc::poll(&mut fds, 1, -1) };
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The forwarder: copies stdin to stdout as bytes arrive, unbuffered, until end of file
-/// or until stdout fails.
+/// or until stdout's reader goes away. When stdout fails otherwise (a full disk), it
+/// keeps reading, so the writer is not killed by a broken pipe it would not have met.
 fn forward_stdin_to_stdout() {
     // The pipe comes from memo's tee, which read it non-blocking (the flag belongs to
     // the pipe, so it came along): blocking reads here.
@@ -82,19 +126,20 @@ fn forward_stdin_to_stdout() {
             libc::fcntl(0, libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
     }
-    // SAFETY: fds 0 and 1 are open (ensure_standard_fds); the Files are never dropped.
+    // SAFETY: fd 0 is open (ensure_standard_fds); the File is never dropped.
     let mut input = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    // SAFETY: as above.
-    let mut output = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    let mut output = Patient(1);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut writable = true;
     loop {
         match input.read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => {
-                if output.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
+            Ok(n) if writable => match output.write_all(&buf[..n]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return,
+                Err(_) => writable = false,
+            },
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }

@@ -160,8 +160,9 @@ fn a_follower_never_runs_while_a_killed_holders_command_still_runs() {
     let args = run_tool(&["-o", "out.txt"]);
     let mut holder = env
         .memo(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Pipes, as the follower has: the same stream mode, so the same key.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     env.wait_for_file("log");
@@ -319,4 +320,233 @@ fn stdin_on_a_full_disk_still_reaches_the_command_whole() {
     );
     let err = stderr(&out);
     assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+}
+
+#[test]
+fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
+    let env = TestEnv::new();
+    // The work is done by a child of the tool's shell: it outlives the shell, which dies
+    // with memo, and goes on writing the declared output.
+    env.tool(
+        ": > out.txt; sh -c 'echo \"start $$\" >> log; echo \"$$ begin\" >> out.txt; \
+         sleep 1; echo \"$$ end\" >> out.txt; echo \"end $$\" >> log'; echo done",
+    );
+    let args = run_tool(&["-o", "out.txt"]);
+    let mut holder = env
+        .memo(&args)
+        // Pipes, as the followers have: the same stream mode, so the same key.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_file("log");
+    let followers: Vec<Child> = (0..3)
+        .map(|_| {
+            env.memo(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    kill(holder.id(), "-KILL");
+    holder.wait().unwrap();
+    for follower in followers {
+        let out = follower.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out), "done\n");
+    }
+    let log = fs::read_to_string(env.path("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let first = lines[0].strip_prefix("start ").unwrap();
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(format!("end {first}").as_str()),
+        "a follower started the command while the first copy still ran:\n{log}"
+    );
+    assert_eq!(lines.len(), 4, "{log}");
+    let second = lines[2].strip_prefix("start ").unwrap();
+    assert_eq!(env.count(), 2);
+    fs::remove_file(env.path("out.txt")).unwrap();
+    let hit = env.run(&args);
+    assert_success(&hit);
+    assert_eq!(env.count(), 2, "a hit");
+    assert_eq!(
+        fs::read_to_string(env.path("out.txt")).unwrap(),
+        format!("{second} begin\n{second} end\n")
+    );
+}
+
+#[test]
+fn stdin_reaches_the_command_when_no_staging_file_can_be_made() {
+    let env = TestEnv::new();
+    env.tool("cat; echo fed");
+    // The cache's tmp/ is a regular file, and so is the system temp dir: --stdin has
+    // nowhere to spool its input.
+    assert_success(&env.run(run_tool(&[])));
+    let tmp = env.cache().join("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::write(&tmp, "").unwrap();
+    let not_a_dir = env.root.path().join("not-a-dir");
+    fs::write(&not_a_dir, "").unwrap();
+    let mut cmd = env.memo(run_tool(&["--stdin"]));
+    cmd.env("TMPDIR", &not_a_dir);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(b"line one\nline two\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "line one\nline two\nfed\n");
+    let err = stderr(&out);
+    assert_eq!(err.matches("memo: warning").count(), 1, "{err}");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn a_signal_ends_memo_even_when_its_stdout_reader_stopped_reading() {
+    let env = TestEnv::new();
+    // More than a pipe holds: memo is stuck writing to its stdout, which nobody reads,
+    // when the signal comes (as with `timeout` and a stalled log reader).
+    env.tool("head -c 300000 /dev/zero; touch started; exec sleep 10");
+    let mut child = env
+        .memo(run_tool(&[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_file("started");
+    kill(child.id(), "-TERM");
+    let status = wait_at_most(&mut child, Duration::from_secs(3));
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("memo hung writing to a stdout nobody reads after its command was killed")
+    });
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(env.entries().is_empty());
+}
+
+#[test]
+fn a_full_destination_does_not_kill_what_the_command_left_running() {
+    // Whether or not the command itself wrote to the full stderr first.
+    for first in ["", "echo before >&2; "] {
+        let env = TestEnv::new();
+        env.tool(&format!(
+            "{first}(while [ ! -e go ]; do sleep 0.02; done; echo late >&2; sleep 0.05; \
+             echo again >&2; touch survived) & echo ok"
+        ));
+        let mut child = env
+            .memo(run_tool(&[]))
+            .stdout(Stdio::piped())
+            .stderr(File::options().write(true).open("/dev/full").unwrap())
+            .spawn()
+            .unwrap();
+        let status = wait_at_most(&mut child, Duration::from_secs(4));
+        env.write("go", "");
+        assert!(status.expect("memo returns with its command").success());
+        env.eventually("the background process writes on, as without memo", || {
+            env.path("survived").exists()
+        });
+    }
+}
+
+#[test]
+fn a_signal_ignored_when_memo_starts_stays_ignored_for_the_command() {
+    use std::os::unix::process::CommandExt;
+    // `nohup memo run ...`, or `memo run ... &` in a script (SIGINT and SIGQUIT ignored):
+    // a hangup or a Ctrl-C does not end the command, as it would not end it directly.
+    for (name, sig) in [("HUP", libc::SIGHUP), ("INT", libc::SIGINT)] {
+        let env = TestEnv::new();
+        env.tool("touch started; while [ ! -e go ]; do sleep 0.02; done; echo done");
+        let script = format!("trap '' {name}; exec {MEMO} run -- ./tool");
+        let child = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .current_dir(env.work())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("MEMO_DIR", env.cache())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        env.wait_for_file("started");
+        // To the whole group, as a terminal's hangup or Ctrl-C reaches it.
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(-(child.id() as i32), sig) }, 0);
+        std::thread::sleep(Duration::from_millis(100));
+        env.write("go", "");
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out), "done\n", "{name}");
+        let hit = env.run(run_tool(&[]));
+        assert_success(&hit);
+        assert_eq!(
+            env.count(),
+            1,
+            "{name}: stored, not taken for an interruption"
+        );
+    }
+}
+
+#[test]
+fn memo_started_with_sigchld_ignored_still_passes_the_exit_code_through() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    env.tool("echo hi; exit 3");
+    for round in 1..=2 {
+        let mut cmd = env.memo(run_tool(&["--cache-failures", "--key-cmd", "echo k"]));
+        // SAFETY: signal is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert_code(&out, 3);
+        assert_eq!(stdout(&out), "hi\n");
+        assert_eq!(stderr(&out), "", "round {round}");
+        assert_eq!(env.count(), 1, "round {round}: stored, then replayed");
+    }
+}
+
+#[test]
+fn a_non_blocking_stdout_gets_every_byte_on_a_miss_and_a_hit() {
+    // A parent that set O_NONBLOCK on the pipe (node does): a full pipe is a pause,
+    // not a failure.
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/zero");
+    for round in 1..=2 {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        // SAFETY: fcntl on a descriptor this pipe owns.
+        unsafe {
+            let fd = writer.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+        }
+        let child = env
+            .memo(run_tool(&[]))
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The pipe fills up before anyone reads.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(got.len(), 1_000_000, "round {round}");
+        assert_eq!(stderr(&out), "", "round {round}");
+    }
+    assert_eq!(env.count(), 1);
 }
