@@ -275,7 +275,7 @@ impl DigestCache {
         };
         let path = shard_path(dir, sig.shard());
         let mut file = match fsutil::open_cache_file(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if fsutil::lacks_directory(&e) => {
                 fsutil::create_private_dir_all(dir)?;
                 fsutil::open_cache_file(&path)?
             }

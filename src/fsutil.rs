@@ -35,16 +35,23 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes sure `dir` is a real directory (not a symlink), creating it if missing.
+/// Makes sure `dir` is a real directory, creating it if missing. Below the cache root
+/// (`!recursive`) the place is memo's own, so anything else found there (a FIFO, a
+/// socket, a regular file, a symlink to any of these) is damage and is removed: refusing
+/// would stop caching for good. A symlink to a directory is still refused, not removed:
+/// someone may have meant it, and memo must not write through it.
 fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(meta) if meta.file_type().is_symlink() => {
+        Ok(meta)
+            if meta.file_type().is_symlink() && fs::metadata(dir).is_ok_and(|m| m.is_dir()) =>
+        {
             return Err(io::Error::other(format!(
                 "{} is a symlink, not a directory; refusing to write through it",
                 dir.display()
             )))
         }
+        Ok(_) if !recursive => fs::remove_file(dir)?,
         Ok(_) => {
             return Err(io::Error::other(format!(
                 "{} is not a directory",
@@ -195,10 +202,12 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Removes what is at `path` if it is not a regular file (what `open_regular` refused),
-/// so memo can put its own file there. A directory is left alone (an error).
+/// so memo can put its own file there. A directory goes too, with what it holds: `path`
+/// is a place where memo keeps a file, so nothing there is anyone's but memo's.
 pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -239,8 +248,28 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     share(tmp.as_file())?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    persist_replacing(tmp, path)?;
     Ok(())
+}
+
+/// Renames a finished temp file to `dest`, the place of a file of the cache. A
+/// directory planted there (a rename cannot replace one) is removed first; anything
+/// else the rename replaces by itself.
+pub fn persist_replacing(staged: tempfile::NamedTempFile, dest: &Path) -> io::Result<fs::File> {
+    match staged.persist(dest) {
+        Ok(file) => Ok(file),
+        Err(e) if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) => {
+            remove_planted(dest)?;
+            e.file.persist(dest).map_err(|e| e.error)
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+/// Whether an open of a cache file failed for want of its directory: missing, or
+/// something else in its place (ENOTDIR), which `create_private_dir_all` repairs.
+pub fn lacks_directory(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// Whether process `pid` still exists (staging files carry their creator's pid).
@@ -414,7 +443,7 @@ where
     use std::io::Read;
     use std::os::unix::fs::FileExt as _;
     let (mut file, replaced) = match open_or_replace(path, Access::Update) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if lacks_directory(&e) => {
             create_private_dir_all(path.parent().expect("a record path has a parent"))?;
             open_or_replace(path, Access::Update)?
         }

@@ -362,7 +362,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let name = entry.file_name();
         let name = name.to_str().unwrap_or_default();
         if crate::fsutil::left_by_dead_process(name, TRASH_PREFIX) {
-            let _ = fs::remove_dir_all(entry.path());
+            remove_any(&entry.path());
         }
         // Left by a write_file_atomic (the clock) that was killed before its rename.
         let stray = name.starts_with(".tmp")
@@ -397,11 +397,36 @@ const DEAD_LIST: &str = "dead-objects";
 /// The list while gc works on it: appends that come meanwhile go to a new `DEAD_LIST`.
 const DEAD_LIST_TAKEN: &str = "dead-objects.gc";
 
+/// Removes whatever is at `path`, a directory with its contents or anything else (a
+/// planted FIFO renamed aside by `clear`). Best effort.
+fn remove_any(path: &Path) {
+    if fs::remove_dir_all(path).is_err() {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Before the entry under `key` is replaced by `new` (`--force`, a refresh, a rerun of
 /// an expired result): lists the objects of the old entry that `new` does not use, so
 /// that gc deletes them at once instead of keeping them for the grace period while it
 /// evicts live results. Best effort: a lost note only delays their removal.
 pub fn note_replaced(cache: &Cache, key: &Digest, new: &Entry) {
+    let used: HashSet<Digest> = new
+        .blobs()
+        .filter(|b| b.inline.is_none())
+        .map(|b| b.digest)
+        .collect();
+    note_dead(cache, key, &used);
+}
+
+/// Before the entry under `key` is removed (`memo rm`): lists its objects, as
+/// `note_replaced` does, so that the next gc deletes them instead of keeping them while
+/// it evicts live results. An object another entry still uses is kept by gc all the same.
+pub fn note_removed(cache: &Cache, key: &Digest) {
+    note_dead(cache, key, &HashSet::new());
+}
+
+/// Appends the objects of the entry under `key`, but those in `used`, to the dead list.
+fn note_dead(cache: &Cache, key: &Digest, used: &HashSet<Digest>) {
     use std::io::Write;
     let Ok(Some(bytes)) = cache.store.get_entry(key) else {
         return;
@@ -409,11 +434,6 @@ pub fn note_replaced(cache: &Cache, key: &Digest, new: &Entry) {
     let Ok(old) = Entry::decode(&bytes) else {
         return;
     };
-    let used: HashSet<Digest> = new
-        .blobs()
-        .filter(|b| b.inline.is_none())
-        .map(|b| b.digest)
-        .collect();
     let mut lines = String::new();
     for blob in old.blobs().filter(|b| b.inline.is_none()) {
         if !used.contains(&blob.digest) {
@@ -519,7 +539,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
             _ => {}
         }
         crate::fsutil::create_private_dir_all(&dir)?;
-        let _ = fs::remove_dir_all(&trash);
+        remove_any(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
     let _ = fs::remove_file(root.join(DEAD_LIST));

@@ -290,6 +290,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         }
         let entry_bytes =
             std::fs::metadata(cache.store.entry_path(&key)).map_or(0, |m| m.len() as i64);
+        gc::note_removed(&cache, &key);
         if cache.remove_result(&key).is_ok() {
             removed += 1;
             bytes += entry_bytes;

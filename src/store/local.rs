@@ -77,9 +77,8 @@ impl LocalStore {
         create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
         share(staged.as_file())
             .map_err(|e| StoreError::io("cannot set the mode of", staged.path(), e))?;
-        staged
-            .persist(dest)
-            .map_err(|e| StoreError::io("cannot write", dest, e.error))
+        crate::fsutil::persist_replacing(staged, dest)
+            .map_err(|e| StoreError::io("cannot write", dest, e))
     }
 }
 
@@ -152,7 +151,7 @@ impl Store for LocalStore {
         }
         let file = self.persist(staged, &path)?;
         self.digests.record_written(&file, *digest);
-        Ok(existing.is_none())
+        Ok(!existing.is_some_and(|m| m.is_file()))
     }
 
     fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {

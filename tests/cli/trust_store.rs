@@ -371,3 +371,147 @@ fn a_stale_refresh_leaves_no_old_object_for_gc_to_keep() {
     assert_eq!(out.stdout.len(), 1_000_000);
     assert_eq!(env.count(), 2, "the refreshed result was evicted");
 }
+
+/// Replaces whatever is at `path` with a directory holding a file.
+fn plant_dir(path: &Path) {
+    clear_place(path);
+    fs::create_dir_all(path.join("planted")).unwrap();
+    fs::write(path.join("planted").join("f"), "x").unwrap();
+}
+
+/// Replaces whatever is at `path` with a regular file.
+fn plant_file(path: &Path) {
+    clear_place(path);
+    fs::write(path, "planted").unwrap();
+}
+
+/// Where memo keeps a directory and where it keeps a file, for a cache holding one result
+/// (`entry`, `object`) and a digest record.
+fn cache_places(env: &TestEnv, entry: &Path, object: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let cache = env.cache();
+    let shard_of = |p: &Path| p.parent().unwrap().to_path_buf();
+    let usage = files_under(&cache.join("usage"));
+    assert_eq!(usage.len(), 1);
+    let mut dirs: Vec<PathBuf> = [
+        "entries", "objects", "tmp", "locks", "usage", "stats", "digests",
+    ]
+    .iter()
+    .map(|d| cache.join(d))
+    .collect();
+    dirs.extend([shard_of(entry), shard_of(object), shard_of(&usage[0])]);
+    let mut files = vec![
+        entry.to_path_buf(),
+        object.to_path_buf(),
+        usage[0].clone(),
+        cache.join("locks").join("gc"),
+        cache.join("gc-clock"),
+        cache.join("log.jsonl"),
+    ];
+    files.extend(files_under(&cache.join("stats")).into_iter().take(2));
+    files.extend(files_under(&cache.join("digests")).into_iter().take(1));
+    (dirs, files)
+}
+
+#[test]
+fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
+    // (place, is a directory, plant) for every place memo keeps something.
+    let probe = TestEnv::new();
+    let with_records = |env: &TestEnv, args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        output_within_deadline(cmd, &args.join(" "))
+    };
+    let prepare = |env: &TestEnv| {
+        let (entry, object) = store_big_stdout(env);
+        assert_success(&with_records(env, &["gc", "--max-size", "1G"]));
+        // A hit records the object's digest.
+        assert_success(&with_records(env, &["run", "--", "./tool"]));
+        assert!(!files_under(&env.cache().join("digests")).is_empty());
+        (entry, object)
+    };
+    let (entry, object) = prepare(&probe);
+    let (dirs, files) = cache_places(&probe, &entry, &object);
+    // (is a directory, index in its list): the paths differ between environments (the
+    // key holds the working directory).
+    let cases = (0..dirs.len())
+        .map(|i| (true, i))
+        .chain((0..files.len()).map(|i| (false, i)));
+    for (is_dir, i) in cases {
+        let env = TestEnv::new();
+        let (entry, object) = prepare(&env);
+        let (dirs, files) = cache_places(&env, &entry, &object);
+        let (path, plant): (PathBuf, fn(&Path)) = match (is_dir, i % 2) {
+            (true, 0) => (dirs[i].clone(), plant_fifo),
+            (true, _) => (dirs[i].clone(), plant_file),
+            (false, _) => (files[i].clone(), plant_dir),
+        };
+        let place = path.strip_prefix(env.cache()).unwrap().to_path_buf();
+        plant(&path);
+        let what = format!(
+            "{} planted at {}",
+            if is_dir { "a file" } else { "a directory" },
+            place.display()
+        );
+        // Whatever the first calls make of it, none hangs or fails, and the third call
+        // of the command is a hit again.
+        for args in [
+            &["run", "--", "./tool"][..],
+            &["stats"],
+            &["gc", "--grace", "0s"],
+            &["run", "--", "./tool"],
+        ] {
+            let out = with_records(&env, args);
+            assert!(
+                out.status.success(),
+                "{what}: memo {args:?} failed: {}",
+                stderr(&out)
+            );
+        }
+        let before = env.count();
+        let out = with_records(&env, &["run", "--", "./tool"]);
+        assert_success(&out);
+        assert_eq!(
+            env.count(),
+            before,
+            "{what}: the result is not cached again"
+        );
+        // A new result is stored (into every directory) and replayed.
+        assert!(env.ran_tool(&["--salt", "new"]), "{what}");
+        assert!(!env.ran_tool(&["--salt", "new"]), "{what}: not stored");
+        let meta = fs::symlink_metadata(&path);
+        if is_dir {
+            assert!(meta.is_ok_and(|m| m.is_dir()), "{what}: not repaired");
+        } else {
+            assert!(!meta.is_ok_and(|m| m.is_dir()), "{what}: left in place");
+        }
+        plant(&path);
+        let out = with_records(&env, &["clear"]);
+        assert!(
+            out.status.success(),
+            "{what}: memo clear failed: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn rm_leaves_no_object_for_gc_to_keep_over_live_results() {
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/urandom");
+    assert!(env.ran_tool(&["--salt", "removed"]));
+    let removed_objects = env.objects();
+    assert_eq!(removed_objects.len(), 1);
+    let removed_key = env.listing()[0]["key"].as_str().unwrap().to_string();
+    assert!(env.ran_tool(&["--salt", "live"]));
+    assert_success(&env.run(["rm", &removed_key[..12]]));
+    // Room for one result (a 1 MB object and its entry), not two objects.
+    assert_success(&env.run(["gc", "--max-size", "1200K"]));
+    assert!(
+        !removed_objects[0].exists(),
+        "the removed result's object was kept"
+    );
+    assert!(
+        !env.ran_tool(&["--salt", "live"]),
+        "the live result was evicted"
+    );
+}
