@@ -286,23 +286,29 @@ impl DigestCache {
         (&mut file)
             .take((SHARD_CAPACITY * RECORD_SIZE) as u64)
             .read_to_end(&mut old)?;
-        let slots = decode_shard(&old);
-        let same = slots
-            .iter()
-            .position(|r| r.is_some_and(|r| r.sig.dev == sig.dev && r.sig.ino == sig.ino));
-        let damaged = || slots.iter().position(Option::is_none);
-        let oldest = || {
-            slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, r)| r.map_or(0, |r| r.written_s))
-                .map(|(i, _)| i)
-        };
-        let slot = same.or_else(damaged).unwrap_or_else(|| {
-            if slots.len() < SHARD_CAPACITY {
-                slots.len()
+        // Slots are chosen from the raw bytes, without checking each record's checksum:
+        // hashing every record of the shard on every write made recording 50,000 inputs
+        // take seconds. A damaged record is only ever overwritten here, never trusted.
+        let id = &bytes[..16];
+        let mut same = None;
+        let mut oldest: Option<(u64, usize)> = None;
+        let mut count = 0;
+        for (i, chunk) in old.chunks_exact(RECORD_SIZE).enumerate() {
+            count = i + 1;
+            if chunk[..16] == *id {
+                same = Some(i);
+                break;
+            }
+            let written = u64::from_le_bytes(chunk[40..48].try_into().expect("8 bytes"));
+            if oldest.is_none_or(|(w, _)| written < w) {
+                oldest = Some((written, i));
+            }
+        }
+        let slot = same.unwrap_or_else(|| {
+            if count < SHARD_CAPACITY {
+                count
             } else {
-                oldest().unwrap_or(0)
+                oldest.map_or(0, |(_, i)| i)
             }
         });
         file.write_all_at(&bytes, (slot * RECORD_SIZE) as u64)?;
