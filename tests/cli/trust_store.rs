@@ -515,3 +515,43 @@ fn rm_leaves_no_object_for_gc_to_keep_over_live_results() {
         "the live result was evicted"
     );
 }
+
+/// Bytes of the files under the cache's `entries/`, `objects/` and `digests/`.
+fn stored_bytes(env: &TestEnv) -> u64 {
+    ["entries", "objects", "digests"]
+        .iter()
+        .flat_map(|d| files_under(&env.cache().join(d)))
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn stats_count_the_digest_records_every_command_writes() {
+    let env = TestEnv::new();
+    for i in 0..200 {
+        env.write(&format!("a/{i:03}"), format!("{i}"));
+        env.write(&format!("b/{i:03}"), format!("{i}"));
+    }
+    env.tool("echo done");
+    let with_records = |args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        cmd.output().unwrap()
+    };
+    assert_success(&with_records(
+        &run_tool(&["-i", "a"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let counted = || env.stats()["bytes"].as_u64().unwrap();
+    assert_eq!(counted(), stored_bytes(&env));
+    // `explain` hashes the inputs of b/ and records their digests too.
+    let out = with_records(&["explain", "-i", "b", "--", "./tool"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        counted(),
+        stored_bytes(&env),
+        "explain's records are not counted"
+    );
+}
