@@ -452,8 +452,12 @@ where
     share(&file)?;
     fs2::FileExt::lock_exclusive(&file)?;
     let mut text = Vec::new();
-    let loaded = match file.read_to_end(&mut text) {
-        Ok(_) if !replaced => parse_record(&text),
+    let read = (&mut file)
+        .take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut text);
+    let oversized = text.len() as u64 > MAX_RECORD_BYTES;
+    let loaded = match read {
+        Ok(_) if !replaced && !oversized => parse_record(&text),
         _ => Loaded {
             value: T::default(),
             was_corrupt: true,
@@ -463,10 +467,16 @@ where
     change(&mut record, loaded.was_corrupt);
     let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
     let mut bytes = encode_record(&json);
-    if bytes.len() < text.len() {
-        bytes.resize(text.len(), b' ');
+    if oversized {
+        // Damage (a planted or garbled giant): the one case where the file shrinks.
+        file.write_all_at(&bytes, 0)?;
+        file.set_len(bytes.len() as u64)?;
+    } else {
+        if bytes.len() < text.len() {
+            bytes.resize(text.len(), b' ');
+        }
+        file.write_all_at(&bytes, 0)?;
     }
-    file.write_all_at(&bytes, 0)?;
     fs2::FileExt::unlock(&file)?;
     Ok(record)
 }
@@ -479,8 +489,19 @@ pub fn read_json_locked<T: Default + serde::de::DeserializeOwned>(path: &Path) -
     let mut file = open_regular(path, Access::Read).ok()?;
     fs2::FileExt::lock_shared(&file).ok()?;
     let mut text = Vec::new();
-    file.read_to_end(&mut text).ok()?;
+    (&mut file)
+        .take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut text)
+        .ok()?;
     let _ = fs2::FileExt::unlock(&file);
+    if text.len() as u64 > MAX_RECORD_BYTES {
+        return None;
+    }
     let loaded = parse_record(&text);
     (!loaded.was_corrupt).then_some(loaded.value)
 }
+
+/// A record (counters, a usage record) longer than this is damage, never read in full:
+/// a planted giant (a sparse file of many gigabytes) would otherwise take every memo
+/// the time to read it, and the memory. An honest one holds one command line.
+const MAX_RECORD_BYTES: u64 = 8 * 1024 * 1024;

@@ -555,3 +555,40 @@ fn stats_count_the_digest_records_every_command_writes() {
         "explain's records are not counted"
     );
 }
+
+#[test]
+fn giant_sparse_records_and_logs_never_block_memo() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    memo_within_deadline(&env, &["gc", "--max-size", "1G"]);
+    let cache = env.cache();
+    let mut giants = files_under(&cache.join("stats"));
+    giants.extend(files_under(&cache.join("usage")));
+    giants.extend([cache.join("log.jsonl"), cache.join("log.1.jsonl")]);
+    for path in &giants {
+        // 64 GiB of zeros that take no disk: reading one in full takes minutes.
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        if file.set_len(64 << 30).is_err() {
+            eprintln!("skipped: no sparse files here");
+            return;
+        }
+    }
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    memo_within_deadline(&env, &tool);
+    memo_within_deadline(&env, &["stats"]);
+    memo_within_deadline(&env, &["ls"]);
+    memo_within_deadline(&env, &["log"]);
+    memo_within_deadline(&env, &["gc"]);
+    memo_within_deadline(&env, &tool);
+    assert_eq!(env.count(), 1, "the result was not replayed");
+    let counted = env.stats()["bytes"].as_u64().unwrap();
+    assert!(
+        counted > 20_000,
+        "the counters were not repaired: {counted}"
+    );
+}
