@@ -188,8 +188,8 @@ impl Store for Counting<'_> {
         }
         Ok(new)
     }
-    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
-        self.inner.open_object(digest)
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
+        self.inner.open_object(digest, size)
     }
 }
 

@@ -139,6 +139,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let entry_files = files_in_shards(&root.join("entries"));
     let bar = progress(entry_files.len() as u64, "scanning");
     let mut scanned = Vec::new();
+    // Each object's size, as its entries record it (for `--verify`).
+    let mut recorded_size: HashMap<Digest, u64> = HashMap::new();
     for (name, path) in entry_files {
         bar.inc(1);
         let Ok(key) = name.parse::<Digest>() else {
@@ -160,7 +162,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let mut objects: Vec<Digest> = entry
             .blobs()
             .filter(|b| b.inline.is_none())
-            .map(|b| b.digest)
+            .map(|b| {
+                recorded_size.insert(b.digest, b.size);
+                b.digest
+            })
             .collect();
         objects.sort_unstable();
         objects.dedup();
@@ -198,7 +203,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
         if options.verify {
             bar.inc(1);
-            if !verify_object(cache, &digest, &path, &meta) {
+            let wrong_size = recorded_size.get(&digest).is_some_and(|&s| s != meta.len());
+            if wrong_size || !verify_object(cache, &digest, &path, &meta) {
                 report.damaged_objects.push(digest);
                 if !options.dry_run {
                     let _ = fs::remove_file(&path);

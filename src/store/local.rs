@@ -154,7 +154,7 @@ impl Store for LocalStore {
         Ok(!existing.is_some_and(|m| m.is_file()))
     }
 
-    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
         let path = self.object_path(digest);
         let mut file = match open_regular(&path, Access::Read) {
             Ok(f) => f,
@@ -171,6 +171,18 @@ impl Store for LocalStore {
             }
             Err(e) => return Err(StoreError::io("cannot read", path, e)),
         };
+        // Checked before hashing: a giant planted here (a sparse file of many gigabytes)
+        // would otherwise be read in full on every call.
+        let found = file
+            .metadata()
+            .map_err(|e| StoreError::io("cannot read", &path, e))?
+            .len();
+        if found != size {
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::CorruptObject {
+                digest: digest.to_hex(),
+            });
+        }
         let (actual, _) = self
             .digests
             .digest_file(&mut file)
@@ -212,7 +224,7 @@ mod tests {
         assert_eq!(a, b);
         let mut text = String::new();
         store
-            .open_object(&a)
+            .open_object(&a, 4)
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
@@ -227,7 +239,7 @@ mod tests {
         let d = put(&store, b"payload");
         fs::write(store.object_path(&d), b"paYload").unwrap();
         assert!(matches!(
-            store.open_object(&d),
+            store.open_object(&d, 7),
             Err(StoreError::CorruptObject { .. })
         ));
         assert!(!store.object_path(&d).exists());

@@ -592,3 +592,31 @@ fn giant_sparse_records_and_logs_never_block_memo() {
         "the counters were not repaired: {counted}"
     );
 }
+
+#[test]
+fn a_giant_sparse_file_planted_as_an_object_is_a_miss_not_a_hang() {
+    let env = TestEnv::new();
+    let (_, object) = store_big_stdout(&env);
+    let file = fs::OpenOptions::new().append(true).open(&object).unwrap();
+    if file.set_len(64 << 30).is_err() {
+        eprintln!("skipped: no sparse files here");
+        return;
+    }
+    drop(file);
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    let out = memo_within_deadline(&env, &tool);
+    assert_eq!(out.stdout.len(), 20000);
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert_eq!(fs::metadata(&object).unwrap().len(), 20000, "not repaired");
+    // gc --verify knows each object's size from its entries, and needs no hashing to
+    // tell a giant is damaged.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&object)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    memo_within_deadline(&env, &["gc", "--verify"]);
+    assert!(!object.exists(), "the damaged object was kept");
+}
