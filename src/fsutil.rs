@@ -201,6 +201,24 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The whole contents of a regular file in the cache (see `open_regular`), or an error
+/// of kind `FileTooLarge`, without reading it, when it holds more than `limit` bytes.
+pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, Access::Read)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("{} holds {len} bytes, more than {limit}", path.display()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    // Bounded all the same: the file may grow meanwhile.
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Removes what is at `path` if it is not a regular file (what `open_regular` refused),
 /// so memo can put its own file there. A directory goes too, with what it holds: `path`
 /// is a place where memo keeps a file, so nothing there is anyone's but memo's.

@@ -147,9 +147,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             continue; // a staging leftover or a stranger's file: not ours to judge
         };
         // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
-        let decoded = read_regular(&path, crate::store::local::MAX_ENTRY_BYTES)
-            .ok()
-            .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
+        let decoded =
+            crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
+                .ok()
+                .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
         let Some((entry, entry_bytes)) = decoded else {
             report.corrupt.push(key);
             if !options.dry_run {

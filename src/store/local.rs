@@ -18,8 +18,8 @@ use super::{Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
 use crate::fsutil::{
-    create_private_dir_all, is_not_regular, open_regular, read_regular, remove_planted, share,
-    Access,
+    create_private_dir_all, is_not_regular, open_regular, read_regular_whole, remove_planted,
+    share, Access,
 };
 
 /// An existing object changed more recently than this is reused as it is; an older one
@@ -85,9 +85,15 @@ impl LocalStore {
 impl Store for LocalStore {
     fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.entry_path(key);
-        match read_regular(&path, MAX_ENTRY_BYTES + 1) {
+        match read_regular_whole(&path, MAX_ENTRY_BYTES) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                // No entry memo writes comes near the limit: damage (or a giant sparse
+                // file planted here), which is not worth reading.
+                let _ = fs::remove_file(&path);
+                Err(StoreError::OversizedEntry { path })
+            }
             Err(e) if is_not_regular(&e) => {
                 // A FIFO or device where the entry should be: it is damage, and in the
                 // way of the next store, so it goes now.

@@ -27,6 +27,8 @@ pub enum StoreError {
     CorruptObject { digest: String },
     #[error("{} is not a regular file (a FIFO, socket or device in the cache); it was removed", path.display())]
     NotRegular { path: PathBuf },
+    #[error("{} is larger than any entry memo writes; it was removed", path.display())]
+    OversizedEntry { path: PathBuf },
     #[error("object {digest} is missing from the store")]
     MissingObject { digest: String },
 }

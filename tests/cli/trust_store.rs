@@ -620,3 +620,35 @@ fn a_giant_sparse_file_planted_as_an_object_is_a_miss_not_a_hang() {
     memo_within_deadline(&env, &["gc", "--verify"]);
     assert!(!object.exists(), "the damaged object was kept");
 }
+
+#[test]
+fn a_giant_sparse_file_planted_as_an_entry_is_not_read() {
+    let env = TestEnv::new();
+    let (entry, _) = store_big_stdout(&env);
+    let grow = |path: &Path| {
+        let file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.set_len(64 << 30).is_ok()
+    };
+    if !grow(&entry) {
+        eprintln!("skipped: no sparse files here");
+        return;
+    }
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    let out = memo_within_deadline(&env, &tool);
+    assert_eq!(out.stdout.len(), 20000);
+    assert!(
+        stderr(&out).contains("larger than any entry"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert!(
+        fs::metadata(&entry).unwrap().len() < 100_000,
+        "not repaired"
+    );
+    assert!(grow(&entry));
+    let out = memo_within_deadline(&env, &["gc"]);
+    assert!(stdout(&out).contains("corrupt entry"), "{}", stdout(&out));
+    assert!(!entry.exists(), "the giant was kept");
+}
