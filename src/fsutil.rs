@@ -51,7 +51,11 @@ fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
                 dir.display()
             )))
         }
-        Ok(_) if !recursive => fs::remove_file(dir)?,
+        Ok(_) if !recursive => match fs::remove_file(dir) {
+            // Another memo repairing the same place at once got there first.
+            Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
+            _ => {}
+        },
         Ok(_) => {
             return Err(io::Error::other(format!(
                 "{} is not a directory",
