@@ -331,6 +331,9 @@ pub struct Trimmed {
 
 /// The bytes the table under `dir` takes (its shard files' sizes).
 pub fn table_size(dir: &Path) -> u64 {
+    if !fsutil::is_real_dir(dir) {
+        return 0;
+    }
     (0..SHARDS)
         .filter_map(|n| fs::symlink_metadata(shard_path(dir, n)).ok())
         .map(|m| m.len())
@@ -346,6 +349,10 @@ pub fn trim_table(dir: &Path, max_age: Duration, drop_all: bool, dry_run: bool) 
     let oldest_kept = now_s().saturating_sub(max_age.as_secs());
     let shard_names: std::collections::HashSet<String> =
         (0..SHARDS).map(|n| format!("{n:02x}")).collect();
+    if !fsutil::is_real_dir(dir) {
+        // A symlink planted as `digests/`: not the table, nothing of it to remove.
+        return trimmed;
+    }
     for item in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
         let Ok(meta) = item.path().symlink_metadata() else {

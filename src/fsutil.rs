@@ -154,6 +154,11 @@ pub enum Access {
 pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
+    if access != Access::Read {
+        // O_NOFOLLOW guards the last component only: a symlink planted as a directory
+        // of the cache (`stats/`, `digests/`) would otherwise take the write elsewhere.
+        ensure_real_parent(path)?;
+    }
     let mut options = fs::OpenOptions::new();
     match access {
         Access::Read => options.read(true),
@@ -191,6 +196,19 @@ pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// For a file below the cache root: makes sure every directory between the root and it
+/// is a real one (`create_private_dir_all`, which also creates missing ones and repairs
+/// planted ones). Nothing to check elsewhere.
+fn ensure_real_parent(path: &Path) -> io::Result<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    match CACHE_ROOT.get() {
+        Some(root) if parent.starts_with(root) => create_private_dir_all(parent),
+        _ => Ok(()),
+    }
 }
 
 /// The contents of a regular file in the cache (see `open_regular`), at most `limit`
@@ -359,11 +377,25 @@ pub fn sharded_path(dir: &Path, digest: &crate::digest::Digest) -> std::path::Pa
     dir.join(&hex[..2]).join(hex)
 }
 
+/// Whether `path` is a directory itself, not a symlink to one. gc and clear look into
+/// a directory of the cache, and remove from it, only then: a symlink planted as
+/// `tmp/` or `digests/` must not make them sweep someone else's files.
+pub fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 /// Every file two levels below `dir` (`dir/ab/abcdef…`, the cache's sharded layout),
-/// with its name. Unreadable shards are skipped.
+/// with its name. Unreadable shards, and symlinks in place of `dir` or of a shard, are
+/// skipped (see `is_real_dir`).
 pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let mut found = Vec::new();
+    if !is_real_dir(dir) {
+        return found;
+    }
     for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             if let Some(name) = file.file_name().to_str() {
                 found.push((name.to_string(), file.path()));

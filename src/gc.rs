@@ -505,6 +505,9 @@ fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadat
 /// Returns how many went.
 fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
     let mut removed = 0;
+    if !crate::fsutil::is_real_dir(dir) {
+        return 0;
+    }
     let Ok(files) = fs::read_dir(dir) else {
         return 0;
     };

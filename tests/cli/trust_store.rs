@@ -652,3 +652,53 @@ fn a_giant_sparse_file_planted_as_an_entry_is_not_read() {
     assert!(stdout(&out).contains("corrupt entry"), "{}", stdout(&out));
     assert!(!entry.exists(), "the giant was kept");
 }
+
+#[test]
+fn memo_never_writes_through_a_symlink_planted_as_a_cache_directory() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let outside = env.path("outside");
+    let mut planted = Vec::new();
+    // (Not locks/: gc needs it, and refuses a symlink there.)
+    for dir in ["stats", "digests", "usage", "entries", "objects", "tmp"] {
+        let target = outside.join(dir);
+        fs::create_dir_all(&target).unwrap();
+        // Someone's file, old enough for any sweep.
+        let theirs = target.join("theirs");
+        fs::write(&theirs, "keep me").unwrap();
+        Command::new("touch")
+            .args(["-d", "2000-01-01"])
+            .arg(&theirs)
+            .status()
+            .unwrap();
+        let place = env.cache().join(dir);
+        clear_place(&place);
+        std::os::unix::fs::symlink(&target, &place).unwrap();
+        planted.push(target);
+    }
+    let with_records = |args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        output_within_deadline(cmd, &args.join(" "))
+    };
+    for args in [
+        &["run", "--", "./tool"][..],
+        &["run", "--", "./tool"],
+        &["run", "--salt", "x", "--", "./tool"],
+        &["stats", "--zero"],
+        &["gc", "--grace", "0s"],
+        &["gc", "--max-size", "1"],
+        &["rm", "--command", "*"],
+        &["clear"],
+    ] {
+        let out = with_records(args);
+        assert!(out.status.code().is_some(), "memo {args:?} was killed");
+    }
+    for target in planted {
+        assert_eq!(
+            files_under(&target),
+            [target.join("theirs")],
+            "memo wrote or removed through the symlink"
+        );
+    }
+}
