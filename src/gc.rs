@@ -383,7 +383,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     if drop_table {
         digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, true, false);
     }
-    let _ = fs::remove_file(root.join(DEAD_LIST_TAKEN));
+    remove_any(&root.join(DEAD_LIST_TAKEN));
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
@@ -465,6 +465,9 @@ fn take_dead_list(root: &Path, dry_run: bool) -> Vec<Digest> {
     let path = if dry_run {
         root.join(DEAD_LIST)
     } else {
+        // Anything but a file in its place is damage, which would keep the list from
+        // ever being taken again.
+        let _ = crate::fsutil::remove_planted(&taken);
         // A list a killed gc had taken is worked on first; newer notes wait their turn.
         if fs::symlink_metadata(&taken).is_err() {
             let _ = fs::rename(root.join(DEAD_LIST), &taken);

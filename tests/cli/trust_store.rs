@@ -406,6 +406,8 @@ fn cache_places(env: &TestEnv, entry: &Path, object: &Path) -> (Vec<PathBuf>, Ve
         cache.join("locks").join("gc"),
         cache.join("gc-clock"),
         cache.join("log.jsonl"),
+        cache.join("dead-objects"),
+        cache.join("dead-objects.gc"),
     ];
     files.extend(files_under(&cache.join("stats")).into_iter().take(2));
     files.extend(files_under(&cache.join("digests")).into_iter().take(1));
@@ -414,8 +416,6 @@ fn cache_places(env: &TestEnv, entry: &Path, object: &Path) -> (Vec<PathBuf>, Ve
 
 #[test]
 fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
-    // (place, is a directory, plant) for every place memo keeps something.
-    let probe = TestEnv::new();
     let with_records = |env: &TestEnv, args: &[&str]| {
         let mut cmd = env.memo(args);
         cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
@@ -427,19 +427,13 @@ fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
         // A hit records the object's digest.
         assert_success(&with_records(env, &["run", "--", "./tool"]));
         assert!(!files_under(&env.cache().join("digests")).is_empty());
-        (entry, object)
+        cache_places(env, &entry, &object)
     };
-    let (entry, object) = prepare(&probe);
-    let (dirs, files) = cache_places(&probe, &entry, &object);
-    // (is a directory, index in its list): the paths differ between environments (the
-    // key holds the working directory).
-    let cases = (0..dirs.len())
-        .map(|i| (true, i))
-        .chain((0..files.len()).map(|i| (false, i)));
-    for (is_dir, i) in cases {
+    // Plants one thing (`is_dir`: a file where a directory belongs, else a directory
+    // where a file belongs) at place `i` of its list, in a cache of its own.
+    let check = |is_dir: bool, i: usize| {
         let env = TestEnv::new();
-        let (entry, object) = prepare(&env);
-        let (dirs, files) = cache_places(&env, &entry, &object);
+        let (dirs, files) = prepare(&env);
         let (path, plant): (PathBuf, fn(&Path)) = match (is_dir, i % 2) {
             (true, 0) => (dirs[i].clone(), plant_fifo),
             (true, _) => (dirs[i].clone(), plant_file),
@@ -491,7 +485,19 @@ fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
             "{what}: memo clear failed: {}",
             stderr(&out)
         );
-    }
+    };
+    // The paths differ between caches (the key holds the working directory): a case is
+    // an index into the lists of a first cache.
+    let (dirs, files) = prepare(&TestEnv::new());
+    let cases: Vec<(bool, usize)> = (0..dirs.len())
+        .map(|i| (true, i))
+        .chain((0..files.len()).map(|i| (false, i)))
+        .collect();
+    std::thread::scope(|scope| {
+        for batch in cases.chunks(cases.len().div_ceil(4)) {
+            scope.spawn(|| batch.iter().for_each(|&(is_dir, i)| check(is_dir, i)));
+        }
+    });
 }
 
 #[test]
