@@ -347,7 +347,9 @@ fn describe(event: &Event) -> String {
     };
     let mut line = format!("{}  {kind:<7}", format_utc(event.time_ms));
     if let Some(key) = &event.key {
-        line.push_str(&format!("  {}", &key[..key.len().min(12)]));
+        // By characters: a damaged log may hold any text as a key.
+        let short: String = key.chars().take(12).collect();
+        line.push_str(&format!("  {short}"));
     }
     let ms = |v: u64| format_duration(Duration::from_millis(v));
     if let Some(saved) = event.saved_ms {

@@ -708,3 +708,19 @@ fn memo_never_writes_through_a_symlink_planted_as_a_cache_directory() {
         );
     }
 }
+
+#[test]
+fn a_log_line_with_a_garbled_key_is_shown_not_a_panic() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(env.cache().join("log.jsonl"))
+        .unwrap();
+    use std::io::Write;
+    // Valid JSON, so a valid event, whose key is not hex: byte 12 falls inside a 'é'.
+    writeln!(log, r#"{{"time_ms":1,"event":"hit","key":"aéééééé"}}"#).unwrap();
+    let out = env.run(["log"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("aéééééé"), "{}", stdout(&out));
+}
