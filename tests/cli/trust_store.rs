@@ -724,3 +724,43 @@ fn a_log_line_with_a_garbled_key_is_shown_not_a_panic() {
     assert_success(&out);
     assert!(stdout(&out).contains("aéééééé"), "{}", stdout(&out));
 }
+
+/// A counter record as memo stores it: the first 12 hex digits of the JSON's SHA-256,
+/// a space, the JSON.
+fn counter_record(json: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{} {json}", &String::from_utf8(out.stdout).unwrap()[..12])
+}
+
+#[test]
+fn forged_counters_that_overflow_are_no_panic() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let record = counter_record(&format!(
+        r#"{{"hits":{max},"time_saved_ms":{max},"bytes":{max},"entries":{max}}}"#,
+        max = i64::MAX
+    ));
+    for shard in 0..16 {
+        fs::write(
+            env.cache().join("stats").join(format!("{shard:02}")),
+            &record,
+        )
+        .unwrap();
+    }
+    let out = env.run(["stats", "--json"]);
+    assert_success(&out);
+    assert_eq!(env.stats()["hits"].as_i64(), Some(i64::MAX));
+    assert!(env.ran_tool(&["--salt", "after"]));
+}
