@@ -40,6 +40,18 @@ impl Cache {
         let _ = self.log.append(&event);
     }
 
+    /// Adds to the counters the bytes the digest table grew by, for a command that
+    /// records no event (`memo explain`): the table counts toward the cache's size.
+    pub fn count_digest_growth(&self) {
+        let bytes = self.store.digest_cache().take_growth() as i64;
+        if bytes > 0 {
+            let _ = self.stats.add(&Counters {
+                bytes,
+                ..Default::default()
+            });
+        }
+    }
+
     /// Removes the result stored under `key`: its entry file, then its usage record.
     /// Its objects stay until gc finds them unreferenced. `Err` (NotFound included) when
     /// the entry could not be removed; the usage record is then left alone.
@@ -176,8 +188,8 @@ impl Store for Counting<'_> {
         }
         Ok(new)
     }
-    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
-        self.inner.open_object(digest)
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
+        self.inner.open_object(digest, size)
     }
 }
 

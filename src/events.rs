@@ -113,7 +113,7 @@ impl EventLog {
         let mut events = Vec::new();
         let mut unreadable = 0;
         for path in [self.rotated(), self.path.clone()] {
-            let bytes = match crate::fsutil::read_regular(&path, u64::MAX) {
+            let bytes = match read_tail(&path, MAX_READ_BYTES) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     if crate::fsutil::is_not_regular(&e) {
@@ -141,6 +141,32 @@ impl EventLog {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// How much of each log file `latest` reads, from its end: rotation keeps a log near
+/// `MAX_LOG_BYTES`, and a bigger one (planted, or a giant sparse file) must not cost
+/// memo the time and memory to read it whole.
+const MAX_READ_BYTES: u64 = 2 * MAX_LOG_BYTES;
+
+/// The last `limit` bytes of the regular file at `path` (see `fsutil::open_regular`),
+/// from the start of a line.
+fn read_tail(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = crate::fsutil::open_regular(path, Access::Read)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(limit);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    if start > 0 {
+        // The first line is cut: it is not a line of the log.
+        let first_line = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..first_line);
+    }
+    Ok(bytes)
 }
 
 /// Decodes one log line; `None` for anything that is not a whole, valid event.

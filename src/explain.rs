@@ -129,6 +129,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         crate::outln!("miss {}: the cache is unavailable", key.short());
         return Ok(1);
     };
+    cache.count_digest_growth();
     if let Some(entry) =
         run::read_entry(cache, &key, &warner).filter(|e| e.material == prepared.material)
     {

@@ -35,16 +35,27 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes sure `dir` is a real directory (not a symlink), creating it if missing.
+/// Makes sure `dir` is a real directory, creating it if missing. Below the cache root
+/// (`!recursive`) the place is memo's own, so anything else found there (a FIFO, a
+/// socket, a regular file, a symlink to any of these) is damage and is removed: refusing
+/// would stop caching for good. A symlink to a directory is still refused, not removed:
+/// someone may have meant it, and memo must not write through it.
 fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(meta) if meta.file_type().is_symlink() => {
+        Ok(meta)
+            if meta.file_type().is_symlink() && fs::metadata(dir).is_ok_and(|m| m.is_dir()) =>
+        {
             return Err(io::Error::other(format!(
                 "{} is a symlink, not a directory; refusing to write through it",
                 dir.display()
             )))
         }
+        Ok(_) if !recursive => match fs::remove_file(dir) {
+            // Another memo repairing the same place at once got there first.
+            Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
+            _ => {}
+        },
         Ok(_) => {
             return Err(io::Error::other(format!(
                 "{} is not a directory",
@@ -143,6 +154,11 @@ pub enum Access {
 pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
+    if access != Access::Read {
+        // O_NOFOLLOW guards the last component only: a symlink planted as a directory
+        // of the cache (`stats/`, `digests/`) would otherwise take the write elsewhere.
+        ensure_real_parent(path)?;
+    }
     let mut options = fs::OpenOptions::new();
     match access {
         Access::Read => options.read(true),
@@ -182,6 +198,19 @@ pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
     Ok(file)
 }
 
+/// For a file below the cache root: makes sure every directory between the root and it
+/// is a real one (`create_private_dir_all`, which also creates missing ones and repairs
+/// planted ones). Nothing to check elsewhere.
+fn ensure_real_parent(path: &Path) -> io::Result<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    match CACHE_ROOT.get() {
+        Some(root) if parent.starts_with(root) => create_private_dir_all(parent),
+        _ => Ok(()),
+    }
+}
+
 /// The contents of a regular file in the cache (see `open_regular`), at most `limit`
 /// bytes of them.
 pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -194,11 +223,31 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The whole contents of a regular file in the cache (see `open_regular`), or an error
+/// of kind `FileTooLarge`, without reading it, when it holds more than `limit` bytes.
+pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path, Access::Read)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("{} holds {len} bytes, more than {limit}", path.display()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    // Bounded all the same: the file may grow meanwhile.
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Removes what is at `path` if it is not a regular file (what `open_regular` refused),
-/// so memo can put its own file there. A directory is left alone (an error).
+/// so memo can put its own file there. A directory goes too, with what it holds: `path`
+/// is a place where memo keeps a file, so nothing there is anyone's but memo's.
 pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -239,8 +288,28 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     share(tmp.as_file())?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    persist_replacing(tmp, path)?;
     Ok(())
+}
+
+/// Renames a finished temp file to `dest`, the place of a file of the cache. A
+/// directory planted there (a rename cannot replace one) is removed first; anything
+/// else the rename replaces by itself.
+pub fn persist_replacing(staged: tempfile::NamedTempFile, dest: &Path) -> io::Result<fs::File> {
+    match staged.persist(dest) {
+        Ok(file) => Ok(file),
+        Err(e) if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) => {
+            remove_planted(dest)?;
+            e.file.persist(dest).map_err(|e| e.error)
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+/// Whether an open of a cache file failed for want of its directory: missing, or
+/// something else in its place (ENOTDIR), which `create_private_dir_all` repairs.
+pub fn lacks_directory(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// Whether process `pid` still exists (staging files carry their creator's pid).
@@ -308,11 +377,25 @@ pub fn sharded_path(dir: &Path, digest: &crate::digest::Digest) -> std::path::Pa
     dir.join(&hex[..2]).join(hex)
 }
 
+/// Whether `path` is a directory itself, not a symlink to one. gc and clear look into
+/// a directory of the cache, and remove from it, only then: a symlink planted as
+/// `tmp/` or `digests/` must not make them sweep someone else's files.
+pub fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 /// Every file two levels below `dir` (`dir/ab/abcdef…`, the cache's sharded layout),
-/// with its name. Unreadable shards are skipped.
+/// with its name. Unreadable shards, and symlinks in place of `dir` or of a shard, are
+/// skipped (see `is_real_dir`).
 pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let mut found = Vec::new();
+    if !is_real_dir(dir) {
+        return found;
+    }
     for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             if let Some(name) = file.file_name().to_str() {
                 found.push((name.to_string(), file.path()));
@@ -414,7 +497,7 @@ where
     use std::io::Read;
     use std::os::unix::fs::FileExt as _;
     let (mut file, replaced) = match open_or_replace(path, Access::Update) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if lacks_directory(&e) => {
             create_private_dir_all(path.parent().expect("a record path has a parent"))?;
             open_or_replace(path, Access::Update)?
         }
@@ -423,8 +506,12 @@ where
     share(&file)?;
     fs2::FileExt::lock_exclusive(&file)?;
     let mut text = Vec::new();
-    let loaded = match file.read_to_end(&mut text) {
-        Ok(_) if !replaced => parse_record(&text),
+    let read = (&mut file)
+        .take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut text);
+    let oversized = text.len() as u64 > MAX_RECORD_BYTES;
+    let loaded = match read {
+        Ok(_) if !replaced && !oversized => parse_record(&text),
         _ => Loaded {
             value: T::default(),
             was_corrupt: true,
@@ -434,10 +521,16 @@ where
     change(&mut record, loaded.was_corrupt);
     let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
     let mut bytes = encode_record(&json);
-    if bytes.len() < text.len() {
-        bytes.resize(text.len(), b' ');
+    if oversized {
+        // Damage (a planted or garbled giant): the one case where the file shrinks.
+        file.write_all_at(&bytes, 0)?;
+        file.set_len(bytes.len() as u64)?;
+    } else {
+        if bytes.len() < text.len() {
+            bytes.resize(text.len(), b' ');
+        }
+        file.write_all_at(&bytes, 0)?;
     }
-    file.write_all_at(&bytes, 0)?;
     fs2::FileExt::unlock(&file)?;
     Ok(record)
 }
@@ -450,8 +543,19 @@ pub fn read_json_locked<T: Default + serde::de::DeserializeOwned>(path: &Path) -
     let mut file = open_regular(path, Access::Read).ok()?;
     fs2::FileExt::lock_shared(&file).ok()?;
     let mut text = Vec::new();
-    file.read_to_end(&mut text).ok()?;
+    (&mut file)
+        .take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut text)
+        .ok()?;
     let _ = fs2::FileExt::unlock(&file);
+    if text.len() as u64 > MAX_RECORD_BYTES {
+        return None;
+    }
     let loaded = parse_record(&text);
     (!loaded.was_corrupt).then_some(loaded.value)
 }
+
+/// A record (counters, a usage record) longer than this is damage, never read in full:
+/// a planted giant (a sparse file of many gigabytes) would otherwise take every memo
+/// the time to read it, and the memory. An honest one holds one command line.
+const MAX_RECORD_BYTES: u64 = 8 * 1024 * 1024;

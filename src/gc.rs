@@ -139,15 +139,18 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let entry_files = files_in_shards(&root.join("entries"));
     let bar = progress(entry_files.len() as u64, "scanning");
     let mut scanned = Vec::new();
+    // Each object's size, as its entries record it (for `--verify`).
+    let mut recorded_size: HashMap<Digest, u64> = HashMap::new();
     for (name, path) in entry_files {
         bar.inc(1);
         let Ok(key) = name.parse::<Digest>() else {
             continue; // a staging leftover or a stranger's file: not ours to judge
         };
         // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
-        let decoded = read_regular(&path, crate::store::local::MAX_ENTRY_BYTES)
-            .ok()
-            .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
+        let decoded =
+            crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
+                .ok()
+                .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
         let Some((entry, entry_bytes)) = decoded else {
             report.corrupt.push(key);
             if !options.dry_run {
@@ -160,7 +163,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let mut objects: Vec<Digest> = entry
             .blobs()
             .filter(|b| b.inline.is_none())
-            .map(|b| b.digest)
+            .map(|b| {
+                recorded_size.insert(b.digest, b.size);
+                b.digest
+            })
             .collect();
         objects.sort_unstable();
         objects.dedup();
@@ -198,7 +204,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
         if options.verify {
             bar.inc(1);
-            if !verify_object(cache, &digest, &path, &meta) {
+            let wrong_size = recorded_size.get(&digest).is_some_and(|&s| s != meta.len());
+            if wrong_size || !verify_object(cache, &digest, &path, &meta) {
                 report.damaged_objects.push(digest);
                 if !options.dry_run {
                     let _ = fs::remove_file(&path);
@@ -362,7 +369,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let name = entry.file_name();
         let name = name.to_str().unwrap_or_default();
         if crate::fsutil::left_by_dead_process(name, TRASH_PREFIX) {
-            let _ = fs::remove_dir_all(entry.path());
+            remove_any(&entry.path());
         }
         // Left by a write_file_atomic (the clock) that was killed before its rename.
         let stray = name.starts_with(".tmp")
@@ -376,7 +383,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     if drop_table {
         digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, true, false);
     }
-    let _ = fs::remove_file(root.join(DEAD_LIST_TAKEN));
+    remove_any(&root.join(DEAD_LIST_TAKEN));
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
@@ -397,11 +404,36 @@ const DEAD_LIST: &str = "dead-objects";
 /// The list while gc works on it: appends that come meanwhile go to a new `DEAD_LIST`.
 const DEAD_LIST_TAKEN: &str = "dead-objects.gc";
 
+/// Removes whatever is at `path`, a directory with its contents or anything else (a
+/// planted FIFO renamed aside by `clear`). Best effort.
+fn remove_any(path: &Path) {
+    if fs::remove_dir_all(path).is_err() {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Before the entry under `key` is replaced by `new` (`--force`, a refresh, a rerun of
 /// an expired result): lists the objects of the old entry that `new` does not use, so
 /// that gc deletes them at once instead of keeping them for the grace period while it
 /// evicts live results. Best effort: a lost note only delays their removal.
 pub fn note_replaced(cache: &Cache, key: &Digest, new: &Entry) {
+    let used: HashSet<Digest> = new
+        .blobs()
+        .filter(|b| b.inline.is_none())
+        .map(|b| b.digest)
+        .collect();
+    note_dead(cache, key, &used);
+}
+
+/// Before the entry under `key` is removed (`memo rm`): lists its objects, as
+/// `note_replaced` does, so that the next gc deletes them instead of keeping them while
+/// it evicts live results. An object another entry still uses is kept by gc all the same.
+pub fn note_removed(cache: &Cache, key: &Digest) {
+    note_dead(cache, key, &HashSet::new());
+}
+
+/// Appends the objects of the entry under `key`, but those in `used`, to the dead list.
+fn note_dead(cache: &Cache, key: &Digest, used: &HashSet<Digest>) {
     use std::io::Write;
     let Ok(Some(bytes)) = cache.store.get_entry(key) else {
         return;
@@ -409,11 +441,6 @@ pub fn note_replaced(cache: &Cache, key: &Digest, new: &Entry) {
     let Ok(old) = Entry::decode(&bytes) else {
         return;
     };
-    let used: HashSet<Digest> = new
-        .blobs()
-        .filter(|b| b.inline.is_none())
-        .map(|b| b.digest)
-        .collect();
     let mut lines = String::new();
     for blob in old.blobs().filter(|b| b.inline.is_none()) {
         if !used.contains(&blob.digest) {
@@ -438,6 +465,9 @@ fn take_dead_list(root: &Path, dry_run: bool) -> Vec<Digest> {
     let path = if dry_run {
         root.join(DEAD_LIST)
     } else {
+        // Anything but a file in its place is damage, which would keep the list from
+        // ever being taken again.
+        let _ = crate::fsutil::remove_planted(&taken);
         // A list a killed gc had taken is worked on first; newer notes wait their turn.
         if fs::symlink_metadata(&taken).is_err() {
             let _ = fs::rename(root.join(DEAD_LIST), &taken);
@@ -478,6 +508,9 @@ fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadat
 /// Returns how many went.
 fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
     let mut removed = 0;
+    if !crate::fsutil::is_real_dir(dir) {
+        return 0;
+    }
     let Ok(files) = fs::read_dir(dir) else {
         return 0;
     };
@@ -519,7 +552,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
             _ => {}
         }
         crate::fsutil::create_private_dir_all(&dir)?;
-        let _ = fs::remove_dir_all(&trash);
+        remove_any(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
     let _ = fs::remove_file(root.join(DEAD_LIST));

@@ -312,7 +312,7 @@ pub fn open_blob(blob: &Blob, store: &dyn Store) -> Result<BlobReader, StoreErro
         }
         Some(_) => Err(corrupt()),
         None => {
-            let file = store.open_object(&blob.digest)?;
+            let file = store.open_object(&blob.digest, blob.size)?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
             if size != blob.size {
                 return Err(corrupt());

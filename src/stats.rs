@@ -33,16 +33,23 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Saturating: a damaged or forged shard may hold any number, and the sum must
+    /// never overflow.
     fn add(&mut self, other: &Counters) {
-        self.hits += other.hits;
-        self.misses += other.misses;
-        self.stores += other.stores;
-        self.time_saved_ms += other.time_saved_ms;
-        self.evictions += other.evictions;
-        self.corrupt += other.corrupt;
-        self.errors += other.errors;
-        self.entries += other.entries;
-        self.bytes += other.bytes;
+        let fields = [
+            (&mut self.hits, other.hits),
+            (&mut self.misses, other.misses),
+            (&mut self.stores, other.stores),
+            (&mut self.time_saved_ms, other.time_saved_ms),
+            (&mut self.evictions, other.evictions),
+            (&mut self.corrupt, other.corrupt),
+            (&mut self.errors, other.errors),
+            (&mut self.entries, other.entries),
+            (&mut self.bytes, other.bytes),
+        ];
+        for (field, delta) in fields {
+            *field = field.saturating_add(delta);
+        }
     }
 }
 
@@ -180,6 +187,17 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn huge_counts_saturate() {
+        let mut total = Counters {
+            hits: i64::MAX,
+            bytes: i64::MIN,
+            ..Default::default()
+        };
+        total.add(&total.clone());
+        assert_eq!((total.hits, total.bytes), (i64::MAX, i64::MIN));
     }
 
     #[test]

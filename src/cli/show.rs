@@ -290,6 +290,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         }
         let entry_bytes =
             std::fs::metadata(cache.store.entry_path(&key)).map_or(0, |m| m.len() as i64);
+        gc::note_removed(&cache, &key);
         if cache.remove_result(&key).is_ok() {
             removed += 1;
             bytes += entry_bytes;
@@ -346,7 +347,9 @@ fn describe(event: &Event) -> String {
     };
     let mut line = format!("{}  {kind:<7}", format_utc(event.time_ms));
     if let Some(key) = &event.key {
-        line.push_str(&format!("  {}", &key[..key.len().min(12)]));
+        // By characters: a damaged log may hold any text as a key.
+        let short: String = key.chars().take(12).collect();
+        line.push_str(&format!("  {short}"));
     }
     let ms = |v: u64| format_duration(Duration::from_millis(v));
     if let Some(saved) = event.saved_ms {

@@ -18,8 +18,8 @@ use super::{Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
 use crate::fsutil::{
-    create_private_dir_all, is_not_regular, open_regular, read_regular, remove_planted, share,
-    Access,
+    create_private_dir_all, is_not_regular, open_regular, read_regular_whole, remove_planted,
+    share, Access,
 };
 
 /// An existing object changed more recently than this is reused as it is; an older one
@@ -77,18 +77,23 @@ impl LocalStore {
         create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
         share(staged.as_file())
             .map_err(|e| StoreError::io("cannot set the mode of", staged.path(), e))?;
-        staged
-            .persist(dest)
-            .map_err(|e| StoreError::io("cannot write", dest, e.error))
+        crate::fsutil::persist_replacing(staged, dest)
+            .map_err(|e| StoreError::io("cannot write", dest, e))
     }
 }
 
 impl Store for LocalStore {
     fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.entry_path(key);
-        match read_regular(&path, MAX_ENTRY_BYTES + 1) {
+        match read_regular_whole(&path, MAX_ENTRY_BYTES) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                // No entry memo writes comes near the limit: damage (or a giant sparse
+                // file planted here), which is not worth reading.
+                let _ = fs::remove_file(&path);
+                Err(StoreError::OversizedEntry { path })
+            }
             Err(e) if is_not_regular(&e) => {
                 // A FIFO or device where the entry should be: it is damage, and in the
                 // way of the next store, so it goes now.
@@ -152,10 +157,10 @@ impl Store for LocalStore {
         }
         let file = self.persist(staged, &path)?;
         self.digests.record_written(&file, *digest);
-        Ok(existing.is_none())
+        Ok(!existing.is_some_and(|m| m.is_file()))
     }
 
-    fn open_object(&self, digest: &Digest) -> Result<File, StoreError> {
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
         let path = self.object_path(digest);
         let mut file = match open_regular(&path, Access::Read) {
             Ok(f) => f,
@@ -172,6 +177,18 @@ impl Store for LocalStore {
             }
             Err(e) => return Err(StoreError::io("cannot read", path, e)),
         };
+        // Checked before hashing: a giant planted here (a sparse file of many gigabytes)
+        // would otherwise be read in full on every call.
+        let found = file
+            .metadata()
+            .map_err(|e| StoreError::io("cannot read", &path, e))?
+            .len();
+        if found != size {
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::CorruptObject {
+                digest: digest.to_hex(),
+            });
+        }
         let (actual, _) = self
             .digests
             .digest_file(&mut file)
@@ -213,7 +230,7 @@ mod tests {
         assert_eq!(a, b);
         let mut text = String::new();
         store
-            .open_object(&a)
+            .open_object(&a, 4)
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
@@ -228,7 +245,7 @@ mod tests {
         let d = put(&store, b"payload");
         fs::write(store.object_path(&d), b"paYload").unwrap();
         assert!(matches!(
-            store.open_object(&d),
+            store.open_object(&d, 7),
             Err(StoreError::CorruptObject { .. })
         ));
         assert!(!store.object_path(&d).exists());

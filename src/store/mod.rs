@@ -27,6 +27,8 @@ pub enum StoreError {
     CorruptObject { digest: String },
     #[error("{} is not a regular file (a FIFO, socket or device in the cache); it was removed", path.display())]
     NotRegular { path: PathBuf },
+    #[error("{} is larger than any entry memo writes; it was removed", path.display())]
+    OversizedEntry { path: PathBuf },
     #[error("object {digest} is missing from the store")]
     MissingObject { digest: String },
 }
@@ -57,7 +59,8 @@ pub trait Store {
     /// Adds a staged file whose contents hash to `digest`. Returns whether the object is
     /// new to the store (false: the same bytes were there already).
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError>;
-    /// Opens the object named `digest`, positioned at its start, after checking that its
-    /// contents hash to `digest`. A corrupt object is removed and reported as such.
-    fn open_object(&self, digest: &Digest) -> Result<File, StoreError>;
+    /// Opens the object named `digest`, positioned at its start, after checking that it
+    /// holds `size` bytes and that they hash to `digest`. A corrupt object is removed and
+    /// reported as such (one of the wrong size before a byte of it is read).
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError>;
 }

@@ -181,9 +181,12 @@ fn unreferenced_objects_go_only_after_the_grace_period() {
     let env = TestEnv::new();
     env.tool("head -c 100000 /dev/zero");
     env.run(run_tool(&[]));
-    let key = env.listing()[0]["key"].as_str().unwrap().to_string();
-    assert_success(&env.run(["rm", &key[..8]]));
-    assert_eq!(env.objects().len(), 1, "rm leaves objects to gc");
+    // An object whose entry is not written yet (a store in flight); `memo rm` would
+    // list the objects of what it removes for the next gc.
+    for entry in env.entries() {
+        std::fs::remove_file(entry).unwrap();
+    }
+    assert_eq!(env.objects().len(), 1);
     assert_success(&env.run(["gc"]));
     assert_eq!(
         env.objects().len(),

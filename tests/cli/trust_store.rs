@@ -379,3 +379,396 @@ fn a_stale_refresh_leaves_no_old_object_for_gc_to_keep() {
     assert_eq!(out.stdout.len(), 1_000_000);
     assert_eq!(env.count(), 2, "the refreshed result was evicted");
 }
+
+/// Replaces whatever is at `path` with a directory holding a file.
+fn plant_dir(path: &Path) {
+    clear_place(path);
+    fs::create_dir_all(path.join("planted")).unwrap();
+    fs::write(path.join("planted").join("f"), "x").unwrap();
+}
+
+/// Replaces whatever is at `path` with a regular file.
+fn plant_file(path: &Path) {
+    clear_place(path);
+    fs::write(path, "planted").unwrap();
+}
+
+/// Where memo keeps a directory and where it keeps a file, for a cache holding one result
+/// (`entry`, `object`) and a digest record.
+fn cache_places(env: &TestEnv, entry: &Path, object: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let cache = env.cache();
+    let shard_of = |p: &Path| p.parent().unwrap().to_path_buf();
+    let usage = files_under(&cache.join("usage"));
+    assert_eq!(usage.len(), 1);
+    let mut dirs: Vec<PathBuf> = [
+        "entries", "objects", "tmp", "locks", "usage", "stats", "digests",
+    ]
+    .iter()
+    .map(|d| cache.join(d))
+    .collect();
+    dirs.extend([shard_of(entry), shard_of(object), shard_of(&usage[0])]);
+    let mut files = vec![
+        entry.to_path_buf(),
+        object.to_path_buf(),
+        usage[0].clone(),
+        cache.join("locks").join("gc"),
+        cache.join("gc-clock"),
+        cache.join("log.jsonl"),
+        cache.join("dead-objects"),
+        cache.join("dead-objects.gc"),
+    ];
+    files.extend(files_under(&cache.join("stats")).into_iter().take(2));
+    files.extend(files_under(&cache.join("digests")).into_iter().take(1));
+    (dirs, files)
+}
+
+#[test]
+fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
+    let with_records = |env: &TestEnv, args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        output_within_deadline(cmd, &args.join(" "))
+    };
+    let prepare = |env: &TestEnv| {
+        let (entry, object) = store_big_stdout(env);
+        assert_success(&with_records(env, &["gc", "--max-size", "1G"]));
+        // A hit records the object's digest.
+        assert_success(&with_records(env, &["run", "--", "./tool"]));
+        assert!(!files_under(&env.cache().join("digests")).is_empty());
+        cache_places(env, &entry, &object)
+    };
+    // Plants one thing (`is_dir`: a file where a directory belongs, else a directory
+    // where a file belongs) at place `i` of its list, in a cache of its own.
+    let check = |is_dir: bool, i: usize| {
+        let env = TestEnv::new();
+        let (dirs, files) = prepare(&env);
+        let (path, plant): (PathBuf, fn(&Path)) = match (is_dir, i % 2) {
+            (true, 0) => (dirs[i].clone(), plant_fifo),
+            (true, _) => (dirs[i].clone(), plant_file),
+            (false, _) => (files[i].clone(), plant_dir),
+        };
+        let place = path.strip_prefix(env.cache()).unwrap().to_path_buf();
+        plant(&path);
+        let what = format!(
+            "{} planted at {}",
+            if is_dir { "a file" } else { "a directory" },
+            place.display()
+        );
+        // Whatever the first calls make of it, none hangs or fails, and the third call
+        // of the command is a hit again.
+        for args in [
+            &["run", "--", "./tool"][..],
+            &["stats"],
+            &["gc", "--grace", "0s"],
+            &["run", "--", "./tool"],
+        ] {
+            let out = with_records(&env, args);
+            assert!(
+                out.status.success(),
+                "{what}: memo {args:?} failed: {}",
+                stderr(&out)
+            );
+        }
+        let before = env.count();
+        let out = with_records(&env, &["run", "--", "./tool"]);
+        assert_success(&out);
+        assert_eq!(
+            env.count(),
+            before,
+            "{what}: the result is not cached again"
+        );
+        // A new result is stored (into every directory) and replayed.
+        assert!(env.ran_tool(&["--salt", "new"]), "{what}");
+        assert!(!env.ran_tool(&["--salt", "new"]), "{what}: not stored");
+        let meta = fs::symlink_metadata(&path);
+        if is_dir {
+            assert!(meta.is_ok_and(|m| m.is_dir()), "{what}: not repaired");
+        } else {
+            assert!(!meta.is_ok_and(|m| m.is_dir()), "{what}: left in place");
+        }
+        plant(&path);
+        let out = with_records(&env, &["clear"]);
+        assert!(
+            out.status.success(),
+            "{what}: memo clear failed: {}",
+            stderr(&out)
+        );
+    };
+    // The paths differ between caches (the key holds the working directory): a case is
+    // an index into the lists of a first cache.
+    let (dirs, files) = prepare(&TestEnv::new());
+    let cases: Vec<(bool, usize)> = (0..dirs.len())
+        .map(|i| (true, i))
+        .chain((0..files.len()).map(|i| (false, i)))
+        .collect();
+    std::thread::scope(|scope| {
+        for batch in cases.chunks(cases.len().div_ceil(4)) {
+            scope.spawn(|| batch.iter().for_each(|&(is_dir, i)| check(is_dir, i)));
+        }
+    });
+}
+
+#[test]
+fn rm_leaves_no_object_for_gc_to_keep_over_live_results() {
+    let env = TestEnv::new();
+    env.tool("head -c 1000000 /dev/urandom");
+    assert!(env.ran_tool(&["--salt", "removed"]));
+    let removed_objects = env.objects();
+    assert_eq!(removed_objects.len(), 1);
+    let removed_key = env.listing()[0]["key"].as_str().unwrap().to_string();
+    assert!(env.ran_tool(&["--salt", "live"]));
+    assert_success(&env.run(["rm", &removed_key[..12]]));
+    // Room for one result (a 1 MB object and its entry), not two objects.
+    assert_success(&env.run(["gc", "--max-size", "1200K"]));
+    assert!(
+        !removed_objects[0].exists(),
+        "the removed result's object was kept"
+    );
+    assert!(
+        !env.ran_tool(&["--salt", "live"]),
+        "the live result was evicted"
+    );
+}
+
+/// Bytes of the files under the cache's `entries/`, `objects/` and `digests/`.
+fn stored_bytes(env: &TestEnv) -> u64 {
+    ["entries", "objects", "digests"]
+        .iter()
+        .flat_map(|d| files_under(&env.cache().join(d)))
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn stats_count_the_digest_records_every_command_writes() {
+    let env = TestEnv::new();
+    for i in 0..200 {
+        env.write(&format!("a/{i:03}"), format!("{i}"));
+        env.write(&format!("b/{i:03}"), format!("{i}"));
+    }
+    env.tool("echo done");
+    let with_records = |args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        cmd.output().unwrap()
+    };
+    assert_success(&with_records(
+        &run_tool(&["-i", "a"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let counted = || env.stats()["bytes"].as_u64().unwrap();
+    assert_eq!(counted(), stored_bytes(&env));
+    // `explain` hashes the inputs of b/ and records their digests too.
+    let out = with_records(&["explain", "-i", "b", "--", "./tool"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        counted(),
+        stored_bytes(&env),
+        "explain's records are not counted"
+    );
+}
+
+#[test]
+fn giant_sparse_records_and_logs_never_block_memo() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    memo_within_deadline(&env, &["gc", "--max-size", "1G"]);
+    let cache = env.cache();
+    let mut giants = files_under(&cache.join("stats"));
+    giants.extend(files_under(&cache.join("usage")));
+    giants.extend([cache.join("log.jsonl"), cache.join("log.1.jsonl")]);
+    for path in &giants {
+        // 64 GiB of zeros that take no disk: reading one in full takes minutes.
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        if file.set_len(64 << 30).is_err() {
+            eprintln!("skipped: no sparse files here");
+            return;
+        }
+    }
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    memo_within_deadline(&env, &tool);
+    memo_within_deadline(&env, &["stats"]);
+    memo_within_deadline(&env, &["ls"]);
+    memo_within_deadline(&env, &["log"]);
+    memo_within_deadline(&env, &["gc"]);
+    memo_within_deadline(&env, &tool);
+    assert_eq!(env.count(), 1, "the result was not replayed");
+    let counted = env.stats()["bytes"].as_u64().unwrap();
+    assert!(
+        counted > 20_000,
+        "the counters were not repaired: {counted}"
+    );
+}
+
+#[test]
+fn a_giant_sparse_file_planted_as_an_object_is_a_miss_not_a_hang() {
+    let env = TestEnv::new();
+    let (_, object) = store_big_stdout(&env);
+    let file = fs::OpenOptions::new().append(true).open(&object).unwrap();
+    if file.set_len(64 << 30).is_err() {
+        eprintln!("skipped: no sparse files here");
+        return;
+    }
+    drop(file);
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    let out = memo_within_deadline(&env, &tool);
+    assert_eq!(out.stdout.len(), 20000);
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert_eq!(fs::metadata(&object).unwrap().len(), 20000, "not repaired");
+    // gc --verify knows each object's size from its entries, and needs no hashing to
+    // tell a giant is damaged.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&object)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    memo_within_deadline(&env, &["gc", "--verify"]);
+    assert!(!object.exists(), "the damaged object was kept");
+}
+
+#[test]
+fn a_giant_sparse_file_planted_as_an_entry_is_not_read() {
+    let env = TestEnv::new();
+    let (entry, _) = store_big_stdout(&env);
+    let grow = |path: &Path| {
+        let file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.set_len(64 << 30).is_ok()
+    };
+    if !grow(&entry) {
+        eprintln!("skipped: no sparse files here");
+        return;
+    }
+    let tool = run_tool(&[]);
+    let tool: Vec<&str> = tool.iter().map(String::as_str).collect();
+    let out = memo_within_deadline(&env, &tool);
+    assert_eq!(out.stdout.len(), 20000);
+    assert!(
+        stderr(&out).contains("larger than any entry"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert!(
+        fs::metadata(&entry).unwrap().len() < 100_000,
+        "not repaired"
+    );
+    assert!(grow(&entry));
+    let out = memo_within_deadline(&env, &["gc"]);
+    assert!(stdout(&out).contains("corrupt entry"), "{}", stdout(&out));
+    assert!(!entry.exists(), "the giant was kept");
+}
+
+#[test]
+fn memo_never_writes_through_a_symlink_planted_as_a_cache_directory() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let outside = env.path("outside");
+    let mut planted = Vec::new();
+    // (Not locks/: gc needs it, and refuses a symlink there.)
+    for dir in ["stats", "digests", "usage", "entries", "objects", "tmp"] {
+        let target = outside.join(dir);
+        fs::create_dir_all(&target).unwrap();
+        // Someone's file, old enough for any sweep.
+        let theirs = target.join("theirs");
+        fs::write(&theirs, "keep me").unwrap();
+        Command::new("touch")
+            .args(["-d", "2000-01-01"])
+            .arg(&theirs)
+            .status()
+            .unwrap();
+        let place = env.cache().join(dir);
+        clear_place(&place);
+        std::os::unix::fs::symlink(&target, &place).unwrap();
+        planted.push(target);
+    }
+    let with_records = |args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        output_within_deadline(cmd, &args.join(" "))
+    };
+    for args in [
+        &["run", "--", "./tool"][..],
+        &["run", "--", "./tool"],
+        &["run", "--salt", "x", "--", "./tool"],
+        &["stats", "--zero"],
+        &["gc", "--grace", "0s"],
+        &["gc", "--max-size", "1"],
+        &["rm", "--command", "*"],
+        &["clear"],
+    ] {
+        let out = with_records(args);
+        assert!(out.status.code().is_some(), "memo {args:?} was killed");
+    }
+    for target in planted {
+        assert_eq!(
+            files_under(&target),
+            [target.join("theirs")],
+            "memo wrote or removed through the symlink"
+        );
+    }
+}
+
+#[test]
+fn a_log_line_with_a_garbled_key_is_shown_not_a_panic() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(env.cache().join("log.jsonl"))
+        .unwrap();
+    use std::io::Write;
+    // Valid JSON, so a valid event, whose key is not hex: byte 12 falls inside a 'é'.
+    writeln!(log, r#"{{"time_ms":1,"event":"hit","key":"aéééééé"}}"#).unwrap();
+    let out = env.run(["log"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("aéééééé"), "{}", stdout(&out));
+}
+
+/// A counter record as memo stores it: the first 12 hex digits of the JSON's SHA-256,
+/// a space, the JSON.
+fn counter_record(json: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{} {json}", &String::from_utf8(out.stdout).unwrap()[..12])
+}
+
+#[test]
+fn forged_counters_that_overflow_are_no_panic() {
+    let env = TestEnv::new();
+    store_big_stdout(&env);
+    let record = counter_record(&format!(
+        r#"{{"hits":{max},"time_saved_ms":{max},"bytes":{max},"entries":{max}}}"#,
+        max = i64::MAX
+    ));
+    for shard in 0..16 {
+        fs::write(
+            env.cache().join("stats").join(format!("{shard:02}")),
+            &record,
+        )
+        .unwrap();
+    }
+    let out = env.run(["stats", "--json"]);
+    assert_success(&out);
+    assert_eq!(env.stats()["hits"].as_i64(), Some(i64::MAX));
+    assert!(env.ran_tool(&["--salt", "after"]));
+}
