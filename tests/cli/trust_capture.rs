@@ -382,12 +382,15 @@ fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
 fn stdin_reaches_the_command_when_no_staging_file_can_be_made() {
     let env = TestEnv::new();
     env.tool("cat; echo fed");
-    // The cache's tmp/ is a regular file, and so is the system temp dir: --stdin has
-    // nowhere to spool its input.
+    // The cache's tmp/ is a symlink (which memo refuses to write through, and does not
+    // repair), and the system temp dir is a regular file: --stdin has nowhere to spool
+    // its input.
     assert_success(&env.run(run_tool(&[])));
     let tmp = env.cache().join("tmp");
     let _ = fs::remove_dir_all(&tmp);
-    fs::write(&tmp, "").unwrap();
+    let elsewhere = env.root.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &tmp).unwrap();
     let not_a_dir = env.root.path().join("not-a-dir");
     fs::write(&not_a_dir, "").unwrap();
     let mut cmd = env.memo(run_tool(&["--stdin"]));
