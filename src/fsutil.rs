@@ -13,6 +13,40 @@ pub fn set_cache_root(root: &Path) {
     let _ = CACHE_ROOT.set(root.to_path_buf());
 }
 
+/// The cache directory tag (https://bford.info/cachedir/) memo writes into a cache
+/// directory it creates: backup tools skip such a directory, and memo repairs what it
+/// finds planted in its places only where this file says the directory is its own.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+const CACHEDIR_TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by memo.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// Creates the cache root if it is missing, and tags it as memo's (see `CACHEDIR_TAG`).
+/// An existing directory is left as it is: it may be one a user pointed memo at.
+pub fn create_cache_root(root: &Path) -> io::Result<()> {
+    let existed = fs::symlink_metadata(root).is_ok();
+    create_private_dir_all(root)?;
+    if !existed {
+        // Best effort: without the tag memo only refuses what is planted, never removes.
+        let _ = write_file_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes());
+    }
+    Ok(())
+}
+
+/// Whether memo may remove a regular file or a directory planted where its own file or
+/// directory belongs: only inside a cache root that carries memo's tag. Elsewhere (a
+/// `MEMO_DIR` pointed at a home directory, a cache from before the tag) such a thing may
+/// be someone's data, and memo refuses to use the place instead.
+fn may_remove_planted() -> bool {
+    static TAGGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TAGGED.get_or_init(|| {
+        CACHE_ROOT.get().is_some_and(|root| {
+            fs::symlink_metadata(root.join(CACHEDIR_TAG)).is_ok_and(|m| m.is_file())
+        })
+    })
+}
+
 /// Creates `dir` and its missing parents with the cache's directory mode (0700 unless a
 /// shared umask is configured). Below the cache root, every component must be a real
 /// directory: a cache written by someone else must not redirect memo's writes through
@@ -51,11 +85,13 @@ fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
                 dir.display()
             )))
         }
-        Ok(_) if !recursive => match fs::remove_file(dir) {
-            // Another memo repairing the same place at once got there first.
-            Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
-            _ => {}
-        },
+        Ok(meta) if !recursive && (!meta.is_file() || may_remove_planted()) => {
+            match fs::remove_file(dir) {
+                // Another memo repairing the same place at once got there first.
+                Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
+                _ => {}
+            }
+        }
         Ok(_) => {
             return Err(io::Error::other(format!(
                 "{} is not a directory",
@@ -247,6 +283,7 @@ pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() && !may_remove_planted() => Err(not_regular(path)),
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -44,7 +44,8 @@ impl LocalStore {
     /// Opens the store at `root`, creating it (0700) if needed. Its subdirectories are
     /// created when first written to, which keeps a hit's system calls few.
     pub fn open(root: &Path) -> Result<LocalStore, StoreError> {
-        create_private_dir_all(root).map_err(|e| StoreError::io("cannot create", root, e))?;
+        crate::fsutil::create_cache_root(root)
+            .map_err(|e| StoreError::io("cannot create", root, e))?;
         crate::fsutil::set_cache_root(root);
         Ok(LocalStore {
             root: root.to_path_buf(),

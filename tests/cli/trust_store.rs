@@ -772,3 +772,36 @@ fn forged_counters_that_overflow_are_no_panic() {
     assert_eq!(env.stats()["hits"].as_i64(), Some(i64::MAX));
     assert!(env.ran_tool(&["--salt", "after"]));
 }
+
+/// memo removes what is planted in its places only in a directory it created and
+/// tagged as its cache: a `MEMO_DIR` pointed at a directory of the user's (a home) has
+/// its files left alone, and memo runs the command uncached there instead.
+#[test]
+fn memo_tags_its_cache_and_never_removes_a_users_file_from_an_untagged_one() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    assert!(env.ran_tool(&[]));
+    let tag = fs::read_to_string(env.cache().join("CACHEDIR.TAG")).unwrap();
+    assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"));
+
+    // A user's directory with a file named like one of memo's directories.
+    let home = env.root.path().join("user-home");
+    fs::create_dir(&home).unwrap();
+    fs::write(home.join("tmp"), "the user's notes").unwrap();
+    fs::create_dir_all(home.join("stats")).unwrap();
+    let out = env
+        .memo(run_tool(&["--salt", "1"]))
+        .env("MEMO_DIR", &home)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "hi\n");
+    assert_eq!(
+        fs::read_to_string(home.join("tmp")).unwrap(),
+        "the user's notes"
+    );
+    assert!(
+        !home.join("CACHEDIR.TAG").exists(),
+        "memo tagged a directory it did not create"
+    );
+}
