@@ -121,17 +121,7 @@ pub fn try_open(dir: &Path) -> Result<Cache, String> {
     }
 }
 
-static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Prints a cache warning unless one was printed already by this process: one failure
-/// tends to cause a cascade, and the user needs to hear about it once.
-pub fn warn_once(message: impl std::fmt::Display) {
-    if !WARNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        crate::console::note(format_args!("memo: warning: {message}"));
-    }
-}
-
-/// Warns once (see `warn_once`) and keeps every warning for the event log.
+/// Warns once (see `console::warn_once`) and keeps every warning for the event log.
 #[derive(Default)]
 pub struct Warner {
     messages: RefCell<Vec<String>>,
@@ -140,7 +130,7 @@ pub struct Warner {
 impl Warner {
     pub fn warn(&self, message: impl std::fmt::Display) {
         let message = message.to_string();
-        warn_once(&message);
+        crate::console::warn_once(&message);
         self.messages.borrow_mut().push(message);
     }
 

@@ -35,3 +35,13 @@ macro_rules! outln {
 pub fn note(line: impl Display) {
     let _ = writeln!(io::stderr(), "{line}");
 }
+
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a cache warning unless one was printed already by this process: one failure
+/// tends to cause a cascade, and the user needs to hear about it once.
+pub fn warn_once(message: impl Display) {
+    if !WARNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        note(format_args!("memo: warning: {message}"));
+    }
+}

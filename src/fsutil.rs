@@ -184,11 +184,9 @@ pub enum Access {
 /// Opens a file of the cache, refusing anything but a regular file: the open itself
 /// cannot block (O_NONBLOCK: a FIFO without a writer would wait forever), a symlink is
 /// not followed (O_NOFOLLOW: nothing memo writes in the cache is one), and what was
-/// opened is checked with fstat before a byte is read. O_NONBLOCK is then cleared, so the
-/// file reads and writes as usual. Every open of a file inside the cache goes through
+/// opened is checked with fstat before a byte is read. Every open of a file inside the cache goes through
 /// here; a refusal is an error for which `is_not_regular` holds.
 pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     if access != Access::Read {
         // O_NOFOLLOW guards the last component only: a symlink planted as a directory
@@ -224,13 +222,9 @@ pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
     if !file.metadata()?.is_file() {
         return Err(not_regular(path));
     }
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // O_NONBLOCK stays set: on a regular file it changes nothing (reads and writes of a
+    // regular file never return EAGAIN, and flock takes its own LOCK_NB), and clearing
+    // it would cost two system calls on every open of a hit.
     Ok(file)
 }
 

@@ -25,7 +25,6 @@ use crate::events::{now_ms, Event, Kind};
 use crate::fsutil::{files_in_shards, open_regular, read_regular, Access};
 use crate::index::{usage, Entry};
 use crate::lock::Lock;
-use crate::run::usage_of;
 use crate::stats::Counters;
 use crate::store::Store;
 
@@ -158,8 +157,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             }
             continue;
         };
-        let usage =
-            usage::read(&usage::usage_path(root, &key)).unwrap_or_else(|| usage_of(&entry, 0));
+        let usage = usage::read(&usage::usage_path(root, &key))
+            .unwrap_or_else(|| usage::Usage::of_entry(&entry, 0));
         let mut objects: Vec<Digest> = entry
             .blobs()
             .filter(|b| b.inline.is_none())

@@ -513,7 +513,7 @@ fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
     let clock = cache::read_clock(cache.root());
     let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
         if u.command.is_empty() {
-            *u = usage_of(entry, 0);
+            *u = usage::Usage::of_entry(entry, 0);
         }
         u.hits += 1;
         u.saved_ms += saved_ms;
@@ -531,19 +531,6 @@ fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
         },
         event,
     );
-}
-
-/// A fresh usage record for an entry of `size` bytes (0: unknown until gc counts it).
-pub fn usage_of(entry: &Entry, size: u64) -> usage::Usage {
-    usage::Usage {
-        command: key::command_line(&entry.material),
-        command_id: Some(key::command_id(&entry.material)),
-        created_ms: entry.created_unix_ms,
-        duration_ms: entry.duration_ms,
-        size,
-        last_access_ms: entry.created_unix_ms,
-        ..Default::default()
-    }
 }
 
 fn run_key_command(cmd: &OsString) -> Result<KeyCommand, Fatal> {
@@ -870,7 +857,7 @@ fn save(
     let _ = usage::update(&usage::usage_path(cache.root(), &key), |u| {
         let hits = if previous.is_some() { u.hits } else { 0 };
         let saved_ms = if previous.is_some() { u.saved_ms } else { 0 };
-        *u = usage_of(&entry, size);
+        *u = usage::Usage::of_entry(&entry, size);
         u.hits = hits;
         u.saved_ms = saved_ms;
         u.clock = clock;

@@ -78,7 +78,7 @@ impl Stats {
             &self.shard_path(shard),
             |counters: &mut Counters, was_corrupt| {
                 if was_corrupt {
-                    crate::cache::warn_once(format!(
+                    crate::console::warn_once(format!(
                         "counter file {} was damaged; its counts restart from zero",
                         self.shard_path(shard).display()
                     ));

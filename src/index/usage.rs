@@ -31,6 +31,21 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// A fresh usage record for `entry`, of `size` bytes (0: unknown until gc counts it).
+    pub fn of_entry(entry: &super::Entry, size: u64) -> Usage {
+        Usage {
+            command: crate::key::command_line(&entry.material),
+            command_id: Some(crate::key::command_id(&entry.material)),
+            created_ms: entry.created_unix_ms,
+            duration_ms: entry.duration_ms,
+            size,
+            last_access_ms: entry.created_unix_ms,
+            ..Default::default()
+        }
+    }
+}
+
+impl Usage {
     /// Greedy-Dual-Size-Frequency priority: L + frequency * cost / size. Low goes first.
     /// Expensive, small, often-used results stay; big, cheap ones go, however recent.
     pub fn priority(&self) -> f64 {
@@ -63,7 +78,7 @@ pub fn read(path: &Path) -> Option<Usage> {
 pub fn update(path: &Path, change: impl FnOnce(&mut Usage)) -> io::Result<()> {
     update_json_locked(path, |usage: &mut Usage, was_corrupt| {
         if was_corrupt {
-            crate::cache::warn_once(format!(
+            crate::console::warn_once(format!(
                 "usage record {} was damaged; its counts restart from zero",
                 path.display()
             ));
