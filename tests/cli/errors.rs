@@ -5,18 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::support::*;
 
-#[track_caller]
-fn assert_one_line_error(out: &std::process::Output, code: i32, mentions: &str) {
-    assert_code(out, code);
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("memo: "), "{err:?}");
-    assert!(
-        err.contains(mentions),
-        "{err:?} does not mention {mentions:?}"
-    );
-}
-
 #[test]
 fn a_missing_input_is_an_error_and_nothing_runs() {
     let env = TestEnv::new();

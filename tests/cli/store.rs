@@ -246,23 +246,7 @@ fn the_default_cache_is_under_xdg_cache_home_then_home() {
 /// Rewrites the one entry in the cache through `edit` on its JSON body, with a valid
 /// checksum: what someone with write access to a shared cache could do.
 fn forge_entry(env: &TestEnv, edit: impl FnOnce(&mut serde_json::Value)) {
-    use sha2::Digest;
-    let path = env.entries().pop().unwrap();
-    let bytes = fs::read(&path).unwrap();
-    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let mut body: serde_json::Value = serde_json::from_slice(&bytes[newline + 1..]).unwrap();
-    edit(&mut body);
-    let body = serde_json::to_vec(&body).unwrap();
-    let checksum: String = sha2::Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    // Keep the header's magic and format version; only the checksum changes.
-    let header = String::from_utf8_lossy(&bytes[..newline]);
-    let version = header.split(' ').nth(1).unwrap();
-    let mut forged = format!("memo-entry {version} {checksum}\n").into_bytes();
-    forged.extend(body);
-    fs::write(path, forged).unwrap();
+    rewrite_entry(&env.entries().pop().unwrap(), edit);
 }
 
 #[test]

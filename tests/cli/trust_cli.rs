@@ -9,19 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-#[track_caller]
-fn assert_one_line_error(out: &std::process::Output, mentions: &str) {
-    assert_code(out, 125);
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("memo: "), "{err:?}");
-    assert!(
-        err.contains(mentions),
-        "{err:?} does not mention {mentions:?}"
-    );
-    assert!(!err.contains("panicked"), "{err:?}");
-}
-
 /// The command ran once with its output and exit code passed through, after exactly one
 /// warning that names the cache.
 #[track_caller]
@@ -95,17 +82,16 @@ fn a_cache_dir_that_is_a_regular_file_only_warns_whichever_way_it_is_named() {
 #[test]
 fn an_unreadable_cache_dir_only_warns() {
     let env = TestEnv::new();
-    if !as_nobody_possible(&env) {
+    if !nobody_can_run_in(&env) {
         return;
     }
     failing_tool(&env);
     let cache = env.root.path().join("locked");
     fs::create_dir(&cache).unwrap();
     set_mode(&cache, 0o000);
-    let out = as_nobody(
-        &env,
-        env.memo(["--cache-dir"]).arg(&cache).args(run_tool(&[])),
-    );
+    let mut cmd = env.memo(["--cache-dir"]);
+    cmd.arg(&cache).args(run_tool(&[]));
+    let out = as_nobody(cmd);
     assert_plain_run_with_one_warning(&env, &out);
 }
 
@@ -126,7 +112,7 @@ fn no_home_and_no_cache_dir_only_warns() {
 #[test]
 fn a_home_that_cannot_be_searched_only_warns() {
     let env = TestEnv::new();
-    if !as_nobody_possible(&env) {
+    if !nobody_can_run_in(&env) {
         return;
     }
     failing_tool(&env);
@@ -134,7 +120,7 @@ fn a_home_that_cannot_be_searched_only_warns() {
     set_mode(&home, 0o000);
     let mut cmd = env.memo(run_tool(&[]));
     cmd.env_remove("MEMO_DIR");
-    let out = as_nobody(&env, &mut cmd);
+    let out = as_nobody(cmd);
     set_mode(&home, 0o755);
     assert_plain_run_with_one_warning(&env, &out);
 }
@@ -166,7 +152,7 @@ fn invalid_values_from_flags_env_and_config_exit_125_and_run_nothing() {
     ];
     for (mut cmd, mentions) in cases {
         let out = cmd.output().unwrap();
-        assert_one_line_error(&out, mentions);
+        assert_one_line_error(&out, 125, mentions);
     }
     assert_eq!(env.count(), 0);
 }
@@ -271,7 +257,7 @@ fn durations_too_large_for_the_clock_are_a_clear_error() {
         (vec!["gc".into(), "--grace".into(), huge.into()], vec![]),
     ] {
         let out = env.memo(&args).envs(vars.clone()).output().unwrap();
-        assert_one_line_error(&out, "too long");
+        assert_one_line_error(&out, 125, "too long");
         let _ = vars;
     }
     assert_eq!(env.count(), 0);
@@ -287,14 +273,14 @@ fn negative_durations_are_refused_by_name() {
         run_tool(&["--ttl", "5m", "--stale", "-1s"]),
     ] {
         let out = env.run(&args);
-        assert_one_line_error(&out, "cannot be negative");
+        assert_one_line_error(&out, 125, "cannot be negative");
     }
     let out = env
         .memo(run_tool(&[]))
         .env("MEMO_TTL", "-5m")
         .output()
         .unwrap();
-    assert_one_line_error(&out, "cannot be negative");
+    assert_one_line_error(&out, 125, "cannot be negative");
     assert_eq!(env.count(), 0);
 }
 
@@ -366,7 +352,7 @@ fn declarations_that_make_no_sense_are_errors_naming_the_fix() {
         (run_tool(&["-o", "//"]), "'//'"),
     ] {
         let out = env.run(&args);
-        assert_one_line_error(&out, mentions);
+        assert_one_line_error(&out, 125, mentions);
     }
     // An output that contains the cache directory: restoring it would replace the cache.
     let inside = env.path("build");
@@ -381,7 +367,7 @@ fn declarations_that_make_no_sense_are_errors_naming_the_fix() {
             .env("MEMO_DIR", &dir)
             .output()
             .unwrap();
-        assert_one_line_error(&out, "cache");
+        assert_one_line_error(&out, 125, "cache");
     }
     assert_eq!(env.count(), 0);
     let _ = cache;
@@ -390,55 +376,6 @@ fn declarations_that_make_no_sense_are_errors_naming_the_fix() {
 fn set_mode(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Whether memo can be run as user `nobody` here (needs root, and a path to the binary
-/// that others may walk); says why not on stderr.
-fn as_nobody_possible(env: &TestEnv) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: running memo as another user needs root");
-        return false;
-    }
-    let walkable = |p: &std::path::Path| {
-        p.ancestors()
-            .skip(1)
-            .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-    };
-    if !walkable(std::path::Path::new(MEMO)) {
-        eprintln!("skipped: user nobody cannot reach {MEMO}");
-        return false;
-    }
-    set_mode(env.root.path(), 0o777);
-    set_mode(&env.work(), 0o777);
-    let _ = fs::write(env.path("count"), "");
-    set_mode(&env.path("count"), 0o666);
-    true
-}
-
-fn as_nobody(_env: &TestEnv, cmd: &mut std::process::Command) -> std::process::Output {
-    use std::os::unix::process::CommandExt;
-    cmd.uid(65534).gid(65534).output().unwrap()
-}
-
-/// Rewrites an entry's JSON body through `edit`, keeping its header and a valid checksum.
-fn rewrite_entry(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    use sha2::Digest;
-    let bytes = fs::read(path).unwrap();
-    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let header = String::from_utf8(bytes[..newline].to_vec()).unwrap();
-    let mut body: serde_json::Value = serde_json::from_slice(&bytes[newline + 1..]).unwrap();
-    edit(&mut body);
-    let body = serde_json::to_vec(&body).unwrap();
-    let checksum: String = sha2::Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let (prefix, _) = header.rsplit_once(' ').unwrap();
-    let mut out = format!("{prefix} {checksum}\n").into_bytes();
-    out.extend(body);
-    fs::write(path, out).unwrap();
 }
 
 #[test]

@@ -5,7 +5,6 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::support::*;
@@ -229,36 +228,6 @@ fn a_script_whose_interpreter_is_missing_is_named() {
     assert!(err.contains("interpreter '/no/such/sh'"), "{err}");
     assert!(err.contains("#!"), "{err}");
     assert!(!err.contains("not found ("), "{err}");
-}
-
-/// Prepares `env` so that user `nobody` can run memo in it (work dir and cache its own),
-/// or says why not. Needs root, which the suite runs as.
-fn nobody_can_run_in(env: &TestEnv) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: running memo as another user needs root");
-        return false;
-    }
-    let others_can_enter = |dir: &std::path::Path| {
-        dir.ancestors()
-            .skip(1)
-            .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-    };
-    if !others_can_enter(std::path::Path::new(MEMO)) {
-        eprintln!("skipped: user nobody cannot reach {MEMO}");
-        return false;
-    }
-    fs::set_permissions(env.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir_all(env.cache()).unwrap();
-    for dir in [env.work(), env.cache()] {
-        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    }
-    true
-}
-
-fn as_nobody(mut cmd: Command) -> std::process::Output {
-    cmd.uid(65534).gid(65534);
-    cmd.output().unwrap()
 }
 
 #[test]

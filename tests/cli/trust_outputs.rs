@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -304,33 +303,15 @@ fn a_restore_that_fills_the_disk_cleans_up_and_runs_the_command() {
 
 #[test]
 fn a_restore_into_a_read_only_subdirectory_cleans_up_and_runs_the_command() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: running memo as user nobody needs root");
-        return;
-    }
-    let reachable = Path::new(MEMO)
-        .ancestors()
-        .skip(1)
-        .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    if !reachable {
-        eprintln!("skipped: user nobody cannot reach {MEMO}");
-        return;
-    }
     let env = TestEnv::new();
-    fs::set_permissions(env.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::create_dir(env.cache()).unwrap();
-    for dir in [env.work(), env.cache(), env.root.path().join("home")] {
-        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    if !nobody_can_run_in(&env) {
+        return;
     }
+    std::os::unix::fs::chown(env.root.path().join("home"), Some(NOBODY), Some(NOBODY)).unwrap();
     // Writing into an existing file needs no write permission on its directory; the
     // restore's temporary file beside it does.
     env.tool("mkdir -p out/sub; echo top > out/top; echo deep > out/sub/f");
-    let as_nobody = || {
-        let mut cmd = env.memo(run_tool(&["-o", "out"]));
-        cmd.uid(65534).gid(65534);
-        cmd.output().unwrap()
-    };
+    let as_nobody = || as_nobody(env.memo(run_tool(&["-o", "out"])));
     assert_success(&as_nobody());
     assert_eq!(env.count(), 1);
     fs::set_permissions(env.path("out/sub"), fs::Permissions::from_mode(0o555)).unwrap();

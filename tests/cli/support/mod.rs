@@ -269,3 +269,74 @@ impl TestEnv {
         panic!("timed out waiting for: {what}");
     }
 }
+
+/// memo failed before running anything, with exit `code` and one line that starts with
+/// `memo: `, mentions `mentions`, and is no panic.
+#[track_caller]
+pub fn assert_one_line_error(out: &Output, code: i32, mentions: &str) {
+    assert_code(out, code);
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("memo: "), "{err:?}");
+    assert!(
+        err.contains(mentions),
+        "{err:?} does not mention {mentions:?}"
+    );
+    assert!(!err.contains("panicked"), "{err:?}");
+}
+
+/// Rewrites the entry file at `path` through `edit` on its JSON body, keeping its header
+/// and a valid checksum: what someone with write access to a shared cache could do.
+pub fn rewrite_entry(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let bytes = fs::read(path).unwrap();
+    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8(bytes[..newline].to_vec()).unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes[newline + 1..]).unwrap();
+    edit(&mut body);
+    let body = serde_json::to_vec(&body).unwrap();
+    let checksum: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (prefix, _) = header.rsplit_once(' ').unwrap();
+    let mut out = format!("{prefix} {checksum}\n").into_bytes();
+    out.extend(body);
+    fs::write(path, out).unwrap();
+}
+
+/// The uid and gid of user `nobody`, whom tests that need a user without root's powers
+/// run memo as.
+pub const NOBODY: u32 = 65534;
+
+/// Prepares `env` so that user `nobody` can run memo in it (work dir and cache its own),
+/// or says why not on stderr. Needs root, which the suite runs as in CI.
+pub fn nobody_can_run_in(env: &TestEnv) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running memo as another user needs root");
+        return false;
+    }
+    let others_can_enter = |dir: &Path| {
+        dir.ancestors()
+            .skip(1)
+            .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    };
+    if !others_can_enter(Path::new(MEMO)) {
+        eprintln!("skipped: user nobody cannot reach {MEMO}");
+        return false;
+    }
+    fs::set_permissions(env.root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(env.cache()).unwrap();
+    for dir in [env.work(), env.cache()] {
+        std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    true
+}
+
+/// Runs `cmd` as user `nobody` (see `nobody_can_run_in`).
+pub fn as_nobody(mut cmd: Command) -> Output {
+    use std::os::unix::process::CommandExt;
+    cmd.uid(NOBODY).gid(NOBODY);
+    cmd.output().unwrap()
+}
