@@ -8,7 +8,8 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::AsFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -714,12 +715,22 @@ fn replay(
         warner.warn(format!("{e}; running the command"));
         return Ok(None);
     }
-    for (mut reader, fd) in streams {
-        // fd 1 and 2 stay open for the life of the process.
-        let mut dest = io::BufWriter::with_capacity(1 << 20, capture::streams::Patient(fd));
-        let copied = io::copy(&mut reader, &mut dest).and_then(|_| dest.flush());
-        // What could not be written is dropped, not tried again.
-        let _ = dest.into_parts();
+    for (reader, fd) in streams {
+        let copied = if capture::streams::is_nonblocking(fd) {
+            // A parent left the descriptor non-blocking (node does): write as a blocking
+            // one would, waiting whenever it is full.
+            let mut reader = reader;
+            let mut dest = io::BufWriter::with_capacity(1 << 16, capture::streams::Patient(fd));
+            let copied = io::copy(&mut reader, &mut dest).and_then(|_| dest.flush());
+            // What could not be written is dropped, not tried again.
+            let _ = dest.into_parts();
+            copied.map(drop)
+        } else {
+            // SAFETY: fd 1 and 2 stay open for the life of the process; never dropped.
+            let mut dest = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+            // File to file: the kernel's zero-copy paths (sendfile, splice).
+            reader.copy_to(&mut dest).map(drop)
+        };
         if let Err(e) = copied {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 // What the command itself would have met: death by SIGPIPE.

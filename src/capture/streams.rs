@@ -82,6 +82,13 @@ pub fn forward_later(source: io::PipeReader, dest: RawFd) {
 /// rest of the output.
 pub struct Patient(pub RawFd);
 
+/// Whether `fd` has O_NONBLOCK set (by whoever opened it: it belongs to the open file).
+pub fn is_nonblocking(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL on any number is harmless; an error reads as "blocking".
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
 impl Write for Patient {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
