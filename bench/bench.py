@@ -115,6 +115,12 @@ def main():
         # Hits: record once, then replay.
         for path in (small, big):
             timed(memo + ["cat", path], env=env)
+        # A digest is written to disk only for a file changed 2 s ago or more (the racy
+        # timestamp rule, docs/key.md): until then every hit re-hashes its objects. This
+        # measures hits past that point, after one hit has recorded the digests.
+        time.sleep(2.1)
+        for path in (small, big):
+            timed(memo + ["cat", path], env=env)
         cat_small, hit_small, peak = alternate(small_runs, ["cat", small], memo + ["cat", small], env=env)
         rows.append(row("hit, 1 KiB to /dev/null", "cat", cat_small, hit_small, peak, 1.5))
         cat_big, hit_big, peak = alternate(big_runs, ["cat", big], memo + ["cat", big], env=env)
