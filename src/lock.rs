@@ -9,13 +9,16 @@
 //! A per-key lock also names the process its holder runs (`note_process`): the kernel
 //! releases a killed holder's lock before the command it ran has died of its
 //! parent-death signal, so the next holder first waits for that process to be gone
-//! (`wait_for_noted_process`), and two copies of one command never run at once.
+//! (`end_earlier_copy`), and two copies of one command never run at once.
 //!
 //! The command's own children outlive it when it dies that way (a `make` killed leaves
 //! its compilers running), and may go on writing its outputs. So the command also
-//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`): every process
-//! it starts holds that lock for as long as it lives, unless it closes the descriptor,
-//! and the next holder waits for it too.
+//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`), and carries the
+//! flight's tag in its environment (`MEMO_FLIGHT`): every process it starts holds the
+//! one unless it closes its descriptors, and the other unless it clears its environment.
+//! The next holder ends what a killed holder's command left running, found by either
+//! mark (`end_earlier_copy`, `take_flight`), before it starts the command again: what
+//! died with memo must not go on writing beside the new copy.
 
 use std::fs::{self, File};
 use std::io;
@@ -58,28 +61,31 @@ impl Lock {
 
 impl Lock {
     /// Writes down `pid`, the process run under this lock, with its start time (so a
-    /// recycled pid is not mistaken for it).
-    pub fn note_process(&self, pid: u32) -> io::Result<()> {
+    /// recycled pid is not mistaken for it) and its flight's tag.
+    pub fn note_process(&self, pid: u32, tag: &str) -> io::Result<()> {
         let Some(process) = Process::find(pid) else {
             return Ok(());
         };
-        let text = format!("{} {}\n", process.pid, process.started);
+        let text = format!("{} {} {tag}\n", process.pid, process.started);
         self.file.set_len(0)?;
         self.file.write_all_at(text.as_bytes(), 0)
     }
 
-    /// Waits, for at most `limit`, until the process an earlier holder noted is gone (a
-    /// holder that ends normally removes its note with the file; one that was killed
-    /// leaves it). `Err(pid)` if it still runs after `limit`.
-    pub fn wait_for_noted_process(&self, limit: Duration) -> Result<(), u32> {
-        // A note is two numbers and a newline; read from the start whatever was read before.
-        let mut buf = [0u8; 64];
+    /// Ends what an earlier holder that was killed left running (a holder that ends
+    /// normally removes its note with the file; one that was killed leaves it): waits, for
+    /// at most `limit`, until the process it noted is gone (it dies of its parent-death
+    /// signal), then kills every process that carries its flight's tag and waits for
+    /// them too. `Err(pid)` if one still runs after `limit` (it may not be signalled).
+    pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
+        // A note is two numbers and a tag on one line.
+        let mut buf = [0u8; 128];
         let Ok(n) = self.file.read_at(&mut buf, 0) else {
             return Ok(());
         };
         let text = String::from_utf8_lossy(&buf[..n]);
-        let mut fields = text.split_whitespace().map(str::parse::<u64>);
-        let (Some(Ok(pid)), Some(Ok(started))) = (fields.next(), fields.next()) else {
+        let mut fields = text.split_whitespace();
+        let number = |f: Option<&str>| f.and_then(|f| f.parse::<u64>().ok());
+        let (Some(pid), Some(started)) = (number(fields.next()), number(fields.next())) else {
             return Ok(());
         };
         let Ok(pid) = u32::try_from(pid) else {
@@ -93,7 +99,76 @@ impl Lock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
+        match fields.next().filter(|tag| is_tag(tag)) {
+            Some(tag) => end_processes(|pid| carries_tag(pid, tag), end),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The environment variable that marks every process of one run of a command.
+pub const FLIGHT_VAR: &str = "MEMO_FLIGHT";
+
+/// Whether `text` could be a tag memo made (see `Flight::tag`).
+fn is_tag(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Every other process this user may inspect, by pid (all of them for root).
+fn other_processes() -> Vec<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| *pid != me)
+        .collect()
+}
+
+/// Whether process `pid` carries `MEMO_FLIGHT=tag` in its environment.
+fn carries_tag(pid: u32, tag: &str) -> bool {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let wanted = format!("{FLIGHT_VAR}={tag}");
+    environ
+        .split(|&b| b == 0)
+        .any(|var| var == wanted.as_bytes())
+}
+
+/// Whether process `pid` has the file `(dev, ino)` open.
+fn holds_file(pid: u32, dev: u64, ino: u64) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+}
+
+/// Kills (SIGKILL) every process for which `matches` holds, and waits until none is
+/// left, or until `end`: `Err(pid)` names one still there (one this user may not
+/// signal). These are what a killed memo's command left running: they were meant to
+/// die with it.
+fn end_processes(matches: impl Fn(u32) -> bool, end: Instant) -> Result<(), u32> {
+    loop {
+        let left: Vec<u32> = other_processes()
+            .into_iter()
+            .filter(|pid| Process::find(*pid).is_some() && matches(*pid))
+            .collect();
+        let Some(&first) = left.first() else {
+            return Ok(());
+        };
+        if Instant::now() >= end {
+            return Err(first);
+        }
+        for pid in left {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -103,12 +178,28 @@ impl Lock {
 pub struct Flight {
     file: File,
     path: PathBuf,
+    tag: String,
 }
 
 impl Flight {
+    fn new(file: File, path: PathBuf) -> Flight {
+        // This memo's pid and a number nobody can guess: unique among the runs of any
+        // command, and no pid reuse makes two alike.
+        let mut random = [0u8; 8];
+        // SAFETY: getrandom writes at most `len` bytes into the buffer it is given.
+        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let tag = format!("{}-{:016x}", std::process::id(), u64::from_ne_bytes(random));
+        Flight { file, path, tag }
+    }
+
     /// The descriptor the command must inherit.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    /// The value of `MEMO_FLIGHT` in the command's environment.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 }
 
@@ -120,20 +211,27 @@ impl Drop for Flight {
 }
 
 impl Lock {
-    /// Takes this lock's flight, waiting at most `limit` for the processes of an
-    /// earlier, killed holder's command that still hold it. The `bool` says whether
-    /// they were all gone; if not, the flight is a fresh file, so that later holders do
-    /// not wait again for what may be a daemon.
+    /// Takes this lock's flight. Processes of an earlier, killed holder's command that
+    /// still hold it are killed first, and waited for, at most `limit`. The `bool` says
+    /// whether they were all gone; if not (processes this user may not signal), the
+    /// flight is a fresh file, so that later holders do not wait for them again.
     pub fn take_flight(&self, limit: Duration) -> io::Result<(Flight, bool)> {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".run");
         let path = PathBuf::from(name);
         // Only a holder of this lock opens or removes the flight: no race on the path.
         let file = open_cache_file(&path)?;
+        match FileExt::try_lock_exclusive(&file) {
+            Ok(()) => return Ok((Flight::new(file, path), true)),
+            Err(e) if is_contended(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let held = file.metadata()?;
         let end = Instant::now() + limit;
+        let _ = end_processes(|pid| holds_file(pid, held.dev(), held.ino()), end);
         loop {
             match FileExt::try_lock_exclusive(&file) {
-                Ok(()) => return Ok((Flight { file, path }, true)),
+                Ok(()) => return Ok((Flight::new(file, path), true)),
                 Err(e) if is_contended(&e) => {}
                 Err(e) => return Err(e),
             }
@@ -141,7 +239,7 @@ impl Lock {
                 fs::remove_file(&path)?;
                 let file = open_cache_file(&path)?;
                 FileExt::try_lock_exclusive(&file)?;
-                return Ok((Flight { file, path }, false));
+                return Ok((Flight::new(file, path), false));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -258,18 +356,18 @@ mod tests {
             .spawn()
             .unwrap();
         let first = Lock::wait_transient(dir.path(), "k").unwrap();
-        first.note_process(child.id()).unwrap();
+        first.note_process(child.id(), "t-1").unwrap();
         // A killed holder: its lock goes, its file stays.
         FileExt::unlock(&first.file).unwrap();
         std::mem::forget(first);
         let next = Lock::try_take(dir.path(), "k", true).unwrap();
         let next = next.expect("flock is per open file: this one is free");
-        let waited = next.wait_for_noted_process(Duration::from_millis(50));
+        let waited = next.end_earlier_copy(Duration::from_millis(50));
         assert_eq!(waited, Err(child.id()));
         child.kill().unwrap();
         // Killed but not yet collected: a zombie is gone.
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(next.wait_for_noted_process(Duration::from_secs(5)), Ok(()));
+        assert_eq!(next.end_earlier_copy(Duration::from_secs(5)), Ok(()));
         child.wait().unwrap();
     }
 
@@ -302,7 +400,7 @@ mod tests {
         let mine = Process::find(me).unwrap();
         fs::write(dir.path().join("k"), format!("{me} {}\n", mine.started + 1)).unwrap();
         let lock = Lock::wait_transient(dir.path(), "k").unwrap();
-        assert_eq!(lock.wait_for_noted_process(Duration::ZERO), Ok(()));
+        assert_eq!(lock.end_earlier_copy(Duration::ZERO), Ok(()));
     }
 
     #[test]

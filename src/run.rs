@@ -155,6 +155,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             argv,
             stdin: stdin.map(|(file, _)| file),
             inherit: None,
+            env: Vec::new(),
         },
         material,
         key,
@@ -255,9 +256,9 @@ fn run_with_cache(
     // for that copy to be gone before starting another.
     let mut overlap = None;
     // Declared after `key_lock`, so dropped before it: the flight ends first.
-    let mut _flight = None;
+    let mut flight = None;
     if let Some(lock) = &key_lock {
-        if let Err(pid) = lock.wait_for_noted_process(crate::lock::NOTED_PROCESS_WAIT) {
+        if let Err(pid) = lock.end_earlier_copy(crate::lock::NOTED_PROCESS_WAIT) {
             overlap = Some(format!(
                 "an earlier copy of the command (pid {pid}) still runs"
             ));
@@ -269,11 +270,14 @@ fn run_with_cache(
                         Some("processes an earlier copy of the command started still run".into());
                 }
                 spec.inherit = Some(taken.fd());
-                _flight = Some(taken);
+                spec.env.push((crate::lock::FLIGHT_VAR, taken.tag().into()));
+                flight = Some(taken);
             }
-            Err(e) => warner.warn(format!(
-                "cannot lock {lock_name}.run ({e}); running without it"
-            )),
+            Err(e) => {
+                // Without a flight a killed run's processes could not be found later:
+                // this result is not stored.
+                overlap = Some(format!("cannot lock {lock_name}.run ({e})"));
+            }
         }
     }
     if let Some(why) = &overlap {
@@ -290,8 +294,8 @@ fn run_with_cache(
 
     let cache_failures = req.settings.cache_failures.value;
     let note_command = |pid| {
-        if let Some(lock) = &key_lock {
-            let _ = lock.note_process(pid);
+        if let (Some(lock), Some(flight)) = (&key_lock, &flight) {
+            let _ = lock.note_process(pid, flight.tag());
         }
     };
     let finished = capture::run_recorded(

@@ -39,6 +39,8 @@ pub struct Spec {
     pub stdin: Option<File>,
     /// A descriptor of memo's the command inherits (a `lock::Flight`).
     pub inherit: Option<RawFd>,
+    /// Variables added to the command's environment (a `lock::Flight`'s tag).
+    pub env: Vec<(&'static str, OsString)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +116,9 @@ fn command(spec: Spec) -> Command {
             });
         }
     }
+    for (name, value) in &spec.env {
+        cmd.env(name, value);
+    }
     cmd.stdin(match spec.stdin {
         Some(file) => Stdio::from(file),
         None => Stdio::null(),
@@ -134,9 +139,9 @@ fn die_with_memo(cmd: &mut Command) {
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // Best effort: a sandbox that denies prctl must not stop every command
+                // (the next holder then finds the command by its flight instead).
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 // memo may have died between fork and prctl: then nobody sends the
                 // signal, so do not start.
                 if libc::getppid() != parent {

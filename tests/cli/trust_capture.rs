@@ -357,16 +357,25 @@ fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
         assert_success(&out);
         assert_eq!(stdout(&out), "done\n");
     }
+    // What the killed copy left running died before the follower started: it never
+    // wrote its end, and nothing of it came after the second start.
     let log = fs::read_to_string(env.path("log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let first = lines[0].strip_prefix("start ").unwrap();
+    assert_eq!(lines.len(), 3, "{log}");
+    let second = lines[1].strip_prefix("start ").unwrap();
     assert_eq!(
-        lines.get(1).copied(),
-        Some(format!("end {first}").as_str()),
-        "a follower started the command while the first copy still ran:\n{log}"
+        lines[2],
+        format!("end {second}"),
+        "the first copy went on beside the follower:\n{log}"
     );
-    assert_eq!(lines.len(), 4, "{log}");
-    let second = lines[2].strip_prefix("start ").unwrap();
+    assert_ne!(first, second);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        fs::read_to_string(env.path("log")).unwrap(),
+        log,
+        "{first} lived on"
+    );
     assert_eq!(env.count(), 2);
     fs::remove_file(env.path("out.txt")).unwrap();
     let hit = env.run(&args);
@@ -552,4 +561,49 @@ fn a_non_blocking_stdout_gets_every_byte_on_a_miss_and_a_hit() {
         assert_eq!(stderr(&out), "", "round {round}");
     }
     assert_eq!(env.count(), 1);
+}
+
+/// A descendant that closed every inherited descriptor (Python's `subprocess` does by
+/// default) is still found, by the tag in its environment, and ended before a follower
+/// runs the command again: the stored result is one copy's alone.
+#[test]
+fn a_follower_ends_what_a_killed_holder_left_even_with_its_descriptors_closed() {
+    let env = TestEnv::new();
+    env.write(
+        "build.py",
+        "import subprocess\n\
+         print('build', flush=True)\n\
+         subprocess.run(['sh', '-c', 'echo \"start $$\" >> log; sleep 1; \\\n\
+             echo \"part $PPID\" >> out.txt; echo \"end $$\" >> log'])\n\
+         print('done', flush=True)\n",
+    );
+    let args = ["run", "-o", "out.txt", "--", "python3", "build.py"];
+    let spawn = || {
+        env.memo(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut holder = spawn();
+    env.wait_for_file("log");
+    kill(holder.id(), "-KILL");
+    holder.wait().unwrap();
+    let out = spawn().wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "build\ndone\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = fs::read_to_string(env.path("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "the killed copy's child lived on:\n{log}");
+    let parts = fs::read_to_string(env.path("out.txt")).unwrap();
+    assert_eq!(
+        parts.lines().count(),
+        1,
+        "two copies wrote the output:\n{parts}"
+    );
+    fs::remove_file(env.path("out.txt")).unwrap();
+    let hit = env.run(args);
+    assert_success(&hit);
+    assert_eq!(fs::read_to_string(env.path("out.txt")).unwrap(), parts);
 }
