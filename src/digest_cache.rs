@@ -359,7 +359,12 @@ pub fn trim_table(dir: &Path, max_age: Duration, drop_all: bool, dry_run: bool) 
             continue;
         };
         trimmed.bytes_before += meta.len();
-        if !shard_names.contains(&name) || !meta.is_file() || drop_all {
+        let is_shard = shard_names.contains(&name);
+        if !is_shard && !crate::fsutil::is_memo_cache() {
+            // Not a name memo gives, in a directory that may not be memo's: not ours.
+            continue;
+        }
+        if !is_shard || !meta.is_file() || drop_all {
             if !dry_run {
                 let path = item.path();
                 let _ = if meta.is_dir() {

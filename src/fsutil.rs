@@ -34,16 +34,51 @@ pub fn create_cache_root(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether memo may remove a regular file or a directory planted where its own file or
-/// directory belongs: only inside a cache root that carries memo's tag. Elsewhere (a
-/// `MEMO_DIR` pointed at a home directory, a cache from before the tag) such a thing may
-/// be someone's data, and memo refuses to use the place instead.
-fn may_remove_planted() -> bool {
-    static TAGGED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TAGGED.get_or_init(|| {
-        CACHE_ROOT.get().is_some_and(|root| {
-            fs::symlink_metadata(root.join(CACHEDIR_TAG)).is_ok_and(|m| m.is_file())
-        })
+/// Whether the cache root is memo's own, so that memo may remove what it did not make
+/// there: a regular file or directory planted where its own belongs, a stray temporary
+/// file, the whole contents on `memo clear`. True when the root carries memo's tag. A
+/// root without one that holds nothing but memo's own names, with `entries/` or
+/// `objects/` among them (a cache made before the tag), is tagged now. Anything else (a
+/// `MEMO_DIR` pointed at a home directory) may hold someone's data: memo then refuses
+/// such places, and touches only files with the names it gives its own.
+pub fn is_memo_cache() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        let Some(root) = CACHE_ROOT.get() else {
+            return false;
+        };
+        let tag = root.join(CACHEDIR_TAG);
+        if fs::symlink_metadata(&tag).is_ok_and(|m| m.is_file()) {
+            return true;
+        }
+        let Ok(listing) = fs::read_dir(root) else {
+            return false;
+        };
+        let mut has_store = false;
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            has_store |= name == "entries" || name == "objects";
+            let memo_name = matches!(
+                name.as_ref(),
+                "entries"
+                    | "objects"
+                    | "usage"
+                    | "digests"
+                    | "stats"
+                    | "locks"
+                    | "tmp"
+                    | "log.jsonl"
+                    | "log.1.jsonl"
+                    | "gc-clock"
+            ) || name.starts_with("dead-objects")
+                || name.starts_with(".tmp")
+                || name.starts_with(".trash-");
+            if !memo_name {
+                return false;
+            }
+        }
+        has_store && write_file_atomic(&tag, CACHEDIR_TAG_TEXT.as_bytes()).is_ok()
     })
 }
 
@@ -85,7 +120,7 @@ fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
                 dir.display()
             )))
         }
-        Ok(meta) if !recursive && (!meta.is_file() || may_remove_planted()) => {
+        Ok(meta) if !recursive && (!meta.is_file() || is_memo_cache()) => {
             match fs::remove_file(dir) {
                 // Another memo repairing the same place at once got there first.
                 Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
@@ -277,7 +312,7 @@ pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
-        Ok(meta) if meta.is_dir() && !may_remove_planted() => Err(not_regular(path)),
+        Ok(meta) if meta.is_dir() && !is_memo_cache() => Err(not_regular(path)),
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -356,10 +356,11 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let _ = fs::remove_file(path);
     }
     for (name, path) in files_in_shards(&root.join("usage")) {
-        let has_entry = name
-            .parse::<Digest>()
-            .is_ok_and(|k| cache.store.entry_path(&k).exists());
-        if !has_entry {
+        // Only names memo gives: anything else is not memo's to judge.
+        let Ok(key) = name.parse::<Digest>() else {
+            continue;
+        };
+        if !cache.store.entry_path(&key).exists() {
             let _ = fs::remove_file(path);
         }
     }
@@ -372,6 +373,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
         // Left by a write_file_atomic (the clock) that was killed before its rename.
         let stray = name.starts_with(".tmp")
+            && crate::fsutil::is_memo_cache()
             && entry
                 .metadata()
                 .is_ok_and(|m| age_of(&m, started) > TEMP_GRACE);
@@ -513,7 +515,13 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
     let Ok(files) = fs::read_dir(dir) else {
         return 0;
     };
+    let own_dir = crate::fsutil::is_memo_cache();
     for file in files.flatten() {
+        // The store names its staging files `stage-<pid>-…`; in a cache directory that
+        // may not be memo's, nothing else is touched.
+        if !own_dir && !file.file_name().to_string_lossy().starts_with("stage-") {
+            continue;
+        }
         let Ok(meta) = file.metadata() else { continue };
         let age = age_of(&meta, now);
         if age <= grace {
@@ -538,6 +546,14 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
 /// `memo clear`: removes every entry and object; the counters of past activity and the
 /// event log stay.
 pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
+    if !crate::fsutil::is_memo_cache() {
+        return Err(std::io::Error::other(format!(
+            "'{}' does not look like memo's cache (no {} and other files in it); nothing was removed: \
+             remove what you want by hand",
+            cache.root().display(),
+            crate::fsutil::CACHEDIR_TAG
+        )));
+    }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.stats.total();
     let root = cache.root();

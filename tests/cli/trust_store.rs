@@ -805,3 +805,61 @@ fn memo_tags_its_cache_and_never_removes_a_users_file_from_an_untagged_one() {
         "memo tagged a directory it did not create"
     );
 }
+
+/// A `MEMO_DIR` pointed at a directory of the user's: memo caches there, but gc, the
+/// automatic trim and `clear` touch only the files memo made, never the user's own,
+/// even where they sit under names memo uses (`tmp/`, `digests/`, `usage/`).
+#[test]
+fn gc_and_clear_never_remove_a_users_files_from_a_directory_that_is_not_memos() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    let home = env.root.path().join("user-home");
+    let mine = [
+        "notes.txt",
+        ".tmpnotes",
+        "digests/notes.txt",
+        "digests/photos/a.jpg",
+        "tmp/draft.txt",
+        "usage/2024/report.pdf",
+        "objects/old/a.bin",
+        "entries/ab/letter.txt",
+    ];
+    for rel in mine {
+        let path = home.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, rel).unwrap();
+    }
+    let old = std::time::SystemTime::now() - Duration::from_secs(3 * 86400);
+    for rel in mine {
+        let file = fs::File::options()
+            .write(true)
+            .open(home.join(rel))
+            .unwrap();
+        file.set_modified(old).unwrap();
+    }
+    let memo = |args: Vec<String>| env.memo(args).env("MEMO_DIR", &home).output().unwrap();
+    assert_success(&memo(run_tool(&[])));
+    assert_success(&memo(run_tool(&[])));
+    for args in [
+        vec!["gc", "--grace", "0s"],
+        vec!["gc", "--max-size", "0", "--grace", "0s"],
+        vec!["gc", "--verify", "--grace", "0s"],
+    ] {
+        let out = memo(args.iter().map(|a| a.to_string()).collect());
+        assert_success(&out);
+    }
+    let out = memo(vec!["clear".into()]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("nothing was removed"),
+        "{}",
+        stderr(&out)
+    );
+    for rel in mine {
+        assert_eq!(
+            fs::read_to_string(home.join(rel)).unwrap_or_default(),
+            rel,
+            "memo removed the user's {rel}"
+        );
+    }
+}
