@@ -336,6 +336,19 @@ const STUCK_GRACE: Duration = Duration::from_millis(300);
 /// (`cmd | tee`, a last flush), short enough to feel like the direct call.
 const DRAIN_GRACE: Duration = Duration::from_millis(150);
 
+/// Whether every write end of the pipe `source` is closed (POLLHUP): nothing more can
+/// arrive but what is buffered.
+fn writers_gone(source: &io::PipeReader) -> bool {
+    let mut fds = libc::pollfd {
+        fd: source.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no waiting.
+    let ready = unsafe { libc::poll(&mut fds, 1, 0) };
+    ready > 0 && fds.revents & libc::POLLHUP != 0
+}
+
 /// Waits until `source` has data or end of file, or `timeout` passes (then `false`).
 fn wait_readable(source: &io::PipeReader, timeout: Duration) -> bool {
     let mut fds = libc::pollfd {
@@ -446,7 +459,10 @@ fn tee(
         if drain.is_none() && flags.exited.load(Ordering::SeqCst) {
             drain = Some(Drain::start(&source));
         }
-        if drain.as_ref().is_some_and(Drain::is_over) {
+        // Past the grace, the pipe is held open only if some process still has its
+        // write end: with none left (POLLHUP), what remains is read to end of file, however
+        // slowly the destination takes it.
+        if drain.as_ref().is_some_and(Drain::is_over) && !writers_gone(&source) {
             end.held_open = true;
             still_open = true;
             break;

@@ -607,3 +607,29 @@ fn a_follower_ends_what_a_killed_holder_left_even_with_its_descriptors_closed() 
     assert_success(&hit);
     assert_eq!(fs::read_to_string(env.path("out.txt")).unwrap(), parts);
 }
+
+/// A large output into a slow reader (`| less`, a rate-limited log shipper) takes
+/// longer to deliver than the drain grace after the command exits. That is not a
+/// process holding the pipe: the result is stored, with no warning.
+#[test]
+fn a_large_output_into_a_slow_reader_is_stored_without_a_warning() {
+    let env = TestEnv::new();
+    env.tool("head -c 3000000 /dev/zero");
+    let script = format!(
+        "{MEMO:?} run -- ./tool | python3 -c '{}'",
+        "import sys,time\nr=sys.stdin.buffer\nn=0\nwhile True:\n    b=r.read(262144)\n    if not b: break\n    n+=len(b); time.sleep(0.05)\nprint(n)"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("MEMO_DIR", env.cache())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "3000000\n");
+    assert_eq!(stderr(&out), "", "a false warning");
+    assert!(!env.ran_tool(&[]), "the result was not stored");
+}
