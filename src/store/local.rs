@@ -185,7 +185,7 @@ impl Store for LocalStore {
             .map_err(|e| StoreError::io("cannot read", &path, e))?
             .len();
         if found != size {
-            let _ = fs::remove_file(&path);
+            remove_if_same(&path, &file);
             return Err(StoreError::CorruptObject {
                 digest: digest.to_hex(),
             });
@@ -195,12 +195,24 @@ impl Store for LocalStore {
             .digest_file(&mut file)
             .map_err(|e| StoreError::io("cannot read", &path, e))?;
         if actual != *digest {
-            let _ = fs::remove_file(&path);
+            remove_if_same(&path, &file);
             return Err(StoreError::CorruptObject {
                 digest: digest.to_hex(),
             });
         }
         Ok(file)
+    }
+}
+
+/// Removes the damaged object at `path` if `path` still names the file that was found
+/// damaged: a good copy renamed into place meanwhile by another memo must stay.
+fn remove_if_same(path: &Path, opened: &File) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(now), Ok(seen)) = (fs::symlink_metadata(path), opened.metadata()) else {
+        return;
+    };
+    if now.dev() == seen.dev() && now.ino() == seen.ino() {
+        let _ = fs::remove_file(path);
     }
 }
 
