@@ -427,6 +427,13 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
             spec.to_string_lossy()
         ))
     })?;
+    // A trailing `**` means everything below (`src/**`, as Turborepo, Nx and gitignore
+    // read it); the glob crate would match only the subdirectories, and a file changed
+    // in `src/` itself would replay a stale result.
+    let pattern = &match pattern.strip_suffix("**") {
+        Some(base) if base.is_empty() || base.ends_with('/') => format!("{pattern}/*"),
+        _ => pattern.to_string(),
+    };
     let matches = glob::glob(pattern).map_err(|e| {
         Fatal::failure(format!(
             "memo: input glob '{pattern}' is invalid: {}; fix the pattern",
