@@ -7,7 +7,7 @@ use crate::support::*;
 /// changed anywhere below it must change the key, whatever subdirectories there are.
 #[test]
 fn a_trailing_double_star_glob_keys_every_file_below_it() {
-    for spec in ["src/**", "./src/**"] {
+    for spec in ["src/**", "./src/**", "src/**/", "src/**/**"] {
         for subdir in [None, Some("src/empty"), Some("src/deep")] {
             let env = TestEnv::new();
             env.tool("cat src/a.txt");
