@@ -25,3 +25,46 @@ fn a_trailing_double_star_glob_keys_every_file_below_it() {
         }
     }
 }
+
+/// `-o out.txt` where out.txt -> l2 -> data/out.txt (a chain, as `alternatives` and
+/// versioned installs make): the kernel follows every link when the command writes, so
+/// a hit restores the content at the end of the chain and leaves the links alone.
+#[test]
+fn an_output_behind_a_chain_of_symlinks_is_restored_through_it() {
+    for (link_to, output, written) in [
+        ("data/out.txt", "out.txt", "data/out.txt"),
+        ("real", "build", "real/a.txt"),
+    ] {
+        let env = TestEnv::new();
+        let target = env.path(link_to);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(link_to, env.path("l2")).unwrap();
+        std::os::unix::fs::symlink("l2", env.path(output)).unwrap();
+        if output == "build" {
+            std::fs::create_dir(&target).unwrap();
+            env.tool("echo v1 > build/a.txt");
+        } else {
+            env.tool("echo v1 > out.txt");
+        }
+        assert!(env.ran_tool(&["-o", output]), "{output}: first call");
+        if output == "build" {
+            std::fs::remove_dir_all(&target).unwrap();
+        } else {
+            std::fs::remove_file(&target).unwrap();
+        }
+        assert!(!env.ran_tool(&["-o", output]), "{output}: no hit");
+        assert_eq!(
+            env.read(written),
+            b"v1\n",
+            "{output}: not restored at {written}"
+        );
+        for link in [output, "l2"] {
+            assert!(
+                std::fs::symlink_metadata(env.path(link))
+                    .unwrap()
+                    .is_symlink(),
+                "{output}: the link {link} was replaced"
+            );
+        }
+    }
+}
