@@ -427,6 +427,24 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
             spec.to_string_lossy()
         ))
     })?;
+    // A trailing `**` means everything below (`src/**`, as Turborepo, Nx and gitignore
+    // read it); the glob crate would match only the subdirectories, and a file changed
+    // in `src/` itself would replay a stale result.
+    // `src/**/` and `src/**/**` too: the glob crate never yields `src` itself for them.
+    let pattern = &{
+        let mut p = pattern.trim_end_matches('/');
+        while let Some(base) = p
+            .strip_suffix("/**")
+            .filter(|b| *b == "**" || b.ends_with("/**"))
+        {
+            p = base;
+        }
+        if p == "**" || p.ends_with("/**") {
+            format!("{p}/*")
+        } else {
+            pattern.to_string()
+        }
+    };
     let matches = glob::glob(pattern).map_err(|e| {
         Fatal::failure(format!(
             "memo: input glob '{pattern}' is invalid: {}; fix the pattern",

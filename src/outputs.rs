@@ -473,24 +473,31 @@ impl Restore<'_> {
 
 /// Where the dangling symlink at `dest` leads, when a command writing through it would
 /// create its target there: the target's directory exists and nothing is at the target
-/// itself (a chain of links is not followed further). `None` for anything else.
+/// itself. A chain of links (`out.txt -> l2 -> data/out.txt`) is followed to its end, as
+/// the kernel follows it when the command writes. `None` for anything else.
 fn dangling_target(dest: &Path) -> Option<PathBuf> {
-    if !fs::symlink_metadata(dest).is_ok_and(|m| m.is_symlink()) {
-        return None;
+    let mut link = dest.to_path_buf();
+    // The kernel's limit on links followed in one path (ELOOP past it).
+    for _ in 0..40 {
+        if !fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink()) {
+            return None;
+        }
+        match fs::metadata(&link) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            _ => return None,
+        }
+        // An absolute target replaces the base in `join`.
+        let target = parent_or_dot(&link).join(fs::read_link(&link).ok()?);
+        if !fs::metadata(parent_or_dot(&target)).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        match fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(target),
+            Ok(m) if m.is_symlink() => link = target,
+            _ => return None,
+        }
     }
-    match fs::metadata(dest) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        _ => return None,
-    }
-    // An absolute target replaces the base in `join`.
-    let target = parent_or_dot(dest).join(fs::read_link(dest).ok()?);
-    if !fs::metadata(parent_or_dot(&target)).is_ok_and(|m| m.is_dir()) {
-        return None;
-    }
-    match fs::symlink_metadata(&target) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(target),
-        _ => None,
-    }
+    None
 }
 
 /// The directory `path` is in, `.` for a bare name.
