@@ -12,7 +12,7 @@ mod manage;
 mod outputs;
 mod reliability;
 mod store;
-
+mod trust_accept;
 mod trust_capture;
 mod trust_cli;
 mod trust_inputs;
