@@ -512,29 +512,9 @@ fn a_cache_subdirectory_planted_as_a_symlink_is_never_written_through() {
 /// namespace); `None` when this machine cannot do that (the caller skips, saying so).
 fn on_tmpfs(env: &TestEnv, options: &str, args: &[String]) -> Option<Output> {
     let mount_point = env.root.path().join("small");
-    fs::create_dir_all(&mount_point).unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--map-root-user", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o {options} tmpfs \"$0\" || exit 99; exec \"$@\""
-        ))
-        .arg(&mount_point)
-        .arg(MEMO)
-        .args(args)
-        .current_dir(env.work())
-        .env("MEMO_DIR", mount_point.join("cache"))
-        .output()
-        .ok()?;
-    if out.status.code() == Some(99)
-        || (out.status.code() == Some(1) && stderr(&out).contains("unshare"))
-    {
-        eprintln!(
-            "skipped: cannot mount a tmpfs in a user namespace here ({})",
-            stderr(&out).trim()
-        );
-        return None;
-    }
-    Some(out)
+    let mut cmd = tmpfs_command(env, &mount_point, options, "exec \"$@\"");
+    cmd.args(args).env("MEMO_DIR", mount_point.join("cache"));
+    mounted(cmd)
 }
 
 #[test]

@@ -245,32 +245,7 @@ fn a_restore_killed_midway_leaves_whole_files_and_the_next_call_completes_it() {
 /// tmpfs of 512 KiB, and `$1` is memo. `None` (with a note) where namespaces are not
 /// allowed.
 fn in_small_work_dir(env: &TestEnv, script: &str) -> Option<std::process::Output> {
-    let mount_point = env.path("small");
-    fs::create_dir_all(&mount_point).unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--map-root-user", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o size=512k tmpfs \"$0\" || exit 99\n{script}"
-        ))
-        .arg(&mount_point)
-        .arg(MEMO)
-        .current_dir(env.work())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", env.root.path().join("home"))
-        .env("MEMO_DIR", env.cache())
-        .output()
-        .ok()?;
-    if out.status.code() == Some(99)
-        || (out.status.code() == Some(1) && stderr(&out).contains("unshare"))
-    {
-        eprintln!(
-            "skipped: cannot mount a tmpfs in a user namespace here ({})",
-            stderr(&out).trim()
-        );
-        return None;
-    }
-    Some(out)
+    mounted(tmpfs_command(env, &env.path("small"), "size=512k", script))
 }
 
 #[test]

@@ -340,3 +340,40 @@ pub fn as_nobody(mut cmd: Command) -> Output {
     cmd.uid(NOBODY).gid(NOBODY);
     cmd.output().unwrap()
 }
+
+/// `sh -c SCRIPT` in a new user and mount namespace in which a fresh tmpfs mounted with
+/// `options` (`size=512k`) sits at `mount_point`: the script sees the mount point as
+/// `$0` and memo as `$1`, then whatever args the caller adds. Runs in the work dir with
+/// the same environment as `TestEnv::memo`. Run it through `mounted`.
+pub fn tmpfs_command(env: &TestEnv, mount_point: &Path, options: &str, script: &str) -> Command {
+    fs::create_dir_all(mount_point).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o {options} tmpfs \"$0\" || exit 99\n{script}"
+        ))
+        .arg(mount_point)
+        .arg(MEMO)
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache());
+    cmd
+}
+
+/// The output of a `tmpfs_command`, or `None` (saying why on stderr) where this machine
+/// does not let a test mount a tmpfs: the caller then skips.
+pub fn mounted(mut cmd: Command) -> Option<Output> {
+    let out = cmd.output().ok()?;
+    if out.status.code() == Some(99)
+        || (out.status.code() == Some(1) && stderr(&out).contains("unshare"))
+    {
+        eprintln!(
+            "skipped: cannot mount a tmpfs in a user namespace here ({})",
+            stderr(&out).trim()
+        );
+        return None;
+    }
+    Some(out)
+}
