@@ -96,6 +96,12 @@ pub fn config_file_path() -> PathBuf {
     base.join("memo").join("config.toml")
 }
 
+fn is_dev_null(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device()
+        && std::fs::metadata("/dev/null").is_ok_and(|null| null.rdev() == meta.rdev())
+}
+
 fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
     let cannot_read = |e: std::io::Error| {
         Fatal::failure(format!(
@@ -114,7 +120,9 @@ fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
             return Ok(None)
         }
         Err(e) => return Err(cannot_read(e)),
-        // A FIFO or device would block or never end: refuse it before opening.
+        // `MEMO_CONFIG=/dev/null`, the usual way to say "no config file".
+        Ok(meta) if is_dev_null(&meta) => return Ok(None),
+        // A FIFO or another device would block or never end: refuse it before opening.
         Ok(meta) if !meta.is_file() => {
             return Err(cannot_read(std::io::Error::other("not a regular file")))
         }

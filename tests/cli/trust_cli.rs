@@ -396,3 +396,28 @@ fn a_hit_replayed_into_a_full_destination_still_passes_the_exit_code_and_other_s
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(env.count(), 1, "replayed, not run");
 }
+
+/// `MEMO_CONFIG=/dev/null` (the usual way to say "no config file", and what test
+/// harnesses set) reads as an empty config; a FIFO or another device is an error.
+#[test]
+fn a_config_file_of_dev_null_is_no_config_and_a_fifo_is_an_error() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    let out = env
+        .memo(run_tool(&[]))
+        .env("MEMO_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "hi\n");
+    assert_eq!(stderr(&out), "");
+    let fifo = env.root.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = env
+        .memo(run_tool(&[]))
+        .env("MEMO_CONFIG", &fifo)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 125, "not a regular file");
+}
