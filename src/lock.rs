@@ -13,12 +13,13 @@
 //!
 //! The command's own children outlive it when it dies that way (a `make` killed leaves
 //! its compilers running), and may go on writing its outputs. So the command also
-//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`), and carries the
-//! flight's tag in its environment (`MEMO_FLIGHT`): every process it starts holds the
-//! one unless it closes its descriptors, and the other unless it clears its environment.
-//! The next holder ends what a killed holder's command left running, found by either
-//! mark (`end_earlier_copy`, `take_flight`), before it starts the command again: what
-//! died with memo must not go on writing beside the new copy.
+//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`), and the holder
+//! notes the pipes the command's stdout and stderr write into: every process the command
+//! starts holds the flight unless it closes its descriptors (Python's `subprocess` does),
+//! and those pipes unless it redirects its output. The next holder ends what a killed
+//! holder's command left running, found by either mark (`end_earlier_copy`,
+//! `take_flight`), before it starts the command again: what died with memo must not go
+//! on writing beside the new copy.
 
 use std::fs::{self, File};
 use std::io;
@@ -61,12 +62,16 @@ impl Lock {
 
 impl Lock {
     /// Writes down `pid`, the process run under this lock, with its start time (so a
-    /// recycled pid is not mistaken for it) and its flight's tag.
-    pub fn note_process(&self, pid: u32, tag: &str) -> io::Result<()> {
+    /// recycled pid is not mistaken for it) and the inode numbers of its output pipes.
+    pub fn note_process(&self, pid: u32, pipes: &[u64]) -> io::Result<()> {
         let Some(process) = Process::find(pid) else {
             return Ok(());
         };
-        let text = format!("{} {} {tag}\n", process.pid, process.started);
+        let mut text = format!("{} {}", process.pid, process.started);
+        for pipe in pipes.iter().take(2) {
+            text.push_str(&format!(" {pipe}"));
+        }
+        text.push('\n');
         self.file.set_len(0)?;
         self.file.write_all_at(text.as_bytes(), 0)
     }
@@ -74,10 +79,11 @@ impl Lock {
     /// Ends what an earlier holder that was killed left running (a holder that ends
     /// normally removes its note with the file; one that was killed leaves it): waits, for
     /// at most `limit`, until the process it noted is gone (it dies of its parent-death
-    /// signal), then kills every process that carries its flight's tag and waits for
-    /// them too. `Err(pid)` if one still runs after `limit` (it may not be signalled).
+    /// signal), then kills every process that still writes into the noted output pipes
+    /// and waits for them too. `Err(pid)` if one still runs after `limit` (it may not be
+    /// signalled).
     pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
-        // A note is two numbers and a tag on one line.
+        // A note is a few numbers on one line.
         let mut buf = [0u8; 128];
         let Ok(n) = self.file.read_at(&mut buf, 0) else {
             return Ok(());
@@ -99,21 +105,12 @@ impl Lock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        match fields.next().filter(|tag| is_tag(tag)) {
-            Some(tag) => end_processes(|pid| carries_tag(pid, tag), end),
-            None => Ok(()),
+        let pipes: Vec<u64> = fields.take(2).filter_map(|f| f.parse().ok()).collect();
+        if pipes.is_empty() {
+            return Ok(());
         }
+        end_processes(|pid| writes_into(pid, &pipes), end)
     }
-}
-
-/// The environment variable that marks every process of one run of a command.
-pub const FLIGHT_VAR: &str = "MEMO_FLIGHT";
-
-/// Whether `text` could be a tag memo made (see `Flight::tag`).
-fn is_tag(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 40
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Every other process this user may inspect, by pid (all of them for root).
@@ -128,15 +125,22 @@ fn other_processes() -> Vec<u32> {
         .collect()
 }
 
-/// Whether process `pid` carries `MEMO_FLIGHT=tag` in its environment.
-fn carries_tag(pid: u32, tag: &str) -> bool {
-    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    let wanted = format!("{FLIGHT_VAR}={tag}");
-    environ
-        .split(|&b| b == 0)
-        .any(|var| var == wanted.as_bytes())
+/// Whether process `pid` has one of the pipes `pipes` (by inode number) open.
+fn writes_into(pid: u32, pipes: &[u64]) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target
+                    .strip_prefix("pipe:[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .and_then(|ino| ino.parse::<u64>().ok())
+                    .is_some_and(|ino| pipes.contains(&ino))
+            })
+        })
 }
 
 /// Whether process `pid` has the file `(dev, ino)` open.
@@ -178,28 +182,16 @@ fn end_processes(matches: impl Fn(u32) -> bool, end: Instant) -> Result<(), u32>
 pub struct Flight {
     file: File,
     path: PathBuf,
-    tag: String,
 }
 
 impl Flight {
     fn new(file: File, path: PathBuf) -> Flight {
-        // This memo's pid and a number nobody can guess: unique among the runs of any
-        // command, and no pid reuse makes two alike.
-        let mut random = [0u8; 8];
-        // SAFETY: getrandom writes at most `len` bytes into the buffer it is given.
-        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
-        let tag = format!("{}-{:016x}", std::process::id(), u64::from_ne_bytes(random));
-        Flight { file, path, tag }
+        Flight { file, path }
     }
 
     /// The descriptor the command must inherit.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
-    }
-
-    /// The value of `MEMO_FLIGHT` in the command's environment.
-    pub fn tag(&self) -> &str {
-        &self.tag
     }
 }
 
@@ -356,7 +348,7 @@ mod tests {
             .spawn()
             .unwrap();
         let first = Lock::wait_transient(dir.path(), "k").unwrap();
-        first.note_process(child.id(), "t-1").unwrap();
+        first.note_process(child.id(), &[]).unwrap();
         // A killed holder: its lock goes, its file stays.
         FileExt::unlock(&first.file).unwrap();
         std::mem::forget(first);

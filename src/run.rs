@@ -155,7 +155,6 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
             argv,
             stdin: stdin.map(|(file, _)| file),
             inherit: None,
-            env: Vec::new(),
         },
         material,
         key,
@@ -256,7 +255,7 @@ fn run_with_cache(
     // for that copy to be gone before starting another.
     let mut overlap = None;
     // Declared after `key_lock`, so dropped before it: the flight ends first.
-    let mut flight = None;
+    let mut _flight = None;
     if let Some(lock) = &key_lock {
         if let Err(pid) = lock.end_earlier_copy(crate::lock::NOTED_PROCESS_WAIT) {
             overlap = Some(format!(
@@ -270,8 +269,7 @@ fn run_with_cache(
                         Some("processes an earlier copy of the command started still run".into());
                 }
                 spec.inherit = Some(taken.fd());
-                spec.env.push((crate::lock::FLIGHT_VAR, taken.tag().into()));
-                flight = Some(taken);
+                _flight = Some(taken);
             }
             Err(e) => {
                 // Without a flight a killed run's processes could not be found later:
@@ -293,9 +291,9 @@ fn run_with_cache(
     );
 
     let cache_failures = req.settings.cache_failures.value;
-    let note_command = |pid| {
-        if let (Some(lock), Some(flight)) = (&key_lock, &flight) {
-            let _ = lock.note_process(pid, flight.tag());
+    let note_command = |pid, pipes: &[u64]| {
+        if let Some(lock) = &key_lock {
+            let _ = lock.note_process(pid, pipes);
         }
     };
     let finished = capture::run_recorded(

@@ -39,8 +39,6 @@ pub struct Spec {
     pub stdin: Option<File>,
     /// A descriptor of memo's the command inherits (a `lock::Flight`).
     pub inherit: Option<RawFd>,
-    /// Variables added to the command's environment (a `lock::Flight`'s tag).
-    pub env: Vec<(&'static str, OsString)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +99,13 @@ pub fn stream_mode() -> StreamMode {
     }
 }
 
+/// A `File` view of a descriptor this process keeps open elsewhere; wrap it in
+/// `ManuallyDrop` so it is never closed through this view.
+fn unsafe_file(fd: RawFd) -> File {
+    // SAFETY: the caller holds `fd` open for longer than the view, and never drops it.
+    unsafe { File::from_raw_fd(fd) }
+}
+
 fn command(spec: Spec) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
@@ -115,9 +120,6 @@ fn command(spec: Spec) -> Command {
                 Ok(())
             });
         }
-    }
-    for (name, value) in &spec.env {
-        cmd.env(name, value);
     }
     cmd.stdin(match spec.stdin {
         Some(file) => Stdio::from(file),
@@ -201,12 +203,14 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
 }
 
 /// Runs the command, forwarding its output live and recording it into `stage()` files.
-/// `on_start` is told the command's pid as soon as it runs.
+/// `on_start` is told the command's pid as soon as it runs, and the inode numbers of the
+/// pipes its stdout and stderr write into (every process it starts inherits them, unless
+/// it redirects them: they tell that run's processes apart from any other's).
 pub fn run_recorded(
     spec: Spec,
     mode: StreamMode,
     stage: &dyn Fn() -> io::Result<NamedTempFile>,
-    on_start: &dyn Fn(u32),
+    on_start: &dyn Fn(u32, &[u64]),
 ) -> Result<Finished, Fatal> {
     let argv0 = spec.argv[0].clone();
     let program = spec.program.clone();
@@ -239,7 +243,14 @@ pub fn run_recorded(
     // The Command holds the pipes' write ends; drop it so the readers see end of file.
     drop(cmd);
     signals::set_child(child.id());
-    on_start(child.id());
+    let pipes: Vec<u64> = sources
+        .iter()
+        .filter_map(|(reader, _)| {
+            let fd = ManuallyDrop::new(unsafe_file(reader.as_raw_fd()));
+            fd.metadata().ok().map(|m| m.ino())
+        })
+        .collect();
+    on_start(child.id(), &pipes);
     let stop = AtomicBool::new(false);
     let exited = AtomicBool::new(false);
     let (outcome, tees) = std::thread::scope(|scope| {

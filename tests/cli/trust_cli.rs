@@ -412,7 +412,10 @@ fn a_config_file_of_dev_null_is_no_config_and_a_fifo_is_an_error() {
     assert_eq!(stdout(&out), "hi\n");
     assert_eq!(stderr(&out), "");
     let fifo = env.root.path().join("fifo.toml");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let out = env
         .memo(run_tool(&[]))
@@ -420,4 +423,27 @@ fn a_config_file_of_dev_null_is_no_config_and_a_fifo_is_an_error() {
         .output()
         .unwrap();
     assert_one_line_error(&out, 125, "not a regular file");
+}
+
+/// The command sees exactly the environment it would see without memo: memo adds and
+/// removes nothing (a variable of memo's own would show in `env` and in what it prints).
+#[test]
+fn the_command_gets_memos_environment_unchanged() {
+    let env = TestEnv::new();
+    let memo = env.run(["run", "--", "env"]);
+    assert_success(&memo);
+    let direct = std::process::Command::new("env")
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache())
+        .output()
+        .unwrap();
+    let sorted = |out: &std::process::Output| {
+        let mut lines: Vec<String> = stdout(out).lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&memo), sorted(&direct));
 }
