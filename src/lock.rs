@@ -67,7 +67,8 @@ impl Lock {
         let Some(process) = Process::find(pid) else {
             return Ok(());
         };
-        let mut text = format!("{} {}", process.pid, process.started);
+        let session = session_of(process.pid).unwrap_or(0);
+        let mut text = format!("{} {} {session}", process.pid, process.started);
         for pipe in pipes.iter().take(2) {
             text.push_str(&format!(" {pipe}"));
         }
@@ -105,11 +106,21 @@ impl Lock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let Some(session) = number(fields.next()) else {
+            return Ok(());
+        };
         let pipes: Vec<u64> = fields.take(2).filter_map(|f| f.parse().ok()).collect();
         if pipes.is_empty() {
             return Ok(());
         }
-        end_processes(|pid| writes_into(pid, &pipes), end)
+        // A pipe's inode number may be reused once every end of it is closed: only a
+        // process of the killed command's session, started after it, is one of its own.
+        let of_that_run = |pid: u32| {
+            session_of(pid).is_some_and(|s| u64::from(s) == session)
+                && Process::find(pid).is_some_and(|p| p.started >= started)
+                && writes_into(pid, &pipes)
+        };
+        end_processes(of_that_run, end)
     }
 }
 
@@ -123,6 +134,15 @@ fn other_processes() -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|pid| *pid != me)
         .collect()
+}
+
+/// The session id of process `pid` (field 6 of /proc/PID/stat).
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After it: state, ppid, pgrp, session.
+    rest.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Whether process `pid` has one of the pipes `pipes` (by inode number) open.
@@ -338,6 +358,13 @@ mod tests {
         });
         assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
         assert!(!dir.path().join("k").exists());
+    }
+
+    #[test]
+    fn the_session_is_read_from_proc() {
+        // SAFETY: getsid(0) has no preconditions.
+        let mine = unsafe { libc::getsid(0) } as u32;
+        assert_eq!(session_of(std::process::id()), Some(mine));
     }
 
     #[test]
