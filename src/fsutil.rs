@@ -22,12 +22,16 @@ const CACHEDIR_TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by memo.\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
-/// Creates the cache root if it is missing, and tags it as memo's (see `CACHEDIR_TAG`).
-/// An existing directory is left as it is: it may be one a user pointed memo at.
+/// Creates the cache root if it is missing, and tags it as memo's (see `CACHEDIR_TAG`),
+/// as it does an existing directory that is empty (`MEMO_DIR=$(mktemp -d)`). Any other
+/// existing directory is left as it is: it may be one a user pointed memo at.
 pub fn create_cache_root(root: &Path) -> io::Result<()> {
-    let existed = fs::symlink_metadata(root).is_ok();
+    let fresh = match fs::read_dir(root) {
+        Ok(mut listing) => listing.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
     create_private_dir_all(root)?;
-    if !existed {
+    if fresh {
         // Best effort: without the tag memo only refuses what is planted, never removes.
         let _ = write_file_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes());
     }
@@ -37,10 +41,11 @@ pub fn create_cache_root(root: &Path) -> io::Result<()> {
 /// Whether the cache root is memo's own, so that memo may remove what it did not make
 /// there: a regular file or directory planted where its own belongs, a stray temporary
 /// file, the whole contents on `memo clear`. True when the root carries memo's tag. A
-/// root without one that holds nothing but memo's own names, with `entries/` or
-/// `objects/` among them (a cache made before the tag), is tagged now. Anything else (a
-/// `MEMO_DIR` pointed at a home directory) may hold someone's data: memo then refuses
-/// such places, and touches only files with the names it gives its own.
+/// root without one (a cache made before the tag) is tagged now if it holds nothing but
+/// memo's own names and an entry memo wrote (a file `entries/ab/ab…` that starts with
+/// memo's entry header). Anything else (a `MEMO_DIR` pointed at a home directory) may
+/// hold someone's data: memo then refuses such places, and touches only files with the
+/// names it gives its own.
 pub fn is_memo_cache() -> bool {
     static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OWN.get_or_init(|| {
@@ -54,11 +59,9 @@ pub fn is_memo_cache() -> bool {
         let Ok(listing) = fs::read_dir(root) else {
             return false;
         };
-        let mut has_store = false;
         for item in listing.flatten() {
             let name = item.file_name();
             let name = name.to_string_lossy();
-            has_store |= name == "entries" || name == "objects";
             let memo_name = matches!(
                 name.as_ref(),
                 "entries"
@@ -78,8 +81,34 @@ pub fn is_memo_cache() -> bool {
                 return false;
             }
         }
-        has_store && write_file_atomic(&tag, CACHEDIR_TAG_TEXT.as_bytes()).is_ok()
+        holds_a_memo_entry(&root.join("entries"))
+            && write_file_atomic(&tag, CACHEDIR_TAG_TEXT.as_bytes()).is_ok()
     })
+}
+
+/// Whether `entries` holds a shard `ab/` with a file named by a key that starts with
+/// memo's entry header: evidence that memo made this directory.
+fn holds_a_memo_entry(entries: &Path) -> bool {
+    use std::io::Read;
+    files_in_shards(entries)
+        .into_iter()
+        .take(16)
+        .any(|(name, path)| {
+            let mut head = [0u8; 11];
+            name.len() == 64
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && open_regular(&path, Access::Read)
+                    .and_then(|mut f| f.read_exact(&mut head))
+                    .is_ok()
+                && &head == b"memo-entry "
+        })
+}
+
+/// A FIFO, socket or device: nothing anyone keeps data in, so safe to remove wherever
+/// memo expected its own file or directory.
+fn is_special(meta: &fs::Metadata) -> bool {
+    let kind = meta.file_type();
+    !(kind.is_file() || kind.is_dir() || kind.is_symlink())
 }
 
 /// Creates `dir` and its missing parents with the cache's directory mode (0700 unless a
@@ -120,7 +149,7 @@ fn create_dir_checked(dir: &Path, recursive: bool) -> io::Result<()> {
                 dir.display()
             )))
         }
-        Ok(meta) if !recursive && (!meta.is_file() || is_memo_cache()) => {
+        Ok(meta) if !recursive && (is_special(&meta) || is_memo_cache()) => {
             match fs::remove_file(dir) {
                 // Another memo repairing the same place at once got there first.
                 Err(e) if e.kind() != io::ErrorKind::NotFound && !dir.is_dir() => return Err(e),
@@ -312,7 +341,7 @@ pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
-        Ok(meta) if meta.is_dir() && !is_memo_cache() => Err(not_regular(path)),
+        Ok(meta) if !is_special(&meta) && !is_memo_cache() => Err(not_regular(path)),
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -68,7 +68,12 @@ impl Lock {
             return Ok(());
         };
         let session = session_of(process.pid).unwrap_or(0);
-        let mut text = format!("{} {} {session}", process.pid, process.started);
+        let mut text = format!(
+            "{} {} {session} {}",
+            process.pid,
+            process.started,
+            boot_id()
+        );
         for pipe in pipes.iter().take(2) {
             text.push_str(&format!(" {pipe}"));
         }
@@ -98,6 +103,14 @@ impl Lock {
         let Ok(pid) = u32::try_from(pid) else {
             return Ok(());
         };
+        let (Some(session), Some(boot)) = (number(fields.next()), fields.next()) else {
+            return Ok(());
+        };
+        // Pids, start ticks, sessions and pipe numbers mean nothing on another boot or
+        // another machine (a cache on a shared volume): such a note is ignored.
+        if boot != boot_id() {
+            return Ok(());
+        }
         let noted = Process { pid, started };
         let end = Instant::now() + limit;
         while noted.is_running() {
@@ -106,9 +119,6 @@ impl Lock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let Some(session) = number(fields.next()) else {
-            return Ok(());
-        };
         let pipes: Vec<u64> = fields.take(2).filter_map(|f| f.parse().ok()).collect();
         if pipes.is_empty() {
             return Ok(());
@@ -134,6 +144,17 @@ fn other_processes() -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|pid| *pid != me)
         .collect()
+}
+
+/// This boot of this machine: the kernel's random boot id, and the pid namespace (a pid
+/// means nothing in another); "-" where they cannot be read.
+fn boot_id() -> String {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let namespace = fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+    match boot.trim() {
+        "" => "-".into(),
+        boot => format!("{boot}/{namespace}"),
+    }
 }
 
 /// The session id of process `pid` (field 6 of /proc/PID/stat).
@@ -164,12 +185,17 @@ fn writes_into(pid: u32, pipes: &[u64]) -> bool {
 }
 
 /// Whether process `pid` has the file `(dev, ino)` open.
-fn holds_file(pid: u32, dev: u64, ino: u64) -> bool {
+fn holds_file(pid: u32, path: &Path, dev: u64, ino: u64) -> bool {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
-        .any(|fd| fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+        .any(|fd| {
+            // The link's text first: a stat of every open file would block on a hung
+            // network mount some unrelated process holds a file on.
+            fs::read_link(fd.path()).is_ok_and(|target| target == path)
+                && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+        })
 }
 
 /// Kills (SIGKILL) every process for which `matches` holds, and waits until none is
@@ -185,12 +211,13 @@ fn end_processes(matches: impl Fn(u32) -> bool, end: Instant) -> Result<(), u32>
         let Some(&first) = left.first() else {
             return Ok(());
         };
-        if Instant::now() >= end {
-            return Err(first);
-        }
+        // One kill pass at least, even when the time is up.
         for pid in left {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        if Instant::now() >= end {
+            return Err(first);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -239,8 +266,10 @@ impl Lock {
             Err(e) => return Err(e),
         }
         let held = file.metadata()?;
+        // As /proc shows it: absolute, symlinks resolved.
+        let shown = fs::canonicalize(&path)?;
         let end = Instant::now() + limit;
-        let _ = end_processes(|pid| holds_file(pid, held.dev(), held.ino()), end);
+        let _ = end_processes(|pid| holds_file(pid, &shown, held.dev(), held.ino()), end);
         loop {
             match FileExt::try_lock_exclusive(&file) {
                 Ok(()) => return Ok((Flight::new(file, path), true)),

@@ -863,3 +863,60 @@ fn gc_and_clear_never_remove_a_users_files_from_a_directory_that_is_not_memos() 
         );
     }
 }
+
+/// A user's directory that happens to hold `entries/` and `objects/` is not taken for a
+/// cache of memo's: nothing in it is tagged, cleared or replaced, symlinks included.
+#[test]
+fn a_users_directory_with_memo_like_names_is_never_taken_for_memos_cache() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    let journal = env.root.path().join("journal");
+    fs::create_dir_all(journal.join("entries/2024")).unwrap();
+    fs::create_dir_all(journal.join("objects")).unwrap();
+    fs::write(journal.join("entries/2024/today.md"), "diary").unwrap();
+    fs::write(journal.join("objects/model.obj"), "x").unwrap();
+    std::os::unix::fs::symlink("/nonexistent/scratch", journal.join("tmp")).unwrap();
+    std::os::unix::fs::symlink("entries", journal.join("locks")).unwrap();
+    let memo = |args: Vec<String>| env.memo(args).env("MEMO_DIR", &journal).output().unwrap();
+    let out = memo(run_tool(&[]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "hi\n");
+    let out = memo(vec!["clear".into()]);
+    assert_code(&out, 125);
+    assert_eq!(
+        fs::read_to_string(journal.join("entries/2024/today.md")).unwrap(),
+        "diary"
+    );
+    assert_eq!(
+        fs::read_to_string(journal.join("objects/model.obj")).unwrap(),
+        "x"
+    );
+    assert!(fs::symlink_metadata(journal.join("tmp"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(fs::symlink_metadata(journal.join("locks"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!journal.join("CACHEDIR.TAG").exists());
+}
+
+/// A cache made in an empty directory (`MEMO_DIR=$(mktemp -d)`) is memo's own, and
+/// `memo clear` works there even before anything was stored.
+#[test]
+fn a_cache_made_in_an_empty_directory_is_memos_own() {
+    let env = TestEnv::new();
+    env.tool("exit 3");
+    let dir = env.root.path().join("empty");
+    fs::create_dir(&dir).unwrap();
+    let out = env
+        .memo(run_tool(&[]))
+        .env("MEMO_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_code(&out, 3);
+    assert!(dir.join("CACHEDIR.TAG").is_file());
+    let out = env.memo(["clear"]).env("MEMO_DIR", &dir).output().unwrap();
+    assert_success(&out);
+}
