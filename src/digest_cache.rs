@@ -366,12 +366,7 @@ pub fn trim_table(dir: &Path, max_age: Duration, drop_all: bool, dry_run: bool) 
         }
         if !is_shard || !meta.is_file() || drop_all {
             if !dry_run {
-                let path = item.path();
-                let _ = if meta.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
+                let _ = fsutil::remove_path(&item.path());
             }
             continue;
         }

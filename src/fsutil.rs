@@ -342,6 +342,14 @@ pub fn remove_planted(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
         Ok(meta) if !is_special(&meta) && !is_memo_cache() => Err(not_regular(path)),
+        _ => remove_path(path),
+    }
+}
+
+/// Removes whatever is at `path`: a directory with its contents, or anything else (a
+/// file, a symlink, a FIFO). Nothing there is fine.
+pub fn remove_path(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -22,7 +22,7 @@ use crate::cache::{self, Cache};
 use crate::digest::Digest;
 use crate::digest_cache;
 use crate::events::{now_ms, Event, Kind};
-use crate::fsutil::{files_in_shards, open_regular, read_regular, Access};
+use crate::fsutil::{files_in_shards, open_regular, read_regular, remove_path, Access};
 use crate::index::{usage, Entry};
 use crate::lock::Lock;
 use crate::stats::Counters;
@@ -315,17 +315,12 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         if referenced.contains(digest) {
             continue;
         }
-        if dead.contains(digest) {
-            // Counted above. Kept if rewritten since gc began (a new entry is about to
-            // refer to it). A memo storing another result with these very bytes right
-            // now may instead have reused it as it was, without rewriting it: its entry
-            // then lacks the object, which is a miss and a rerun, never a wrong replay.
-            if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
-                orphan_paths.push(path.clone());
-            }
-        } else if freed_objects.contains(digest) {
-            // Its last entry goes now; keep it only if it was rewritten since gc began,
-            // which means a new entry is about to refer to it.
+        if dead.contains(digest) || freed_objects.contains(digest) {
+            // A replaced entry's (counted above), or its last entry goes now: kept only
+            // if rewritten since gc began, which means a new entry is about to refer to
+            // it. (A memo storing these very bytes right now may instead have reused the
+            // object as it was: its entry then lacks the object, which is a miss and a
+            // rerun, never a wrong replay.)
             if !fs::metadata(path).is_ok_and(|m| changed_at(&m) >= started) {
                 orphan_paths.push(path.clone());
             }
@@ -369,7 +364,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let name = entry.file_name();
         let name = name.to_str().unwrap_or_default();
         if crate::fsutil::left_by_dead_process(name, TRASH_PREFIX) {
-            remove_any(&entry.path());
+            let _ = remove_path(&entry.path());
         }
         // Left by a write_file_atomic (the clock) that was killed before its rename.
         let stray = name.starts_with(".tmp")
@@ -384,7 +379,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     if drop_table {
         digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, true, false);
     }
-    remove_any(&root.join(DEAD_LIST_TAKEN));
+    let _ = remove_path(&root.join(DEAD_LIST_TAKEN));
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
@@ -404,14 +399,6 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
 const DEAD_LIST: &str = "dead-objects";
 /// The list while gc works on it: appends that come meanwhile go to a new `DEAD_LIST`.
 const DEAD_LIST_TAKEN: &str = "dead-objects.gc";
-
-/// Removes whatever is at `path`, a directory with its contents or anything else (a
-/// planted FIFO renamed aside by `clear`). Best effort.
-fn remove_any(path: &Path) {
-    if fs::remove_dir_all(path).is_err() {
-        let _ = fs::remove_file(path);
-    }
-}
 
 /// Before the entry under `key` is replaced by `new` (`--force`, a refresh, a rerun of
 /// an expired result): lists the objects of the old entry that `new` does not use, so
@@ -567,7 +554,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
             _ => {}
         }
         crate::fsutil::create_private_dir_all(&dir)?;
-        remove_any(&trash);
+        let _ = remove_path(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
     let _ = fs::remove_file(root.join(DEAD_LIST));

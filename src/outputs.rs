@@ -524,12 +524,8 @@ fn remove_if_left_by_dead_restore(path: &Path) {
     if !crate::fsutil::left_by_dead_process(name.to_str().unwrap_or_default(), RESTORE_PREFIX) {
         return;
     }
-    match fs::symlink_metadata(path) {
-        // Directories: what a memo before per-file restores staged.
-        Ok(m) if m.is_dir() => drop(fs::remove_dir_all(path)),
-        Ok(_) => drop(fs::remove_file(path)),
-        Err(_) => {}
-    }
+    // Directories too: what a memo before per-file restores staged.
+    let _ = crate::fsutil::remove_path(path);
 }
 
 fn write_error(path: &Path, source: io::Error) -> RestoreError {
