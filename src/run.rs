@@ -8,8 +8,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, FromRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -728,10 +727,9 @@ fn replay(
             let _ = dest.into_parts();
             copied.map(drop)
         } else {
-            // SAFETY: fd 1 and 2 stay open for the life of the process; never dropped.
-            let mut dest = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-            // File to file: the kernel's zero-copy paths (sendfile, splice).
-            reader.copy_to(&mut dest).map(drop)
+            // File to file: the kernel's zero-copy paths (sendfile, splice). fd 1 and 2
+            // stay open for the life of the process.
+            capture::streams::with_fd(fd, |dest| reader.copy_to(dest).map(drop))
         };
         if let Err(e) = copied {
             if e.kind() == io::ErrorKind::BrokenPipe {

@@ -13,8 +13,7 @@ pub use stdin::{spool_stdin, SpooledStdin};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -88,22 +87,12 @@ pub struct Finished {
 /// Whether memo's stdout and stderr are the same file, pipe or terminal, in which case the
 /// command gets one pipe for both so the recording keeps their exact interleaving.
 pub fn stream_mode() -> StreamMode {
-    let id = |fd: RawFd| {
-        // SAFETY: fd 1 and 2 stay open for the life of the process; the File is never dropped.
-        let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-        file.metadata().ok().map(|m| (m.dev(), m.ino()))
-    };
+    // fd 1 and 2 stay open for the life of the process.
+    let id = |fd: RawFd| streams::with_fd(fd, |f| f.metadata().ok().map(|m| (m.dev(), m.ino())));
     match (id(1), id(2)) {
         (Some(out), Some(err)) if out == err => StreamMode::Merged,
         _ => StreamMode::Separate,
     }
-}
-
-/// A `File` view of a descriptor this process keeps open elsewhere; wrap it in
-/// `ManuallyDrop` so it is never closed through this view.
-fn unsafe_file(fd: RawFd) -> File {
-    // SAFETY: the caller holds `fd` open for longer than the view, and never drops it.
-    unsafe { File::from_raw_fd(fd) }
 }
 
 fn command(spec: Spec) -> Command {
@@ -246,8 +235,7 @@ pub fn run_recorded(
     let pipes: Vec<u64> = sources
         .iter()
         .filter_map(|(reader, _)| {
-            let fd = ManuallyDrop::new(unsafe_file(reader.as_raw_fd()));
-            fd.metadata().ok().map(|m| m.ino())
+            streams::with_fd(reader.as_raw_fd(), |f| f.metadata().ok().map(|m| m.ino()))
         })
         .collect();
     on_start(child.id(), &pipes);
@@ -458,7 +446,7 @@ fn tee(
     let mut writable = true;
     // Non-blocking, so that poll (needed only to notice the flags) runs only when the
     // pipe is empty, not before every read.
-    let nonblocking = set_nonblocking(&source).is_ok();
+    let nonblocking = streams::set_nonblocking(source.as_raw_fd(), true).is_ok();
     let mut allocated = 1;
     let mut buf = vec![0u8; TEE_CHUNK];
     let mut filled = 0;
@@ -569,17 +557,6 @@ fn stop_now(stop: &AtomicBool, deadline: &mut Option<Instant>) -> bool {
     }
     let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
     Instant::now() >= end
-}
-
-fn set_nonblocking(source: &io::PipeReader) -> io::Result<()> {
-    let fd = source.as_raw_fd();
-    // SAFETY: fcntl on a valid, open descriptor that this process owns.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Hashes and writes every chunk it is sent, returning each buffer for reuse. After a

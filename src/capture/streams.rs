@@ -61,9 +61,7 @@ pub fn forward_later(source: io::PipeReader, dest: RawFd) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    // SAFETY: `dest` is fd 1 or 2, open for the life of the process; not dropped.
-    let out = ManuallyDrop::new(unsafe { File::from_raw_fd(dest) });
-    let Ok(out) = out.try_clone() else {
+    let Ok(out) = with_fd(dest, |out| out.try_clone()) else {
         return;
     };
     // Left in memo's process group: a Ctrl-C reaches it with the process it serves.
@@ -87,6 +85,30 @@ pub fn is_nonblocking(fd: RawFd) -> bool {
     // SAFETY: F_GETFL on any number is harmless; an error reads as "blocking".
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+/// Sets or clears O_NONBLOCK on `fd`, an open descriptor.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an open descriptor; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let wanted = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a `File` view of `fd`, a descriptor kept open elsewhere (memo's fd 0, 1
+/// or 2, a pipe memo holds): the view is never dropped, so it never closes `fd`.
+pub fn with_fd<T>(fd: RawFd, f: impl FnOnce(&mut File) -> T) -> T {
+    // SAFETY: the caller keeps `fd` open for the call, and the view is never dropped.
+    let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    f(&mut file)
 }
 
 impl Write for Patient {
@@ -126,19 +148,12 @@ impl Write for Patient {
 fn forward_stdin_to_stdout() {
     // The pipe comes from memo's tee, which read it non-blocking (the flag belongs to
     // the pipe, so it came along): blocking reads here.
-    // SAFETY: fcntl on fd 0, which is open.
-    unsafe {
-        let flags = libc::fcntl(0, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(0, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-    }
-    // SAFETY: fd 0 is open (ensure_standard_fds); the File is never dropped.
-    let mut input = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let _ = set_nonblocking(0, false);
     let mut output = Patient(1);
     let mut buf = vec![0u8; 64 * 1024];
     let mut writable = true;
-    loop {
+    // fd 0 is open (ensure_standard_fds).
+    with_fd(0, |input| loop {
         match input.read(&mut buf) {
             Ok(0) => return,
             Ok(n) if writable => match output.write_all(&buf[..n]) {
@@ -150,5 +165,5 @@ fn forward_stdin_to_stdout() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }
-    }
+    })
 }
