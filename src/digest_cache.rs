@@ -85,6 +85,15 @@ impl StatSignature {
         now_ns - self.ctime_ns < racy_margin().as_nanos() as i128
     }
 
+    /// The first 16 bytes of this file's record (device and inode): which records of a
+    /// shard are this file's, read without decoding them.
+    fn id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.dev.to_le_bytes());
+        id[8..].copy_from_slice(&self.ino.to_le_bytes());
+        id
+    }
+
     /// Which shard file holds this file's record.
     fn shard(&self) -> usize {
         let mixed = (self.ino ^ self.dev.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -239,11 +248,10 @@ impl DigestCache {
             fsutil::read_regular(&path, (SHARD_CAPACITY * RECORD_SIZE) as u64).unwrap_or_default()
         });
         // Only the records of this very file are checked (hashed), not the whole shard.
-        let mut id = sig.dev.to_le_bytes().to_vec();
-        id.extend_from_slice(&sig.ino.to_le_bytes());
+        let id = sig.id();
         bytes
             .chunks_exact(RECORD_SIZE)
-            .filter(|chunk| chunk[..16] == id[..])
+            .filter(|chunk| chunk[..16] == id)
             .filter_map(Record::decode)
             .find(|r| r.sig == *sig)
             .map(|r| r.digest)
@@ -289,13 +297,13 @@ impl DigestCache {
         // Slots are chosen from the raw bytes, without checking each record's checksum:
         // hashing every record of the shard on every write made recording 50,000 inputs
         // take seconds. A damaged record is only ever overwritten here, never trusted.
-        let id = &bytes[..16];
+        let id = sig.id();
         let mut same = None;
         let mut oldest: Option<(u64, usize)> = None;
         let mut count = 0;
         for (i, chunk) in old.chunks_exact(RECORD_SIZE).enumerate() {
             count = i + 1;
-            if chunk[..16] == *id {
+            if chunk[..16] == id {
                 same = Some(i);
                 break;
             }

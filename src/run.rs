@@ -418,9 +418,7 @@ impl Freshness {
             Freshness::Expired(late)
         }
     }
-}
 
-impl Freshness {
     /// The state of a result stored at `created_ms`, at `now_ms` (Unix milliseconds).
     /// A result stored "in the future" was written before the clock moved back: its
     /// true age is unknown, so under a TTL it is expired (by the size of the jump), never
@@ -576,14 +574,17 @@ fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<D
         },
         None => tempfile::NamedTempFile::new().map_err(|e| e.to_string()),
     };
+    let unkeyed = |why: &dyn std::fmt::Display| {
+        warner.warn(format!(
+            "cannot spool stdin for --stdin ({why}); running the command without the cache"
+        ))
+    };
     let staged = match staged {
         Ok(staged) => staged,
         Err(why) => {
             // Nowhere to spool (a full or broken disk): the command reads memo's own
             // stdin, untouched, and the run cannot be keyed.
-            warner.warn(format!(
-                "cannot spool stdin for --stdin ({why}); running the command without the cache"
-            ));
+            unkeyed(&why);
             let stdin = io::stdin()
                 .as_fd()
                 .try_clone_to_owned()
@@ -596,9 +597,7 @@ fn spool_stdin(cache: Option<&Cache>, warner: &Warner) -> Result<(File, Option<D
     Ok(match spooled {
         capture::SpooledStdin::Whole { file, digest } => (file, Some(digest)),
         capture::SpooledStdin::Streamed { reader, error } => {
-            warner.warn(format!(
-                "cannot spool stdin for --stdin ({error}); running the command without the cache"
-            ));
+            unkeyed(&error);
             (reader, None)
         }
     })

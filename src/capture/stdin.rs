@@ -46,20 +46,17 @@ fn spool<R: Read + Send + 'static>(
         hasher.update(&buf[..n]);
         let mut written = 0;
         while written < n {
-            match staged.write(&buf[written..n]) {
-                Ok(0) => {
-                    let error = io::Error::from(io::ErrorKind::WriteZero);
-                    return stream(staged, spooled, buf[written..n].to_vec(), input, error);
-                }
+            let error = match staged.write(&buf[written..n]) {
+                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
                 Ok(w) => {
                     written += w;
                     spooled += w as u64;
+                    continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    return stream(staged, spooled, buf[written..n].to_vec(), input, error)
-                }
-            }
+                Err(error) => error,
+            };
+            return stream(staged, spooled, buf[written..n].to_vec(), input, error);
         }
     }
     let (digest, _) = hasher.finish();
