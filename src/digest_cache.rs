@@ -77,7 +77,9 @@ impl StatSignature {
         }
     }
 
-    fn is_racy(&self, now: SystemTime) -> bool {
+    /// Whether the file changed less than `RACY_MARGIN` before `now`: within the same
+    /// timestamp tick, a later write could leave every timestamp as it is.
+    pub fn is_racy(&self, now: SystemTime) -> bool {
         let now_ns = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)

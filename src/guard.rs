@@ -12,21 +12,14 @@
 use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
 
 use crate::bytes::ByteString;
 use crate::digest::Digest;
 use crate::digest_cache::{DigestCache, StatSignature};
 use crate::fsutil::is_executable;
-use crate::inputs::{self, clean, Expansion, Found, Gathered, Watch};
+use crate::inputs::{self, clean, lexical, resolved, Expansion, Found, Gathered, Watch};
 use crate::key::InputFile;
-
-/// How close to the start of gathering a file's ctime may be before an unchanged stat
-/// signature is no proof of unchanged contents: a write within the same timestamp tick
-/// leaves the signature alone (the "racy timestamp" problem git's index has). Generous,
-/// as coarse file systems tick in seconds; such files are only hashed once more.
-const TICK_MARGIN: Duration = Duration::from_secs(2);
 
 /// The first difference found between the inputs as keyed and as they are now.
 #[derive(Debug, PartialEq, Eq)]
@@ -147,7 +140,7 @@ fn check_executable(gathered: &Gathered, uncached: &DigestCache) -> Result<(), C
     let (path, before) = &gathered.watch.executable;
     let changed = || Change::Executable(path.clone());
     let now = std::fs::metadata(path).map_err(|_| changed())?;
-    if StatSignature::of(&now) == *before && !is_racy(before, &gathered.watch) {
+    if StatSignature::of(&now) == *before && !before.is_racy(gathered.watch.started) {
         return Ok(());
     }
     match inputs::digest_executable(path, uncached) {
@@ -169,7 +162,7 @@ fn keyed_now(
     let (contents, executable) = match found {
         Found::File(meta, _) => {
             let unmoved = watch.signatures.get(path).filter(|(before, _)| {
-                *before == StatSignature::of(meta) && !is_racy(before, watch)
+                *before == StatSignature::of(meta) && !before.is_racy(watch.started)
             });
             let contents = match unmoved {
                 Some((_, contents)) => *contents,
@@ -190,14 +183,6 @@ fn keyed_now(
         executable,
         digest,
     })
-}
-
-fn is_racy(sig: &StatSignature, watch: &Watch) -> bool {
-    let started_ns = watch
-        .started
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    sig.ctime_ns + TICK_MARGIN.as_nanos() as i128 > started_ns
 }
 
 /// The declared outputs, each as an absolute, clean path where the working directory is
@@ -245,43 +230,11 @@ impl Outputs {
         if self.cover(path) {
             return true;
         }
-        let outputs = self.real.get_or_init(|| {
-            self.paths
-                .iter()
-                .filter_map(|p| resolved(p))
-                .collect::<Vec<_>>()
-        });
-        resolved(&self.absolute(path))
-            .is_some_and(|path| outputs.iter().any(|output| path.starts_with(output)))
-    }
-}
-
-/// `path` with each `..` taking away the component before it, as if no symlink were on
-/// the way.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// `path` as the file system resolves it: its longest existing ancestor canonicalized,
-/// the rest appended. `None` when that cannot be told.
-fn resolved(path: &Path) -> Option<PathBuf> {
-    let mut rest = Vec::new();
-    let mut existing = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(existing) {
-            return Some(rest.iter().rev().fold(real, |p, r| p.join(r)));
-        }
-        rest.push(existing.file_name()?);
-        existing = existing.parent()?;
+        let outputs = self
+            .real
+            .get_or_init(|| self.paths.iter().map(|p| resolved(p)).collect::<Vec<_>>());
+        let path = resolved(&self.absolute(path));
+        outputs.iter().any(|output| path.starts_with(output))
     }
 }
 
@@ -289,7 +242,7 @@ fn resolved(path: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use std::fs;
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     /// Gathers `specs` with the given outputs as `memo run` does, for `/bin/sh`.
     fn gather(specs: &[&Path], outputs: &[&Path]) -> Gathered {

@@ -593,6 +593,43 @@ pub fn clean(path: &Path) -> PathBuf {
     }
 }
 
+/// `path` with each `..` taking away the component before it, as if no symlink were on
+/// the way.
+pub fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` as the file system resolves it: its longest existing ancestor canonicalized
+/// (symlinks followed), the rest appended with each `..` taking away the component
+/// before it.
+pub fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path.to_path_buf();
+    let base = loop {
+        if let Ok(real) = fs::canonicalize(&existing) {
+            break real;
+        }
+        // The last component, `..` included (file_name has none for it).
+        match (existing.components().next_back(), existing.parent()) {
+            (Some(name @ (Component::Normal(_) | Component::ParentDir)), Some(parent)) => {
+                rest.push(name.as_os_str().to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break existing,
+        }
+    };
+    lexical(&rest.iter().rev().fold(base, |p, r| p.join(r)))
+}
+
 /// Picks the allowlisted variables out of `vars`: each pattern is a name, or a glob
 /// over names (`AWS_*`). A plain name that is unset is keyed as unset.
 pub fn select_env(

@@ -270,7 +270,7 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
     let cwd = std::env::current_dir().ok();
     let cache = cwd
         .as_deref()
-        .map(|cwd| absolute_resolved(cwd, cache_dir))
+        .map(|cwd| crate::inputs::resolved(&cwd.join(cache_dir)))
         .filter(|_| !cache_dir.as_os_str().is_empty());
     for output in outputs {
         let shown = output.display();
@@ -288,7 +288,7 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
             )));
         }
         if let (Some(cwd), Some(cache)) = (&cwd, &cache) {
-            let resolved = absolute_resolved(cwd, output);
+            let resolved = crate::inputs::resolved(&cwd.join(output));
             if cache.starts_with(&resolved) {
                 return Err(Fatal::failure(format!(
                     "memo: --output '{shown}' contains the cache directory '{}'; declare a narrower output or move the cache (MEMO_DIR)",
@@ -304,38 +304,6 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
         }
     }
     Ok(())
-}
-
-/// `path` made absolute against `cwd`, with symlinks resolved as far as it exists and
-/// `.`/`..` folded in the part that does not exist yet.
-fn absolute_resolved(cwd: &std::path::Path, path: &std::path::Path) -> PathBuf {
-    use std::path::Component;
-    let mut existing = cwd.join(path);
-    let mut rest = Vec::new();
-    let base = loop {
-        if let Ok(real) = std::fs::canonicalize(&existing) {
-            break real;
-        }
-        // The last component, `..` included (file_name has none for it).
-        match (existing.components().next_back(), existing.parent()) {
-            (Some(name @ (Component::Normal(_) | Component::ParentDir)), Some(parent)) => {
-                rest.push(name.as_os_str().to_os_string());
-                existing = parent.to_path_buf();
-            }
-            _ => break existing,
-        }
-    };
-    let mut out = base;
-    for part in rest.iter().rev() {
-        match std::path::Path::new(part).components().next() {
-            Some(Component::ParentDir) => {
-                out.pop();
-            }
-            Some(Component::CurDir) | None => {}
-            _ => out.push(part),
-        }
-    }
-    out
 }
 
 fn settings(cache_dir: Option<PathBuf>, max_size: Option<u64>) -> Result<Settings, Fatal> {
