@@ -508,12 +508,14 @@ pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     found
 }
 
-/// `access(2)`: whether this process may use `path` in the ways `mode` names.
+/// `faccessat(2)`: whether this process may use `path` in the ways `mode` names.
 pub fn check_access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // With the effective ids, as the kernel decides for `open` and `execve` (`access`
+    // would ask with the real ones).
     // SAFETY: a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::access(c_path.as_ptr(), mode) } == 0 {
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

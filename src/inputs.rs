@@ -7,7 +7,7 @@
 //! again through `expand` after the command ran).
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -117,18 +117,7 @@ fn not_executable(shown: &str) -> Fatal {
 /// Whether this process may execute `path`, as the kernel decides it for `execve`
 /// (effective ids, ACLs, root's rules), not as the mode bits suggest.
 fn may_execute(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
-    unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::X_OK,
-            libc::AT_EACCESS,
-        ) == 0
-    }
+    crate::fsutil::check_access(path, libc::X_OK).is_ok()
 }
 
 /// What execvp searches when PATH is unset: `confstr(_CS_PATH)`, `/bin:/usr/bin` on glibc.
