@@ -148,12 +148,9 @@ pub fn record_outputs(declared: &[PathBuf], store: &dyn Store) -> Result<Vec<Out
     let budget = InlineBudget::new(INLINE_OUTPUTS_MAX);
     // What a killed restore left beside an output goes now, even if no later call is a
     // hit that would sweep it; once per directory, however many outputs share it.
-    let mut swept = HashSet::new();
+    let mut swept = Swept::default();
     for path in declared {
-        let dir = parent_or_dot(path);
-        if swept.insert(dir) {
-            sweep_dir(dir);
-        }
+        swept.sweep(parent_or_dot(path));
     }
     declared
         .iter()
@@ -327,7 +324,7 @@ pub fn open_blob(blob: &Blob, store: &dyn Store) -> Result<BlobReader, StoreErro
 pub fn restore_outputs(outputs: &[Output], store: &dyn Store) -> Result<(), RestoreError> {
     let mut restore = Restore {
         store,
-        swept: HashSet::new(),
+        swept: Swept::default(),
     };
     for output in outputs {
         restore.output(output)?;
@@ -340,8 +337,7 @@ const RESTORE_PREFIX: &str = ".memo-restore-";
 
 struct Restore<'a> {
     store: &'a dyn Store,
-    /// Directories already cleared of what killed restores left there.
-    swept: HashSet<PathBuf>,
+    swept: Swept,
 }
 
 impl Restore<'_> {
@@ -425,7 +421,7 @@ impl Restore<'_> {
                     })?;
                 }
                 let dir = parent_or_dot(at);
-                self.sweep(dir);
+                self.swept.sweep(dir);
                 match kind {
                     NodeKind::File { blob, executable } => {
                         self.write_file(dir, at, blob, *executable)
@@ -462,10 +458,16 @@ impl Restore<'_> {
         staged.persist(at).map_err(|e| write_error(at, e.error))?;
         Ok(())
     }
+}
 
+/// Directories already cleared of what killed restores left there.
+#[derive(Default)]
+struct Swept(HashSet<PathBuf>);
+
+impl Swept {
     /// Removes, once per directory, what restores killed midway left in `dir`.
     fn sweep(&mut self, dir: &Path) {
-        if self.swept.insert(dir.to_path_buf()) {
+        if self.0.insert(dir.to_path_buf()) {
             sweep_dir(dir);
         }
     }
