@@ -131,12 +131,7 @@ fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Fatal::failure(format!(
-                "memo: cannot read config file '{}': {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Err(cannot_read(e)),
     };
     toml::from_str(&text).map(Some).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or("").to_string();
