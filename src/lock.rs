@@ -67,11 +67,11 @@ impl Lock {
         let Some(process) = Process::find(pid) else {
             return Ok(());
         };
-        let session = session_of(process.pid).unwrap_or(0);
         let mut text = format!(
-            "{} {} {session} {}",
+            "{} {} {} {}",
             process.pid,
             process.started,
+            process.session,
             boot_id()
         );
         for pipe in pipes.iter().take(2) {
@@ -111,9 +111,8 @@ impl Lock {
         if boot != boot_id() {
             return Ok(());
         }
-        let noted = Process { pid, started };
         let end = Instant::now() + limit;
-        while noted.is_running() {
+        while Process::find(pid).is_some_and(|now| now.started == started) {
             if Instant::now() >= end {
                 return Err(pid);
             }
@@ -125,10 +124,8 @@ impl Lock {
         }
         // A pipe's inode number may be reused once every end of it is closed: only a
         // process of the killed command's session, started after it, is one of its own.
-        let of_that_run = |pid: u32| {
-            session_of(pid).is_some_and(|s| u64::from(s) == session)
-                && Process::find(pid).is_some_and(|p| p.started >= started)
-                && writes_into(pid, &pipes)
+        let of_that_run = |p: &Process| {
+            u64::from(p.session) == session && p.started >= started && writes_into(p.pid, &pipes)
         };
         end_processes(of_that_run, end)
     }
@@ -155,15 +152,6 @@ fn boot_id() -> String {
         "" => "-".into(),
         boot => format!("{boot}/{namespace}"),
     }
-}
-
-/// The session id of process `pid` (field 6 of /proc/PID/stat).
-fn session_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold anything.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After it: state, ppid, pgrp, session.
-    rest.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Whether process `pid` has one of the pipes `pipes` (by inode number) open.
@@ -202,11 +190,11 @@ fn holds_file(pid: u32, path: &Path, dev: u64, ino: u64) -> bool {
 /// left, or until `end`: `Err(pid)` names one still there (one this user may not
 /// signal). These are what a killed memo's command left running: they were meant to
 /// die with it.
-fn end_processes(matches: impl Fn(u32) -> bool, end: Instant) -> Result<(), u32> {
+fn end_processes(matches: impl Fn(&Process) -> bool, end: Instant) -> Result<(), u32> {
     loop {
         let left: Vec<u32> = other_processes()
             .into_iter()
-            .filter(|pid| Process::find(*pid).is_some() && matches(*pid))
+            .filter(|pid| Process::find(*pid).is_some_and(|p| matches(&p)))
             .collect();
         let Some(&first) = left.first() else {
             return Ok(());
@@ -269,7 +257,7 @@ impl Lock {
         // As /proc shows it: absolute, symlinks resolved.
         let shown = fs::canonicalize(&path)?;
         let end = Instant::now() + limit;
-        let _ = end_processes(|pid| holds_file(pid, &shown, held.dev(), held.ino()), end);
+        let _ = end_processes(|p| holds_file(p.pid, &shown, held.dev(), held.ino()), end);
         loop {
             match FileExt::try_lock_exclusive(&file) {
                 Ok(()) => return Ok((Flight::new(file, path), true)),
@@ -287,12 +275,15 @@ impl Lock {
     }
 }
 
-/// A process, told apart from a later one with the same pid by its start time.
+/// A live process as /proc/PID/stat shows it, told apart from a later one with the same
+/// pid by its start time.
 #[derive(Debug, PartialEq, Eq)]
 struct Process {
     pid: u32,
-    /// Clock ticks after boot (field 22 of /proc/PID/stat).
+    /// Clock ticks after boot (field 22).
     started: u64,
+    /// Its session id (field 6).
+    session: u32,
 }
 
 impl Process {
@@ -302,18 +293,16 @@ impl Process {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) is in parentheses and may hold anything.
         let rest = &stat[stat.rfind(')')? + 1..];
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?;
-        if state == "Z" || state == "X" {
+        // Fields from the state (field 3) on.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(*fields.first()?, "Z" | "X") {
             return None;
         }
-        // After the state (field 3), field 22 is the 19th.
-        let started = fields.nth(18)?.parse().ok()?;
-        Some(Process { pid, started })
-    }
-
-    fn is_running(&self) -> bool {
-        Process::find(self.pid).is_some_and(|now| now == *self)
+        Some(Process {
+            pid,
+            started: fields.get(19)?.parse().ok()?,
+            session: fields.get(3)?.parse().ok()?,
+        })
     }
 }
 
@@ -393,7 +382,10 @@ mod tests {
     fn the_session_is_read_from_proc() {
         // SAFETY: getsid(0) has no preconditions.
         let mine = unsafe { libc::getsid(0) } as u32;
-        assert_eq!(session_of(std::process::id()), Some(mine));
+        assert_eq!(
+            Process::find(std::process::id()).map(|p| p.session),
+            Some(mine)
+        );
     }
 
     #[test]
@@ -446,7 +438,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id();
         let mine = Process::find(me).unwrap();
-        fs::write(dir.path().join("k"), format!("{me} {}\n", mine.started + 1)).unwrap();
+        // A complete note, of this boot, for a process with this pid that started later.
+        let note = format!(
+            "{me} {} {} {} 1\n",
+            mine.started + 1,
+            mine.session,
+            boot_id()
+        );
+        fs::write(dir.path().join("k"), note).unwrap();
         let lock = Lock::wait_transient(dir.path(), "k").unwrap();
         assert_eq!(lock.end_earlier_copy(Duration::ZERO), Ok(()));
     }
