@@ -124,12 +124,7 @@ fn signal(pid: u32, sig: &str) {
 fn sigterm_to_memo_reaches_the_command_and_nothing_is_stored() {
     let env = TestEnv::new();
     env.tool("touch started; sleep 30; echo done");
-    let child = env
-        .memo(run_tool(&[]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn_piped(run_tool(&[]));
     env.wait_for_file("started");
     signal(child.id(), "-TERM");
     let out = child.wait_with_output().unwrap();

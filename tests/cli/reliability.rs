@@ -11,11 +11,7 @@ use std::time::Duration;
 use crate::support::*;
 
 fn spawn_memo(env: &TestEnv, args: &[String]) -> Child {
-    env.memo(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    env.spawn_piped(args)
 }
 
 #[test]

@@ -158,22 +158,12 @@ fn a_follower_never_runs_while_a_killed_holders_command_still_runs() {
          echo \"$$ end\" >> out.txt; echo \"end $$\" >> log; echo done",
     );
     let args = run_tool(&["-o", "out.txt"]);
-    let mut holder = env
-        .memo(&args)
-        // Pipes, as the follower has: the same stream mode, so the same key.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Pipes, as the follower has: the same stream mode, so the same key.
+    let mut holder = env.spawn_piped(&args);
     env.wait_for_file("log");
     // The follower waits on the key's lock; then only memo itself is killed, not its
     // process group.
-    let follower = env
-        .memo(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let follower = env.spawn_piped(&args);
     std::thread::sleep(Duration::from_millis(200));
     kill(holder.id(), "-KILL");
     holder.wait().unwrap();
@@ -192,8 +182,14 @@ fn a_follower_never_runs_while_a_killed_holders_command_still_runs() {
     );
     assert_eq!(env.count(), 2);
     // The stored result is one copy's output, whole.
+    assert_a_hit_restores_only(&env, &args, second);
+}
+
+/// With the command's output removed, the next call is a hit that restores the output
+/// of copy `second` alone, whole.
+fn assert_a_hit_restores_only(env: &TestEnv, args: &[String], second: &str) {
     fs::remove_file(env.path("out.txt")).unwrap();
-    let hit = env.run(&args);
+    let hit = env.run(args);
     assert_success(&hit);
     assert_eq!(env.count(), 2, "a hit");
     assert_eq!(
@@ -318,23 +314,10 @@ fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
          sleep 1; echo \"$$ end\" >> out.txt; echo \"end $$\" >> log'; echo done",
     );
     let args = run_tool(&["-o", "out.txt"]);
-    let mut holder = env
-        .memo(&args)
-        // Pipes, as the followers have: the same stream mode, so the same key.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Pipes, as the followers have: the same stream mode, so the same key.
+    let mut holder = env.spawn_piped(&args);
     env.wait_for_file("log");
-    let followers: Vec<Child> = (0..3)
-        .map(|_| {
-            env.memo(&args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let followers: Vec<Child> = (0..3).map(|_| env.spawn_piped(&args)).collect();
     std::thread::sleep(Duration::from_millis(200));
     kill(holder.id(), "-KILL");
     holder.wait().unwrap();
@@ -363,14 +346,7 @@ fn a_follower_waits_for_what_a_killed_holders_command_left_running() {
         "{first} lived on"
     );
     assert_eq!(env.count(), 2);
-    fs::remove_file(env.path("out.txt")).unwrap();
-    let hit = env.run(&args);
-    assert_success(&hit);
-    assert_eq!(env.count(), 2, "a hit");
-    assert_eq!(
-        fs::read_to_string(env.path("out.txt")).unwrap(),
-        format!("{second} begin\n{second} end\n")
-    );
+    assert_a_hit_restores_only(&env, &args, second);
 }
 
 #[test]
@@ -415,12 +391,7 @@ fn a_signal_ends_memo_even_when_its_stdout_reader_stopped_reading() {
     // More than a pipe holds: memo is stuck writing to its stdout, which nobody reads,
     // when the signal comes (as with `timeout` and a stalled log reader).
     env.tool("head -c 300000 /dev/zero; touch started; exec sleep 10");
-    let mut child = env
-        .memo(run_tool(&[]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_piped(run_tool(&[]));
     env.wait_for_file("started");
     kill(child.id(), "-TERM");
     let status = wait_at_most(&mut child, Duration::from_secs(3));
@@ -564,13 +535,7 @@ fn a_follower_ends_what_a_killed_holder_left_even_with_its_descriptors_closed() 
          print('done', flush=True)\n",
     );
     let args = ["run", "-o", "out.txt", "--", "python3", "build.py"];
-    let spawn = || {
-        env.memo(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || env.spawn_piped(args);
     let mut holder = spawn();
     env.wait_for_file("log");
     kill(holder.id(), "-KILL");

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -176,12 +175,7 @@ fn management_commands_exit_quietly_when_the_reader_goes_away() {
         vec!["gc", "--dry-run", "--max-size", "1"],
         vec!["explain", "--", "./tool"],
     ] {
-        let mut child = env
-            .memo(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_piped(&args);
         // Read one byte, then go away, as `| head -c1` does.
         let mut stdout = child.stdout.take().unwrap();
         let mut one = [0u8; 1];

@@ -89,6 +89,19 @@ impl TestEnv {
         cmd
     }
 
+    /// Starts memo with separate stdout and stderr pipes, without waiting for it.
+    pub fn spawn_piped<I, S>(&self, args: I) -> std::process::Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.memo(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs memo with separate stdout and stderr pipes.
     pub fn run<I, S>(&self, args: I) -> Output
     where
