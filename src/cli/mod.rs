@@ -267,6 +267,11 @@ fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, 
 /// directory, a directory that holds the cache, or a path inside the cache (either way
 /// a hit would restore over the cache's own files).
 fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(), Fatal> {
+    if outputs.is_empty() {
+        // No working directory or cache path to resolve: a call without `-o` (most
+        // hits) pays nothing here.
+        return Ok(());
+    }
     let cwd = std::env::current_dir().ok();
     let cache = cwd
         .as_deref()
