@@ -89,7 +89,11 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
-    let skip = cache.as_ref().and_then(|c| inputs::DirId::of(c.root()));
+    // The cache is left out of input listings; without inputs there is nothing to list.
+    let skip = cache
+        .as_ref()
+        .filter(|_| !req.inputs.is_empty())
+        .and_then(|c| inputs::DirId::of(c.root()));
     let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests, skip)?;
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let env = inputs::select_env(&req.env, &vars)?;
