@@ -20,6 +20,7 @@ pub mod inputs;
 pub mod key;
 pub mod lock;
 pub mod outputs;
+pub mod remote;
 pub mod run;
 pub mod stats;
 pub mod store;

@@ -1,0 +1,95 @@
+//! The transport to a shared cache: one small trait over the kinds of server memo can
+//! share results through (an HTTP cache with the Bazel remote-cache layout, S3-compatible
+//! object storage), and the parsing of the URL that picks one.
+//!
+//! Paths are `ac/<hex>` (entries) and `cas/<hex>` (content-addressed objects), relative
+//! to the URL's base. A backend moves bytes; it knows nothing of what they mean.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// Credentials for HTTP servers (S3 takes its own from the `AWS_*` variables).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Basic auth: from the URL's user info, else `MEMO_REMOTE_USER`/`MEMO_REMOTE_PASSWORD`.
+    pub basic: Option<(String, String)>,
+    /// `Authorization: Bearer ...` from `MEMO_REMOTE_TOKEN`.
+    pub bearer: Option<String>,
+}
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {0}")]
+    Connect(String),
+    #[error("the server did not answer in time ({0:?})")]
+    Timeout(Duration),
+    #[error("the server answered HTTP {status} to {method} {path}")]
+    Status {
+        status: u16,
+        method: &'static str,
+        path: String,
+    },
+    #[error("{path} is larger than the {limit} bytes expected")]
+    TooLarge { path: String, limit: u64 },
+    #[error("the body of {path} ended early ({got} of {expected} bytes)")]
+    Truncated {
+        path: String,
+        got: u64,
+        expected: u64,
+    },
+    /// Reading the upload's source or writing the download's sink failed: local trouble.
+    #[error("{0}")]
+    Local(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TransportError {
+    /// Whether this says the server is unwell or unreachable (counted by the circuit
+    /// breaker), as opposed to local trouble.
+    pub fn is_server_fault(&self) -> bool {
+        !matches!(self, TransportError::Local(_))
+    }
+}
+
+/// The settings a URL cannot carry.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub auth: Auth,
+    /// PEM file of extra trusted certificate authorities (`MEMO_REMOTE_CA`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+pub trait Backend: Send + Sync {
+    /// The URL with any credentials masked, for messages.
+    fn describe(&self) -> String;
+    /// The size of the object at `path`, or `None` when the server has none.
+    fn head(&self, path: &str) -> Result<Option<u64>, TransportError>;
+    /// Streams the object at `path` into `sink`; `None` when absent. More than `limit`
+    /// bytes is `TooLarge` (a body that says it is larger fails before a byte is read);
+    /// a body shorter than its Content-Length is `Truncated`.
+    fn get(&self, path: &str, limit: u64, sink: &mut dyn Write)
+        -> Result<Option<u64>, TransportError>;
+    /// Uploads exactly `len` bytes read from `body`, with a Content-Length (never chunked),
+    /// streaming with bounded memory.
+    fn put(&self, path: &str, body: &mut dyn Read, len: u64) -> Result<(), TransportError>;
+    /// Removes the object. `Ok(false)` when the server does not allow it (405, 501).
+    fn delete(&self, path: &str) -> Result<bool, TransportError>;
+}
+
+/// Why a remote URL cannot be used: an invalid invocation (exit 125).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
+
+/// Opens the backend a URL names: `http://`, `https://` or `s3://BUCKET/PREFIX`.
+pub fn open(url: &str, options: &Options) -> Result<Box<dyn Backend>, UrlError> {
+    let _ = (url, options);
+    todo!("transport helper")
+}
+
+/// `url` with its password (if any) replaced by `***`.
+pub fn mask(url: &str) -> String {
+    todo!("transport helper: {url}")
+}
