@@ -22,6 +22,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
     $completions = @(switch ($command) {
         'memo' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -35,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove cached results by key prefix or by a pattern on the command')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'Show the latest cache events (hits, misses, stores, evictions, errors)')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Print the effective settings and where each comes from')
+            [CompletionResult]::new('remote', 'remote', [CompletionResultType]::ParameterValue, 'Work with the shared cache: check that it answers, upload what is pending')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -51,6 +53,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]')
             [CompletionResult]::new('--stream-mode', '--stream-mode', [CompletionResultType]::ParameterName, '(internal) record as if stdout and stderr were connected this way')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
             [CompletionResult]::new('--stdin', '--stdin', [CompletionResultType]::ParameterName, 'Read standard input, key on it and feed it to the command (default: /dev/null)')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]')
@@ -75,6 +78,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]')
             [CompletionResult]::new('--stream-mode', '--stream-mode', [CompletionResultType]::ParameterName, '(internal) record as if stdout and stderr were connected this way')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
             [CompletionResult]::new('--stdin', '--stdin', [CompletionResultType]::ParameterName, 'Read standard input, key on it and feed it to the command (default: /dev/null)')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]')
@@ -88,6 +92,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         }
         'memo;stats' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object')
             [CompletionResult]::new('--zero', '--zero', [CompletionResultType]::ParameterName, 'Reset the counters (hits, misses, time saved...), keeping the cached results')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -99,6 +104,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Evict results not used for this long, e.g. 7d')
             [CompletionResult]::new('--grace', '--grace', [CompletionResultType]::ParameterName, 'Keep unreferenced objects and staging files younger than this: their entry may be being written')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be removed and how much it frees; change nothing')
             [CompletionResult]::new('--verify', '--verify', [CompletionResultType]::ParameterName, 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them')
             [CompletionResult]::new('--auto', '--auto', [CompletionResultType]::ParameterName, '(internal) the automatic trim: give up at once if another gc runs')
@@ -108,12 +114,14 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         }
         'memo;clear' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
         'memo;ls' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -122,6 +130,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         'memo;rm' {
             [CompletionResult]::new('--command', '--command', [CompletionResultType]::ParameterName, 'Remove every result whose command line matches this glob, e.g. ''make *''')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
@@ -130,6 +139,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'How many events to show')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'How many events to show')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the events as JSON lines')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -137,8 +147,60 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         }
         'memo;config' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'memo;remote' {
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
+            [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
+            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'memo;remote;check' {
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'memo;remote;push' {
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'memo;remote;upload' {
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'memo;remote;help' {
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
+            [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
+            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'memo;remote;help;check' {
+            break
+        }
+        'memo;remote;help;push' {
+            break
+        }
+        'memo;remote;help;upload' {
+            break
+        }
+        'memo;remote;help;help' {
             break
         }
         'memo;help' {
@@ -151,6 +213,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove cached results by key prefix or by a pattern on the command')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'Show the latest cache events (hits, misses, stores, evictions, errors)')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Print the effective settings and where each comes from')
+            [CompletionResult]::new('remote', 'remote', [CompletionResultType]::ParameterValue, 'Work with the shared cache: check that it answers, upload what is pending')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -179,6 +242,21 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             break
         }
         'memo;help;config' {
+            break
+        }
+        'memo;help;remote' {
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
+            [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
+            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
+            break
+        }
+        'memo;help;remote;check' {
+            break
+        }
+        'memo;help;remote;push' {
+            break
+        }
+        'memo;help;remote;upload' {
             break
         }
         'memo;help;help' {

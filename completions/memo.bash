@@ -37,6 +37,9 @@ _memo() {
             memo,ls)
                 cmd="memo__subcmd__ls"
                 ;;
+            memo,remote)
+                cmd="memo__subcmd__remote"
+                ;;
             memo,rm)
                 cmd="memo__subcmd__rm"
                 ;;
@@ -67,6 +70,9 @@ _memo() {
             memo__subcmd__help,ls)
                 cmd="memo__subcmd__help__subcmd__ls"
                 ;;
+            memo__subcmd__help,remote)
+                cmd="memo__subcmd__help__subcmd__remote"
+                ;;
             memo__subcmd__help,rm)
                 cmd="memo__subcmd__help__subcmd__rm"
                 ;;
@@ -76,6 +82,39 @@ _memo() {
             memo__subcmd__help,stats)
                 cmd="memo__subcmd__help__subcmd__stats"
                 ;;
+            memo__subcmd__help__subcmd__remote,check)
+                cmd="memo__subcmd__help__subcmd__remote__subcmd__check"
+                ;;
+            memo__subcmd__help__subcmd__remote,push)
+                cmd="memo__subcmd__help__subcmd__remote__subcmd__push"
+                ;;
+            memo__subcmd__help__subcmd__remote,upload)
+                cmd="memo__subcmd__help__subcmd__remote__subcmd__upload"
+                ;;
+            memo__subcmd__remote,check)
+                cmd="memo__subcmd__remote__subcmd__check"
+                ;;
+            memo__subcmd__remote,help)
+                cmd="memo__subcmd__remote__subcmd__help"
+                ;;
+            memo__subcmd__remote,push)
+                cmd="memo__subcmd__remote__subcmd__push"
+                ;;
+            memo__subcmd__remote,upload)
+                cmd="memo__subcmd__remote__subcmd__upload"
+                ;;
+            memo__subcmd__remote__subcmd__help,check)
+                cmd="memo__subcmd__remote__subcmd__help__subcmd__check"
+                ;;
+            memo__subcmd__remote__subcmd__help,help)
+                cmd="memo__subcmd__remote__subcmd__help__subcmd__help"
+                ;;
+            memo__subcmd__remote__subcmd__help,push)
+                cmd="memo__subcmd__remote__subcmd__help__subcmd__push"
+                ;;
+            memo__subcmd__remote__subcmd__help,upload)
+                cmd="memo__subcmd__remote__subcmd__help__subcmd__upload"
+                ;;
             *)
                 ;;
         esac
@@ -83,13 +122,17 @@ _memo() {
 
     case "${cmd}" in
         memo)
-            opts="-h -V --cache-dir --help --version run explain stats gc clear ls rm log config help"
+            opts="-h -V --cache-dir --remote --help --version run explain stats gc clear ls rm log config remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -101,13 +144,17 @@ _memo() {
             return 0
             ;;
         memo__subcmd__clear)
-            opts="-h --cache-dir --help"
+            opts="-h --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -119,13 +166,17 @@ _memo() {
             return 0
             ;;
         memo__subcmd__config)
-            opts="-h --cache-dir --help"
+            opts="-h --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -137,7 +188,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__explain)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -191,6 +242,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -199,7 +254,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__gc)
-            opts="-h --max-size --max-age --dry-run --grace --verify --auto --cache-dir --help"
+            opts="-h --max-size --max-age --dry-run --grace --verify --auto --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -221,6 +276,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -229,7 +288,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help)
-            opts="run explain stats gc clear ls rm log config help"
+            opts="run explain stats gc clear ls rm log config remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +399,62 @@ _memo() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        memo__subcmd__help__subcmd__remote)
+            opts="check push upload"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__help__subcmd__remote__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__help__subcmd__remote__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__help__subcmd__remote__subcmd__upload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         memo__subcmd__help__subcmd__rm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -383,7 +498,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__log)
-            opts="-n -h --count --json --cache-dir --help"
+            opts="-n -h --count --json --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -401,6 +516,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -409,13 +528,175 @@ _memo() {
             return 0
             ;;
         memo__subcmd__ls)
-            opts="-h --json --cache-dir --help"
+            opts="-h --json --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote)
+            opts="-h --cache-dir --remote --help check push upload help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__check)
+            opts="-h --cache-dir --remote --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__help)
+            opts="check push upload help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__help__subcmd__upload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__push)
+            opts="-h --cache-dir --remote --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__remote__subcmd__upload)
+            opts="-h --cache-dir --remote --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -427,7 +708,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__rm)
-            opts="-h --command --cache-dir --help"
+            opts="-h --command --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -441,6 +722,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -449,7 +734,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__run)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -503,6 +788,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -511,13 +800,17 @@ _memo() {
             return 0
             ;;
         memo__subcmd__stats)
-            opts="-h --json --zero --cache-dir --help"
+            opts="-h --json --zero --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -19,6 +19,7 @@ set edit:completion:arg-completer[memo] = {|@words|
     var completions = [
         &'memo'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -32,6 +33,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand rm 'Remove cached results by key prefix or by a pattern on the command'
             cand log 'Show the latest cache events (hits, misses, stores, evictions, errors)'
             cand config 'Print the effective settings and where each comes from'
+            cand remote 'Work with the shared cache: check that it answers, upload what is pending'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'memo;run'= {
@@ -47,6 +49,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --stale 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]'
             cand --stream-mode '(internal) record as if stdout and stderr were connected this way'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
             cand --stdin 'Read standard input, key on it and feed it to the command (default: /dev/null)'
             cand --cache-failures 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
@@ -70,6 +73,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --stale 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]'
             cand --stream-mode '(internal) record as if stdout and stderr were connected this way'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
             cand --stdin 'Read standard input, key on it and feed it to the command (default: /dev/null)'
             cand --cache-failures 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
@@ -82,6 +86,7 @@ set edit:completion:arg-completer[memo] = {|@words|
         }
         &'memo;stats'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --json 'Print one JSON object'
             cand --zero 'Reset the counters (hits, misses, time saved...), keeping the cached results'
             cand -h 'Print help'
@@ -92,6 +97,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --max-age 'Evict results not used for this long, e.g. 7d'
             cand --grace 'Keep unreferenced objects and staging files younger than this: their entry may be being written'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --dry-run 'Print what would be removed and how much it frees; change nothing'
             cand --verify 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
             cand --auto '(internal) the automatic trim: give up at once if another gc runs'
@@ -100,11 +106,13 @@ set edit:completion:arg-completer[memo] = {|@words|
         }
         &'memo;clear'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand -h 'Print help'
             cand --help 'Print help'
         }
         &'memo;ls'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --json 'Print a JSON array'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -112,6 +120,7 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo;rm'= {
             cand --command 'Remove every result whose command line matches this glob, e.g. ''make *'''
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand -h 'Print help'
             cand --help 'Print help'
         }
@@ -119,14 +128,58 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand -n 'How many events to show'
             cand --count 'How many events to show'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --json 'Print the events as JSON lines'
             cand -h 'Print help'
             cand --help 'Print help'
         }
         &'memo;config'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand -h 'Print help'
             cand --help 'Print help'
+        }
+        &'memo;remote'= {
+            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
+            cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+            cand upload '(internal) the detached uploader a miss starts'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'memo;remote;check'= {
+            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'memo;remote;push'= {
+            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'memo;remote;upload'= {
+            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'memo;remote;help'= {
+            cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
+            cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+            cand upload '(internal) the detached uploader a miss starts'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'memo;remote;help;check'= {
+        }
+        &'memo;remote;help;push'= {
+        }
+        &'memo;remote;help;upload'= {
+        }
+        &'memo;remote;help;help'= {
         }
         &'memo;help'= {
             cand run 'Run a command, or replay its recorded result'
@@ -138,6 +191,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand rm 'Remove cached results by key prefix or by a pattern on the command'
             cand log 'Show the latest cache events (hits, misses, stores, evictions, errors)'
             cand config 'Print the effective settings and where each comes from'
+            cand remote 'Work with the shared cache: check that it answers, upload what is pending'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'memo;help;run'= {
@@ -157,6 +211,17 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo;help;log'= {
         }
         &'memo;help;config'= {
+        }
+        &'memo;help;remote'= {
+            cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
+            cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+            cand upload '(internal) the detached uploader a miss starts'
+        }
+        &'memo;help;remote;check'= {
+        }
+        &'memo;help;remote;push'= {
+        }
+        &'memo;help;remote;upload'= {
         }
         &'memo;help;help'= {
         }

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memo_global_optspecs
-    string join \n cache-dir= h/help V/version
+    string join \n cache-dir= remote= h/help V/version
 end
 
 function __fish_memo_needs_command
@@ -25,6 +25,7 @@ function __fish_memo_using_subcommand
 end
 
 complete -c memo -n "__fish_memo_needs_command" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_needs_command" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memo -n "__fish_memo_needs_command" -s V -l version -d 'Print version'
 complete -c memo -n "__fish_memo_needs_command" -f -a "run" -d 'Run a command, or replay its recorded result'
@@ -36,6 +37,7 @@ complete -c memo -n "__fish_memo_needs_command" -f -a "ls" -d 'List cached resul
 complete -c memo -n "__fish_memo_needs_command" -f -a "rm" -d 'Remove cached results by key prefix or by a pattern on the command'
 complete -c memo -n "__fish_memo_needs_command" -f -a "log" -d 'Show the latest cache events (hits, misses, stores, evictions, errors)'
 complete -c memo -n "__fish_memo_needs_command" -f -a "config" -d 'Print the effective settings and where each comes from'
+complete -c memo -n "__fish_memo_needs_command" -f -a "remote" -d 'Work with the shared cache: check that it answers, upload what is pending'
 complete -c memo -n "__fish_memo_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memo -n "__fish_memo_using_subcommand run" -s i -l input -d 'A file, directory or glob whose contents the result depends on (repeatable)' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -s o -l output -d 'A file or directory the command writes, restored on a hit (repeatable)' -r -F
@@ -47,6 +49,7 @@ complete -c memo -n "__fish_memo_using_subcommand run" -l stale -d 'After --ttl 
 complete -c memo -n "__fish_memo_using_subcommand run" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
 merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand run" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
 complete -c memo -n "__fish_memo_using_subcommand run" -l stdin -d 'Read standard input, key on it and feed it to the command (default: /dev/null)'
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
@@ -64,6 +67,7 @@ complete -c memo -n "__fish_memo_using_subcommand explain" -l stale -d 'After --
 complete -c memo -n "__fish_memo_using_subcommand explain" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
 merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand explain" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
 complete -c memo -n "__fish_memo_using_subcommand explain" -l stdin -d 'Read standard input, key on it and feed it to the command (default: /dev/null)'
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
@@ -72,6 +76,7 @@ complete -c memo -n "__fish_memo_using_subcommand explain" -s v -l verbose -d 'P
 complete -c memo -n "__fish_memo_using_subcommand explain" -l refresh -d '(internal) this run refreshes a stale result in the background'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand stats" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand stats" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand stats" -l json -d 'Print one JSON object'
 complete -c memo -n "__fish_memo_using_subcommand stats" -l zero -d 'Reset the counters (hits, misses, time saved...), keeping the cached results'
 complete -c memo -n "__fish_memo_using_subcommand stats" -s h -l help -d 'Print help'
@@ -79,31 +84,61 @@ complete -c memo -n "__fish_memo_using_subcommand gc" -l max-size -d 'Evict unti
 complete -c memo -n "__fish_memo_using_subcommand gc" -l max-age -d 'Evict results not used for this long, e.g. 7d' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l grace -d 'Keep unreferenced objects and staging files younger than this: their entry may be being written' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand gc" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l dry-run -d 'Print what would be removed and how much it frees; change nothing'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l verify -d 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l auto -d '(internal) the automatic trim: give up at once if another gc runs'
 complete -c memo -n "__fish_memo_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand clear" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand clear" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand clear" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand ls" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand ls" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand ls" -l json -d 'Print a JSON array'
 complete -c memo -n "__fish_memo_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand rm" -l command -d 'Remove every result whose command line matches this glob, e.g. \'make *\'' -r
 complete -c memo -n "__fish_memo_using_subcommand rm" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand rm" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand rm" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand log" -s n -l count -d 'How many events to show' -r
 complete -c memo -n "__fish_memo_using_subcommand log" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand log" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand log" -l json -d 'Print the events as JSON lines'
 complete -c memo -n "__fish_memo_using_subcommand log" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand config" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand config" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand config" -s h -l help -d 'Print help'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "run" -d 'Run a command, or replay its recorded result'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "stats" -d 'Show hits, misses, size and time saved'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "gc" -d 'Trim the cache: evict by cost-aware priority or age, drop unreferenced objects'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "clear" -d 'Remove every cached result'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "ls" -d 'List cached results'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "rm" -d 'Remove cached results by key prefix or by a pattern on the command'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "log" -d 'Show the latest cache events (hits, misses, stores, evictions, errors)'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "config" -d 'Print the effective settings and where each comes from'
-complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "upload" -d '(internal) the detached uploader a miss starts'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "upload" -d '(internal) the detached uploader a miss starts'
+complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "run" -d 'Run a command, or replay its recorded result'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "stats" -d 'Show hits, misses, size and time saved'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "gc" -d 'Trim the cache: evict by cost-aware priority or age, drop unreferenced objects'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "clear" -d 'Remove every cached result'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "ls" -d 'List cached results'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "rm" -d 'Remove cached results by key prefix or by a pattern on the command'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "log" -d 'Show the latest cache events (hits, misses, stores, evictions, errors)'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "config" -d 'Print the effective settings and where each comes from'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "remote" -d 'Work with the shared cache: check that it answers, upload what is pending'
+complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config remote help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
+complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "upload" -d '(internal) the detached uploader a miss starts'

@@ -68,8 +68,14 @@ impl Cache {
     /// Starts `memo ARGS` in the background, detached from this process's terminal and
     /// output, on the same cache; this process does not wait for it.
     pub fn spawn_detached(&self, args: &[OsString]) -> io::Result<()> {
+        self.spawn_detached_with(args, &[])
+    }
+
+    /// `spawn_detached` with extra environment variables.
+    pub fn spawn_detached_with(&self, args: &[OsString], envs: &[(&str, &str)]) -> io::Result<()> {
         let exe = std::env::current_exe()?;
         Command::new(exe)
+            .envs(envs.iter().copied())
             .arg("--cache-dir")
             .arg(self.root())
             .args(args)

@@ -51,6 +51,10 @@ struct FileConfig {
     verbose: Option<bool>,
     cache_failures: Option<bool>,
     umask: Option<String>,
+    remote: Option<String>,
+    remote_mode: Option<String>,
+    remote_namespace: Option<String>,
+    remote_read: Option<String>,
 }
 
 /// The effective settings of one memo call.
@@ -67,6 +71,79 @@ pub struct Settings {
     /// For a cache shared by a team: the umask of the cache's files and directories
     /// (`002`: group-writable). `None`: private (0700 directories, 0600 files).
     pub umask: Setting<Option<u32>>,
+    pub remote: RemoteSettings,
+}
+
+/// Whether this machine writes to the shared cache or only reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteMode {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl fmt::Display for RemoteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteMode::ReadWrite => "read-write",
+            RemoteMode::ReadOnly => "read-only",
+        })
+    }
+}
+
+/// The shared cache: where it is, how this machine uses it, and the secrets that come
+/// only from the environment (`MEMO_REMOTE_SIGNING_KEY`, `MEMO_REMOTE_USER`,
+/// `MEMO_REMOTE_PASSWORD`, `MEMO_REMOTE_TOKEN`; `MEMO_REMOTE_CA` names a file).
+#[derive(Clone, Debug)]
+pub struct RemoteSettings {
+    /// `None`: no shared cache (unset, empty or `off`).
+    pub url: Setting<Option<String>>,
+    pub mode: Setting<RemoteMode>,
+    /// Where this machine writes.
+    pub namespace: Setting<String>,
+    /// Where this machine reads, in order.
+    pub read: Setting<Vec<String>>,
+    pub signing_key: Option<Vec<u8>>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn parse_remote_url(text: &str) -> Result<Option<String>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") || text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    Ok(Some(text.to_string()))
+}
+
+fn parse_remote_mode(text: &str) -> Result<RemoteMode, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "read-write" | "readwrite" | "rw" => Ok(RemoteMode::ReadWrite),
+        "read-only" | "readonly" | "ro" => Ok(RemoteMode::ReadOnly),
+        _ => Err("expected read-write or read-only".into()),
+    }
+}
+
+/// A namespace: 1 to 200 printable characters, no comma (it separates the read list).
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("a namespace cannot be empty".into());
+    }
+    if name.len() > 200 {
+        return Err("a namespace is at most 200 characters".into());
+    }
+    if name.chars().any(|c| c == ',' || c.is_control()) {
+        return Err("a namespace cannot contain a comma or control characters".into());
+    }
+    Ok(name.to_string())
+}
+
+fn parse_namespaces(text: &str) -> Result<Vec<String>, String> {
+    text.split(',').map(parse_namespace).collect()
 }
 
 /// Values given on the command line, which win over everything else.
@@ -78,6 +155,7 @@ pub struct Flags {
     pub stale: Option<Duration>,
     pub verbose: bool,
     pub cache_failures: bool,
+    pub remote: Option<String>,
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -274,10 +352,68 @@ impl Settings {
                 None,
                 |t| parse_umask(t).map(Some),
             )?,
+            remote: remote_settings(flags, &file, &path)?,
             config_file: path,
             config_file_found: found,
         })
     }
+}
+
+fn remote_settings(flags: &Flags, file: &FileConfig, path: &Path) -> Result<RemoteSettings, Fatal> {
+    let url = resolve(
+        flags
+            .remote
+            .as_deref()
+            .map(parse_remote_url)
+            .transpose()
+            .map_err(Fatal::failure)?,
+        "--remote",
+        "MEMO_REMOTE",
+        file.remote.as_deref(),
+        path,
+        None,
+        parse_remote_url,
+    )?;
+    let mode = resolve(
+        None,
+        "",
+        "MEMO_REMOTE_MODE",
+        file.remote_mode.as_deref(),
+        path,
+        RemoteMode::ReadWrite,
+        parse_remote_mode,
+    )?;
+    let namespace = resolve(
+        None,
+        "",
+        "MEMO_REMOTE_NAMESPACE",
+        file.remote_namespace.as_deref(),
+        path,
+        DEFAULT_NAMESPACE.to_string(),
+        parse_namespace,
+    )?;
+    let read = resolve(
+        None,
+        "",
+        "MEMO_REMOTE_READ",
+        file.remote_read.as_deref(),
+        path,
+        vec![namespace.value.clone()],
+        parse_namespaces,
+    )?;
+    Ok(RemoteSettings {
+        url,
+        mode,
+        namespace,
+        read,
+        signing_key: std::env::var_os("MEMO_REMOTE_SIGNING_KEY")
+            .filter(|k| !k.is_empty())
+            .map(|k| std::os::unix::ffi::OsStringExt::into_vec(k)),
+        user: env_var("MEMO_REMOTE_USER"),
+        password: env_var("MEMO_REMOTE_PASSWORD"),
+        token: env_var("MEMO_REMOTE_TOKEN"),
+        ca_file: env_var("MEMO_REMOTE_CA").map(PathBuf::from),
+    })
 }
 
 /// `$XDG_CACHE_HOME/memo`, else `~/.cache/memo`; empty when neither variable is set

@@ -27,6 +27,16 @@ pub enum Kind {
     Corrupt,
     Error,
     Clear,
+    #[serde(rename = "remote-hit")]
+    RemoteHit,
+    #[serde(rename = "remote-miss")]
+    RemoteMiss,
+    Upload,
+    #[serde(rename = "remote-error")]
+    RemoteError,
+    Rejected,
+    #[serde(rename = "breaker-trip")]
+    BreakerTrip,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
 use crate::lock::Lock;
 use crate::outputs::{self, RecordError};
+use crate::remote::{self, Remote};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
 
@@ -253,6 +254,18 @@ fn run_with_cache(
         }
         Err(e) => without_lock(e),
     };
+    // Local miss: ask the shared tier, under the lock so that one process per machine
+    // downloads. What it finds is installed locally and replayed as a local hit.
+    let remote = open_remote(req, cache, warner);
+    if !req.force {
+        if let Some(remote) = &remote {
+            if fill_from_remote(remote, cache, &key, &material, req) {
+                if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+                    return Ok(code);
+                }
+            }
+        }
+    }
     // A holder killed with -9 releases the lock a moment before its command dies of
     // its parent-death signal, and the processes that command started live on: wait
     // for that copy to be gone before starting another.
@@ -319,7 +332,12 @@ fn run_with_cache(
     };
     let verdict = match storable {
         Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
-            Ok(()) => "stored".to_string(),
+            Ok(()) => {
+                if let Some(remote) = remote.as_ref().filter(|r| r.writes()) {
+                    queue_upload(remote, cache, &key, req);
+                }
+                "stored".to_string()
+            }
             Err(e) => {
                 warner.warn(format!("{e}; result not stored"));
                 "not stored".to_string()
@@ -340,6 +358,112 @@ fn run_with_cache(
         ));
     }
     Ok(code)
+}
+
+/// The shared tier, if one is configured. Its URL was checked when the request was
+/// made, so failing here is unexpected; it is a warning, never an error.
+fn open_remote(req: &RunRequest, cache: &Cache, warner: &Warner) -> Option<Remote> {
+    match Remote::open(&req.settings.remote, cache.root()) {
+        Ok(remote) => remote,
+        Err(e) => {
+            warner.warn(format!("{e}; not using the shared cache"));
+            None
+        }
+    }
+}
+
+/// Counts, logs and says (once, like every warning) what a remote operation did.
+pub fn record_tally(cache: &Cache, tally: remote::Tally) {
+    let _ = cache.stats.add(&tally.counters);
+    for event in &tally.events {
+        let _ = cache.log.append(event);
+    }
+    for warning in &tally.warnings {
+        crate::console::warn_once(warning);
+    }
+}
+
+/// Asks the shared tier for a result this request may replay, and installs it in the
+/// local store. Returns whether one was installed.
+fn fill_from_remote(
+    remote: &Remote,
+    cache: &Cache,
+    key: &Digest,
+    material: &KeyMaterial,
+    req: &RunRequest,
+) -> bool {
+    let verbose = req.settings.verbose.value;
+    let accept = |entry: &Entry| {
+        entry.material == *material
+            && (entry.exit_code == 0 || req.settings.cache_failures.value)
+            && !matches!(freshness(entry, req), Freshness::Expired(_))
+    };
+    let mut tally = remote::Tally::default();
+    let fetched = remote.fetch(key, &cache.store, &accept, &mut tally);
+    let installed = match fetched {
+        remote::Fetched::Hit {
+            entry,
+            encoded,
+            namespace,
+            added,
+        } => {
+            let installed = install(cache, key, &entry, &encoded, added);
+            crate::gc::trim_in_background_if_needed(cache, req.settings.max_size.value);
+            match &installed {
+                Ok(()) if verbose => crate::console::note(format_args!(
+                    "memo: remote hit {} (namespace '{namespace}')",
+                    key.short()
+                )),
+                Ok(()) => {}
+                Err(e) => tally
+                    .warnings
+                    .push(format!("cannot keep a result from the shared cache ({e})")),
+            }
+            installed.is_ok()
+        }
+        remote::Fetched::Miss => {
+            if verbose {
+                crate::console::note(format_args!("memo: remote miss {}", key.short()));
+            }
+            false
+        }
+        remote::Fetched::Skipped(left) => {
+            if verbose {
+                crate::console::note(format_args!(
+                    "memo: shared cache skipped: it failed repeatedly (trying again in {})",
+                    crate::config::format_duration(left)
+                ));
+            }
+            false
+        }
+    };
+    record_tally(cache, tally);
+    installed
+}
+
+/// The shared cache's URL for a detached memo: through the environment, not the
+/// command line, since it may hold a password.
+fn remote_env(req: &RunRequest) -> Vec<(&'static str, &str)> {
+    match &req.settings.remote.url.value {
+        Some(url) => vec![("MEMO_REMOTE", url.as_str())],
+        None => vec![("MEMO_REMOTE", "off")],
+    }
+}
+
+/// Marks a stored result for upload and starts the detached uploader: the caller gets
+/// its output and exit code without waiting for the network.
+fn queue_upload(remote: &Remote, cache: &Cache, key: &Digest, req: &RunRequest) {
+    if let Err(e) = remote::queue::add_pending(cache.root(), key) {
+        crate::console::warn_once(format!("cannot queue the upload to the shared cache ({e})"));
+        return;
+    }
+    if let Err(e) = cache.spawn_detached_with(&["remote".into(), "upload".into()], &remote_env(req))
+    {
+        crate::console::warn_once(format!(
+            "cannot start the upload to {} ({e}); `memo remote push` sends it",
+            remote.shown()
+        ));
+    }
 }
 
 /// Looks the key up and replays it if it may be: fresh, or stale within the window (then
@@ -380,7 +504,7 @@ fn try_hit(
             // window ends.
             ", stale: no background refresh for a command with --output".into()
         } else {
-            match cache.spawn_detached(&refresh_args(req, material)) {
+            match cache.spawn_detached_with(&refresh_args(req, material), &remote_env(req)) {
                 Ok(()) => ", stale: refreshing in the background".into(),
                 Err(e) => format!(", stale: cannot start a refresh ({e})"),
             }
@@ -859,8 +983,23 @@ fn save(
     let encoded = entry
         .encode_within(limit)
         .map_err(|size| RecordError::TooLarge { size, limit })?;
-    crate::gc::note_replaced(cache, &key, &entry);
-    let previous = store.put_entry(&key, &encoded)?;
+    install(cache, &key, &entry, &encoded, store.added.get())?;
+    crate::gc::trim_in_background_if_needed(cache, max_size);
+    Ok(())
+}
+
+/// Writes `entry` (encoded as `encoded`, its objects already stored, `added` bytes of
+/// them new) under `key`, with its usage record and the counters: what a run stores,
+/// and what a result fetched from the shared tier is stored as.
+fn install(
+    cache: &Cache,
+    key: &Digest,
+    entry: &Entry,
+    encoded: &[u8],
+    added: u64,
+) -> Result<(), StoreError> {
+    crate::gc::note_replaced(cache, key, entry);
+    let previous = cache.store.put_entry(key, encoded)?;
     let size = encoded.len() as u64
         + entry
             .blobs()
@@ -868,16 +1007,16 @@ fn save(
             .map(|b| b.size)
             .sum::<u64>();
     let clock = cache::read_clock(cache.root());
-    let _ = usage::update(&usage::usage_path(cache.root(), &key), |u| {
+    let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
         let hits = if previous.is_some() { u.hits } else { 0 };
         let saved_ms = if previous.is_some() { u.saved_ms } else { 0 };
-        *u = usage::Usage::of_entry(&entry, size);
+        *u = usage::Usage::of_entry(entry, size);
         u.hits = hits;
         u.saved_ms = saved_ms;
         u.clock = clock;
     });
-    let added = store.added.get() as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
-    let mut event = command_event(Kind::Store, &key, &entry.material);
+    let added = added as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
+    let mut event = command_event(Kind::Store, key, &entry.material);
     event.duration_ms = Some(entry.duration_ms);
     event.size = Some(size);
     cache.record(
@@ -889,7 +1028,6 @@ fn save(
         },
         event,
     );
-    crate::gc::trim_in_background_if_needed(cache, max_size);
     Ok(())
 }
 

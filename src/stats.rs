@@ -30,6 +30,17 @@ pub struct Counters {
     pub errors: i64,
     pub entries: i64,
     pub bytes: i64,
+    /// The shared tier: entries found there (each also counts as a hit when replayed),
+    /// lookups that found none, results uploaded, bytes moved each way, failed calls,
+    /// entries refused for a missing or wrong signature, and circuit-breaker trips.
+    pub remote_hits: i64,
+    pub remote_misses: i64,
+    pub uploads: i64,
+    pub remote_bytes_down: i64,
+    pub remote_bytes_up: i64,
+    pub remote_errors: i64,
+    pub remote_rejected: i64,
+    pub breaker_trips: i64,
 }
 
 impl Counters {
@@ -46,6 +57,14 @@ impl Counters {
             (&mut self.errors, other.errors),
             (&mut self.entries, other.entries),
             (&mut self.bytes, other.bytes),
+            (&mut self.remote_hits, other.remote_hits),
+            (&mut self.remote_misses, other.remote_misses),
+            (&mut self.uploads, other.uploads),
+            (&mut self.remote_bytes_down, other.remote_bytes_down),
+            (&mut self.remote_bytes_up, other.remote_bytes_up),
+            (&mut self.remote_errors, other.remote_errors),
+            (&mut self.remote_rejected, other.remote_rejected),
+            (&mut self.breaker_trips, other.breaker_trips),
         ];
         for (field, delta) in fields {
             *field = field.saturating_add(delta);

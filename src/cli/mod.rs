@@ -3,6 +3,7 @@
 //! Owns the clap definition (also the source of the completions and the man page) and
 //! how each subcommand's result is shown (`show`). It does no caching work itself.
 
+mod remote;
 mod show;
 
 use std::ffi::OsString;
@@ -36,6 +37,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout)
+    /// or s3://BUCKET/PREFIX; 'off' for none [env: MEMO_REMOTE]
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +66,26 @@ pub enum Command {
     Log(LogArgs),
     /// Print the effective settings and where each comes from
     Config,
+    /// Work with the shared cache: check that it answers, upload what is pending
+    Remote(RemoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    #[command(subcommand)]
+    pub action: RemoteAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteAction {
+    /// Write, read and delete a probe object; report each step's latency and what failed
+    Check,
+    /// Upload every result stored here and not yet sent, and wait for it (for the end of
+    /// a CI job)
+    Push,
+    /// (internal) the detached uploader a miss starts
+    #[command(hide = true)]
+    Upload,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -214,12 +240,13 @@ pub struct LogArgs {
 const NO_COMMAND: &str =
     "memo: no command given; write it after '--', e.g. memo run -- make report";
 
-fn run_request(args: RunArgs, cache_dir: Option<PathBuf>) -> Result<RunRequest, Fatal> {
+fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
     if args.command.is_empty() {
         return Err(Fatal::failure(NO_COMMAND));
     }
     let settings = load(&Flags {
-        cache_dir,
+        cache_dir: global.cache_dir,
+        remote: global.remote,
         ttl: args.ttl,
         stale: args.stale,
         verbose: args.verbose,
@@ -311,17 +338,28 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
     Ok(())
 }
 
-fn settings(cache_dir: Option<PathBuf>, max_size: Option<u64>) -> Result<Settings, Fatal> {
+/// The options every subcommand takes.
+#[derive(Clone)]
+struct Global {
+    cache_dir: Option<PathBuf>,
+    remote: Option<String>,
+}
+
+fn settings(global: Global, max_size: Option<u64>) -> Result<Settings, Fatal> {
     load(&Flags {
-        cache_dir,
+        cache_dir: global.cache_dir,
+        remote: global.remote,
         max_size,
         ..Flags::default()
     })
 }
 
-/// Loads the settings and applies those that are process-wide.
+/// Loads the settings and applies those that are process-wide. A shared-cache URL that
+/// cannot be used is an invalid invocation.
 fn load(flags: &Flags) -> Result<Settings, Fatal> {
     let settings = Settings::load(flags)?;
+    crate::remote::validate(&settings.remote)
+        .map_err(|e| Fatal::failure(format!("memo: {e} ({})", settings.remote.url.source)))?;
     if let Some(umask) = settings.umask.value {
         crate::fsutil::set_shared_umask(umask);
     }
@@ -329,6 +367,11 @@ fn load(flags: &Flags) -> Result<Settings, Fatal> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let global = Global {
+        cache_dir: cli.cache_dir,
+        remote: cli.remote,
+    };
+    let plain = || settings(global.clone(), None);
     match cli.command {
         Command::Run(args) => {
             if args.command.is_empty() {
@@ -337,27 +380,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             if run::is_disabled() {
                 return Err(run::exec_directly(&args.command).into());
             }
-            Ok(run::run(run_request(args, cli.cache_dir)?)?)
+            Ok(run::run(run_request(args, global)?)?)
         }
-        Command::Explain(args) => Ok(crate::explain::explain(run_request(args, cli.cache_dir)?)?),
-        Command::Stats(args) => show::stats(&settings(cli.cache_dir, None)?, args.json, args.zero),
+        Command::Explain(args) => Ok(crate::explain::explain(run_request(args, global)?)?),
+        Command::Stats(args) => show::stats(&plain()?, args.json, args.zero),
         Command::Gc(args) => show::gc(
-            &settings(cli.cache_dir, args.max_size)?,
+            &settings(global, args.max_size)?,
             args.max_age,
             args.grace,
             args.verify,
             args.dry_run,
             args.auto,
         ),
-        Command::Clear => show::clear(&settings(cli.cache_dir, None)?),
-        Command::Ls(args) => show::ls(&settings(cli.cache_dir, None)?, args.json),
-        Command::Rm(args) => show::rm(
-            &settings(cli.cache_dir, None)?,
-            &args.keys,
-            args.command.as_deref(),
-        ),
-        Command::Log(args) => show::log(&settings(cli.cache_dir, None)?, args.count, args.json),
-        Command::Config => show::config(&settings(cli.cache_dir, None)?),
+        Command::Clear => show::clear(&plain()?),
+        Command::Ls(args) => show::ls(&plain()?, args.json),
+        Command::Rm(args) => show::rm(&plain()?, &args.keys, args.command.as_deref()),
+        Command::Log(args) => show::log(&plain()?, args.count, args.json),
+        Command::Config => show::config(&plain()?),
+        Command::Remote(args) => match args.action {
+            RemoteAction::Check => remote::check(&plain()?),
+            RemoteAction::Push => remote::push(&plain()?),
+            RemoteAction::Upload => remote::upload(&plain()?),
+        },
     }
 }
 

@@ -55,6 +55,14 @@ struct StatsJson {
     evictions: i64,
     corrupt: i64,
     errors: i64,
+    remote_hits: i64,
+    remote_misses: i64,
+    uploads: i64,
+    remote_bytes_down: i64,
+    remote_bytes_up: i64,
+    remote_errors: i64,
+    remote_rejected: i64,
+    breaker_trips: i64,
     top: Vec<TopCommand>,
 }
 
@@ -95,6 +103,14 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
             evictions: c.evictions,
             corrupt: c.corrupt,
             errors: c.errors,
+            remote_hits: c.remote_hits,
+            remote_misses: c.remote_misses,
+            uploads: c.uploads,
+            remote_bytes_down: c.remote_bytes_down,
+            remote_bytes_up: c.remote_bytes_up,
+            remote_errors: c.remote_errors,
+            remote_rejected: c.remote_rejected,
+            breaker_trips: c.breaker_trips,
             top: top
                 .iter()
                 .map(|(k, u)| TopCommand {
@@ -123,6 +139,30 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
     crate::outln!("evictions    {}", c.evictions);
     crate::outln!("corrupt      {}", c.corrupt);
     crate::outln!("errors       {}", c.errors);
+    let remote_used = [
+        c.remote_hits,
+        c.remote_misses,
+        c.uploads,
+        c.remote_errors,
+        c.remote_rejected,
+        c.breaker_trips,
+    ]
+    .iter()
+    .any(|&n| n != 0);
+    if remote_used || settings.remote.url.value.is_some() {
+        let size = |n: i64| format_size(n.max(0) as u64);
+        crate::outln!("remote hits  {}", c.remote_hits);
+        crate::outln!("remote miss  {}", c.remote_misses);
+        crate::outln!("uploads      {}", c.uploads);
+        crate::outln!(
+            "remote bytes {} down, {} up",
+            size(c.remote_bytes_down),
+            size(c.remote_bytes_up)
+        );
+        crate::outln!("remote errs  {}", c.remote_errors);
+        crate::outln!("rejected     {}", c.remote_rejected);
+        crate::outln!("breaker trips {}", c.breaker_trips);
+    }
     if !top.is_empty() {
         crate::outln!();
         crate::outln!("commands that saved the most time:");
@@ -344,8 +384,14 @@ fn describe(event: &Event) -> String {
         Kind::Corrupt => "corrupt",
         Kind::Error => "error",
         Kind::Clear => "clear",
+        Kind::RemoteHit => "remote-hit",
+        Kind::RemoteMiss => "remote-miss",
+        Kind::Upload => "upload",
+        Kind::RemoteError => "remote-error",
+        Kind::Rejected => "rejected",
+        Kind::BreakerTrip => "breaker-trip",
     };
-    let mut line = format!("{}  {kind:<7}", format_utc(event.time_ms));
+    let mut line = format!("{}  {kind:<12}", format_utc(event.time_ms));
     if let Some(key) = &event.key {
         // By characters: a damaged log may hold any text as a key.
         let short: String = key.chars().take(12).collect();
@@ -439,6 +485,53 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
             .map_or("none (private)".to_string(), |u| format!("{u:03o}")),
         &settings.umask.source,
     );
+    let remote = &settings.remote;
+    row(
+        "remote",
+        remote
+            .url
+            .value
+            .as_deref()
+            .map_or("none".to_string(), crate::remote::backend::mask),
+        &remote.url.source,
+    );
+    if remote.url.value.is_some() {
+        row(
+            "remote_mode",
+            remote.mode.value.to_string(),
+            &remote.mode.source,
+        );
+        row(
+            "remote_namespace",
+            remote.namespace.value.clone(),
+            &remote.namespace.source,
+        );
+        row(
+            "remote_read",
+            remote.read.value.join(","),
+            &remote.read.source,
+        );
+        let set = |present: bool, env: &str| {
+            crate::outln!(
+                "{:<15} {:<30} (env {env})",
+                env.trim_start_matches("MEMO_").to_ascii_lowercase(),
+                if present { "set (hidden)" } else { "not set" }
+            );
+        };
+        set(remote.signing_key.is_some(), "MEMO_REMOTE_SIGNING_KEY");
+        set(remote.token.is_some(), "MEMO_REMOTE_TOKEN");
+        set(remote.password.is_some(), "MEMO_REMOTE_PASSWORD");
+        if let Some(user) = &remote.user {
+            crate::outln!("{:<15} {user:<30} (env MEMO_REMOTE_USER)", "remote_user");
+        }
+        if let Some(ca) = &remote.ca_file {
+            crate::outln!(
+                "{:<15} {:<30} (env MEMO_REMOTE_CA)",
+                "remote_ca",
+                ca.display()
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -73,6 +73,12 @@ impl LocalStore {
         self.sharded("objects", digest)
     }
 
+    /// Whether an object of this size is stored under `digest` (by its metadata only:
+    /// its bytes are checked when it is opened).
+    pub fn has_object(&self, digest: &Digest, size: u64) -> bool {
+        fs::symlink_metadata(self.object_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
     fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<File, StoreError> {
         let dir = dest.parent().expect("sharded path has a parent");
         create_private_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
