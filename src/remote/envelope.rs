@@ -5,7 +5,20 @@
 //! Also owns the name of an entry on the server: `ac/<sha256(namespace, key)>`, so that a
 //! writer in one namespace can never write where a reader of another looks.
 
-use crate::digest::Digest;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{self, Digest};
+
+/// The envelope format; a reader refuses any other.
+const VERSION: u32 = 1;
+/// Domain tags: a name on the server and a signature can never be taken for each other,
+/// nor for a hash of anything else.
+const AC_TAG: &[u8] = b"memo-remote-ac-v1\0";
+const SIG_TAG: &[u8] = b"memo-remote-sig-v1\0";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -20,16 +33,47 @@ pub enum EnvelopeError {
 }
 
 /// The name of `key`'s entry in `namespace`: the hex of this digest, under `ac/`.
+///
+/// The key is its 32 raw bytes at the very end, so the namespace (whatever bytes it
+/// holds) is everything between the tag and them: no two pairs hash the same input.
 pub fn ac_name(namespace: &str, key: &Digest) -> Digest {
-    let _ = (namespace, key);
-    todo!("wire helper")
+    let mut hasher = Sha256::new();
+    hasher.update(AC_TAG);
+    hasher.update(namespace.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(key.0);
+    Digest(hasher.finalize().into())
+}
+
+/// The envelope as JSON.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    version: u32,
+    namespace: String,
+    /// The memo key, hex.
+    key: String,
+    /// The encoded entry, base64.
+    entry: String,
+    /// HMAC-SHA256 of `signed_message`, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
 }
 
 /// The envelope for `entry` (an encoded `index::Entry`) stored under `key` in `namespace`,
 /// signed when `signing_key` is given.
 pub fn seal(namespace: &str, key: &Digest, entry: &[u8], signing_key: Option<&[u8]>) -> Vec<u8> {
-    let _ = (namespace, key, entry, signing_key);
-    todo!("wire helper")
+    let sig = signing_key.map(|secret| {
+        let mac = mac_of(secret, namespace, key, entry).finalize();
+        digest::to_hex(&mac.into_bytes())
+    });
+    serde_json::to_vec(&Envelope {
+        version: VERSION,
+        namespace: namespace.to_string(),
+        key: key.to_hex(),
+        entry: BASE64.encode(entry),
+        sig,
+    })
+    .expect("envelopes always serialize")
 }
 
 /// The entry bytes inside `bytes`, if the envelope was written for `key` in `namespace`
@@ -40,6 +84,221 @@ pub fn open(
     key: &Digest,
     signing_key: Option<&[u8]>,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let _ = (bytes, namespace, key, signing_key);
-    todo!("wire helper")
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| EnvelopeError::Malformed(format!("not an envelope: {e}")))?;
+    if envelope.version != VERSION {
+        return Err(EnvelopeError::Malformed(format!(
+            "unknown envelope version {}",
+            envelope.version
+        )));
+    }
+    let entry = BASE64
+        .decode(&envelope.entry)
+        .map_err(|e| EnvelopeError::Malformed(format!("the entry is not base64: {e}")))?;
+    if envelope.namespace != namespace || envelope.key != key.to_hex() {
+        return Err(EnvelopeError::WrongKey);
+    }
+    let Some(secret) = signing_key else {
+        // A reader without the key cannot check a signature; the entry is still
+        // verified against its key material and every object against its digest.
+        return Ok(entry);
+    };
+    let sig = envelope.sig.ok_or(EnvelopeError::Unsigned)?;
+    let sig = digest::from_hex(&sig).ok_or(EnvelopeError::BadSignature)?;
+    // `verify_slice` compares in constant time.
+    mac_of(secret, namespace, key, &entry)
+        .verify_slice(&sig)
+        .map_err(|_| EnvelopeError::BadSignature)?;
+    Ok(entry)
+}
+
+/// The HMAC over what a signature vouches for: the namespace, the key and the entry's
+/// SHA-256. The two hex strings have a fixed length at the end, so the namespace is
+/// whatever precedes them: no two triples sign the same message.
+fn mac_of(secret: &[u8], namespace: &str, key: &Digest, entry: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any size");
+    mac.update(SIG_TAG);
+    mac.update(namespace.as_bytes());
+    mac.update(b"\0");
+    mac.update(key.to_hex().as_bytes());
+    mac.update(b"\0");
+    mac.update(Digest::of_bytes(entry).to_hex().as_bytes());
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "team";
+    const SECRET: &[u8] = b"s3cret";
+
+    fn key() -> Digest {
+        Digest::of_bytes(b"a memo key")
+    }
+
+    fn entry() -> Vec<u8> {
+        b"memo-entry 2 0000\n{\"any\":\"bytes\"}\xff".to_vec()
+    }
+
+    fn edited(bytes: &[u8], change: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        change(&mut value);
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn ac_name_is_pinned() {
+        // Changing it orphans every entry on every server: do it on purpose only.
+        let mut input = b"memo-remote-ac-v1\0team\0".to_vec();
+        input.extend_from_slice(&key().0);
+        assert_eq!(ac_name(NS, &key()), Digest::of_bytes(&input));
+    }
+
+    #[test]
+    fn ac_name_differs_across_namespaces_and_keys() {
+        let other_key = Digest::of_bytes(b"another key");
+        let names = [
+            ac_name(NS, &key()),
+            ac_name("other", &key()),
+            ac_name("", &key()),
+            ac_name(NS, &other_key),
+        ];
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_ne!(ac_name(NS, &key()), key(), "never the bare key");
+    }
+
+    #[test]
+    fn unsigned_round_trip() {
+        let sealed = seal(NS, &key(), &entry(), None);
+        let value: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["key"], key().to_hex());
+        assert!(value.get("sig").is_none());
+        assert_eq!(open(&sealed, NS, &key(), None), Ok(entry()));
+    }
+
+    #[test]
+    fn signature_is_pinned() {
+        // The message other writers (and the docs) sign: change it on purpose only.
+        let message = format!(
+            "memo-remote-sig-v1\0team\0{}\0{}",
+            key().to_hex(),
+            Digest::of_bytes(&entry()).to_hex()
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(message.as_bytes());
+        let expected = digest::to_hex(&mac.finalize().into_bytes());
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        let value: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(value["sig"], expected);
+    }
+
+    #[test]
+    fn signed_round_trip() {
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        assert_eq!(open(&sealed, NS, &key(), Some(SECRET)), Ok(entry()));
+    }
+
+    #[test]
+    fn a_reader_without_a_signing_key_accepts_a_signed_envelope() {
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        assert_eq!(open(&sealed, NS, &key(), None), Ok(entry()));
+    }
+
+    #[test]
+    fn a_reader_with_a_signing_key_refuses_an_unsigned_envelope() {
+        let sealed = seal(NS, &key(), &entry(), None);
+        assert_eq!(
+            open(&sealed, NS, &key(), Some(SECRET)),
+            Err(EnvelopeError::Unsigned)
+        );
+    }
+
+    #[test]
+    fn an_envelope_signed_with_another_key_is_refused() {
+        let sealed = seal(NS, &key(), &entry(), Some(b"not the secret"));
+        assert_eq!(
+            open(&sealed, NS, &key(), Some(SECRET)),
+            Err(EnvelopeError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_signature_over_another_namespace_is_refused() {
+        let sealed = seal("other", &key(), &entry(), Some(SECRET));
+        let moved = edited(&sealed, |v| v["namespace"] = NS.into());
+        assert_eq!(
+            open(&moved, NS, &key(), Some(SECRET)),
+            Err(EnvelopeError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_signature_over_other_entry_bytes_is_refused() {
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        let swapped = edited(&sealed, |v| v["entry"] = BASE64.encode(b"forged").into());
+        assert_eq!(
+            open(&swapped, NS, &key(), Some(SECRET)),
+            Err(EnvelopeError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_garbled_signature_is_refused() {
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        for sig in ["", "zz", "abc", &"0".repeat(64)] {
+            let garbled = edited(&sealed, |v| v["sig"] = sig.into());
+            assert_eq!(
+                open(&garbled, NS, &key(), Some(SECRET)),
+                Err(EnvelopeError::BadSignature),
+                "{sig:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_envelope_for_another_namespace_or_key_is_refused() {
+        let sealed = seal(NS, &key(), &entry(), Some(SECRET));
+        let other_key = Digest::of_bytes(b"another key");
+        for signing_key in [None, Some(SECRET)] {
+            assert_eq!(
+                open(&sealed, "other", &key(), signing_key),
+                Err(EnvelopeError::WrongKey)
+            );
+            assert_eq!(
+                open(&sealed, NS, &other_key, signing_key),
+                Err(EnvelopeError::WrongKey)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused() {
+        let sealed = seal(NS, &key(), &entry(), None);
+        let cases = [
+            b"".to_vec(),
+            b"<html>404</html>".to_vec(),
+            b"{}".to_vec(),
+            sealed[..sealed.len() - 1].to_vec(),
+            edited(&sealed, |v| v["version"] = 2.into()),
+            edited(&sealed, |v| v["version"] = "1".into()),
+            edited(&sealed, |v| v["entry"] = "not base64!".into()),
+            edited(&sealed, |v| v["key"] = 7.into()),
+        ];
+        for bytes in cases {
+            assert!(
+                matches!(
+                    open(&bytes, NS, &key(), None),
+                    Err(EnvelopeError::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
 }
