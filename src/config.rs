@@ -408,7 +408,7 @@ fn remote_settings(flags: &Flags, file: &FileConfig, path: &Path) -> Result<Remo
         read,
         signing_key: std::env::var_os("MEMO_REMOTE_SIGNING_KEY")
             .filter(|k| !k.is_empty())
-            .map(|k| std::os::unix::ffi::OsStringExt::into_vec(k)),
+            .map(std::os::unix::ffi::OsStringExt::into_vec),
         user: env_var("MEMO_REMOTE_USER"),
         password: env_var("MEMO_REMOTE_PASSWORD"),
         token: env_var("MEMO_REMOTE_TOKEN"),

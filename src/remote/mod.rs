@@ -73,7 +73,7 @@ pub enum Fetched {
     /// Found and verified; its objects are in the local store, the entry itself is for
     /// the caller to install.
     Hit {
-        entry: Entry,
+        entry: Box<Entry>,
         encoded: Vec<u8>,
         namespace: String,
         /// Bytes of objects that were new to the local store.
@@ -420,7 +420,7 @@ impl Remote {
             Some(format!("namespace '{namespace}'")),
         );
         Step::Found(Fetched::Hit {
-            entry,
+            entry: Box::new(entry),
             encoded: bytes,
             namespace: namespace.to_string(),
             added,
