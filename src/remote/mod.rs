@@ -515,8 +515,13 @@ impl Remote {
     ) -> io::Result<PushReport> {
         let _lock = Lock::wait(locks, "remote-upload")?;
         let mut report = PushReport::default();
+        // Each key once per process: a marker that cannot be removed must not loop.
+        let mut handled = HashSet::new();
         loop {
-            let keys = queue::pending(&self.root);
+            let keys: Vec<Digest> = queue::pending(&self.root)
+                .into_iter()
+                .filter(|k| handled.insert(*k))
+                .collect();
             if keys.is_empty() {
                 return Ok(report);
             }
