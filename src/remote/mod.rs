@@ -623,3 +623,6 @@ impl Remote {
         steps
     }
 }
+
+#[cfg(test)]
+mod tests;
