@@ -5,4 +5,6 @@
 pub mod backend;
 pub mod breaker;
 pub mod envelope;
+pub mod http;
 pub mod proto;
+pub mod s3;
