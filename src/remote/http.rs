@@ -94,7 +94,9 @@ impl Client {
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
         }
-        let response = request.call().map_err(|e| map_error(e, url))?;
+        let response = request
+            .call()
+            .map_err(|e| map_error(e, url, request_budget(0)))?;
         match response.status().as_u16() {
             200 | 204 => match content_length(response.headers()) {
                 Some(len) => Ok(Some(len)),
@@ -126,7 +128,9 @@ impl Client {
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
         }
-        let response = request.call().map_err(|e| map_error(e, url))?;
+        let response = request
+            .call()
+            .map_err(|e| map_error(e, url, request_budget(limit)))?;
         match response.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -155,7 +159,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && expected.is_some() => {
                     return Err(truncated(what, got, expected));
                 }
-                Err(e) => return Err(map_error(ureq::Error::from(e), url)),
+                Err(e) => return Err(map_error(ureq::Error::from(e), url, budget)),
             };
             got += n as u64;
             if got > limit {
@@ -210,7 +214,7 @@ impl Client {
         if let Some(error) = source.error.take() {
             return Err(TransportError::Local(error));
         }
-        let response = result.map_err(|e| map_error(e, url))?;
+        let response = result.map_err(|e| map_error(e, url, request_budget(len)))?;
         match response.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(status_error(status, "PUT", what)),
@@ -234,7 +238,9 @@ impl Client {
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
         }
-        let response = request.call().map_err(|e| map_error(e, url))?;
+        let response = request
+            .call()
+            .map_err(|e| map_error(e, url, request_budget(0)))?;
         match response.status().as_u16() {
             200 | 202 | 204 | 404 => Ok(true),
             405 | 501 => Ok(false),
@@ -324,15 +330,16 @@ fn authority(url: &str) -> &str {
         .map_or(authority, |(_, host)| host)
 }
 
-/// Maps a ureq failure: unreachable hosts are `Connect`, expired timers `Timeout`.
-fn map_error(error: ureq::Error, url: &str) -> TransportError {
+/// Maps a ureq failure: unreachable hosts are `Connect`, expired timers `Timeout` (with
+/// the limit that expired; `budget` is the request's whole budget).
+fn map_error(error: ureq::Error, url: &str, budget: Duration) -> TransportError {
     use ureq::Timeout as Phase;
     match error {
         ureq::Error::Timeout(phase) => TransportError::Timeout(match phase {
             Phase::Resolve | Phase::Connect => CONNECT_TIMEOUT,
             Phase::RecvResponse => RESPONSE_TIMEOUT,
             Phase::PerRead | Phase::PerWrite => STALL_TIMEOUT,
-            _ => BASE_BUDGET,
+            _ => budget,
         }),
         ureq::Error::HostNotFound => {
             TransportError::Connect(format!("{}: host not found", authority(url)))
