@@ -9,8 +9,10 @@
 pub mod backend;
 pub mod breaker;
 pub mod envelope;
+pub mod http;
 pub mod proto;
 pub mod queue;
+pub mod s3;
 
 use std::collections::HashSet;
 use std::io::{self, Write};
