@@ -69,8 +69,12 @@ pub trait Backend: Send + Sync {
     /// Streams the object at `path` into `sink`; `None` when absent. More than `limit`
     /// bytes is `TooLarge` (a body that says it is larger fails before a byte is read);
     /// a body shorter than its Content-Length is `Truncated`.
-    fn get(&self, path: &str, limit: u64, sink: &mut dyn Write)
-        -> Result<Option<u64>, TransportError>;
+    fn get(
+        &self,
+        path: &str,
+        limit: u64,
+        sink: &mut dyn Write,
+    ) -> Result<Option<u64>, TransportError>;
     /// Uploads exactly `len` bytes read from `body`, with a Content-Length (never chunked),
     /// streaming with bounded memory.
     fn put(&self, path: &str, body: &mut dyn Read, len: u64) -> Result<(), TransportError>;
