@@ -11,6 +11,7 @@ mod keys;
 mod manage;
 mod outputs;
 mod reliability;
+mod remote;
 mod store;
 mod trust_accept;
 mod trust_capture;
