@@ -151,17 +151,16 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
     .any(|&n| n != 0);
     if remote_used || settings.remote.url.value.is_some() {
         let size = |n: i64| format_size(n.max(0) as u64);
-        crate::outln!("remote hits  {}", c.remote_hits);
-        crate::outln!("remote miss  {}", c.remote_misses);
-        crate::outln!("uploads      {}", c.uploads);
-        crate::outln!(
-            "remote bytes {} down, {} up",
-            size(c.remote_bytes_down),
-            size(c.remote_bytes_up)
-        );
-        crate::outln!("remote errs  {}", c.remote_errors);
-        crate::outln!("rejected     {}", c.remote_rejected);
-        crate::outln!("breaker trips {}", c.breaker_trips);
+        crate::outln!();
+        crate::outln!("shared cache");
+        crate::outln!("  remote hits    {}", c.remote_hits);
+        crate::outln!("  remote misses  {}", c.remote_misses);
+        crate::outln!("  uploads        {}", c.uploads);
+        crate::outln!("  bytes down     {}", size(c.remote_bytes_down));
+        crate::outln!("  bytes up       {}", size(c.remote_bytes_up));
+        crate::outln!("  remote errors  {}", c.remote_errors);
+        crate::outln!("  rejected       {}", c.remote_rejected);
+        crate::outln!("  breaker trips  {}", c.breaker_trips);
     }
     if !top.is_empty() {
         crate::outln!();
