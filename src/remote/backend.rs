@@ -2,7 +2,7 @@
 //! share results through (an HTTP cache with the Bazel remote-cache layout, S3-compatible
 //! object storage), and the parsing of the URL that picks one.
 //!
-//! Paths are `ac/<hex>` (entries) and `cas/<hex>` (content-addressed objects), relative
+//! (`remote::open_backend` picks the backend a URL names.) Paths are `ac/<hex>` (entries) and `cas/<hex>` (content-addressed objects), relative
 //! to the URL's base. A backend moves bytes; it knows nothing of what they mean.
 
 use std::io::{Read, Write};
@@ -88,28 +88,8 @@ pub trait Backend: Send + Sync {
 pub struct UrlError(pub String);
 
 /// The forms `open` accepts, for error messages.
-const ACCEPTED: &str =
+pub const ACCEPTED: &str =
     "use http://HOST[:PORT]/PATH, https://HOST[:PORT]/PATH or s3://BUCKET/PREFIX";
-
-/// Opens the backend a URL names: `http://`, `https://` or `s3://BUCKET/PREFIX`.
-pub fn open(url: &str, options: &Options) -> Result<Box<dyn Backend>, UrlError> {
-    let Some((scheme, _)) = url.split_once("://") else {
-        return Err(UrlError(format!(
-            "remote URL {} has no scheme; {ACCEPTED}",
-            mask(url)
-        )));
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "http" | "https" if scheme.chars().all(|c| c.is_ascii_lowercase()) => {
-            Ok(Box::new(super::http::HttpBackend::open(url, options)?))
-        }
-        "s3" if scheme == "s3" => Ok(Box::new(super::s3::S3Backend::open(url, options)?)),
-        _ => Err(UrlError(format!(
-            "remote URL {} has an unsupported scheme {scheme}://; {ACCEPTED}",
-            mask(url)
-        ))),
-    }
-}
 
 /// `url` with its password (if any) replaced by `***`.
 pub fn mask(url: &str) -> String {
@@ -130,44 +110,6 @@ pub fn mask(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn open_error(url: &str) -> String {
-        match open(url, &Options::default()) {
-            Ok(backend) => panic!("{url} opened as {}", backend.describe()),
-            Err(e) => e.0,
-        }
-    }
-
-    #[test]
-    fn unsupported_urls_say_what_is_accepted() {
-        for url in [
-            "ftp://host/cache",
-            "/var/cache/memo",
-            "host:8080/cache",
-            "",
-            "HTTP://host/",
-            "gs://bucket",
-        ] {
-            let err = open_error(url);
-            assert!(err.contains("s3://BUCKET/PREFIX"), "{url}: {err}");
-            assert!(err.contains("http://HOST"), "{url}: {err}");
-            assert_eq!(err.lines().count(), 1, "{url}: {err}");
-        }
-    }
-
-    #[test]
-    fn urls_without_a_host_or_bucket_are_refused() {
-        assert!(open_error("http:///cache").contains("no host"));
-        assert!(open_error("https://").contains("no host"));
-        assert!(open_error("s3:///prefix").contains("no bucket"));
-    }
-
-    #[test]
-    fn open_accepts_http_and_https() {
-        let backend = open("http://127.0.0.1:1/c", &Options::default()).unwrap();
-        assert_eq!(backend.describe(), "http://127.0.0.1:1/c");
-        assert!(open("https://cache.example/", &Options::default()).is_ok());
-    }
 
     #[test]
     fn mask_hides_only_the_password() {

@@ -147,6 +147,28 @@ impl Write for Hashing<'_> {
     }
 }
 
+/// Opens the backend a URL names: `http://`, `https://` or `s3://BUCKET/PREFIX`.
+pub fn open_backend(url: &str, options: &Options) -> Result<Box<dyn Backend>, UrlError> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(UrlError(format!(
+            "remote URL {} has no scheme; {}",
+            backend::mask(url),
+            backend::ACCEPTED
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" if scheme.chars().all(|c| c.is_ascii_lowercase()) => {
+            Ok(Box::new(http::HttpBackend::open(url, options)?))
+        }
+        "s3" if scheme == "s3" => Ok(Box::new(s3::S3Backend::open(url, options)?)),
+        _ => Err(UrlError(format!(
+            "remote URL {} has an unsupported scheme {scheme}://; {}",
+            backend::mask(url),
+            backend::ACCEPTED
+        ))),
+    }
+}
+
 /// The backend options a settings block names.
 pub fn options(settings: &RemoteSettings) -> Options {
     let basic = settings
@@ -166,7 +188,7 @@ pub fn options(settings: &RemoteSettings) -> Options {
 /// an invalid invocation.
 pub fn validate(settings: &RemoteSettings) -> Result<(), UrlError> {
     match &settings.url.value {
-        Some(url) => backend::open(url, &options(settings)).map(drop),
+        Some(url) => open_backend(url, &options(settings)).map(drop),
         None => Ok(()),
     }
 }
@@ -178,7 +200,7 @@ impl Remote {
             return Ok(None);
         };
         Ok(Some(Remote {
-            backend: backend::open(url, &options(settings))?,
+            backend: open_backend(url, &options(settings))?,
             breaker: Breaker::new(root, url),
             root: root.to_path_buf(),
             mode: settings.mode.value,
@@ -628,3 +650,46 @@ impl Remote {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    fn open_error(url: &str) -> String {
+        match open_backend(url, &Options::default()) {
+            Ok(backend) => panic!("{url} opened as {}", backend.describe()),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn unsupported_urls_say_what_is_accepted() {
+        for url in [
+            "ftp://host/cache",
+            "/var/cache/memo",
+            "host:8080/cache",
+            "",
+            "HTTP://host/",
+            "gs://bucket",
+        ] {
+            let err = open_error(url);
+            assert!(err.contains("s3://BUCKET/PREFIX"), "{url}: {err}");
+            assert!(err.contains("http://HOST"), "{url}: {err}");
+            assert_eq!(err.lines().count(), 1, "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_without_a_host_or_bucket_are_refused() {
+        assert!(open_error("http:///cache").contains("no host"));
+        assert!(open_error("https://").contains("no host"));
+        assert!(open_error("s3:///prefix").contains("no bucket"));
+    }
+
+    #[test]
+    fn open_accepts_http_and_https() {
+        let backend = open_backend("http://127.0.0.1:1/c", &Options::default()).unwrap();
+        assert_eq!(backend.describe(), "http://127.0.0.1:1/c");
+        assert!(open_backend("https://cache.example/", &Options::default()).is_ok());
+    }
+}

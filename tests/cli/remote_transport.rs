@@ -1,4 +1,4 @@
-//! The transport to a shared cache, through the library API (`remote::backend::open`),
+//! The transport to a shared cache, through the library API (`remote::open_backend`),
 //! against real servers on 127.0.0.1: nginx WebDAV (http, https, basic and bearer auth),
 //! moto S3, a refused port and a listener that never answers. Raw TCP listeners stand in
 //! only where a real server cannot be made to misbehave on cue (a truncated body) or to
@@ -8,18 +8,18 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use memo_cli::remote::backend::{self, Auth, Backend, Options, TransportError};
+use memo_cli::remote::backend::{Auth, Backend, Options, TransportError};
 use memo_cli::remote::s3::S3Backend;
 use sha2::{Digest, Sha256};
 
 use crate::support::servers::{self, Moto};
 
 fn open(url: &str) -> Box<dyn Backend> {
-    backend::open(url, &Options::default()).unwrap()
+    memo_cli::remote::open_backend(url, &Options::default()).unwrap()
 }
 
 fn open_with(url: &str, options: Options) -> Box<dyn Backend> {
-    backend::open(url, &options).unwrap()
+    memo_cli::remote::open_backend(url, &options).unwrap()
 }
 
 /// A bucket of its own on the shared moto, opened as `s3://BUCKET/prefix`.
