@@ -1,8 +1,9 @@
 //! The transport to a shared cache: one small trait over the kinds of server memo can
 //! share results through (an HTTP cache with the Bazel remote-cache layout, S3-compatible
-//! object storage), and the parsing of the URL that picks one.
+//! object storage), its errors, and the masking of credentials in URLs.
+//! (`remote::open_backend` picks the backend a URL names.)
 //!
-//! (`remote::open_backend` picks the backend a URL names.) Paths are `ac/<hex>` (entries) and `cas/<hex>` (content-addressed objects), relative
+//! Paths are `ac/<hex>` (entries) and `cas/<hex>` (content-addressed objects), relative
 //! to the URL's base. A backend moves bytes; it knows nothing of what they mean.
 
 use std::io::{Read, Write};
