@@ -250,6 +250,7 @@ pub const BEARER_TOKEN: &str = "tok123";
 /// 500; `/forbid/` always 403. Killed on drop.
 pub struct Nginx {
     child: Mutex<Option<Child>>,
+    binary: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
     https_port: u16,
@@ -298,31 +299,33 @@ impl Nginx {
         let conf = nginx_conf(root, port, https_port);
         std::fs::write(root.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
 
-        let mut cmd = Command::new(binary);
-        cmd.arg("-p")
-            .arg(root)
-            .arg("-c")
-            .arg(root.join("nginx.conf"))
-            .arg("-e")
-            .arg(root.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = spawn_tied(cmd).map_err(|e| format!("cannot run nginx: {e}"))?;
-        let waited = wait_for_port(&mut child, port, Duration::from_secs(10))
-            .and_then(|()| wait_for_port(&mut child, https_port, Duration::from_secs(10)));
-        if let Err(e) = waited {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
-            return Err(format!("{e}: {}", log.trim()));
-        }
+        let child = spawn_nginx(binary, root, port, https_port)?;
         Ok(Nginx {
             child: Mutex::new(Some(child)),
+            binary: binary.to_path_buf(),
             dir,
             port,
             https_port,
         })
+    }
+
+    /// Starts this nginx again after `stop`, on the same ports and data dir. False (and
+    /// a line on stderr) if it cannot, e.g. when another process took a port meanwhile.
+    pub fn restart(&self) -> bool {
+        let mut child = self.child.lock().unwrap();
+        if child.is_some() {
+            return true;
+        }
+        match spawn_nginx(&self.binary, self.dir.path(), self.port, self.https_port) {
+            Ok(started) => {
+                *child = Some(started);
+                true
+            }
+            Err(e) => {
+                eprintln!("nginx did not restart: {e}");
+                false
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -418,6 +421,30 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs nginx on the config in `root` and waits until both ports answer.
+fn spawn_nginx(binary: &Path, root: &Path, port: u16, https_port: u16) -> Result<Child, String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("-p")
+        .arg(root)
+        .arg("-c")
+        .arg(root.join("nginx.conf"))
+        .arg("-e")
+        .arg(root.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn_tied(cmd).map_err(|e| format!("cannot run nginx: {e}"))?;
+    let waited = wait_for_port(&mut child, port, Duration::from_secs(10))
+        .and_then(|()| wait_for_port(&mut child, https_port, Duration::from_secs(10)));
+    if let Err(e) = waited {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
+        return Err(format!("{e}: {}", log.trim()));
+    }
+    Ok(child)
 }
 
 /// The nginx shared by every test of this binary, started on first use. Tests keep
@@ -835,6 +862,100 @@ impl Drop for Silent {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accepter) = self.accepter.take() {
+            let _ = accepter.join();
+        }
+    }
+}
+
+/// A TCP relay in front of a real server, counting the connections it accepts. While the
+/// file `hold` exists, it holds each new connection (accepted, nothing forwarded) until
+/// the file goes: a command run by memo can create it to freeze memo's next requests.
+/// It forwards bytes unchanged and knows nothing of HTTP.
+pub struct Relay {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+    accepter: Option<thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(target_port: u16, hold: Option<PathBuf>) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let accepter = {
+            let connections = Arc::clone(&connections);
+            let stopping = Arc::clone(&stopping);
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let hold = hold.clone();
+                    let stopping = Arc::clone(&stopping);
+                    thread::spawn(move || {
+                        while hold.as_ref().is_some_and(|h| h.exists()) {
+                            if stopping.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                        if let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) {
+                            relay_both_ways(client, server);
+                        }
+                    });
+                }
+            })
+        };
+        Relay {
+            port,
+            connections,
+            stopping,
+            accepter: Some(accepter),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT/<prefix>/`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}/",
+            self.port,
+            prefix.trim_matches('/')
+        )
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn relay_both_ways(client: TcpStream, server: TcpStream) {
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        let _ = io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+        (Ok(c), Ok(s)) => (c, s),
+        _ => return,
+    };
+    let upstream = thread::spawn(move || copy(client, server));
+    copy(s2, c2);
+    let _ = upstream.join();
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(accepter) = self.accepter.take() {
             let _ = accepter.join();
