@@ -399,7 +399,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ls(args) => show::ls(&plain()?, args.json),
         Command::Rm(args) => show::rm(&plain()?, &args.keys, args.command.as_deref()),
         Command::Log(args) => show::log(&plain()?, args.count, args.json),
-        Command::Config => show::config(&plain()?),
+        // Shows the settings even when the remote's cannot be used, and says why.
+        Command::Config => show::config(&Settings::load(&Flags {
+            cache_dir: global.cache_dir,
+            remote: global.remote,
+            ..Flags::default()
+        })?),
         Command::Remote(args) => match args.action {
             RemoteAction::Check => remote::check(&plain()?),
             RemoteAction::Push => remote::push(&plain()?),

@@ -596,7 +596,7 @@ impl Remote {
         };
         if !self.writes() {
             steps.push(timed(
-                "read (a missing object)",
+                "get (a missing object)",
                 &mut || match self.backend.get(&path, 1024, &mut io::sink()) {
                     Ok(None) => Ok(()),
                     Ok(Some(_)) => {
@@ -606,7 +606,7 @@ impl Remote {
                 },
             ));
         } else {
-            steps.push(timed("write", &mut || {
+            steps.push(timed("put", &mut || {
                 self.backend
                     .put(&path, &mut probe.as_slice(), probe.len() as u64)
                     .map_err(|e| e.to_string())
@@ -617,7 +617,7 @@ impl Remote {
                 Ok(None) => Err("the object just written is not there".into()),
                 Err(e) => Err(e.to_string()),
             }));
-            steps.push(timed("read", &mut || {
+            steps.push(timed("get", &mut || {
                 let mut got = Vec::new();
                 match self.backend.get(&path, probe.len() as u64, &mut got) {
                     Ok(Some(_)) if got == probe => Ok(()),

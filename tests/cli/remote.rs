@@ -158,7 +158,7 @@ impl Machine {
             .lines()
             .map(|l| {
                 let event: serde_json::Value = serde_json::from_str(l).unwrap();
-                event["kind"].as_str().unwrap_or_default().to_string()
+                event["event"].as_str().unwrap_or_default().to_string()
             })
             .collect()
     }

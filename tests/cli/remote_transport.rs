@@ -180,15 +180,9 @@ fn streams_a_big_object(backend: &dyn Backend, what: &str) {
         "{what}: 64 MiB up in {up:?}, down in {down:?}; peak RSS of the test process {} MiB",
         peak.map_or("?".to_string(), |p| (p >> 20).to_string())
     );
-    // Other tests share this process, but none holds tens of MiB: a transport that
-    // buffered the object whole would show here. (A test that panics first can trip
-    // this: printing a panic's backtrace maps the debug info, about 100 MiB.)
-    if let Some(peak) = peak {
-        assert!(
-            peak < BIG,
-            "peak RSS {peak} bytes: was the object held whole?"
-        );
-    }
+    // Not asserted: other tests share this process (one holds 50 MB files), so its peak
+    // says nothing about this transfer. memo's own bounded memory is checked end to end
+    // in remote::a_50_mb_output_is_pushed_and_replayed_in_bounded_memory.
 }
 
 #[test]
