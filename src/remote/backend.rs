@@ -87,13 +87,96 @@ pub trait Backend: Send + Sync {
 #[error("{0}")]
 pub struct UrlError(pub String);
 
+/// The forms `open` accepts, for error messages.
+const ACCEPTED: &str =
+    "use http://HOST[:PORT]/PATH, https://HOST[:PORT]/PATH or s3://BUCKET/PREFIX";
+
 /// Opens the backend a URL names: `http://`, `https://` or `s3://BUCKET/PREFIX`.
 pub fn open(url: &str, options: &Options) -> Result<Box<dyn Backend>, UrlError> {
-    let _ = (url, options);
-    todo!("transport helper")
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(UrlError(format!(
+            "remote URL {} has no scheme; {ACCEPTED}",
+            mask(url)
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" if scheme.chars().all(|c| c.is_ascii_lowercase()) => {
+            Ok(Box::new(super::http::HttpBackend::open(url, options)?))
+        }
+        "s3" if scheme == "s3" => Ok(Box::new(super::s3::S3Backend::open(url, options)?)),
+        _ => Err(UrlError(format!(
+            "remote URL {} has an unsupported scheme {scheme}://; {ACCEPTED}",
+            mask(url)
+        ))),
+    }
 }
 
 /// `url` with its password (if any) replaced by `***`.
 pub fn mask(url: &str) -> String {
-    todo!("transport helper: {url}")
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_error(url: &str) -> String {
+        match open(url, &Options::default()) {
+            Ok(backend) => panic!("{url} opened as {}", backend.describe()),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn unsupported_urls_say_what_is_accepted() {
+        for url in [
+            "ftp://host/cache",
+            "/var/cache/memo",
+            "host:8080/cache",
+            "",
+            "HTTP://host/",
+            "gs://bucket",
+        ] {
+            let err = open_error(url);
+            assert!(err.contains("s3://BUCKET/PREFIX"), "{url}: {err}");
+            assert!(err.contains("http://HOST"), "{url}: {err}");
+            assert_eq!(err.lines().count(), 1, "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_without_a_host_or_bucket_are_refused() {
+        assert!(open_error("http:///cache").contains("no host"));
+        assert!(open_error("https://").contains("no host"));
+        assert!(open_error("s3:///prefix").contains("no bucket"));
+    }
+
+    #[test]
+    fn open_accepts_http_and_https() {
+        let backend = open("http://127.0.0.1:1/c", &Options::default()).unwrap();
+        assert_eq!(backend.describe(), "http://127.0.0.1:1/c");
+        assert!(open("https://cache.example/", &Options::default()).is_ok());
+    }
+
+    #[test]
+    fn mask_hides_only_the_password() {
+        assert_eq!(mask("https://u:secret@h:9/p"), "https://u:***@h:9/p");
+        assert_eq!(mask("https://u@h/p"), "https://u@h/p");
+        assert_eq!(mask("https://h/p@x"), "https://h/p@x");
+        assert_eq!(mask("http://u:p%40ss@h/"), "http://u:***@h/");
+        assert_eq!(mask("http://u:p@ss@h/"), "http://u:***@h/");
+        assert_eq!(mask("s3://bucket/prefix"), "s3://bucket/prefix");
+        assert_eq!(mask("no scheme"), "no scheme");
+    }
 }

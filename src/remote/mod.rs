@@ -9,8 +9,10 @@
 pub mod backend;
 pub mod breaker;
 pub mod envelope;
+pub mod http;
 pub mod proto;
 pub mod queue;
+pub mod s3;
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -515,8 +517,13 @@ impl Remote {
     ) -> io::Result<PushReport> {
         let _lock = Lock::wait(locks, "remote-upload")?;
         let mut report = PushReport::default();
+        // Each key once per process: a marker that cannot be removed must not loop.
+        let mut handled = HashSet::new();
         loop {
-            let keys = queue::pending(&self.root);
+            let keys: Vec<Digest> = queue::pending(&self.root)
+                .into_iter()
+                .filter(|k| handled.insert(*k))
+                .collect();
             if keys.is_empty() {
                 return Ok(report);
             }
@@ -618,3 +625,6 @@ impl Remote {
         steps
     }
 }
+
+#[cfg(test)]
+mod tests;

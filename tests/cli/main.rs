@@ -11,6 +11,7 @@ mod keys;
 mod manage;
 mod outputs;
 mod reliability;
+mod remote;
 mod store;
 mod trust_accept;
 mod trust_capture;
@@ -19,3 +20,7 @@ mod trust_inputs;
 mod trust_outputs;
 mod trust_store;
 mod ttl;
+
+// Kept apart from the sorted list above only so that this branch merges cleanly with the
+// one adding `mod remote;` there; fold it in after the merge.
+mod remote_transport;

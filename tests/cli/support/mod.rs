@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
