@@ -12,16 +12,22 @@ Cases, each a median of interleaved runs:
   (a) a remote hit (the first call on "machine B", a fresh cache directory, with the
       result on the server) against a local hit (a warm cache directory) and against the
       direct command, for a 1 KiB and a 200 MiB output;
-  (b) the time the caller of a miss waits with the shared cache on against off. Every run
-      is a true miss (a new --salt); with the remote on it also asks the server (a
-      remote miss) and starts the detached uploader. Between runs, an untimed
-      `memo remote push` waits for that uploader, so that no upload overlaps the next
-      run; its time is shown as when the upload was done.
+  (b) the time the caller of a miss waits with the shared cache on against off: a true
+      miss (a new --salt), which with the remote on also asks the server (a remote miss)
+      and starts the detached uploader; and a miss with --force, which asks nothing and
+      only starts the uploader. Between runs, an untimed `memo remote push` waits for
+      the uploader, so that no upload overlaps the next run; its time is shown as when
+      the upload was done. Every upload is real: the server forgets the object first.
+
+For reference, the hit table also times `curl` fetching a copy of the same bytes from the
+same server (skipped when curl is not installed): one transfer, without verifying,
+storing or replaying.
 
 Prints Markdown tables; figures go in docs/performance.md.
 """
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -167,13 +173,19 @@ def memory(kib):
     return "n/a (no GNU time)" if kib is None else f"{kib / 1024:.1f} MiB"
 
 
+def stats(env):
+    """`memo stats --json` of the cache env names."""
+    out = subprocess.run([MEMO, "stats", "--json"], env=env, capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
     args = parser.parse_args()
     if not os.access(MEMO, os.X_OK):
         sys.exit("bench: build first: cargo build --release")
-    small_runs, big_runs = (20, 3) if args.quick else (100, 7)
+    small_runs, big_runs = (20, 3) if args.quick else (100, 15)
 
     work = tempfile.mkdtemp(prefix="memo-bench-remote-")
     nginx = None
@@ -220,49 +232,75 @@ def main():
             fresh[0] += 1
             return cache_env(on, f"machine-b-{fresh[0]}")
 
+        # For reference, the transfer alone: the same bytes fetched by curl (if installed).
+        curl = shutil.which("curl")
+        object_url = {}
+        for label, path in files.items():
+            # A copy of its own: memo keeps a 1 KiB output inside the entry, not in cas/.
+            object_url[label] = f"{nginx.url}reference/{os.path.getsize(path)}"
+            if curl:
+                subprocess.run([curl, "-sfT", path, object_url[label]], check=True)
+
         for label, path in files.items():
             runs = small_runs if label == "1 KiB" else big_runs
-            direct, local, remote = [], [], []
+            direct, local, remote, fetch = [], [], [], []
             for _ in range(runs):
+                if curl:
+                    fetch.append(timed([curl, "-sfo", "/dev/null", object_url[label]], base))
                 direct.append(timed(["cat", path], base))
                 local.append(timed([MEMO, "run", "--", "cat", path], machine_a))
                 env_b = machine_b()
                 remote.append(timed([MEMO, "run", "--", "cat", path], env_b))
+                counted = stats(env_b)
+                if (counted["remote_hits"], counted["misses"]) != (1, 0):
+                    sys.exit(f"bench: machine B did not replay from the server: {counted}")
                 shutil.rmtree(env_b["MEMO_DIR"])
             peak = peak_rss_kib([MEMO, "run", "--", "cat", path], machine_b())
             d, l, r = (statistics.median(t) for t in (direct, local, remote))
+            c = fmt(statistics.median(fetch)) if fetch else "n/a (no curl)"
             hit_rows.append(
                 f"| {label} | {runs} | {fmt(d)} | {fmt(l)} | {fmt(r)} "
-                f"| {r / l:.2f}x | {r / d:.2f}x | {memory(peak)} |")
+                f"| {r / l:.2f}x | {r / d:.2f}x | {c} | {memory(peak)} |")
 
-        # (b) True misses (a new salt each run), remote off and on, interleaved.
+        # (b) Misses, remote off and on, interleaved. A true miss (a new salt) also asks
+        # the server (a remote miss) before it runs the command; with --force it skips
+        # both lookups, so that pair isolates what the detached upload costs the caller.
         salt = [0]
 
-        def miss(env, path):
+        def miss(env, path, force):
             salt[0] += 1
-            return timed([MEMO, "run", "--salt", f"miss-{salt[0]}", "--", "cat", path], env)
+            argv = [MEMO, "run", "--salt", f"miss-{salt[0]}"] + (["--force"] if force else [])
+            # Dirty pages of the previous run's store or upload are written back now, not
+            # during the measured run.
+            os.sync()
+            return timed(argv + ["--", "cat", path], env)
 
         miss_off = cache_env(off, "miss-off")
         miss_on = cache_env(on, "miss-on")
         for label, path in files.items():
             runs = small_runs if label == "1 KiB" else big_runs
-            t_off, t_on, drained = [], [], []
-            # One untimed miss each first: the first store into a cache dir creates it.
-            miss(miss_off, path)
-            miss(miss_on, path)
-            timed([MEMO, "remote", "push"], miss_on)
-            for _ in range(runs):
-                t_off.append(miss(miss_off, path))
-                # The server forgets the object, so that the upload really sends it.
-                nginx.clear()
-                t_on.append(miss(miss_on, path))
-                drained.append(timed([MEMO, "remote", "push"], miss_on))
-            pending = os.path.join(miss_on["MEMO_DIR"], "remote", "pending")
-            if os.path.isdir(pending) and os.listdir(pending):
-                sys.exit(f"bench: uploads left pending in {pending}")
-            o, n, u = (statistics.median(t) for t in (t_off, t_on, drained))
-            miss_rows.append(
-                f"| miss, `cat` of {label} | {runs} | {fmt(o)} | {fmt(n)} | {n / o:.2f}x | {fmt(u)} |")
+            for force, case in ((False, "miss"), (True, "miss with --force (no lookup)")):
+                t_off, t_on, drained = [], [], []
+                uploads_before = stats(miss_on)["uploads"] if os.path.isdir(miss_on["MEMO_DIR"]) else 0
+                for i in range(runs):
+                    # Alternate which goes first, so that neither always follows an upload.
+                    if i % 2:
+                        t_off.append(miss(miss_off, path, force))
+                    # The server forgets the object, so that the upload really sends it.
+                    nginx.clear()
+                    t_on.append(miss(miss_on, path, force))
+                    drained.append(timed([MEMO, "remote", "push"], miss_on))
+                    if not i % 2:
+                        t_off.append(miss(miss_off, path, force))
+                uploaded = stats(miss_on)["uploads"] - uploads_before
+                if uploaded != runs:
+                    sys.exit(f"bench: {uploaded} uploads for {runs} misses")
+                o, n, u = (statistics.median(t) for t in (t_off, t_on, drained))
+                # The fastest runs too: what is left when no other process took the CPU.
+                best = min(t_on) / min(t_off)
+                miss_rows.append(
+                    f"| {case}, `cat` of {label} | {runs} | {fmt(o)} | {fmt(n)} | {n / o:.2f}x "
+                    f"| {best:.2f}x | {fmt(u)} |")
     finally:
         if nginx is not None:
             nginx.stop()
@@ -272,13 +310,14 @@ def main():
           "nginx WebDAV on 127.0.0.1; medians of interleaved runs")
     print()
     print("| output | runs | direct `cat` | local hit | remote hit (fresh cache dir) "
-          "| remote / local | remote / direct | peak RSS, remote hit |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| remote / local | remote / direct | `curl` of the object | peak RSS, remote hit |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in hit_rows:
         print(r)
     print()
-    print("| case | runs | remote off | remote on | ratio | upload done after (untimed push) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| case | runs | remote off | remote on | ratio | ratio of the fastest runs "
+          "| upload done after (untimed push) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in miss_rows:
         print(r)
 
