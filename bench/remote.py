@@ -10,8 +10,10 @@ from the repository root (about 2 GiB of free disk in the temp dir, a few minute
 
 Cases, each a median of interleaved runs:
   (a) a remote hit (the first call on "machine B", a fresh cache directory, with the
-      result on the server) against a local hit (a warm cache directory) and against the
-      direct command, for a 1 KiB and a 200 MiB output;
+      result on the server) against a local hit (a warm cache directory), against the
+      direct command, and against machine B without the shared cache (its first call, a
+      miss in a fresh cache directory, runs the command), for a 1 KiB and a 200 MiB
+      output;
   (b) the time the caller of a miss waits with the shared cache on against off: a true
       miss (a new --salt), which with the remote on also asks the server (a remote miss)
       and starts the detached uploader; and a miss with --force, which asks nothing and
@@ -243,7 +245,7 @@ def main():
 
         for label, path in files.items():
             runs = small_runs if label == "1 KiB" else big_runs
-            direct, local, remote, fetch = [], [], [], []
+            direct, local, remote, alone, fetch = [], [], [], [], []
             for _ in range(runs):
                 if curl:
                     fetch.append(timed([curl, "-sfo", "/dev/null", object_url[label]], base))
@@ -255,12 +257,16 @@ def main():
                 if (counted["remote_hits"], counted["misses"]) != (1, 0):
                     sys.exit(f"bench: machine B did not replay from the server: {counted}")
                 shutil.rmtree(env_b["MEMO_DIR"])
+                # Machine B without the shared cache: its first call runs the command.
+                env_b = cache_env(off, f"machine-b-{fresh[0]}-alone")
+                alone.append(timed([MEMO, "run", "--", "cat", path], env_b))
+                shutil.rmtree(env_b["MEMO_DIR"])
             peak = peak_rss_kib([MEMO, "run", "--", "cat", path], machine_b())
-            d, l, r = (statistics.median(t) for t in (direct, local, remote))
+            d, l, r, m = (statistics.median(t) for t in (direct, local, remote, alone))
             c = fmt(statistics.median(fetch)) if fetch else "n/a (no curl)"
             hit_rows.append(
-                f"| {label} | {runs} | {fmt(d)} | {fmt(l)} | {fmt(r)} "
-                f"| {r / l:.2f}x | {r / d:.2f}x | {c} | {memory(peak)} |")
+                f"| {label} | {runs} | {fmt(d)} | {fmt(l)} | {fmt(m)} | {fmt(r)} "
+                f"| {r / l:.2f}x | {r / d:.2f}x | {r / m:.2f}x | {c} | {memory(peak)} |")
 
         # (b) Misses, remote off and on, interleaved. A true miss (a new salt) also asks
         # the server (a remote miss) before it runs the command; with --force it skips
@@ -309,9 +315,10 @@ def main():
     print(f"memo remote bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
           "nginx WebDAV on 127.0.0.1; medians of interleaved runs")
     print()
-    print("| output | runs | direct `cat` | local hit | remote hit (fresh cache dir) "
-          "| remote / local | remote / direct | `curl` of the object | peak RSS, remote hit |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| output | runs | direct `cat` | local hit | B alone: miss (fresh cache dir, remote off) "
+          "| remote hit (fresh cache dir) | remote / local | remote / direct | remote / B alone "
+          "| `curl` of the object | peak RSS, remote hit |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in hit_rows:
         print(r)
     print()
