@@ -93,6 +93,13 @@ pub fn push(settings: &Settings) -> anyhow::Result<i32> {
         if report.uploaded == 1 { "" } else { "s" },
         remote.shown()
     );
+    if report.refused > 0 {
+        crate::console::note(format_args!(
+            "memo: the server refused {} result{} (see the warning); they are not tried again",
+            report.refused,
+            if report.refused == 1 { "" } else { "s" }
+        ));
+    }
     if report.left > 0 {
         crate::console::note(format_args!(
             "memo: {} result{} not uploaded: the server failed; run `memo remote push` again later",
@@ -101,7 +108,7 @@ pub fn push(settings: &Settings) -> anyhow::Result<i32> {
         ));
         return Ok(1);
     }
-    Ok(0)
+    Ok(if report.refused > 0 { 1 } else { 0 })
 }
 
 /// The detached uploader: quiet, and never an error (its output goes nowhere).

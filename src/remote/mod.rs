@@ -110,6 +110,8 @@ enum UploadFailure {
     Gone,
     /// The server failed: stop for now, the marker stays.
     Server,
+    /// The server refused this result (too large for it): its marker goes.
+    Refused,
 }
 
 /// What `upload_pending` did.
@@ -117,6 +119,8 @@ enum UploadFailure {
 pub struct PushReport {
     pub uploaded: u64,
     pub dropped: u64,
+    /// Refused by the server (too large for it, say): not tried again.
+    pub refused: u64,
     /// Still pending: the server failed, or the breaker is open.
     pub left: u64,
 }
@@ -167,6 +171,14 @@ pub fn open_backend(url: &str, options: &Options) -> Result<Box<dyn Backend>, Ur
             backend::ACCEPTED
         ))),
     }
+}
+
+/// A 4xx answer to an upload that concerns that request alone (413 Payload Too Large,
+/// 400, 409, 422...), as opposed to one about every request (401, 403: credentials;
+/// 408, 429: a busy server).
+fn refuses_this_result(e: &TransportError) -> bool {
+    matches!(e, TransportError::Status { status, method: "PUT", .. }
+        if (400..500).contains(status) && ![401, 403, 408, 429].contains(status))
 }
 
 /// The backend options a settings block names.
@@ -466,6 +478,19 @@ impl Remote {
         };
         let entry = Entry::decode(&bytes).map_err(|_| UploadFailure::Gone)?;
         let server = |e: TransportError, tally: &mut Tally| {
+            if refuses_this_result(&e) {
+                // Too large for the server (413), or another answer about this request
+                // alone: this result is never going to be taken, the next ones may be.
+                tally.error(
+                    Some(key),
+                    format!(
+                        "remote {} refused result {} ({e}); it is not uploaded",
+                        self.shown(),
+                        key.short()
+                    ),
+                );
+                return UploadFailure::Refused;
+            }
             self.fault(&e, Some(key), tally);
             UploadFailure::Server
         };
@@ -563,6 +588,10 @@ impl Remote {
                         queue::remove_pending(&self.root, key);
                         report.dropped += 1;
                     }
+                    Err(UploadFailure::Refused) => {
+                        queue::remove_pending(&self.root, key);
+                        report.refused += 1;
+                    }
                     Err(UploadFailure::Server) => {
                         report.left = (keys.len() - done) as u64;
                         return Ok(report);
@@ -654,6 +683,21 @@ mod tests;
 #[cfg(test)]
 mod url_tests {
     use super::*;
+
+    #[test]
+    fn only_a_put_refused_for_itself_drops_one_result() {
+        let status = |status, method| TransportError::Status {
+            status,
+            method,
+            path: "cas/x".into(),
+        };
+        assert!(refuses_this_result(&status(413, "PUT")));
+        assert!(refuses_this_result(&status(400, "PUT")));
+        assert!(!refuses_this_result(&status(403, "PUT")));
+        assert!(!refuses_this_result(&status(429, "PUT")));
+        assert!(!refuses_this_result(&status(500, "PUT")));
+        assert!(!refuses_this_result(&status(405, "HEAD")));
+    }
 
     fn open_error(url: &str) -> String {
         match open_backend(url, &Options::default()) {

@@ -1349,3 +1349,32 @@ fn a_50_mb_output_is_pushed_and_replayed_in_bounded_memory() {
     assert!(b.env.read("big.bin") == big, "B's big.bin differs from A's");
     assert!(rss < LIMIT_KIB, "the remote hit peaked at {rss} KiB");
 }
+
+#[test]
+fn a_result_too_large_for_the_server_is_dropped_and_the_next_one_still_goes_up() {
+    let Some(nginx) = shared_nginx() else { return };
+    // /small/ takes bodies up to 4 KiB: nginx answers 413 to the big result's object.
+    let a = Machine::new("A", &nginx.url("small/too-large"));
+    let big = [
+        "run",
+        "--ignore-cwd",
+        "--",
+        "sh",
+        "-c",
+        "head -c 100000 /dev/zero",
+    ];
+    let small = ["run", "--ignore-cwd", "--", "echo", "small"];
+    assert_success(&run_guarded(a.memo(big)));
+    assert_success(&run_guarded(a.memo(small)));
+    a.settle();
+    // The refused result is not retried forever, and did not hold up the small one.
+    let out = run_guarded(a.memo(["remote", "push"]));
+    assert_success(&out);
+    assert!(stdout(&out).contains("uploaded 0 results"), "{out:?}");
+    assert!(a.stat("remote_errors") >= 1, "{}", a.stats());
+    let b = Machine::new("B", &nginx.url("small/too-large"));
+    let out = run_guarded(b.memo(["run", "-v", "--ignore-cwd", "--", "echo", "small"]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "small\n");
+    assert!(stderr(&out).contains("remote hit"), "{out:?}");
+}

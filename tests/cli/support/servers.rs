@@ -575,6 +575,10 @@ http {{
             if ($http_authorization != "Bearer {BEARER_TOKEN}") {{ return 401; }}
             {dav}
         }}
+        location /small/ {{
+            client_max_body_size 4k;
+            {dav}
+        }}
         location /fail500/ {{ return 500; }}
         location /forbid/ {{ return 403; }}
     }}
