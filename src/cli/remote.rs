@@ -122,6 +122,9 @@ pub fn upload(settings: &Settings) -> anyhow::Result<i32> {
     let Ok(cache) = cache::try_open(&settings.cache_dir.value) else {
         return Ok(0);
     };
+    // Background work: it yields the CPU to the commands in the foreground.
+    // SAFETY: setpriority only changes this process's scheduling priority.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
     let mut tally = Tally::default();
     let _ = remote.upload_pending(&cache.store, &cache.locks_dir(), true, &mut tally);
     crate::run::record_tally(&cache, tally);
