@@ -84,12 +84,11 @@ fn assert_at_most_one_warning(out: &Output) {
     assert!(w.len() <= 1, "more than one warning line: {w:?}");
 }
 
-/// Machine A computes `args` and uploads it to `url` synchronously (`memo remote push`).
-fn compute_and_push(a: &TestEnv, url: &str, args: &[&str]) {
-    let out = run_remote(a, url, args);
+/// `machine` computes `args` and uploads it to `url` synchronously (`memo remote push`).
+fn compute_and_push(env: &TestEnv, machine: &str, url: &str, args: &[&str]) {
+    let out = run_on(env, machine, url, args);
     assert_success(&out);
-    let push = run_remote(a, url, &["remote", "push"]);
-    assert_success(&push);
+    assert_success(&run_on(env, machine, url, &["remote", "push"]));
 }
 
 /// A unique prefix on the shared nginx per test.
@@ -351,12 +350,10 @@ fn held_moved_and_substituted_ac_entries_are_misses() {
     let env = TestEnv::new();
     env.tool("cat who; echo \"$1\"");
     env.write("who", "from-a\n");
-    assert_success(&run_on(&env, "a", &url, &["run", "--", "./tool", "x"]));
-    assert_success(&run_on(&env, "a", &url, &["remote", "push"]));
+    compute_and_push(&env, "a", &url, &["run", "--", "./tool", "x"]);
     let ac_x = nginx.files(&pre, "ac");
     assert_eq!(ac_x.len(), 1);
-    assert_success(&run_on(&env, "a", &url, &["run", "--", "./tool", "y"]));
-    assert_success(&run_on(&env, "a", &url, &["remote", "push"]));
+    compute_and_push(&env, "a", &url, &["run", "--", "./tool", "y"]);
     let ac_y: Vec<_> = nginx
         .files(&pre, "ac")
         .into_iter()
@@ -519,21 +516,12 @@ fn held_an_endless_ac_body_is_a_miss() {
 fn held_pending_upload_is_pushed_when_the_server_is_back() {
     let Some(nginx) = shared_nginx() else { return };
     let pre = prefix("later");
-    let nginx_port = nginx.port();
     let up = Arc::new(AtomicBool::new(false));
     let fault = {
         let up = Arc::clone(&up);
         Fault::start(move |request, stream| {
             if up.load(Ordering::SeqCst) {
-                let response = servers::http(
-                    nginx_port,
-                    &request.method,
-                    &request.path,
-                    &[],
-                    &request.body,
-                )
-                .unwrap();
-                respond(stream, response.status, &response.body);
+                forward(nginx, request, stream);
             } else {
                 respond(stream, 503, b"");
             }
