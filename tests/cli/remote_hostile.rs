@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::servers::{self, shared_nginx, Nginx};
 use crate::support::{assert_code, assert_success, stderr, stdout, TestEnv};
@@ -46,26 +46,27 @@ fn run_on(env: &TestEnv, machine: &str, url: &str, args: &[&str]) -> Output {
 
 /// Runs `cmd`, killing it (and failing) if it is not done within `deadline`: a hang guard.
 fn run_guarded(mut cmd: Command, deadline: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(deadline) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let out = finished.recv().unwrap().unwrap();
             panic!(
                 "memo still ran after {deadline:?} (a hang); stdout {:?} stderr {:?}",
                 stdout(&out),
                 stderr(&out)
             );
         }
-        thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -293,6 +294,52 @@ fn config_never_shows_a_token_given_as_user_info() {
     assert_success(&out);
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!all.contains("ghp_T0KENsecret"), "token shown: {all}");
+}
+
+/// EXPOSES: a URL with a space passes the check that makes a bad URL an invalid
+/// invocation (exit 125, as `?query` and `ftp://` are), then every request fails inside
+/// the HTTP client ("invalid uri character"), which memo counts as a *server* failure:
+/// a warning on each run, remote_errors, and the breaker tripped for a server that was
+/// never contacted. A URL that cannot be sent should be refused up front.
+#[test]
+fn a_url_that_cannot_be_sent_is_an_invalid_invocation() {
+    let Some(nginx) = shared_nginx() else { return };
+    let env = TestEnv::new();
+    env.tool("echo ran");
+    let url = format!("http://127.0.0.1:{}/with space/", nginx.port());
+    let out = run_remote(&env, &url, &["run", "--", "./tool"]);
+    assert_code(&out, 125);
+    assert_eq!(env.count(), 0);
+}
+
+/// EXPOSES: a remote hit is logged as a local `store` event that says the command
+/// "ran" (with the writer's duration) and counted in `stores`, before the `remote-hit`
+/// event: machine B's log claims it ran a command it never ran. `memo log` should
+/// show what happened here: remote-hit, then hit.
+#[test]
+fn a_remote_hit_is_not_logged_as_a_run() {
+    let Some(nginx) = shared_nginx() else { return };
+    let url = nginx.url(&prefix("log"));
+    let env = TestEnv::new();
+    env.tool("sleep 0.3; echo hello");
+    compute_and_push(&env, "a", &url, &["run", "--", "./tool"]);
+    let out = run_on(&env, "b", &url, &["run", "--", "./tool"]);
+    assert_eq!(stdout(&out), "hello\n");
+    assert_eq!(env.count(), 1);
+    let log = memo_on(&env, "b", &url, &["log", "--json"])
+        .output()
+        .unwrap();
+    let kinds: Vec<String> = stdout(&log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["remote-hit", "hit"],
+        "machine B's log: {}",
+        stdout(&log)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -543,8 +590,10 @@ fn held_pending_upload_is_pushed_when_the_server_is_back() {
     up.store(true, Ordering::SeqCst);
     let push = run_on(&env, "a", &url, &["remote", "push"]);
     assert_success(&push);
+    // The detached uploader may have sent it first; either way nothing is left.
+    let pending = env.root.path().join("a/remote/pending");
     assert!(
-        stdout(&push).contains("uploaded 1 result"),
+        crate::support::files_under(&pending).is_empty(),
         "{}",
         stdout(&push)
     );
@@ -642,6 +691,121 @@ fn held_check_exit_codes_and_config_secrets() {
         .output()
         .unwrap();
     assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains("toksecret"));
+}
+
+/// Eight machines miss the same two keys at once, all writing and reading one server:
+/// every one prints its own key's output, never the other's, never a partial one.
+#[test]
+fn held_eight_machines_racing_on_two_keys() {
+    let Some(nginx) = shared_nginx() else { return };
+    let url = nginx.url(&prefix("race"));
+    let env = TestEnv::new();
+    env.tool("sleep 0.2; head -c 200000 /dev/zero | tr '\\0' \"$1\"; echo");
+    let outs: Vec<(String, Output)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let env = &env;
+                let url = &url;
+                scope.spawn(move || {
+                    let letter = if i % 2 == 0 { "a" } else { "b" };
+                    let machine = format!("m{i}");
+                    let out = run_guarded(
+                        memo_on(env, &machine, url, &["run", "--", "./tool", letter]),
+                        Duration::from_secs(120),
+                    );
+                    // A second call: a local hit, or a remote one on a fresh machine.
+                    let again = run_guarded(
+                        memo_on(
+                            env,
+                            &format!("{machine}-late"),
+                            url,
+                            &["run", "--", "./tool", letter],
+                        ),
+                        Duration::from_secs(120),
+                    );
+                    assert_eq!(stdout(&again), stdout(&out));
+                    (letter.to_string(), out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (letter, out) in outs {
+        assert_success(&out);
+        let expected = format!("{}\n", letter.repeat(200000));
+        assert!(
+            stdout(&out) == expected,
+            "wrong or partial replay for {letter}"
+        );
+        assert_at_most_one_warning(&out);
+    }
+}
+
+/// A server failing with 503: three failures trip the breaker, later runs ask nothing,
+/// every run's output intact with at most one warning; `memo remote check` ignores the
+/// breaker and, once the server works, closes it.
+#[test]
+fn held_the_breaker_trips_and_check_closes_it() {
+    let Some(nginx) = shared_nginx() else { return };
+    let pre = prefix("breaker");
+    let up = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fault = {
+        let up = Arc::clone(&up);
+        let requests = Arc::clone(&requests);
+        Fault::start(move |request, stream| {
+            requests.fetch_add(1, Ordering::SeqCst);
+            if up.load(Ordering::SeqCst) {
+                forward(nginx, request, stream);
+            } else {
+                respond(stream, 503, b"");
+            }
+        })
+    };
+    let url = fault.url(&pre);
+    let env = TestEnv::new();
+    env.tool("echo \"$1\"; exit 5");
+    let reader = |args: &[&str]| {
+        memo_remote(&env, &url, args)
+            .env("MEMO_REMOTE_MODE", "read-only")
+            .output()
+            .unwrap()
+    };
+    for i in 0..3 {
+        let out = reader(&["run", "--", "./tool", &i.to_string()]);
+        assert_code(&out, 5);
+        assert_eq!(stdout(&out), format!("{i}\n"));
+        assert_at_most_one_warning(&out);
+    }
+    let before = requests.load(Ordering::SeqCst);
+    let out = reader(&["run", "--", "./tool", "x"]);
+    assert_code(&out, 5);
+    assert_eq!(stdout(&out), "x\n");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        before,
+        "asked while tripped"
+    );
+    let out = reader(&["remote", "check"]);
+    assert_code(&out, 1);
+    assert!(
+        requests.load(Ordering::SeqCst) > before,
+        "check obeyed the breaker"
+    );
+    up.store(true, Ordering::SeqCst);
+    let out = reader(&["remote", "check"]);
+    assert_success(&out);
+    let before = requests.load(Ordering::SeqCst);
+    let out = reader(&["run", "--", "./tool", "y"]);
+    assert_eq!(stdout(&out), "y\n");
+    assert!(
+        requests.load(Ordering::SeqCst) > before,
+        "breaker still open"
+    );
+    let stats = reader(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["breaker_trips"], 1, "{stats}");
+    assert_eq!(stats["remote_errors"], 3, "{stats}");
 }
 
 /// URLs a careless user writes: unsupported ones are invalid invocations (125, the
