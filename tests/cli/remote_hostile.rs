@@ -342,6 +342,64 @@ fn a_remote_hit_is_not_logged_as_a_run() {
     );
 }
 
+/// The pids of `memo ... remote upload` processes working on `cache`.
+fn uploaders(cache: &std::path::Path) -> Vec<u32> {
+    let cache = cache.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == &cache) && args.windows(2).any(|w| w == ["remote", "upload"]) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// EXPOSES: every miss starts a detached `memo remote upload`, and each one waits on
+/// the upload lock (`Lock::wait`) while another uploads, although the running one
+/// already picks up markers added meanwhile (`upload_pending` loops). With a server
+/// that is slow but working (each PUT answered after 3 s), a burst of misses leaves one
+/// sleeping memo process per miss: a build with thousands of misses piles up thousands
+/// of processes. An uploader that finds another at work should leave it the job.
+#[test]
+fn a_burst_of_misses_does_not_pile_up_waiting_uploaders() {
+    let fault = Fault::start(|request, stream| match request.method.as_str() {
+        "PUT" => {
+            thread::sleep(Duration::from_secs(3));
+            respond(stream, 201, b"");
+        }
+        _ => respond(stream, 404, b""),
+    });
+    let env = TestEnv::new();
+    env.tool("echo \"$1\"");
+    let url = fault.url("slow");
+    for i in 0..10 {
+        let out = run_remote(&env, &url, &["run", "--", "./tool", &i.to_string()]);
+        assert_success(&out);
+        assert_eq!(stdout(&out), format!("{i}\n"));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let waiting = uploaders(&env.cache());
+    // Not left behind for later tests: they are this test's own processes.
+    for pid in &waiting {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    assert!(
+        waiting.len() <= 2,
+        "{} detached uploaders at once for one cache",
+        waiting.len()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios that held up (kept as regression guards).
 
