@@ -866,6 +866,137 @@ fn held_the_breaker_trips_and_check_closes_it() {
     assert_eq!(stats["remote_errors"], 3, "{stats}");
 }
 
+/// S3 without a prefix (`s3://BUCKET`) and with a trailing slash name the same keys:
+/// B replays A's result through moto; A's objects sit at `ac/` and `cas/`.
+#[test]
+fn held_s3_bucket_without_prefix() {
+    let Some(moto) = servers::shared_moto() else {
+        return;
+    };
+    let bucket = format!("hostile-{}", std::process::id());
+    moto.create_bucket(&bucket);
+    let env = TestEnv::new();
+    env.tool("echo s3-result; exit 2");
+    let with_aws = |machine: &str, url: &str, args: &[&str]| {
+        let mut cmd = memo_on(&env, machine, url, args);
+        cmd.envs(moto.env());
+        cmd.output().unwrap()
+    };
+    let out = with_aws(
+        "a",
+        &format!("s3://{bucket}"),
+        &["run", "--cache-failures", "--", "./tool"],
+    );
+    assert_code(&out, 2);
+    assert_success(&with_aws(
+        "a",
+        &format!("s3://{bucket}"),
+        &["remote", "push"],
+    ));
+    let keys = moto.list(&bucket);
+    assert!(keys.iter().any(|k| k.starts_with("ac/")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("ac/") || k.starts_with("cas/")),
+        "{keys:?}"
+    );
+    let out = with_aws(
+        "b",
+        &format!("s3://{bucket}/"),
+        &["run", "--cache-failures", "--", "./tool"],
+    );
+    assert_code(&out, 2);
+    assert_eq!(stdout(&out), "s3-result\n");
+    assert_eq!(env.count(), 1);
+    // Wrong credentials: moto checks none, so only a missing pair is refused (125).
+    let out = memo_on(
+        &env,
+        "c",
+        &format!("s3://{bucket}"),
+        &["run", "--", "./tool"],
+    )
+    .output()
+    .unwrap();
+    assert_code(&out, 125);
+}
+
+/// Signing: a signed entry replays for a reader with the key; a reader with another
+/// key, or an unsigned entry for a reader with a key, is rejected (counted), the
+/// command runs, one warning.
+#[test]
+fn held_signing_rejects_unsigned_and_wrongly_signed() {
+    let Some(nginx) = shared_nginx() else { return };
+    let env = TestEnv::new();
+    env.tool("cat who");
+    for (writer_key, reader_key, replayed) in [
+        (Some("k1"), Some("k1"), true),
+        (Some("k1"), Some("k2"), false),
+        (None, Some("k1"), false),
+        (Some("k1"), None, true),
+    ] {
+        let url = nginx.url(&prefix(&format!(
+            "sig-{}-{}",
+            writer_key.unwrap_or("none"),
+            reader_key.unwrap_or("none")
+        )));
+        let a = format!("a-{url}").replace(['/', ':'], "_");
+        let b = format!("b-{url}").replace(['/', ':'], "_");
+        env.write("who", "writer\n");
+        let mut cmd = memo_on(&env, &a, &url, &["run", "--", "./tool"]);
+        if let Some(k) = writer_key {
+            cmd.env("MEMO_REMOTE_SIGNING_KEY", k);
+        }
+        assert_success(&cmd.output().unwrap());
+        let mut cmd = memo_on(&env, &a, &url, &["remote", "push"]);
+        if let Some(k) = writer_key {
+            cmd.env("MEMO_REMOTE_SIGNING_KEY", k);
+        }
+        assert_success(&cmd.output().unwrap());
+        env.write("who", "reader\n");
+        let mut cmd = memo_on(&env, &b, &url, &["run", "--", "./tool"]);
+        cmd.env("MEMO_REMOTE_MODE", "read-only");
+        if let Some(k) = reader_key {
+            cmd.env("MEMO_REMOTE_SIGNING_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        let expected = if replayed { "writer\n" } else { "reader\n" };
+        assert_eq!(stdout(&out), expected, "{writer_key:?} -> {reader_key:?}");
+        assert_at_most_one_warning(&out);
+        if !replayed {
+            let stats = memo_on(&env, &b, &url, &["stats", "--json"])
+                .output()
+                .unwrap();
+            let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+            assert_eq!(stats["remote_rejected"], 1, "{stats}");
+        }
+    }
+}
+
+/// A command reading --stdin: B replays A's result only for the same input.
+#[test]
+fn held_stdin_through_the_remote() {
+    let Some(nginx) = shared_nginx() else { return };
+    let url = nginx.url(&prefix("stdin"));
+    let env = TestEnv::new();
+    env.tool("tr a-z A-Z");
+    let run = |machine: &str, input: &[u8]| {
+        let mut child = memo_on(&env, machine, &url, &["run", "--stdin", "--", "./tool"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(stdout(&run("a", b"hello")), "HELLO");
+    assert_success(&run_on(&env, "a", &url, &["remote", "push"]));
+    assert_eq!(stdout(&run("b", b"hello")), "HELLO");
+    assert_eq!(env.count(), 1);
+    assert_eq!(stdout(&run("b", b"other")), "OTHER");
+    assert_eq!(env.count(), 2);
+}
+
 /// URLs a careless user writes: unsupported ones are invalid invocations (125, the
 /// command does not run and no secret is echoed); `off` is off.
 #[test]
