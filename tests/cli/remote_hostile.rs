@@ -997,6 +997,70 @@ fn held_stdin_through_the_remote() {
     assert_eq!(env.count(), 2);
 }
 
+/// A writer forges envelopes for a real key whose entry holds `..` and absolute
+/// output paths (checksum recomputed, envelope and ActionResult well formed): never
+/// replayed, nothing written outside the declared output, the command runs.
+#[test]
+fn held_forged_entries_with_escaping_paths_are_refused() {
+    use memo_cli::digest::Digest as Key;
+    use memo_cli::index::Entry;
+    use memo_cli::remote::{envelope, proto};
+    let Some(nginx) = shared_nginx() else { return };
+    let env = TestEnv::new();
+    env.tool("mkdir -p out; cat who > out/f; cat who");
+    env.write("who", "a\n");
+    for forged_path in ["../../escaped", "/tmp/memo-hostile-escaped", "sub/../../x"] {
+        let pre = prefix(&format!("forge-{}", forged_path.len()));
+        let url = nginx.url(&pre);
+        let a = format!("a{}", forged_path.len());
+        compute_and_push(&env, &a, &url, &["run", "-o", "out", "--", "./tool"]);
+        let entries = crate::support::files_under(&env.root.path().join(&a).join("entries"));
+        assert_eq!(entries.len(), 1);
+        let key: Key = entries[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let genuine = Entry::decode(&std::fs::read(&entries[0]).unwrap()).unwrap();
+        let forged_file = env.root.path().join("forged");
+        std::fs::copy(&entries[0], &forged_file).unwrap();
+        crate::support::rewrite_entry(&forged_file, |body| {
+            body["outputs"][0]["nodes"][1]["path"] = forged_path.into();
+        });
+        let forged = std::fs::read(&forged_file).unwrap();
+        let sealed = envelope::seal("default", &key, &forged, None);
+        let meta = Key::of_bytes(&sealed);
+        std::fs::write(
+            nginx.data_path(&pre, &format!("cas/{}", meta.to_hex())),
+            &sealed,
+        )
+        .unwrap();
+        let ac = proto::encode(&genuine, &meta, sealed.len() as u64);
+        let name = envelope::ac_name("default", &key);
+        std::fs::write(nginx.data_path(&pre, &format!("ac/{}", name.to_hex())), ac).unwrap();
+        env.write("who", "b\n");
+        std::fs::remove_dir_all(env.path("out")).unwrap();
+        let before = env.count();
+        let out = run_on(
+            &env,
+            &format!("b{}", forged_path.len()),
+            &url,
+            &["run", "-o", "out", "--", "./tool"],
+        );
+        assert_success(&out);
+        assert_eq!(stdout(&out), "b\n", "{forged_path}");
+        assert!(stderr(&out).contains("unusable"), "{}", stderr(&out));
+        assert_eq!(env.count(), before + 1);
+        assert_eq!(env.read("out/f"), b"b\n");
+        assert_at_most_one_warning(&out);
+        assert!(!env.root.path().join("escaped").exists());
+        assert!(!std::path::Path::new("/tmp/memo-hostile-escaped").exists());
+        env.write("who", "a\n");
+    }
+}
+
 /// URLs a careless user writes: unsupported ones are invalid invocations (125, the
 /// command does not run and no secret is echoed); `off` is off.
 #[test]
