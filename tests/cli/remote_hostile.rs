@@ -1061,6 +1061,59 @@ fn held_forged_entries_with_escaping_paths_are_refused() {
     }
 }
 
+/// The local cache cannot be written (its directories read-only to the user running
+/// memo) while the server has the result: the command runs, its output and exit code
+/// untouched, one warning at most.
+#[test]
+fn held_an_unwritable_local_cache_with_a_remote_hit() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(nginx) = shared_nginx() else { return };
+    let env = TestEnv::new();
+    if !crate::support::nobody_can_run_in(&env) {
+        return;
+    }
+    let url = nginx.url(&prefix("unwritable"));
+    env.script("tool", "cat who; exit 4");
+    env.write("who", "a\n");
+    let out = run_on(
+        &env,
+        "a",
+        &url,
+        &["run", "--cache-failures", "--", "./tool"],
+    );
+    assert_code(&out, 4);
+    assert_success(&run_on(&env, "a", &url, &["remote", "push"]));
+    // nobody's own cache, laid out by a first run, then made read-only.
+    let out = crate::support::as_nobody(env.memo(["run", "--", "true"]));
+    assert_success(&out);
+    for dir in crate::support::files_under(&env.cache())
+        .iter()
+        .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+        .chain([env.cache()])
+    {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    for sub in ["objects", "entries", "tmp", "staging"] {
+        let dir = env.cache().join(sub);
+        if dir.is_dir() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+    }
+    env.write("who", "b\n");
+    let out = crate::support::as_nobody(memo_remote(
+        &env,
+        &url,
+        &["run", "--cache-failures", "--", "./tool"],
+    ));
+    assert_code(&out, 4);
+    assert!(
+        matches!(stdout(&out).as_str(), "a\n" | "b\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_at_most_one_warning(&out);
+}
+
 /// URLs a careless user writes: unsupported ones are invalid invocations (125, the
 /// command does not run and no secret is echoed); `off` is off.
 #[test]
