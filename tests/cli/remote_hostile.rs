@@ -400,6 +400,58 @@ fn a_burst_of_misses_does_not_pile_up_waiting_uploaders() {
     );
 }
 
+/// EXPOSES: a result stored while the uploader is busy sending an older result for
+/// the same key loses its upload. The pending marker is one empty file per key: the
+/// new result's `add_pending` finds it already there, and the busy uploader removes it
+/// when the *old* upload ends; the uploader the new run started then finds nothing to
+/// do. The server keeps the old result (one the user recomputed with --force, say,
+/// because it was wrong) and every other machine goes on replaying it.
+#[test]
+fn a_result_stored_during_an_upload_of_the_same_key_is_uploaded_too() {
+    let Some(nginx) = shared_nginx() else { return };
+    let pre = prefix("overtaken");
+    let fault = Fault::start(move |request, stream| {
+        if request.method == "PUT" {
+            thread::sleep(Duration::from_secs(2));
+        }
+        forward(nginx, request, stream);
+    });
+    let url = fault.url(&pre);
+    let env = TestEnv::new();
+    env.tool("cat who");
+    env.write("who", "old\n");
+    assert_eq!(
+        stdout(&run_on(&env, "a", &url, &["run", "--", "./tool"])),
+        "old\n"
+    );
+    // The detached uploader is now sending the old result (each PUT takes 2 s).
+    thread::sleep(Duration::from_millis(1000));
+    env.write("who", "new\n");
+    let out = run_on(&env, "a", &url, &["run", "--force", "--", "./tool"]);
+    assert_eq!(stdout(&out), "new\n");
+    // Every uploader done (a hang guard, not a speed check).
+    let cache = env.root.path().join("a");
+    let started = std::time::Instant::now();
+    while !uploaders(&cache).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "uploaders hang"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let pending = crate::support::files_under(&cache.join("remote/pending"));
+    env.write("who", "reader\n");
+    let out = memo_on(&env, "b", &nginx.url(&pre), &["run", "--", "./tool"])
+        .env("MEMO_REMOTE_MODE", "read-only")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "new\n",
+        "the server kept the overtaken result; pending markers left: {pending:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios that held up (kept as regression guards).
 
