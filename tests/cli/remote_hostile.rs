@@ -189,9 +189,23 @@ fn respond(stream: &mut TcpStream, status: u16, body: &[u8]) {
     let _ = stream.write_all(body);
 }
 
-/// Passes a request through to the real nginx and its answer back.
+/// Passes a request through to the real nginx and its answer back (a HEAD as a GET
+/// whose body is left out, so that its Content-Length is the object's).
 fn forward(nginx: &Nginx, request: &Request, stream: &mut TcpStream) {
-    match nginx.http(&request.method, &request.path, &[], &request.body) {
+    let method = if request.method == "HEAD" {
+        "GET"
+    } else {
+        request.method.as_str()
+    };
+    match nginx.http(method, &request.path, &[], &request.body) {
+        Ok(response) if request.method == "HEAD" => {
+            let head = format!(
+                "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                response.status,
+                response.body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+        }
         Ok(response) => respond(stream, response.status, &response.body),
         Err(_) => respond(stream, 502, b""),
     }
@@ -450,6 +464,28 @@ fn a_result_stored_during_an_upload_of_the_same_key_is_uploaded_too() {
         "new\n",
         "the server kept the overtaken result; pending markers left: {pending:?}"
     );
+}
+
+/// EXPOSES (a judgement call): `memo remote check` fails (exit 1, breaker left as
+/// it is) against a cache that works in every way memo uses it, when only DELETE is
+/// refused with 403, which is what S3 answers to least-privilege cache credentials
+/// (GetObject and PutObject, no DeleteObject) and what a WebDAV server denying DELETE
+/// to the CI user answers. memo never deletes from the server, so a refused DELETE
+/// should be reported beside a success, as 405 is, not fail the check.
+#[test]
+fn check_passes_when_only_delete_is_forbidden() {
+    let Some(nginx) = shared_nginx() else { return };
+    let pre = prefix("nodelete");
+    let fault = Fault::start(move |request, stream| {
+        if request.method == "DELETE" {
+            respond(stream, 403, b"");
+        } else {
+            forward(nginx, request, stream);
+        }
+    });
+    let env = TestEnv::new();
+    let out = run_remote(&env, &fault.url(&pre), &["remote", "check"]);
+    assert_success(&out);
 }
 
 // ---------------------------------------------------------------------------------------
