@@ -40,6 +40,12 @@ impl Cache {
         let _ = self.log.append(&event);
     }
 
+    /// Counts without logging an event (the event is logged by whoever knows it).
+    pub fn record_counters(&self, mut delta: Counters) {
+        delta.bytes += self.store.digest_cache().take_growth() as i64;
+        let _ = self.stats.add(&delta);
+    }
+
     /// Adds to the counters the bytes the digest table grew by, for a command that
     /// records no event (`memo explain`): the table counts toward the cache's size.
     pub fn count_digest_growth(&self) {

@@ -407,7 +407,7 @@ fn fill_from_remote(
             namespace,
             added,
         } => {
-            let installed = install(cache, key, &entry, &encoded, added);
+            let installed = install(cache, key, &entry, &encoded, added, false);
             crate::gc::trim_in_background_if_needed(cache, req.settings.max_size.value);
             match &installed {
                 Ok(()) if verbose => crate::console::note(format_args!(
@@ -453,7 +453,7 @@ fn remote_env(req: &RunRequest) -> Vec<(&'static str, &str)> {
 /// Marks a stored result for upload and starts the detached uploader: the caller gets
 /// its output and exit code without waiting for the network.
 fn queue_upload(remote: &Remote, cache: &Cache, key: &Digest, req: &RunRequest) {
-    if let Err(e) = remote::queue::add_pending(cache.root(), key) {
+    if let Err(e) = remote.add_pending(key) {
         crate::console::warn_once(format!("cannot queue the upload to the shared cache ({e})"));
         return;
     }
@@ -983,20 +983,22 @@ fn save(
     let encoded = entry
         .encode_within(limit)
         .map_err(|size| RecordError::TooLarge { size, limit })?;
-    install(cache, &key, &entry, &encoded, store.added.get())?;
+    install(cache, &key, &entry, &encoded, store.added.get(), true)?;
     crate::gc::trim_in_background_if_needed(cache, max_size);
     Ok(())
 }
 
 /// Writes `entry` (encoded as `encoded`, its objects already stored, `added` bytes of
-/// them new) under `key`, with its usage record and the counters: what a run stores,
-/// and what a result fetched from the shared tier is stored as.
+/// them new) under `key`, with its usage record and the counters: what a run stores
+/// (`ran`: counted and logged as a store), and what a result fetched from the shared
+/// tier is kept as (logged as its remote hit instead).
 fn install(
     cache: &Cache,
     key: &Digest,
     entry: &Entry,
     encoded: &[u8],
     added: u64,
+    ran: bool,
 ) -> Result<(), StoreError> {
     crate::gc::note_replaced(cache, key, entry);
     let previous = cache.store.put_entry(key, encoded)?;
@@ -1016,18 +1018,20 @@ fn install(
         u.clock = clock;
     });
     let added = added as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
-    let mut event = command_event(Kind::Store, key, &entry.material);
-    event.duration_ms = Some(entry.duration_ms);
-    event.size = Some(size);
-    cache.record(
-        Counters {
-            stores: 1,
-            entries: previous.is_none() as i64,
-            bytes: added,
-            ..Default::default()
-        },
-        event,
-    );
+    let delta = Counters {
+        stores: ran as i64,
+        entries: previous.is_none() as i64,
+        bytes: added,
+        ..Default::default()
+    };
+    if ran {
+        let mut event = command_event(Kind::Store, key, &entry.material);
+        event.duration_ms = Some(entry.duration_ms);
+        event.size = Some(size);
+        cache.record(delta, event);
+    } else {
+        cache.record_counters(delta);
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use crate::cache::{self, Cache};
 use crate::config::Settings;
 use crate::exit::Fatal;
-use crate::remote::{Remote, Tally};
+use crate::remote::{Remote, Tally, Uploader};
 
 fn configured(settings: &Settings) -> Result<(), Fatal> {
     if settings.remote.url.value.is_none() {
@@ -84,7 +84,7 @@ pub fn push(settings: &Settings) -> anyhow::Result<i32> {
     let cache = open_cache(settings)?;
     let mut tally = Tally::default();
     let report = remote
-        .upload_pending(&cache.store, &cache.locks_dir(), false, &mut tally)
+        .upload_pending(&cache.store, &cache.locks_dir(), Uploader::Push, &mut tally)
         .map_err(|e| Fatal::failure(format!("memo: cannot take the upload lock: {e}")))?;
     crate::run::record_tally(&cache, tally);
     crate::outln!(
@@ -126,7 +126,12 @@ pub fn upload(settings: &Settings) -> anyhow::Result<i32> {
     // SAFETY: setpriority only changes this process's scheduling priority.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
     let mut tally = Tally::default();
-    let _ = remote.upload_pending(&cache.store, &cache.locks_dir(), true, &mut tally);
+    let _ = remote.upload_pending(
+        &cache.store,
+        &cache.locks_dir(),
+        Uploader::Detached,
+        &mut tally,
+    );
     crate::run::record_tally(&cache, tally);
     Ok(0)
 }

@@ -92,7 +92,7 @@ pub struct UrlError(pub String);
 pub const ACCEPTED: &str =
     "use http://HOST[:PORT]/PATH, https://HOST[:PORT]/PATH or s3://BUCKET/PREFIX";
 
-/// `url` with its password (if any) replaced by `***`.
+/// `url` with its password, or a user info without one (often a token), replaced by `***`.
 pub fn mask(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
@@ -104,7 +104,8 @@ pub fn mask(url: &str) -> String {
     };
     match userinfo.split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None => url.to_string(),
+        // A lone user info is often a token (`https://TOKEN@host/`): masked whole.
+        None => format!("{scheme}://***@{host}{tail}"),
     }
 }
 
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn mask_hides_only_the_password() {
         assert_eq!(mask("https://u:secret@h:9/p"), "https://u:***@h:9/p");
-        assert_eq!(mask("https://u@h/p"), "https://u@h/p");
+        assert_eq!(mask("https://u@h/p"), "https://***@h/p");
         assert_eq!(mask("https://h/p@x"), "https://h/p@x");
         assert_eq!(mask("http://u:p%40ss@h/"), "http://u:***@h/");
         assert_eq!(mask("http://u:p@ss@h/"), "http://u:***@h/");

@@ -452,6 +452,11 @@ impl HttpBackend {
         if !base.ends_with('/') {
             base.push('/');
         }
+        if base.parse::<ureq::http::Uri>().is_err() {
+            return Err(UrlError(format!(
+                "remote URL {described} holds characters an HTTP request cannot carry (a space?); percent-encode them"
+            )));
+        }
         Ok(HttpBackend {
             client: Client::new(options.ca_file.as_deref())?,
             base,

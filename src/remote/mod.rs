@@ -31,9 +31,17 @@ use backend::{Auth, Backend, Options, TransportError, UrlError};
 use breaker::{Allow, Breaker};
 use envelope::EnvelopeError;
 
-/// No ActionResult or envelope memo writes comes near this: an entry is at most
-/// `MAX_ENTRY_BYTES`, and the envelope holds it in base64.
+/// No envelope memo writes comes near this: an entry is at most `MAX_ENTRY_BYTES`, and
+/// the envelope holds it in base64. (Its download's time budget follows the size the
+/// ActionResult gives it, not this.)
 const MAX_RECORD_BYTES: u64 = MAX_ENTRY_BYTES * 2;
+
+/// The largest ActionResult memo reads or writes. Its size is unknown before it
+/// arrives, so its download's time budget follows this limit: kept small, a server
+/// that trickles one costs seconds. An ActionResult that would be larger (a result of
+/// tens of thousands of files) goes up without its list of output files: memo reads
+/// only the envelope it names.
+const MAX_AC_BYTES: u64 = 4 << 20;
 
 /// The shared cache as configured for this call.
 pub struct Remote {
@@ -112,6 +120,13 @@ enum UploadFailure {
     Server,
     /// The server refused this result (too large for it): its marker goes.
     Refused,
+}
+
+/// Who uploads: see `Remote::upload_pending`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uploader {
+    Detached,
+    Push,
 }
 
 /// What `upload_pending` did.
@@ -360,7 +375,7 @@ impl Remote {
         };
         let ac_path = format!("ac/{}", envelope::ac_name(namespace, key).to_hex());
         let mut ac = Vec::new();
-        match self.download(&ac_path, MAX_RECORD_BYTES, &mut ac, key, tally) {
+        match self.download(&ac_path, MAX_AC_BYTES, &mut ac, key, tally) {
             Ok(Download::Absent) => return Step::Absent,
             Ok(Download::Wrong) => {
                 return unusable(tally, "the server sent a damaged record".into())
@@ -530,7 +545,14 @@ impl Remote {
                 sealed.len() as u64,
             )
             .map_err(|e| server(e, tally))?;
-        let ac = proto::encode(&entry, &meta, sealed.len() as u64);
+        let mut ac = proto::encode(&entry, &meta, sealed.len() as u64);
+        if ac.len() as u64 > MAX_AC_BYTES {
+            let slim = Entry {
+                outputs: Vec::new(),
+                ..entry.clone()
+            };
+            ac = proto::encode(&slim, &meta, sealed.len() as u64);
+        }
         let name = envelope::ac_name(&self.namespace, key);
         self.backend
             .put(
@@ -551,52 +573,92 @@ impl Remote {
         Ok(())
     }
 
-    /// Uploads every pending result, one uploader per cache at a time. With
-    /// `respect_breaker`, nothing is tried while the breaker is open (the detached
-    /// uploader); `memo remote push` tries regardless. A server failure stops the pass:
-    /// what is left stays pending.
+    /// Where this machine's results go: see `queue::target`.
+    pub fn target(&self) -> String {
+        queue::target(&self.shown(), &self.namespace)
+    }
+
+    /// Marks the result stored under `key` for upload.
+    pub fn add_pending(&self, key: &Digest) -> io::Result<()> {
+        queue::add_pending(&self.root, key, &self.target())
+    }
+
+    /// Uploads every result pending for this remote and namespace. `Uploader::Detached`
+    /// (the background uploader a miss starts) leaves the work to an uploader already
+    /// at it, and tries nothing while the breaker is open; `Uploader::Push` (`memo
+    /// remote push`) waits for its turn and tries regardless. A server failure stops the
+    /// pass: what is left stays pending.
     pub fn upload_pending(
         &self,
         store: &LocalStore,
         locks: &Path,
-        respect_breaker: bool,
+        uploader: Uploader,
         tally: &mut Tally,
     ) -> io::Result<PushReport> {
-        let _lock = Lock::wait(locks, "remote-upload")?;
+        let target = self.target();
         let mut report = PushReport::default();
-        // Each key once per process: a marker that cannot be removed must not loop.
+        // Each marker once per process: one that cannot be removed must not loop.
         let mut handled = HashSet::new();
         loop {
-            let keys: Vec<Digest> = queue::pending(&self.root)
+            let lock = match uploader {
+                Uploader::Push => Lock::wait(locks, "remote-upload")?,
+                Uploader::Detached => match Lock::try_take(locks, "remote-upload", false)? {
+                    Some(lock) => lock,
+                    // The uploader at work picks up what this one was started for: it
+                    // looks again after letting go of the lock.
+                    None => return Ok(report),
+                },
+            };
+            let done = self.upload_pass(store, &target, uploader, &mut handled, &mut report, tally);
+            drop(lock);
+            if done.is_break() {
+                return Ok(report);
+            }
+            // Let go of the lock, then look once more: a marker written while this
+            // uploader held it may belong to an uploader that found it busy and left.
+            let left = queue::pending(&self.root, &target);
+            if left.iter().all(|p| handled.contains(p)) {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Uploads pending results until none is left that this process has not handled.
+    /// `Break` when the pass must stop (the server failed, or the breaker is open).
+    fn upload_pass(
+        &self,
+        store: &LocalStore,
+        target: &str,
+        uploader: Uploader,
+        handled: &mut HashSet<queue::Pending>,
+        report: &mut PushReport,
+        tally: &mut Tally,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow;
+        loop {
+            let todo: Vec<queue::Pending> = queue::pending(&self.root, target)
                 .into_iter()
-                .filter(|k| handled.insert(*k))
+                .filter(|p| !handled.contains(p))
                 .collect();
-            if keys.is_empty() {
-                return Ok(report);
+            if todo.is_empty() {
+                return ControlFlow::Continue(());
             }
-            if respect_breaker && matches!(self.breaker.allow(), Allow::Open(_)) {
-                report.left = keys.len() as u64;
-                return Ok(report);
+            if uploader == Uploader::Detached && matches!(self.breaker.allow(), Allow::Open(_)) {
+                report.left = todo.len() as u64;
+                return ControlFlow::Break(());
             }
-            for (done, key) in keys.iter().enumerate() {
-                match self.upload(store, key, tally) {
-                    Ok(()) => {
-                        queue::remove_pending(&self.root, key);
-                        report.uploaded += 1;
-                    }
-                    Err(UploadFailure::Gone) => {
-                        queue::remove_pending(&self.root, key);
-                        report.dropped += 1;
-                    }
-                    Err(UploadFailure::Refused) => {
-                        queue::remove_pending(&self.root, key);
-                        report.refused += 1;
-                    }
+            for (done, pending) in todo.iter().enumerate() {
+                handled.insert(*pending);
+                match self.upload(store, &pending.key, tally) {
+                    Ok(()) => report.uploaded += 1,
+                    Err(UploadFailure::Gone) => report.dropped += 1,
+                    Err(UploadFailure::Refused) => report.refused += 1,
                     Err(UploadFailure::Server) => {
-                        report.left = (keys.len() - done) as u64;
-                        return Ok(report);
+                        report.left = (todo.len() - done) as u64;
+                        return ControlFlow::Break(());
                     }
                 }
+                queue::remove_pending(&self.root, pending, target);
             }
             self.breaker.success();
         }
@@ -661,12 +723,19 @@ impl Remote {
                     refused = !deleted;
                     Ok(())
                 }
+                // Credentials that may not delete (S3 without DeleteObject): memo never
+                // deletes from the server, so this is no failure.
+                Err(TransportError::Status { status: 403, .. }) => {
+                    refused = true;
+                    Ok(())
+                }
                 Err(e) => Err(e.to_string()),
             });
             if refused {
-                // bazel-remote refuses DELETE (405): such servers evict on their own.
+                // bazel-remote refuses DELETE (405), and least-privilege S3 credentials
+                // may not delete (403): such servers evict on their own.
                 step.note =
-                    Some("the server does not allow deleting (it evicts by its own policy)");
+                    Some("deleting is not allowed here: fine, memo never deletes from the server");
             }
             steps.push(step);
         }

@@ -1,6 +1,7 @@
 //! The shared tier's bookkeeping in the cache directory, under `remote/`:
-//! `pending/<key>` marks a result stored here and not yet uploaded (the detached
-//! uploader and `memo remote push` work through them), and `corrupt/<digest>` marks an
+//! `pending/<key>.<target>` marks a result stored here and not yet uploaded to that
+//! remote and namespace (the detached uploader and `memo remote push` work through
+//! them), and `corrupt/<digest>` marks an
 //! object this machine found damaged on the server, which its next upload sends again
 //! whatever HEAD says.
 //!
@@ -33,30 +34,80 @@ fn unmark(root: &Path, kind: &str, digest: &Digest) {
     let _ = fs::remove_file(dir(root, kind).join(digest.to_hex()));
 }
 
-/// Marks the result stored under `key` for upload.
-pub fn add_pending(root: &Path, key: &Digest) -> io::Result<()> {
-    mark(root, "pending", key)
+/// Where a pending result is to go: the remote (its URL without credentials) and the
+/// namespace it was computed under. A marker is uploaded only by an uploader with the
+/// same target, so a result computed by an untrusted job in one namespace is never
+/// pushed into another by a later, trusted one.
+pub fn target(shown_url: &str, namespace: &str) -> String {
+    let mut material = b"memo-remote-target\0".to_vec();
+    material.extend_from_slice(shown_url.as_bytes());
+    material.push(0);
+    material.extend_from_slice(namespace.as_bytes());
+    Digest::of_bytes(&material).to_hex()[..16].to_string()
 }
 
-/// The keys waiting for upload, oldest first. Names that are not digests are ignored.
-pub fn pending(root: &Path) -> Vec<Digest> {
+/// A pending result as found on disk: the marker's inode tells a marker written again
+/// (a newer result of the same key, stored while an upload ran) from the one that was
+/// uploaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pending {
+    pub key: Digest,
+    ino: u64,
+}
+
+fn pending_path(root: &Path, key: &Digest, target: &str) -> PathBuf {
+    dir(root, "pending").join(format!("{}.{target}", key.to_hex()))
+}
+
+/// Marks the result stored under `key` for upload to `target`. Always a new file
+/// (renamed into place), so that an uploader busy with an older result of the key
+/// leaves this marker in place.
+pub fn add_pending(root: &Path, key: &Digest, target: &str) -> io::Result<()> {
+    let dir = dir(root, "pending");
+    create_private_dir_all(&dir)?;
+    let staged = tempfile::Builder::new().prefix(".new-").tempfile_in(&dir)?;
+    staged
+        .persist(pending_path(root, key, target))
+        .map(drop)
+        .map_err(|e| e.error)
+}
+
+/// The results waiting for upload to `target`, oldest first. Other names are ignored.
+pub fn pending(root: &Path, target: &str) -> Vec<Pending> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(read) = fs::read_dir(dir(root, "pending")) else {
         return Vec::new();
     };
-    let mut keys: Vec<(std::time::SystemTime, Digest)> = read
+    let mut found: Vec<(std::time::SystemTime, Pending)> = read
         .flatten()
         .filter_map(|e| {
-            let key = e.file_name().to_str()?.parse().ok()?;
-            let time = e.metadata().and_then(|m| m.modified()).ok()?;
-            Some((time, key))
+            let name = e.file_name();
+            let (key, suffix) = name.to_str()?.split_once('.')?;
+            if suffix != target {
+                return None;
+            }
+            let key = key.parse().ok()?;
+            let meta = e.metadata().ok()?;
+            Some((
+                meta.modified().ok()?,
+                Pending {
+                    key,
+                    ino: meta.ino(),
+                },
+            ))
         })
         .collect();
-    keys.sort();
-    keys.into_iter().map(|(_, k)| k).collect()
+    found.sort_by_key(|(time, p)| (*time, p.key));
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
-pub fn remove_pending(root: &Path, key: &Digest) {
-    unmark(root, "pending", key)
+/// Removes the marker of `pending`, unless it was written again since it was listed.
+pub fn remove_pending(root: &Path, pending: &Pending, target: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let path = pending_path(root, &pending.key, target);
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == pending.ino) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Notes that the server's copy of `digest` is damaged.
@@ -77,22 +128,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_keys_come_back_until_removed() {
+    fn pending_keys_come_back_until_removed_per_target() {
         let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
         let a = Digest::of_bytes(b"a");
         let b = Digest::of_bytes(b"b");
-        assert!(pending(dir.path()).is_empty());
-        add_pending(dir.path(), &a).unwrap();
-        add_pending(dir.path(), &b).unwrap();
-        add_pending(dir.path(), &a).unwrap();
-        fs::write(dir.path().join("remote/pending/junk"), b"").unwrap();
-        let mut found = pending(dir.path());
-        found.sort();
-        let mut want = vec![a, b];
-        want.sort();
-        assert_eq!(found, want);
-        remove_pending(dir.path(), &a);
-        assert_eq!(pending(dir.path()), vec![b]);
+        let (main, pr) = (target("http://h/", "main"), target("http://h/", "pr"));
+        assert_ne!(main, pr);
+        assert!(pending(root, &main).is_empty());
+        add_pending(root, &a, &main).unwrap();
+        add_pending(root, &b, &pr).unwrap();
+        fs::write(root.join("remote/pending/junk"), b"").unwrap();
+        let found = pending(root, &main);
+        assert_eq!(found.iter().map(|p| p.key).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(pending(root, &pr).len(), 1);
+        remove_pending(root, &found[0], &main);
+        assert!(pending(root, &main).is_empty());
+        assert_eq!(pending(root, &pr).len(), 1);
+    }
+
+    #[test]
+    fn a_marker_written_again_after_listing_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let key = Digest::of_bytes(b"k");
+        let t = target("s3://b/p", "default");
+        add_pending(root, &key, &t).unwrap();
+        let listed = pending(root, &t);
+        // A newer result of the key is stored while the older one uploads.
+        add_pending(root, &key, &t).unwrap();
+        remove_pending(root, &listed[0], &t);
+        assert_eq!(pending(root, &t).len(), 1);
+        let again = pending(root, &t);
+        remove_pending(root, &again[0], &t);
+        assert!(pending(root, &t).is_empty());
     }
 
     #[test]

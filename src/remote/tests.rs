@@ -150,14 +150,23 @@ fn store_result(m: &Machine) -> (Digest, Vec<u8>) {
         outputs: vec![],
     };
     m.store.put_entry(&key, &entry.encode()).unwrap();
-    queue::add_pending(m.dir.path(), &key).unwrap();
     (key, stdout)
 }
 
+/// Marks every stored result pending for `r`, then uploads.
 fn push(r: &Remote, m: &Machine) -> (PushReport, Tally) {
+    for (_, path) in crate::fsutil::files_in_shards(&m.dir.path().join("entries")) {
+        let key: Digest = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        r.add_pending(&key).unwrap();
+    }
     let mut tally = Tally::default();
     let report = r
-        .upload_pending(&m.store, &m.dir.path().join("locks"), true, &mut tally)
+        .upload_pending(
+            &m.store,
+            &m.dir.path().join("locks"),
+            Uploader::Detached,
+            &mut tally,
+        )
         .unwrap();
     (report, tally)
 }
@@ -176,7 +185,11 @@ fn a_result_uploaded_by_one_machine_is_fetched_by_another() {
     let (report, tally) = push(&remote(&server, &a, "ci", &["ci"], None), &a);
     assert_eq!(report.uploaded, 1);
     assert_eq!(tally.counters.uploads, 1);
-    assert!(queue::pending(a.dir.path()).is_empty());
+    assert!(queue::pending(
+        a.dir.path(),
+        &remote(&server, &a, "ci", &["ci"], None).target()
+    )
+    .is_empty());
     // Objects first, the entry last; the entry's name is not the bare key.
     let puts = server.puts.lock().unwrap().clone();
     assert!(puts.last().unwrap().starts_with("ac/"));
@@ -290,7 +303,8 @@ fn three_failures_trip_the_breaker_and_then_nothing_is_asked() {
     let (key, _) = store_result(&b);
     let (report, _) = push(&r, &b);
     assert_eq!(report.left, 1);
-    assert_eq!(queue::pending(b.dir.path()), vec![key]);
+    let left = queue::pending(b.dir.path(), &r.target());
+    assert_eq!(left.iter().map(|p| p.key).collect::<Vec<_>>(), vec![key]);
 }
 
 #[test]
@@ -302,7 +316,6 @@ fn an_entry_for_other_material_under_the_key_is_refused() {
     let other = Digest::of_bytes(b"another key");
     let bytes = a.store.get_entry(&key).unwrap().unwrap();
     a.store.put_entry(&other, &bytes).unwrap();
-    queue::add_pending(a.dir.path(), &other).unwrap();
     push(&remote(&server, &a, "ci", &["ci"], None), &a);
     let (fetched, tally) = fetch(&remote(&server, &b, "ci", &["ci"], None), &b, &other);
     assert!(matches!(fetched, Fetched::Miss));

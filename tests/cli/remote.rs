@@ -1317,15 +1317,18 @@ fn run_measuring_rss(cmd: Command) -> Option<(i32, u64, String)> {
 
 #[test]
 fn a_50_mb_output_is_pushed_and_replayed_in_bounded_memory() {
-    let Some(nginx) = shared_nginx() else { return };
+    let Some(nginx) = Nginx::start() else {
+        return;
+    };
     const LIMIT_KIB: u64 = 25 * 1024;
     let tool = "head -c 52428800 /dev/urandom > big.bin\necho made\n";
-    // A's own call meets a refusing server: its detached upload fails and leaves the
-    // result pending, so that the push below is what uploads the 50 MB.
-    let a = Machine::new("A", &servers::refusing_url()).with_tool(tool);
+    // A's own call meets a stopped server: its detached upload fails and leaves the
+    // result pending, so that the push below, once the server is back, uploads the 50 MB.
+    let a = Machine::new("A", &nginx.url("big")).with_tool(tool);
+    nginx.stop();
     assert_success(&a.call(&["-o", "big.bin"]));
     a.settle();
-    let a = a.with("MEMO_REMOTE", &nginx.url("big"));
+    nginx.restart();
     let Some((code, rss, err)) = run_measuring_rss(a.memo(["remote", "push"])) else {
         return;
     };
