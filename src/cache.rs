@@ -40,6 +40,17 @@ impl Cache {
         let _ = self.log.append(&event);
     }
 
+    /// Counts, logs and says (once, like every warning) what a remote operation did.
+    pub fn record_tally(&self, tally: crate::remote::Tally) {
+        let _ = self.stats.add(&tally.counters);
+        for event in &tally.events {
+            let _ = self.log.append(event);
+        }
+        for warning in &tally.warnings {
+            crate::console::warn_once(warning);
+        }
+    }
+
     /// Counts without logging an event (the event is logged by whoever knows it).
     pub fn record_counters(&self, mut delta: Counters) {
         delta.bytes += self.store.digest_cache().take_growth() as i64;

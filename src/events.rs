@@ -60,6 +60,18 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event about `key`, naming its command.
+    pub fn of_command(
+        kind: Kind,
+        key: &crate::digest::Digest,
+        material: &crate::key::KeyMaterial,
+    ) -> Event {
+        let mut event = Event::new(kind);
+        event.key = Some(key.to_hex());
+        event.command = Some(crate::key::command_line(material));
+        event
+    }
+
     pub fn new(event: Kind) -> Event {
         Event {
             time_ms: now_ms(),

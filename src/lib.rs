@@ -24,6 +24,7 @@ pub mod remote;
 pub mod run;
 pub mod stats;
 pub mod store;
+pub mod tiers;
 
 #[cfg(test)]
 mod decoders_proptest;

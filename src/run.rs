@@ -27,9 +27,9 @@ use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
 use crate::lock::Lock;
 use crate::outputs::{self, RecordError};
-use crate::remote::{self, Remote};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
+use crate::tiers::{self, Tiers};
 
 /// A validated `memo run` (or `memo explain`) request.
 pub struct RunRequest {
@@ -254,15 +254,18 @@ fn run_with_cache(
         }
         Err(e) => without_lock(e),
     };
-    // Local miss: ask the shared tier, under the lock so that one process per machine
-    // downloads. What it finds is installed locally and replayed as a local hit.
-    let remote = open_remote(req, cache, warner);
+    // Local miss: the next tier may have it. Asked under the lock, so that one process
+    // per machine downloads; what it brings is replayed as a local hit.
+    let tiers = Tiers::open(cache, &req.settings, warner);
     if !req.force {
-        if let Some(remote) = &remote {
-            if fill_from_remote(remote, cache, &key, &material, req) {
-                if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
-                    return Ok(code);
-                }
+        let accept = |entry: &Entry| {
+            entry.material == material
+                && (entry.exit_code == 0 || req.settings.cache_failures.value)
+                && !matches!(freshness(entry, req), Freshness::Expired(_))
+        };
+        if tiers.bring(&key, &accept) {
+            if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+                return Ok(code);
             }
         }
     }
@@ -297,7 +300,7 @@ fn run_with_cache(
     if let Some(why) = &overlap {
         warner.warn(format!("{why}; result not stored"));
     }
-    let miss = command_event(Kind::Miss, &key, &material);
+    let miss = Event::of_command(Kind::Miss, &key, &material);
     cache.record(
         Counters {
             misses: 1,
@@ -332,10 +335,8 @@ fn run_with_cache(
     };
     let verdict = match storable {
         Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
-            Ok(()) => {
-                if let Some(remote) = remote.as_ref().filter(|r| r.writes()) {
-                    queue_upload(remote, cache, &key, req);
-                }
+            Ok(entry) => {
+                tiers.stored(&key, &entry);
                 "stored".to_string()
             }
             Err(e) => {
@@ -358,112 +359,6 @@ fn run_with_cache(
         ));
     }
     Ok(code)
-}
-
-/// The shared tier, if one is configured. Its URL was checked when the request was
-/// made, so failing here is unexpected; it is a warning, never an error.
-fn open_remote(req: &RunRequest, cache: &Cache, warner: &Warner) -> Option<Remote> {
-    match Remote::open(&req.settings.remote, cache.root()) {
-        Ok(remote) => remote,
-        Err(e) => {
-            warner.warn(format!("{e}; not using the shared cache"));
-            None
-        }
-    }
-}
-
-/// Counts, logs and says (once, like every warning) what a remote operation did.
-pub fn record_tally(cache: &Cache, tally: remote::Tally) {
-    let _ = cache.stats.add(&tally.counters);
-    for event in &tally.events {
-        let _ = cache.log.append(event);
-    }
-    for warning in &tally.warnings {
-        crate::console::warn_once(warning);
-    }
-}
-
-/// Asks the shared tier for a result this request may replay, and installs it in the
-/// local store. Returns whether one was installed.
-fn fill_from_remote(
-    remote: &Remote,
-    cache: &Cache,
-    key: &Digest,
-    material: &KeyMaterial,
-    req: &RunRequest,
-) -> bool {
-    let verbose = req.settings.verbose.value;
-    let accept = |entry: &Entry| {
-        entry.material == *material
-            && (entry.exit_code == 0 || req.settings.cache_failures.value)
-            && !matches!(freshness(entry, req), Freshness::Expired(_))
-    };
-    let mut tally = remote::Tally::default();
-    let fetched = remote.fetch(key, &cache.store, &accept, &mut tally);
-    let installed = match fetched {
-        remote::Fetched::Hit {
-            entry,
-            encoded,
-            namespace,
-            added,
-        } => {
-            let installed = install(cache, key, &entry, &encoded, added, false);
-            crate::gc::trim_in_background_if_needed(cache, req.settings.max_size.value);
-            match &installed {
-                Ok(()) if verbose => crate::console::note(format_args!(
-                    "memo: remote hit {} (namespace '{namespace}')",
-                    key.short()
-                )),
-                Ok(()) => {}
-                Err(e) => tally
-                    .warnings
-                    .push(format!("cannot keep a result from the shared cache ({e})")),
-            }
-            installed.is_ok()
-        }
-        remote::Fetched::Miss => {
-            if verbose {
-                crate::console::note(format_args!("memo: remote miss {}", key.short()));
-            }
-            false
-        }
-        remote::Fetched::Skipped(left) => {
-            if verbose {
-                crate::console::note(format_args!(
-                    "memo: shared cache skipped: it failed repeatedly (trying again in {})",
-                    crate::config::format_duration(left)
-                ));
-            }
-            false
-        }
-    };
-    record_tally(cache, tally);
-    installed
-}
-
-/// The shared cache's URL for a detached memo: through the environment, not the
-/// command line, since it may hold a password.
-fn remote_env(req: &RunRequest) -> Vec<(&'static str, &str)> {
-    match &req.settings.remote.url.value {
-        Some(url) => vec![("MEMO_REMOTE", url.as_str())],
-        None => vec![("MEMO_REMOTE", "off")],
-    }
-}
-
-/// Marks a stored result for upload and starts the detached uploader: the caller gets
-/// its output and exit code without waiting for the network.
-fn queue_upload(remote: &Remote, cache: &Cache, key: &Digest, req: &RunRequest) {
-    if let Err(e) = remote.add_pending(key) {
-        crate::console::warn_once(format!("cannot queue the upload to the shared cache ({e})"));
-        return;
-    }
-    if let Err(e) = cache.spawn_detached_with(&["remote".into(), "upload".into()], &remote_env(req))
-    {
-        crate::console::warn_once(format!(
-            "cannot start the upload to {} ({e}); `memo remote push` sends it",
-            remote.shown()
-        ));
-    }
 }
 
 /// Looks the key up and replays it if it may be: fresh, or stale within the window (then
@@ -504,7 +399,10 @@ fn try_hit(
             // window ends.
             ", stale: no background refresh for a command with --output".into()
         } else {
-            match cache.spawn_detached_with(&refresh_args(req, material), &remote_env(req)) {
+            match cache.spawn_detached_with(
+                &refresh_args(req, material),
+                &tiers::detached_env(&req.settings),
+            ) {
                 Ok(()) => ", stale: refreshing in the background".into(),
                 Err(e) => format!(", stale: cannot start a refresh ({e})"),
             }
@@ -628,14 +526,6 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     args
 }
 
-/// An event about the command behind `key`.
-fn command_event(kind: Kind, key: &Digest, material: &KeyMaterial) -> Event {
-    let mut event = Event::new(kind);
-    event.key = Some(key.to_hex());
-    event.command = Some(key::command_line(material));
-    event
-}
-
 fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
     let saved_ms = saved.as_millis() as u64;
     let clock = cache::read_clock(cache.root());
@@ -648,7 +538,7 @@ fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
         u.last_access_ms = now_ms();
         u.clock = clock;
     });
-    let mut event = command_event(Kind::Hit, key, &entry.material);
+    let mut event = Event::of_command(Kind::Hit, key, &entry.material);
     event.duration_ms = Some(entry.duration_ms);
     event.saved_ms = Some(saved_ms);
     cache.record(
@@ -930,7 +820,7 @@ fn save(
     material: KeyMaterial,
     finished: Finished,
     max_size: u64,
-) -> Result<(), RecordError> {
+) -> Result<Digest, RecordError> {
     let store = Counting {
         inner: &cache.store,
         added: Default::default(),
@@ -983,56 +873,9 @@ fn save(
     let encoded = entry
         .encode_within(limit)
         .map_err(|size| RecordError::TooLarge { size, limit })?;
-    install(cache, &key, &entry, &encoded, store.added.get(), true)?;
+    tiers::install(cache, &key, &entry, &encoded, store.added.get(), true)?;
     crate::gc::trim_in_background_if_needed(cache, max_size);
-    Ok(())
-}
-
-/// Writes `entry` (encoded as `encoded`, its objects already stored, `added` bytes of
-/// them new) under `key`, with its usage record and the counters: what a run stores
-/// (`ran`: counted and logged as a store), and what a result fetched from the shared
-/// tier is kept as (logged as its remote hit instead).
-fn install(
-    cache: &Cache,
-    key: &Digest,
-    entry: &Entry,
-    encoded: &[u8],
-    added: u64,
-    ran: bool,
-) -> Result<(), StoreError> {
-    crate::gc::note_replaced(cache, key, entry);
-    let previous = cache.store.put_entry(key, encoded)?;
-    let size = encoded.len() as u64
-        + entry
-            .blobs()
-            .filter(|b| b.inline.is_none())
-            .map(|b| b.size)
-            .sum::<u64>();
-    let clock = cache::read_clock(cache.root());
-    let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
-        let hits = if previous.is_some() { u.hits } else { 0 };
-        let saved_ms = if previous.is_some() { u.saved_ms } else { 0 };
-        *u = usage::Usage::of_entry(entry, size);
-        u.hits = hits;
-        u.saved_ms = saved_ms;
-        u.clock = clock;
-    });
-    let added = added as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
-    let delta = Counters {
-        stores: ran as i64,
-        entries: previous.is_none() as i64,
-        bytes: added,
-        ..Default::default()
-    };
-    if ran {
-        let mut event = command_event(Kind::Store, key, &entry.material);
-        event.duration_ms = Some(entry.duration_ms);
-        event.size = Some(size);
-        cache.record(delta, event);
-    } else {
-        cache.record_counters(delta);
-    }
-    Ok(())
+    Ok(Digest::of_bytes(&encoded))
 }
 
 #[cfg(test)]

@@ -274,6 +274,7 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
         .map(|p| crate::inputs::clean(p))
         .collect();
     check_outputs(&args.outputs, &settings.cache_dir.value)?;
+    check_remote(&settings)?;
     Ok(RunRequest {
         argv: args.command,
         inputs: args.inputs,
@@ -357,12 +358,16 @@ fn settings(global: Global, max_size: Option<u64>) -> Result<Settings, Fatal> {
     })
 }
 
-/// Loads the settings and applies those that are process-wide. A shared-cache URL that
-/// cannot be used is an invalid invocation.
+/// A malformed shared-cache URL is an invalid invocation of the commands that use it
+/// (`run`, `explain`, `remote`); the others never look at it.
+fn check_remote(settings: &Settings) -> Result<(), Fatal> {
+    crate::remote::validate(&settings.remote)
+        .map_err(|e| Fatal::failure(format!("memo: {e} ({})", settings.remote.url.source)))
+}
+
+/// Loads the settings and applies those that are process-wide.
 fn load(flags: &Flags) -> Result<Settings, Fatal> {
     let settings = Settings::load(flags)?;
-    crate::remote::validate(&settings.remote)
-        .map_err(|e| Fatal::failure(format!("memo: {e} ({})", settings.remote.url.source)))?;
     if let Some(umask) = settings.umask.value {
         crate::fsutil::set_shared_umask(umask);
     }
@@ -405,11 +410,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             remote: global.remote,
             ..Flags::default()
         })?),
-        Command::Remote(args) => match args.action {
-            RemoteAction::Check => remote::check(&plain()?),
-            RemoteAction::Push => remote::push(&plain()?),
-            RemoteAction::Upload => remote::upload(&plain()?),
-        },
+        Command::Remote(args) => {
+            let settings = plain()?;
+            if !matches!(args.action, RemoteAction::Upload) {
+                check_remote(&settings)?;
+            }
+            match args.action {
+                RemoteAction::Check => remote::check(&settings),
+                RemoteAction::Push => remote::push(&settings),
+                RemoteAction::Upload => remote::upload(&settings),
+            }
+        }
     }
 }
 

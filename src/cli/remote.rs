@@ -86,7 +86,7 @@ pub fn push(settings: &Settings) -> anyhow::Result<i32> {
     let report = remote
         .upload_pending(&cache.store, &cache.locks_dir(), Uploader::Push, &mut tally)
         .map_err(|e| Fatal::failure(format!("memo: cannot take the upload lock: {e}")))?;
-    crate::run::record_tally(&cache, tally);
+    cache.record_tally(tally);
     crate::outln!(
         "uploaded {} result{} to {}",
         report.uploaded,
@@ -132,6 +132,6 @@ pub fn upload(settings: &Settings) -> anyhow::Result<i32> {
         Uploader::Detached,
         &mut tally,
     );
-    crate::run::record_tally(&cache, tally);
+    cache.record_tally(tally);
     Ok(0)
 }

@@ -523,7 +523,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
         if let Some(user) = &remote.user {
             crate::outln!("{:<15} {user:<30} (env MEMO_REMOTE_USER)", "remote_user");
         }
-        if let Err(e) = crate::remote::validate(remote) {
+        if let Err(e) = crate::remote::check_settings(remote) {
             crate::outln!("{:<15} {e}", "remote_problem");
         }
         if let Some(ca) = &remote.ca_file {

@@ -65,7 +65,8 @@ pub struct Options {
 pub trait Backend: Send + Sync {
     /// The URL with any credentials masked, for messages.
     fn describe(&self) -> String;
-    /// The size of the object at `path`, or `None` when the server has none.
+    /// The size of the object at `path`, or `None` when the server has none (or answers
+    /// without a size, which an uploader treats the same: it sends the object).
     fn head(&self, path: &str) -> Result<Option<u64>, TransportError>;
     /// Streams the object at `path` into `sink`; `None` when absent. More than `limit`
     /// bytes is `TooLarge` (a body that says it is larger fails before a byte is read);

@@ -35,6 +35,9 @@ struct State {
     failures: u32,
     /// Until when no calls go out (unix ms); 0 when the breaker never tripped.
     open_until_unix_ms: u64,
+    /// A process claimed the probe and has not reported yet.
+    #[serde(default)]
+    probing: bool,
 }
 
 /// What the state says about a call at `now`, before anyone claims the probe.
@@ -111,6 +114,7 @@ impl Breaker {
                 Verdict::Open(remaining) => Allow::Open(remaining),
                 Verdict::ProbeDue => {
                     state.open_until_unix_ms = now + OPEN_FOR.as_millis() as u64;
+                    state.probing = true;
                     Allow::Probe
                 }
             };
@@ -123,11 +127,13 @@ impl Breaker {
         let mut tripped = false;
         let _ = update_json_locked(&self.path, |state: &mut State, _| {
             state.failures = state.failures.saturating_add(1);
-            // The failure that reaches the limit trips it; so does any later one (a
-            // failed probe, or a call that was already out when it tripped).
+            // The failure that reaches the limit trips it, and so does a failed probe.
+            // A later failure of a call that was already out when it tripped keeps it
+            // open without counting as another trip.
             if state.failures >= TRIP_AFTER {
                 state.open_until_unix_ms = now + OPEN_FOR.as_millis() as u64;
-                tripped = true;
+                tripped = state.failures == TRIP_AFTER || state.probing;
+                state.probing = false;
             }
         });
         tripped
@@ -145,6 +151,7 @@ impl Breaker {
             *state = State {
                 failures,
                 open_until_unix_ms,
+                probing: false,
             };
         })
         .expect("write the breaker state");
@@ -280,6 +287,18 @@ mod tests {
         b.success();
         assert_eq!(b.allow(), Allow::Closed);
         assert_eq!(b.read(), State::default());
+    }
+
+    #[test]
+    fn a_call_already_out_when_it_tripped_keeps_it_open_without_another_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = breaker(&dir);
+        for _ in 1..TRIP_AFTER {
+            assert!(!b.failure());
+        }
+        assert!(b.failure());
+        assert!(!b.failure());
+        assert!(matches!(b.allow(), Allow::Open(_)));
     }
 
     #[test]

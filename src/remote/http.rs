@@ -98,12 +98,9 @@ impl Client {
             .call()
             .map_err(|e| map_error(e, url, request_budget(0)))?;
         match response.status().as_u16() {
-            200 | 204 => match content_length(response.headers()) {
-                Some(len) => Ok(Some(len)),
-                None => Err(TransportError::Other(format!(
-                    "the server answered HEAD {what} without a Content-Length"
-                ))),
-            },
+            // Without a Content-Length the size is unknown: as good as absent to an
+            // uploader, which then sends the object rather than trust it.
+            200 | 204 => Ok(content_length(response.headers())),
             404 => Ok(None),
             status => Err(status_error(status, "HEAD", what)),
         }

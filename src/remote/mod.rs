@@ -8,28 +8,28 @@
 
 pub mod backend;
 pub mod breaker;
+mod check;
 pub mod envelope;
+mod fetch;
 pub mod http;
 pub mod proto;
 pub mod queue;
 pub mod s3;
+mod upload;
 
-use std::collections::HashSet;
-use std::io::{self, Write};
+pub use check::CheckStep;
+pub use fetch::Fetched;
+pub use upload::{PushReport, Uploader};
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::config::{RemoteMode, RemoteSettings};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::events::{Event, Kind};
-use crate::index::Entry;
-use crate::lock::Lock;
 use crate::stats::Counters;
-use crate::store::local::{LocalStore, MAX_ENTRY_BYTES};
-use crate::store::Store;
+use crate::store::local::MAX_ENTRY_BYTES;
 use backend::{Auth, Backend, Options, TransportError, UrlError};
-use breaker::{Allow, Breaker};
-use envelope::EnvelopeError;
+use breaker::Breaker;
 
 /// No envelope memo writes comes near this: an entry is at most `MAX_ENTRY_BYTES`, and
 /// the envelope holds it in base64. (Its download's time budget follows the size the
@@ -78,94 +78,6 @@ impl Tally {
     }
 }
 
-/// The outcome of asking the shared tier for a key.
-pub enum Fetched {
-    /// Found and verified; its objects are in the local store, the entry itself is for
-    /// the caller to install.
-    Hit {
-        entry: Box<Entry>,
-        encoded: Vec<u8>,
-        namespace: String,
-        /// Bytes of objects that were new to the local store.
-        added: u64,
-    },
-    Miss,
-    /// The circuit breaker is open for this much longer: nothing was asked.
-    Skipped(Duration),
-}
-
-/// One namespace's answer.
-enum Step {
-    Found(Fetched),
-    Absent,
-    /// The server failed: stop asking it.
-    Failed,
-}
-
-/// What a download brought.
-enum Download {
-    Absent,
-    /// The bytes' digest and size.
-    Got(Digest, u64),
-    /// More bytes than expected, or fewer than the server announced: a wrong answer.
-    Wrong,
-}
-
-/// Why one pending result was not uploaded.
-enum UploadFailure {
-    /// The result is no longer stored here, or its local copy is damaged: nothing good
-    /// to send, and its marker goes.
-    Gone,
-    /// The server failed: stop for now, the marker stays.
-    Server,
-    /// The server refused this result (too large for it): its marker goes.
-    Refused,
-}
-
-/// Who uploads: see `Remote::upload_pending`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Uploader {
-    Detached,
-    Push,
-}
-
-/// What `upload_pending` did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PushReport {
-    pub uploaded: u64,
-    pub dropped: u64,
-    /// Refused by the server (too large for it, say): not tried again.
-    pub refused: u64,
-    /// Still pending: the server failed, or the breaker is open.
-    pub left: u64,
-}
-
-/// One step of `memo remote check`.
-pub struct CheckStep {
-    pub name: &'static str,
-    pub result: Result<Duration, String>,
-    /// Said beside a success (a server that refuses DELETE).
-    pub note: Option<&'static str>,
-}
-
-/// `sink` with every byte also hashed.
-struct Hashing<'a> {
-    sink: &'a mut dyn Write,
-    hasher: Hasher,
-}
-
-impl Write for Hashing<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.sink.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.sink.flush()
-    }
-}
-
 /// Opens the backend a URL names: `http://`, `https://` or `s3://BUCKET/PREFIX`.
 pub fn open_backend(url: &str, options: &Options) -> Result<Box<dyn Backend>, UrlError> {
     let Some((scheme, _)) = url.split_once("://") else {
@@ -188,12 +100,9 @@ pub fn open_backend(url: &str, options: &Options) -> Result<Box<dyn Backend>, Ur
     }
 }
 
-/// A 4xx answer to an upload that concerns that request alone (413 Payload Too Large,
-/// 400, 409, 422...), as opposed to one about every request (401, 403: credentials;
-/// 408, 429: a busy server).
-fn refuses_this_result(e: &TransportError) -> bool {
-    matches!(e, TransportError::Status { status, method: "PUT", .. }
-        if (400..500).contains(status) && ![401, 403, 408, 429].contains(status))
+/// The warning for a result from the shared cache that could not be kept locally.
+pub fn cannot_keep(e: impl std::fmt::Display) -> String {
+    format!("cannot keep a result from the shared cache ({e})")
 }
 
 /// The backend options a settings block names.
@@ -211,9 +120,38 @@ pub fn options(settings: &RemoteSettings) -> Options {
     }
 }
 
-/// Checks that the configured URL can be used, without a network call: a bad one is
-/// an invalid invocation.
+/// Checks the configured URL and settings as written, without a network call or the
+/// environment they will meet: a malformed URL, or basic auth and a token together, is
+/// an invalid invocation. What depends on the machine (S3 credentials, a readable CA
+/// file) is checked when the remote is opened, where a problem is a warning.
 pub fn validate(settings: &RemoteSettings) -> Result<(), UrlError> {
+    let Some(url) = &settings.url.value else {
+        return Ok(());
+    };
+    let options = Options {
+        ca_file: None,
+        ..options(settings)
+    };
+    if url.starts_with("s3://") {
+        // Stand-in credentials: only the URL's form is checked here.
+        let env = |name: &str| {
+            name.starts_with("AWS_ACCESS_KEY_ID") || name.starts_with("AWS_SECRET_ACCESS_KEY")
+        };
+        return s3::S3Backend::open_with_env(url, &options, &|name| {
+            if env(name) {
+                Some("checked-later".into())
+            } else {
+                std::env::var(name).ok()
+            }
+        })
+        .map(drop);
+    }
+    open_backend(url, &options).map(drop)
+}
+
+/// Checks everything `Remote::open` will: the URL and the machine's side (credentials,
+/// the CA file). For `memo config`, which shows what would go wrong.
+pub fn check_settings(settings: &RemoteSettings) -> Result<(), UrlError> {
     match &settings.url.value {
         Some(url) => open_backend(url, &options(settings)).map(drop),
         None => Ok(()),
@@ -272,478 +210,6 @@ impl Remote {
             tally.warnings.push(message);
         }
     }
-
-    /// Asks the namespaces this machine reads, in order, for `key`'s result. A result is
-    /// taken only if its envelope was written for this key and namespace (and signed,
-    /// when a signing key is set), its entry's material hashes to `key`, `accept` takes
-    /// it, and every object it names arrives intact; those objects are then in `store`.
-    pub fn fetch(
-        &self,
-        key: &Digest,
-        store: &LocalStore,
-        accept: &dyn Fn(&Entry) -> bool,
-        tally: &mut Tally,
-    ) -> Fetched {
-        if let Allow::Open(left) = self.breaker.allow() {
-            return Fetched::Skipped(left);
-        }
-        for namespace in &self.read {
-            match self.fetch_from(namespace, key, store, accept, tally) {
-                Step::Found(found) => {
-                    self.breaker.success();
-                    return found;
-                }
-                Step::Absent => {}
-                Step::Failed => return Fetched::Miss,
-            }
-        }
-        self.breaker.success();
-        tally.counters.remote_misses += 1;
-        tally.event(Kind::RemoteMiss, Some(key), None);
-        Fetched::Miss
-    }
-
-    /// Downloads `path` (at most `limit` bytes) into `sink`, hashing it. `Err(step)`
-    /// when the caller must stop with that step.
-    fn download(
-        &self,
-        path: &str,
-        limit: u64,
-        sink: &mut dyn Write,
-        key: &Digest,
-        tally: &mut Tally,
-    ) -> Result<Download, Step> {
-        let mut hashing = Hashing {
-            sink,
-            hasher: Hasher::new(),
-        };
-        match self.backend.get(path, limit, &mut hashing) {
-            Ok(None) => Ok(Download::Absent),
-            Ok(Some(_)) => {
-                let (digest, size) = hashing.hasher.finish();
-                tally.counters.remote_bytes_down += size as i64;
-                Ok(Download::Got(digest, size))
-            }
-            // The server holds other bytes than the ones named, or sent fewer than it
-            // announced: a wrong answer, not an unreachable server.
-            Err(TransportError::TooLarge { .. }) | Err(TransportError::Truncated { .. }) => {
-                Ok(Download::Wrong)
-            }
-            Err(e) => {
-                self.fault(&e, Some(key), tally);
-                Err(if e.is_server_fault() {
-                    Step::Failed
-                } else {
-                    Step::Absent
-                })
-            }
-        }
-    }
-
-    /// The object `digest` on the server is damaged: said, and marked so that this
-    /// machine's next upload of it sends it again.
-    fn damaged(&self, digest: &Digest, key: &Digest, namespace: &str, tally: &mut Tally) -> Step {
-        queue::mark_corrupt(&self.root, digest);
-        tally.error(
-            Some(key),
-            format!(
-                "remote object {} (for entry {} in namespace '{namespace}') does not match its digest; not used",
-                digest.short(),
-                key.short()
-            ),
-        );
-        Step::Absent
-    }
-
-    fn fetch_from(
-        &self,
-        namespace: &str,
-        key: &Digest,
-        store: &LocalStore,
-        accept: &dyn Fn(&Entry) -> bool,
-        tally: &mut Tally,
-    ) -> Step {
-        let unusable = |tally: &mut Tally, why: String| {
-            tally.error(
-                Some(key),
-                format!(
-                    "remote entry {} in namespace '{namespace}' is unusable ({why})",
-                    key.short()
-                ),
-            );
-            Step::Absent
-        };
-        let ac_path = format!("ac/{}", envelope::ac_name(namespace, key).to_hex());
-        let mut ac = Vec::new();
-        match self.download(&ac_path, MAX_AC_BYTES, &mut ac, key, tally) {
-            Ok(Download::Absent) => return Step::Absent,
-            Ok(Download::Wrong) => {
-                return unusable(tally, "the server sent a damaged record".into())
-            }
-            Ok(Download::Got(..)) => {}
-            Err(step) => return step,
-        }
-        let (meta, meta_size) = match proto::meta_of(&ac) {
-            Ok(found) => found,
-            Err(e) => return unusable(tally, e.to_string()),
-        };
-        if meta_size > MAX_RECORD_BYTES {
-            return unusable(
-                tally,
-                "it names an envelope larger than any memo writes".into(),
-            );
-        }
-        let mut sealed = Vec::new();
-        match self.download(
-            &format!("cas/{}", meta.to_hex()),
-            meta_size,
-            &mut sealed,
-            key,
-            tally,
-        ) {
-            // The server evicted the envelope: an incomplete entry, a plain miss.
-            Ok(Download::Absent) => return Step::Absent,
-            Ok(Download::Got(d, n)) if (d, n) == (meta, meta_size) => {}
-            Ok(_) => return self.damaged(&meta, key, namespace, tally),
-            Err(step) => return step,
-        }
-        let bytes = match envelope::open(&sealed, namespace, key, self.signing_key.as_deref()) {
-            Ok(bytes) => bytes,
-            Err(e @ (EnvelopeError::Unsigned | EnvelopeError::BadSignature)) => {
-                let message = format!(
-                    "remote entry {} in namespace '{namespace}' rejected: {e}",
-                    key.short()
-                );
-                tally.counters.remote_rejected += 1;
-                tally.event(Kind::Rejected, Some(key), Some(message.clone()));
-                tally.warnings.push(message);
-                return Step::Absent;
-            }
-            Err(e) => return unusable(tally, e.to_string()),
-        };
-        let entry = match Entry::decode(&bytes) {
-            Ok(entry) => entry,
-            Err(e) => return unusable(tally, e.to_string()),
-        };
-        if crate::key::compute_key(&entry.material) != *key {
-            return unusable(tally, "it was stored for different inputs".into());
-        }
-        if !accept(&entry) {
-            return Step::Absent;
-        }
-        let mut added = 0;
-        let mut seen = HashSet::new();
-        for blob in entry.blobs().filter(|b| b.inline.is_none()) {
-            if !seen.insert(blob.digest) || store.has_object(&blob.digest, blob.size) {
-                continue;
-            }
-            let mut staged = match store.stage() {
-                Ok(staged) => staged,
-                Err(e) => {
-                    tally
-                        .warnings
-                        .push(format!("cannot keep a result from the shared cache ({e})"));
-                    return Step::Absent;
-                }
-            };
-            let path = format!("cas/{}", blob.digest.to_hex());
-            match self.download(&path, blob.size, staged.as_file_mut(), key, tally) {
-                Ok(Download::Absent) => return Step::Absent,
-                Ok(Download::Got(d, n)) if (d, n) == (blob.digest, blob.size) => {}
-                Ok(_) => return self.damaged(&blob.digest, key, namespace, tally),
-                Err(step) => return step,
-            }
-            match store.put_object(&blob.digest, staged) {
-                Ok(true) => added += blob.size,
-                Ok(false) => {}
-                Err(e) => {
-                    tally
-                        .warnings
-                        .push(format!("cannot keep a result from the shared cache ({e})"));
-                    return Step::Absent;
-                }
-            }
-        }
-        tally.counters.remote_hits += 1;
-        tally.event(
-            Kind::RemoteHit,
-            Some(key),
-            Some(format!("namespace '{namespace}'")),
-        );
-        Step::Found(Fetched::Hit {
-            entry: Box::new(entry),
-            encoded: bytes,
-            namespace: namespace.to_string(),
-            added,
-        })
-    }
-
-    /// Uploads the result stored under `key`: the objects the server lacks (or holds
-    /// damaged, as far as this machine knows), then the envelope, then the entry, so
-    /// that no reader ever finds an entry whose objects are not there yet.
-    fn upload(
-        &self,
-        store: &LocalStore,
-        key: &Digest,
-        tally: &mut Tally,
-    ) -> Result<(), UploadFailure> {
-        let bytes = match store.get_entry(key) {
-            Ok(Some(bytes)) => bytes,
-            _ => return Err(UploadFailure::Gone),
-        };
-        let entry = Entry::decode(&bytes).map_err(|_| UploadFailure::Gone)?;
-        let server = |e: TransportError, tally: &mut Tally| {
-            if refuses_this_result(&e) {
-                // Too large for the server (413), or another answer about this request
-                // alone: this result is never going to be taken, the next ones may be.
-                tally.error(
-                    Some(key),
-                    format!(
-                        "remote {} refused result {} ({e}); it is not uploaded",
-                        self.shown(),
-                        key.short()
-                    ),
-                );
-                return UploadFailure::Refused;
-            }
-            self.fault(&e, Some(key), tally);
-            UploadFailure::Server
-        };
-        let mut sent = 0u64;
-        let mut seen = HashSet::new();
-        for blob in entry.blobs().filter(|b| b.inline.is_none()) {
-            if !seen.insert(blob.digest) {
-                continue;
-            }
-            let path = format!("cas/{}", blob.digest.to_hex());
-            let resend = queue::is_marked_corrupt(&self.root, &blob.digest);
-            if !resend {
-                match self.backend.head(&path) {
-                    Ok(Some(size)) if size == blob.size => continue,
-                    Ok(_) => {}
-                    Err(e) => return Err(server(e, tally)),
-                }
-            }
-            // Opening checks the local copy against its digest: damaged bytes are never sent.
-            let mut file = store
-                .open_object(&blob.digest, blob.size)
-                .map_err(|_| UploadFailure::Gone)?;
-            self.backend
-                .put(&path, &mut file, blob.size)
-                .map_err(|e| server(e, tally))?;
-            sent += blob.size;
-            if resend {
-                queue::unmark_corrupt(&self.root, &blob.digest);
-            }
-        }
-        let sealed = envelope::seal(&self.namespace, key, &bytes, self.signing_key.as_deref());
-        let meta = Digest::of_bytes(&sealed);
-        self.backend
-            .put(
-                &format!("cas/{}", meta.to_hex()),
-                &mut sealed.as_slice(),
-                sealed.len() as u64,
-            )
-            .map_err(|e| server(e, tally))?;
-        let mut ac = proto::encode(&entry, &meta, sealed.len() as u64);
-        if ac.len() as u64 > MAX_AC_BYTES {
-            let slim = Entry {
-                outputs: Vec::new(),
-                ..entry.clone()
-            };
-            ac = proto::encode(&slim, &meta, sealed.len() as u64);
-        }
-        let name = envelope::ac_name(&self.namespace, key);
-        self.backend
-            .put(
-                &format!("ac/{}", name.to_hex()),
-                &mut ac.as_slice(),
-                ac.len() as u64,
-            )
-            .map_err(|e| server(e, tally))?;
-        sent += (sealed.len() + ac.len()) as u64;
-        tally.counters.uploads += 1;
-        tally.counters.remote_bytes_up += sent as i64;
-        let mut event = Event::new(Kind::Upload);
-        event.key = Some(key.to_hex());
-        event.command = Some(crate::key::command_line(&entry.material));
-        event.size = Some(sent);
-        event.message = Some(format!("namespace '{}'", self.namespace));
-        tally.events.push(event);
-        Ok(())
-    }
-
-    /// Where this machine's results go: see `queue::target`.
-    pub fn target(&self) -> String {
-        queue::target(&self.shown(), &self.namespace)
-    }
-
-    /// Marks the result stored under `key` for upload.
-    pub fn add_pending(&self, key: &Digest) -> io::Result<()> {
-        queue::add_pending(&self.root, key, &self.target())
-    }
-
-    /// Uploads every result pending for this remote and namespace. `Uploader::Detached`
-    /// (the background uploader a miss starts) leaves the work to an uploader already
-    /// at it, and tries nothing while the breaker is open; `Uploader::Push` (`memo
-    /// remote push`) waits for its turn and tries regardless. A server failure stops the
-    /// pass: what is left stays pending.
-    pub fn upload_pending(
-        &self,
-        store: &LocalStore,
-        locks: &Path,
-        uploader: Uploader,
-        tally: &mut Tally,
-    ) -> io::Result<PushReport> {
-        let target = self.target();
-        let mut report = PushReport::default();
-        // Each marker once per process: one that cannot be removed must not loop.
-        let mut handled = HashSet::new();
-        loop {
-            let lock = match uploader {
-                Uploader::Push => Lock::wait(locks, "remote-upload")?,
-                Uploader::Detached => match Lock::try_take(locks, "remote-upload", false)? {
-                    Some(lock) => lock,
-                    // The uploader at work picks up what this one was started for: it
-                    // looks again after letting go of the lock.
-                    None => return Ok(report),
-                },
-            };
-            let done = self.upload_pass(store, &target, uploader, &mut handled, &mut report, tally);
-            drop(lock);
-            if done.is_break() {
-                return Ok(report);
-            }
-            // Let go of the lock, then look once more: a marker written while this
-            // uploader held it may belong to an uploader that found it busy and left.
-            let left = queue::pending(&self.root, &target);
-            if left.iter().all(|p| handled.contains(p)) {
-                return Ok(report);
-            }
-        }
-    }
-
-    /// Uploads pending results until none is left that this process has not handled.
-    /// `Break` when the pass must stop (the server failed, or the breaker is open).
-    fn upload_pass(
-        &self,
-        store: &LocalStore,
-        target: &str,
-        uploader: Uploader,
-        handled: &mut HashSet<queue::Pending>,
-        report: &mut PushReport,
-        tally: &mut Tally,
-    ) -> std::ops::ControlFlow<()> {
-        use std::ops::ControlFlow;
-        loop {
-            let todo: Vec<queue::Pending> = queue::pending(&self.root, target)
-                .into_iter()
-                .filter(|p| !handled.contains(p))
-                .collect();
-            if todo.is_empty() {
-                return ControlFlow::Continue(());
-            }
-            if uploader == Uploader::Detached && matches!(self.breaker.allow(), Allow::Open(_)) {
-                report.left = todo.len() as u64;
-                return ControlFlow::Break(());
-            }
-            for (done, pending) in todo.iter().enumerate() {
-                handled.insert(*pending);
-                match self.upload(store, &pending.key, tally) {
-                    Ok(()) => report.uploaded += 1,
-                    Err(UploadFailure::Gone) => report.dropped += 1,
-                    Err(UploadFailure::Refused) => report.refused += 1,
-                    Err(UploadFailure::Server) => {
-                        report.left = (todo.len() - done) as u64;
-                        return ControlFlow::Break(());
-                    }
-                }
-                queue::remove_pending(&self.root, pending, target);
-            }
-            self.breaker.success();
-        }
-    }
-
-    /// `memo remote check`: writes, reads and deletes a probe object (in read-only
-    /// mode, only reads), timing each step. Ignores the breaker, and closes it when the
-    /// server answers.
-    pub fn check(&self) -> Vec<CheckStep> {
-        let mut steps = Vec::new();
-        let probe = format!(
-            "memo remote check {} {}",
-            std::process::id(),
-            crate::events::now_ms()
-        )
-        .into_bytes();
-        let digest = Digest::of_bytes(&probe);
-        let path = format!("cas/{}", digest.to_hex());
-        let timed = |name: &'static str, f: &mut dyn FnMut() -> Result<(), String>| {
-            let started = Instant::now();
-            CheckStep {
-                name,
-                result: f().map(|()| started.elapsed()),
-                note: None,
-            }
-        };
-        if !self.writes() {
-            steps.push(timed(
-                "get (a missing object)",
-                &mut || match self.backend.get(&path, 1024, &mut io::sink()) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(_)) => {
-                        Err("the server returned bytes for an object nobody wrote".into())
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-            ));
-        } else {
-            steps.push(timed("put", &mut || {
-                self.backend
-                    .put(&path, &mut probe.as_slice(), probe.len() as u64)
-                    .map_err(|e| e.to_string())
-            }));
-            steps.push(timed("head", &mut || match self.backend.head(&path) {
-                Ok(Some(size)) if size == probe.len() as u64 => Ok(()),
-                Ok(Some(size)) => Err(format!("size {size}, expected {}", probe.len())),
-                Ok(None) => Err("the object just written is not there".into()),
-                Err(e) => Err(e.to_string()),
-            }));
-            steps.push(timed("get", &mut || {
-                let mut got = Vec::new();
-                match self.backend.get(&path, probe.len() as u64, &mut got) {
-                    Ok(Some(_)) if got == probe => Ok(()),
-                    Ok(Some(_)) => Err("the bytes read back differ from the ones written".into()),
-                    Ok(None) => Err("the object just written is not there".into()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }));
-            let mut refused = false;
-            let mut step = timed("delete", &mut || match self.backend.delete(&path) {
-                Ok(deleted) => {
-                    refused = !deleted;
-                    Ok(())
-                }
-                // Credentials that may not delete (S3 without DeleteObject): memo never
-                // deletes from the server, so this is no failure.
-                Err(TransportError::Status { status: 403, .. }) => {
-                    refused = true;
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            });
-            if refused {
-                // bazel-remote refuses DELETE (405), and least-privilege S3 credentials
-                // may not delete (403): such servers evict on their own.
-                step.note =
-                    Some("deleting is not allowed here: fine, memo never deletes from the server");
-            }
-            steps.push(step);
-        }
-        if steps.iter().all(|s| s.result.is_ok()) {
-            self.breaker.success();
-        }
-        steps
-    }
 }
 
 #[cfg(test)]
@@ -752,21 +218,6 @@ mod tests;
 #[cfg(test)]
 mod url_tests {
     use super::*;
-
-    #[test]
-    fn only_a_put_refused_for_itself_drops_one_result() {
-        let status = |status, method| TransportError::Status {
-            status,
-            method,
-            path: "cas/x".into(),
-        };
-        assert!(refuses_this_result(&status(413, "PUT")));
-        assert!(refuses_this_result(&status(400, "PUT")));
-        assert!(!refuses_this_result(&status(403, "PUT")));
-        assert!(!refuses_this_result(&status(429, "PUT")));
-        assert!(!refuses_this_result(&status(500, "PUT")));
-        assert!(!refuses_this_result(&status(405, "HEAD")));
-    }
 
     fn open_error(url: &str) -> String {
         match open_backend(url, &Options::default()) {

@@ -46,12 +46,15 @@ pub fn target(shown_url: &str, namespace: &str) -> String {
     Digest::of_bytes(&material).to_hex()[..16].to_string()
 }
 
-/// A pending result as found on disk: the marker's inode tells a marker written again
-/// (a newer result of the same key, stored while an upload ran) from the one that was
-/// uploaded.
+/// A pending result as found on disk: its key, and the SHA-256 of the entry that was
+/// stored (an entry replaced since, by `--force` in another namespace say, is not the
+/// result this marker is for, and is not uploaded). The marker's inode tells a marker
+/// written again (a newer result of the same key, stored while an upload ran) from the
+/// one that was uploaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pending {
     pub key: Digest,
+    pub entry: Option<Digest>,
     ino: u64,
 }
 
@@ -59,13 +62,14 @@ fn pending_path(root: &Path, key: &Digest, target: &str) -> PathBuf {
     dir(root, "pending").join(format!("{}.{target}", key.to_hex()))
 }
 
-/// Marks the result stored under `key` for upload to `target`. Always a new file
-/// (renamed into place), so that an uploader busy with an older result of the key
-/// leaves this marker in place.
-pub fn add_pending(root: &Path, key: &Digest, target: &str) -> io::Result<()> {
+/// Marks the result stored under `key` (its encoded entry hashing to `entry`) for
+/// upload to `target`. Always a new file (renamed into place), so that an uploader busy
+/// with an older result of the key leaves this marker in place.
+pub fn add_pending(root: &Path, key: &Digest, target: &str, entry: &Digest) -> io::Result<()> {
     let dir = dir(root, "pending");
     create_private_dir_all(&dir)?;
-    let staged = tempfile::Builder::new().prefix(".new-").tempfile_in(&dir)?;
+    let mut staged = tempfile::Builder::new().prefix(".new-").tempfile_in(&dir)?;
+    std::io::Write::write_all(&mut staged, entry.to_hex().as_bytes())?;
     staged
         .persist(pending_path(root, key, target))
         .map(drop)
@@ -88,10 +92,14 @@ pub fn pending(root: &Path, target: &str) -> Vec<Pending> {
             }
             let key = key.parse().ok()?;
             let meta = e.metadata().ok()?;
+            let entry = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
             Some((
                 meta.modified().ok()?,
                 Pending {
                     key,
+                    entry,
                     ino: meta.ino(),
                 },
             ))
@@ -136,8 +144,8 @@ mod tests {
         let (main, pr) = (target("http://h/", "main"), target("http://h/", "pr"));
         assert_ne!(main, pr);
         assert!(pending(root, &main).is_empty());
-        add_pending(root, &a, &main).unwrap();
-        add_pending(root, &b, &pr).unwrap();
+        add_pending(root, &a, &main, &a).unwrap();
+        add_pending(root, &b, &pr, &b).unwrap();
         fs::write(root.join("remote/pending/junk"), b"").unwrap();
         let found = pending(root, &main);
         assert_eq!(found.iter().map(|p| p.key).collect::<Vec<_>>(), vec![a]);
@@ -153,10 +161,10 @@ mod tests {
         let root = dir.path();
         let key = Digest::of_bytes(b"k");
         let t = target("s3://b/p", "default");
-        add_pending(root, &key, &t).unwrap();
+        add_pending(root, &key, &t, &key).unwrap();
         let listed = pending(root, &t);
         // A newer result of the key is stored while the older one uploads.
-        add_pending(root, &key, &t).unwrap();
+        add_pending(root, &key, &t, &key).unwrap();
         remove_pending(root, &listed[0], &t);
         assert_eq!(pending(root, &t).len(), 1);
         let again = pending(root, &t);

@@ -6,9 +6,15 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
+use super::breaker::Breaker;
 use super::*;
+use crate::config::RemoteMode;
+use crate::events::Kind;
+use crate::index::Entry;
 use crate::index::{Blob, Streams};
 use crate::key::{KeyMaterial, StreamMode, KEY_VERSION};
+use crate::store::local::LocalStore;
+use crate::store::Store;
 
 #[derive(Default)]
 struct Memory {
@@ -157,7 +163,8 @@ fn store_result(m: &Machine) -> (Digest, Vec<u8>) {
 fn push(r: &Remote, m: &Machine) -> (PushReport, Tally) {
     for (_, path) in crate::fsutil::files_in_shards(&m.dir.path().join("entries")) {
         let key: Digest = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
-        r.add_pending(&key).unwrap();
+        let entry = Digest::of_bytes(&std::fs::read(&path).unwrap());
+        r.add_pending(&key, &entry).unwrap();
     }
     let mut tally = Tally::default();
     let report = r

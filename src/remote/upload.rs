@@ -1,0 +1,280 @@
+//! Uploading results to the shared cache: the queue of pending results worked through
+//! by one uploader per remote and namespace, objects the server lacks first, then the
+//! envelope, then the entry.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+
+use super::backend::TransportError;
+use super::breaker::Allow;
+use super::{envelope, proto, queue, Remote, Tally, MAX_AC_BYTES};
+use crate::digest::Digest;
+use crate::events::{Event, Kind};
+use crate::index::Entry;
+use crate::lock::Lock;
+use crate::store::local::LocalStore;
+use crate::store::Store;
+
+/// Why one pending result was not uploaded.
+enum UploadFailure {
+    /// The result is no longer stored here, or its local copy is damaged: nothing good
+    /// to send, and its marker goes.
+    Gone,
+    /// The server failed: stop for now, the marker stays.
+    Server,
+    /// The server refused this result (too large for it): its marker goes.
+    Refused,
+}
+
+/// Who uploads: see `Remote::upload_pending`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uploader {
+    Detached,
+    Push,
+}
+
+/// What `upload_pending` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    pub uploaded: u64,
+    pub dropped: u64,
+    /// Refused by the server (too large for it, say): not tried again.
+    pub refused: u64,
+    /// Still pending: the server failed, or the breaker is open.
+    pub left: u64,
+}
+
+/// An answer to an upload that concerns that request alone: 413 Payload Too Large.
+/// Every other refusal (404 for a wrong base path, 405 from a server without PUT, 401
+/// and 403 for credentials...) would meet every upload alike: it stops the pass and
+/// leaves the results pending.
+fn refuses_this_result(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Status {
+            status: 413,
+            method: "PUT",
+            ..
+        }
+    )
+}
+
+impl Remote {
+    /// Where this machine's results go: see `queue::target`.
+    pub fn target(&self) -> String {
+        queue::target(&self.shown(), &self.namespace)
+    }
+
+    /// Marks the result stored under `key` (its encoded entry hashing to `entry`) for
+    /// upload.
+    pub fn add_pending(&self, key: &Digest, entry: &Digest) -> io::Result<()> {
+        queue::add_pending(&self.root, key, &self.target(), entry)
+    }
+
+    /// Uploads every result pending for this remote and namespace. `Uploader::Detached`
+    /// (the background uploader a miss starts) leaves the work to an uploader already
+    /// at it, and tries nothing while the breaker is open; `Uploader::Push` (`memo
+    /// remote push`) waits for its turn and tries regardless. A server failure stops the
+    /// pass: what is left stays pending.
+    pub fn upload_pending(
+        &self,
+        store: &LocalStore,
+        locks: &Path,
+        uploader: Uploader,
+        tally: &mut Tally,
+    ) -> io::Result<PushReport> {
+        let target = self.target();
+        // One uploader per remote and namespace: the one at work sends exactly the
+        // markers a second one would.
+        let lock_name = format!("remote-upload-{target}");
+        let mut report = PushReport::default();
+        // Each marker once per process: one that cannot be removed must not loop.
+        let mut handled = HashSet::new();
+        loop {
+            let lock = match uploader {
+                Uploader::Push => Lock::wait(locks, &lock_name)?,
+                Uploader::Detached => match Lock::try_take(locks, &lock_name, false)? {
+                    Some(lock) => lock,
+                    // The uploader at work picks up what this one was started for: it
+                    // looks again after letting go of the lock.
+                    None => return Ok(report),
+                },
+            };
+            let done = self.upload_pass(store, &target, uploader, &mut handled, &mut report, tally);
+            drop(lock);
+            if done.is_break() {
+                return Ok(report);
+            }
+            // Let go of the lock, then look once more: a marker written while this
+            // uploader held it may belong to an uploader that found it busy and left.
+            let left = queue::pending(&self.root, &target);
+            if left.iter().all(|p| handled.contains(p)) {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Uploads pending results until none is left that this process has not handled.
+    /// `Break` when the pass must stop (the server failed, or the breaker is open).
+    fn upload_pass(
+        &self,
+        store: &LocalStore,
+        target: &str,
+        uploader: Uploader,
+        handled: &mut HashSet<queue::Pending>,
+        report: &mut PushReport,
+        tally: &mut Tally,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow;
+        loop {
+            let todo: Vec<queue::Pending> = queue::pending(&self.root, target)
+                .into_iter()
+                .filter(|p| !handled.contains(p))
+                .collect();
+            if todo.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            if uploader == Uploader::Detached && matches!(self.breaker.allow(), Allow::Open(_)) {
+                report.left = todo.len() as u64;
+                return ControlFlow::Break(());
+            }
+            for (done, pending) in todo.iter().enumerate() {
+                handled.insert(*pending);
+                match self.upload(store, pending, tally) {
+                    Ok(()) => report.uploaded += 1,
+                    Err(UploadFailure::Gone) => report.dropped += 1,
+                    Err(UploadFailure::Refused) => report.refused += 1,
+                    Err(UploadFailure::Server) => {
+                        report.left = (todo.len() - done) as u64;
+                        return ControlFlow::Break(());
+                    }
+                }
+                queue::remove_pending(&self.root, pending, target);
+            }
+            self.breaker.success();
+        }
+    }
+
+    /// Uploads the result stored under `key`: the objects the server lacks (or holds
+    /// damaged, as far as this machine knows), then the envelope, then the entry, so
+    /// that no reader ever finds an entry whose objects are not there yet.
+    fn upload(
+        &self,
+        store: &LocalStore,
+        pending: &queue::Pending,
+        tally: &mut Tally,
+    ) -> Result<(), UploadFailure> {
+        let key = &pending.key;
+        let bytes = match store.get_entry(key) {
+            Ok(Some(bytes)) => bytes,
+            _ => return Err(UploadFailure::Gone),
+        };
+        // Only the very result the marker was written for: one stored since (by a job
+        // in another namespace, say) is not this namespace's to publish.
+        if pending.entry != Some(Digest::of_bytes(&bytes)) {
+            return Err(UploadFailure::Gone);
+        }
+        let entry = Entry::decode(&bytes).map_err(|_| UploadFailure::Gone)?;
+        let server = |e: TransportError, tally: &mut Tally| {
+            if refuses_this_result(&e) {
+                // Too large for the server (413), or another answer about this request
+                // alone: this result is never going to be taken, the next ones may be.
+                tally.error(
+                    Some(key),
+                    format!(
+                        "remote {} refused result {} ({e}); it is not uploaded",
+                        self.shown(),
+                        key.short()
+                    ),
+                );
+                return UploadFailure::Refused;
+            }
+            self.fault(&e, Some(key), tally);
+            UploadFailure::Server
+        };
+        let mut sent = 0u64;
+        let mut seen = HashSet::new();
+        for blob in entry.blobs().filter(|b| b.inline.is_none()) {
+            if !seen.insert(blob.digest) {
+                continue;
+            }
+            let path = format!("cas/{}", blob.digest.to_hex());
+            let resend = queue::is_marked_corrupt(&self.root, &blob.digest);
+            if !resend {
+                match self.backend.head(&path) {
+                    Ok(Some(size)) if size == blob.size => continue,
+                    Ok(_) => {}
+                    Err(e) => return Err(server(e, tally)),
+                }
+            }
+            // Opening checks the local copy against its digest: damaged bytes are never sent.
+            let mut file = store
+                .open_object(&blob.digest, blob.size)
+                .map_err(|_| UploadFailure::Gone)?;
+            self.backend
+                .put(&path, &mut file, blob.size)
+                .map_err(|e| server(e, tally))?;
+            sent += blob.size;
+            if resend {
+                queue::unmark_corrupt(&self.root, &blob.digest);
+            }
+        }
+        let sealed = envelope::seal(&self.namespace, key, &bytes, self.signing_key.as_deref());
+        let meta = Digest::of_bytes(&sealed);
+        self.backend
+            .put(
+                &format!("cas/{}", meta.to_hex()),
+                &mut sealed.as_slice(),
+                sealed.len() as u64,
+            )
+            .map_err(|e| server(e, tally))?;
+        let mut ac = proto::encode(&entry, &meta, sealed.len() as u64);
+        if ac.len() as u64 > MAX_AC_BYTES {
+            let slim = Entry {
+                outputs: Vec::new(),
+                ..entry.clone()
+            };
+            ac = proto::encode(&slim, &meta, sealed.len() as u64);
+        }
+        let name = envelope::ac_name(&self.namespace, key);
+        self.backend
+            .put(
+                &format!("ac/{}", name.to_hex()),
+                &mut ac.as_slice(),
+                ac.len() as u64,
+            )
+            .map_err(|e| server(e, tally))?;
+        sent += (sealed.len() + ac.len()) as u64;
+        tally.counters.uploads += 1;
+        tally.counters.remote_bytes_up += sent as i64;
+        let mut event = Event::new(Kind::Upload);
+        event.key = Some(key.to_hex());
+        event.command = Some(crate::key::command_line(&entry.material));
+        event.size = Some(sent);
+        event.message = Some(format!("namespace '{}'", self.namespace));
+        tally.events.push(event);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_put_refused_for_itself_drops_one_result() {
+        let status = |status, method| TransportError::Status {
+            status,
+            method,
+            path: "cas/x".into(),
+        };
+        assert!(refuses_this_result(&status(413, "PUT")));
+        assert!(!refuses_this_result(&status(405, "PUT")));
+        assert!(!refuses_this_result(&status(404, "PUT")));
+        assert!(!refuses_this_result(&status(403, "PUT")));
+        assert!(!refuses_this_result(&status(429, "PUT")));
+        assert!(!refuses_this_result(&status(500, "PUT")));
+        assert!(!refuses_this_result(&status(405, "HEAD")));
+    }
+}
