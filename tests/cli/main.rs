@@ -23,5 +23,6 @@ mod ttl;
 
 // Kept apart from the sorted list above only so that this branch merges cleanly with the
 // one adding `mod remote;` there; fold it in after the merge.
+mod remote_accept;
 mod remote_hostile;
 mod remote_transport;
