@@ -212,12 +212,29 @@ fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
         Err(e) => return Err(cannot_read(e)),
     };
     toml::from_str(&text).map(Some).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or("").to_string();
         Fatal::failure(format!(
-            "memo: config file '{}' is invalid: {first}; fix it or set MEMO_CONFIG",
-            path.display()
+            "memo: config file '{}' is invalid: {}; fix it or set MEMO_CONFIG",
+            path.display(),
+            toml_problem(&e, &text)
         ))
     })
+}
+
+/// A TOML error in one line: where, the key, and what is wrong (toml's own message
+/// spreads over several lines around a picture of the source).
+fn toml_problem(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !message.contains(key.trim()) => {
+            format!("line {line_no}, key {}: {message}", key.trim())
+        }
+        _ => format!("line {line_no}: {message}"),
+    }
 }
 
 /// Picks flag, then env, then file, then default, parsing text with `parse`.
@@ -246,8 +263,10 @@ fn resolve<T>(
     }
     if let Some(text) = file {
         let value = parse(text).map_err(|e| {
+            // The file's keys are the variables' names without MEMO_, in lower case.
+            let key = env.trim_start_matches("MEMO_").to_ascii_lowercase();
             Fatal::failure(format!(
-                "memo: config file '{}': {text:?} is invalid: {e}",
+                "memo: config file '{}': {key} = {text:?} is invalid: {e}",
                 file_path.display()
             ))
         })?;

@@ -71,6 +71,15 @@ impl<'a> Tiers<'a> {
                 }
                 false
             }
+            Fetched::Failed => {
+                if verbose {
+                    crate::console::note(format_args!(
+                        "memo: shared cache lookup of {} failed (see the warning)",
+                        key.short()
+                    ));
+                }
+                false
+            }
             Fetched::Skipped(left) => {
                 if verbose {
                     crate::console::note(format_args!(

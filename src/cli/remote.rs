@@ -44,7 +44,8 @@ pub fn check(settings: &Settings) -> anyhow::Result<i32> {
         remote.namespace()
     );
     let mut failed = 0;
-    for step in remote.check() {
+    let report = remote.check();
+    for step in report.steps {
         match step.result {
             Ok(took) => {
                 let note = step.note.map(|n| format!("  ({n})")).unwrap_or_default();
@@ -61,8 +62,9 @@ pub fn check(settings: &Settings) -> anyhow::Result<i32> {
         }
     }
     if failed > 0 {
+        let hint = report.hint.map(|h| format!("; {h}")).unwrap_or_default();
         crate::console::note(format_args!(
-            "memo: the shared cache at {} failed {failed} of its checks",
+            "memo: the shared cache at {} failed {failed} of its checks{hint}",
             remote.shown()
         ));
         return Ok(1);

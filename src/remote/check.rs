@@ -9,6 +9,25 @@ use super::backend::TransportError;
 use super::Remote;
 use crate::digest::Digest;
 
+/// What `memo remote check` found: each step, and what to do about a failure.
+pub struct CheckReport {
+    pub steps: Vec<CheckStep>,
+    /// The likely fix, from the first failure.
+    pub hint: Option<String>,
+}
+
+/// The likely fix for a failed step.
+fn hint_for(e: &TransportError) -> Option<String> {
+    Some(match e {
+        TransportError::Status { status: 401 | 403, .. } => "the server refused these credentials: set MEMO_REMOTE_USER and MEMO_REMOTE_PASSWORD, or MEMO_REMOTE_TOKEN (the AWS_* variables for s3://); a machine that may only read sets MEMO_REMOTE_MODE=read-only".into(),
+        TransportError::Status { status: 404, method: "PUT", .. } => "the server has no place at this URL: check its path (for s3://, that the bucket exists)".into(),
+        TransportError::Status { status: 405 | 501, method: "PUT", .. } => "the server does not take PUT here: enable it (nginx: dav_methods PUT; create_full_put_path on)".into(),
+        TransportError::Status { status: 413, .. } => "the server refuses bodies this large: raise its limit (nginx: client_max_body_size 0)".into(),
+        TransportError::Connect(_) | TransportError::Timeout(_) => "is the server running, and are the URL's host and port right?".into(),
+        _ => return None,
+    })
+}
+
 /// One step of `memo remote check`.
 pub struct CheckStep {
     pub name: &'static str,
@@ -21,7 +40,7 @@ impl Remote {
     /// `memo remote check`: writes, reads and deletes a probe object (in read-only
     /// mode, only reads), timing each step. Ignores the breaker, and closes it when the
     /// server answers, even with an error status.
-    pub fn check(&self) -> Vec<CheckStep> {
+    pub fn check(&self) -> CheckReport {
         let probe = format!(
             "memo remote check {} {}",
             std::process::id(),
@@ -31,10 +50,15 @@ impl Remote {
         let len = probe.len() as u64;
         let path = format!("cas/{}", Digest::of_bytes(&probe).to_hex());
         let answered = Cell::new(false);
-        // Notes whether the server answered, and words a failure.
+        let hint = std::cell::RefCell::new(None);
+        // Notes whether the server answered and the fix for the first failure, and
+        // words the failure.
         let heard = |e: TransportError| {
             if matches!(e, TransportError::Status { .. }) {
                 answered.set(true);
+            }
+            if hint.borrow().is_none() {
+                *hint.borrow_mut() = hint_for(&e);
             }
             e.to_string()
         };
@@ -70,6 +94,10 @@ impl Remote {
                     .map(|()| ok())
                     .map_err(heard)
             }));
+            if steps[0].result.is_err() {
+                // Nothing was written: the reads would only fail after it.
+                return self.report(steps, answered.get(), hint.into_inner());
+            }
             steps.push(timed("head", &mut || {
                 let found = self.backend.head(&path).map_err(heard)?;
                 ok();
@@ -115,9 +143,13 @@ impl Remote {
             }
             steps.push(step);
         }
-        if answered.get() {
+        self.report(steps, answered.get(), hint.into_inner())
+    }
+
+    fn report(&self, steps: Vec<CheckStep>, answered: bool, hint: Option<String>) -> CheckReport {
+        if answered {
             self.breaker.success();
         }
-        steps
+        CheckReport { steps, hint }
     }
 }

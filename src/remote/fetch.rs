@@ -28,6 +28,8 @@ pub enum Fetched {
         added: u64,
     },
     Miss,
+    /// The server failed (the warning says how): nothing is known of the key there.
+    Failed,
     /// The circuit breaker is open for this much longer: nothing was asked.
     Skipped(Duration),
 }
@@ -89,7 +91,7 @@ impl Remote {
                     return found;
                 }
                 Step::Absent => {}
-                Step::Failed => return Fetched::Miss,
+                Step::Failed => return Fetched::Failed,
             }
         }
         self.breaker.success();

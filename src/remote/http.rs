@@ -47,6 +47,23 @@ pub fn request_budget(len: u64) -> Duration {
         .min(MAX_BUDGET)
 }
 
+/// A 404: the object is absent, unless the body says the whole bucket is (S3's
+/// `NoSuchBucket`): that is a misconfigured remote, which must not pass for a miss.
+fn missing(response: ureq::http::Response<ureq::Body>) -> Result<Option<u64>, TransportError> {
+    let mut head = Vec::new();
+    let _ = response
+        .into_body()
+        .into_reader()
+        .take(4096)
+        .read_to_end(&mut head);
+    if head.windows(12).any(|w| w == b"NoSuchBucket") {
+        return Err(TransportError::Other(
+            "the bucket does not exist (create it, or fix the bucket in the URL)".into(),
+        ));
+    }
+    Ok(None)
+}
+
 /// The HTTP client all backends share: one ureq agent (connection pool) with memo's
 /// timeouts, trust and status handling. Requests are addressed by full URL; `what`
 /// names the object in errors (a path, never a URL that may carry a signature).
@@ -130,7 +147,7 @@ impl Client {
             .map_err(|e| map_error(e, url, request_budget(limit)))?;
         match response.status().as_u16() {
             200 => {}
-            404 => return Ok(None),
+            404 => return missing(response),
             status => return Err(status_error(status, "GET", what)),
         }
         let expected = content_length(response.headers());

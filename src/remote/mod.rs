@@ -17,7 +17,7 @@ pub mod queue;
 pub mod s3;
 mod upload;
 
-pub use check::CheckStep;
+pub use check::{CheckReport, CheckStep};
 pub use fetch::Fetched;
 pub use upload::{PushReport, Uploader};
 

@@ -299,7 +299,7 @@ fn three_failures_trip_the_breaker_and_then_nothing_is_asked() {
     let mut trips = 0;
     for _ in 0..3 {
         let (fetched, tally) = fetch(&r, &b, &key);
-        assert!(matches!(fetched, Fetched::Miss));
+        assert!(matches!(fetched, Fetched::Failed));
         assert_eq!(tally.counters.remote_errors, 1);
         trips += tally.counters.breaker_trips;
     }
