@@ -80,6 +80,12 @@ pub trait Backend: Send + Sync {
     /// Uploads exactly `len` bytes read from `body`, with a Content-Length (never chunked),
     /// streaming with bounded memory.
     fn put(&self, path: &str, body: &mut dyn Read, len: u64) -> Result<(), TransportError>;
+    /// Creates the collections (directories) `path` lies in, for a WebDAV server that
+    /// answers 409 to a PUT into a missing one. Object stores have none: nothing to do.
+    fn make_parents(&self, path: &str) -> Result<(), TransportError> {
+        let _ = path;
+        Ok(())
+    }
     /// Removes the object. `Ok(false)` when the server does not allow it (405, 501).
     fn delete(&self, path: &str) -> Result<bool, TransportError>;
 }

@@ -235,6 +235,37 @@ impl Client {
         }
     }
 
+    /// Creates the WebDAV collection at `url` (ending in `/`). One that exists already
+    /// (405, or 301 to itself with a slash) is fine.
+    pub(crate) fn mkcol(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+        what: &str,
+    ) -> Result<(), TransportError> {
+        let mut request = ureq::http::Request::builder().method("MKCOL").uri(url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let request = request
+            .body(())
+            .map_err(|e| TransportError::Other(format!("MKCOL {what}: {e}")))?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(request_budget(0)))
+            .allow_non_standard_methods(true)
+            .build();
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|e| map_error(e, url, request_budget(0)))?;
+        match response.status().as_u16() {
+            200 | 201 | 204 | 301 | 405 => Ok(()),
+            status => Err(status_error(status, "MKCOL", what)),
+        }
+    }
+
     /// Removes the object at `url`: `Ok(false)` when the server does not allow it.
     /// An absent object counts as removed (404 here, as S3 answers 204 for one).
     pub(crate) fn delete(
@@ -552,6 +583,31 @@ impl Backend for HttpBackend {
     fn delete(&self, path: &str) -> Result<bool, TransportError> {
         self.client
             .delete(&self.url(path), self.authorization.as_deref(), path)
+    }
+
+    /// MKCOL of every collection from the base's first path segment down to the one
+    /// `path` lies in (`ac/` or `cas/`); those that exist answer 405.
+    fn make_parents(&self, path: &str) -> Result<(), TransportError> {
+        let full = self.url(path);
+        let Some(after_scheme) = full.find("://").map(|i| i + 3) else {
+            return Ok(());
+        };
+        let Some(path_start) = full[after_scheme..].find('/').map(|i| i + after_scheme) else {
+            return Ok(());
+        };
+        let mut collection = full[..path_start + 1].to_string();
+        let dirs: Vec<&str> = full[path_start + 1..].split('/').collect();
+        // Every segment but the last (the object's own name).
+        for dir in &dirs[..dirs.len().saturating_sub(1)] {
+            if dir.is_empty() {
+                continue;
+            }
+            collection.push_str(dir);
+            collection.push('/');
+            self.client
+                .mkcol(&collection, self.authorization.as_deref(), &collection)?;
+        }
+        Ok(())
     }
 }
 

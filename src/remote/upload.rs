@@ -61,6 +61,24 @@ fn refuses_this_result(e: &TransportError) -> bool {
 }
 
 impl Remote {
+    /// PUTs `len` bytes that `open` yields to `path`. A WebDAV server that does not create
+    /// missing collections (Apache, nginx without `create_full_put_path`) answers 409:
+    /// then the collections are made (MKCOL) and the PUT is tried once more.
+    fn put_creating<'b>(
+        &self,
+        path: &str,
+        len: u64,
+        open: &mut dyn FnMut() -> Box<dyn io::Read + 'b>,
+    ) -> Result<(), TransportError> {
+        match self.backend.put(path, &mut open(), len) {
+            Err(TransportError::Status { status: 409, .. }) => {
+                self.backend.make_parents(path)?;
+                self.backend.put(path, &mut open(), len)
+            }
+            done => done,
+        }
+    }
+
     /// Where this machine's results go: see `queue::target`.
     pub fn target(&self) -> String {
         queue::target(&self.shown(), &self.namespace)
@@ -209,12 +227,19 @@ impl Remote {
                 }
             }
             // Opening checks the local copy against its digest: damaged bytes are never sent.
-            let mut file = store
-                .open_object(&blob.digest, blob.size)
-                .map_err(|_| UploadFailure::Gone)?;
-            self.backend
-                .put(&path, &mut file, blob.size)
-                .map_err(|e| server(e, tally))?;
+            let mut gone = false;
+            let mut open = || match store.open_object(&blob.digest, blob.size) {
+                Ok(file) => Box::new(file) as Box<dyn io::Read>,
+                Err(_) => {
+                    gone = true;
+                    Box::new(io::empty())
+                }
+            };
+            let sent_object = self.put_creating(&path, blob.size, &mut open);
+            if gone {
+                return Err(UploadFailure::Gone);
+            }
+            sent_object.map_err(|e| server(e, tally))?;
             sent += blob.size;
             if resend {
                 queue::unmark_corrupt(&self.root, &blob.digest);
@@ -222,13 +247,12 @@ impl Remote {
         }
         let sealed = envelope::seal(&self.namespace, key, &bytes, self.signing_key.as_deref());
         let meta = Digest::of_bytes(&sealed);
-        self.backend
-            .put(
-                &format!("cas/{}", meta.to_hex()),
-                &mut sealed.as_slice(),
-                sealed.len() as u64,
-            )
-            .map_err(|e| server(e, tally))?;
+        self.put_creating(
+            &format!("cas/{}", meta.to_hex()),
+            sealed.len() as u64,
+            &mut || Box::new(sealed.as_slice()),
+        )
+        .map_err(|e| server(e, tally))?;
         let mut ac = proto::encode(&entry, &meta, sealed.len() as u64);
         if ac.len() as u64 > MAX_AC_BYTES {
             let slim = Entry {
@@ -238,13 +262,12 @@ impl Remote {
             ac = proto::encode(&slim, &meta, sealed.len() as u64);
         }
         let name = envelope::ac_name(&self.namespace, key);
-        self.backend
-            .put(
-                &format!("ac/{}", name.to_hex()),
-                &mut ac.as_slice(),
-                ac.len() as u64,
-            )
-            .map_err(|e| server(e, tally))?;
+        self.put_creating(
+            &format!("ac/{}", name.to_hex()),
+            ac.len() as u64,
+            &mut || Box::new(ac.as_slice()),
+        )
+        .map_err(|e| server(e, tally))?;
         sent += (sealed.len() + ac.len()) as u64;
         tally.counters.uploads += 1;
         tally.counters.remote_bytes_up += sent as i64;

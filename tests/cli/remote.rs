@@ -1381,3 +1381,27 @@ fn a_result_too_large_for_the_server_is_dropped_and_the_next_one_still_goes_up()
     assert_eq!(stdout(&out), "small\n");
     assert!(stderr(&out).contains("remote hit"), "{out:?}");
 }
+
+#[test]
+fn apache_webdav_works_its_collections_made_on_the_first_409() {
+    let Some(apache) = servers::Apache::start() else {
+        return;
+    };
+    // Apache's mod_dav answers 409 to a PUT into a missing collection: memo makes them
+    // (MKCOL) and puts again.
+    let a = Machine::new("A", &apache.url("team/cache"));
+    assert_code(&a.call_standard(), 3);
+    a.push();
+    assert!(!apache.files("team/cache", "ac").is_empty());
+    assert!(!apache.files("team/cache", "cas").is_empty());
+    let b = Machine::new("B", &apache.url("team/cache"));
+    let out = b.call_standard();
+    assert_code(&out, 3);
+    assert_eq!(
+        b.count(),
+        0,
+        "B ran the command instead of replaying A's result"
+    );
+    let out = run_guarded(b.memo(["remote", "check"]));
+    assert_success(&out);
+}

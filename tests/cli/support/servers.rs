@@ -589,6 +589,132 @@ http {{
 }
 
 // ---------------------------------------------------------------------------------------
+// Apache httpd with mod_dav: unlike nginx with create_full_put_path, a PUT into a missing
+// collection gets 409 until the collection is made (MKCOL).
+
+const APACHE_INSTALL: &str = "apt-get install apache2";
+
+/// A private Apache with WebDAV on 127.0.0.1, serving its own data dir. It runs as
+/// `nobody` (Apache refuses root) in one process (`-X`), started through `setpriv` so
+/// that it keeps its parent-death signal across the change of user.
+pub struct Apache {
+    child: Mutex<Option<Child>>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Apache {
+    /// Starts a private Apache (or skips, see the module doc).
+    pub fn start() -> Option<Apache> {
+        let (Some(binary), Some(setpriv)) = (find_binary("apache2"), find_binary("setpriv")) else {
+            return unavailable("apache2 (or setpriv) is not installed", APACHE_INSTALL);
+        };
+        let modules = Path::new("/usr/lib/apache2/modules");
+        if !modules.join("mod_dav_fs.so").exists() {
+            return unavailable("apache2's mod_dav_fs is missing", APACHE_INSTALL);
+        }
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Apache::try_start(&binary, &setpriv, modules) {
+                Ok(apache) => return Some(apache),
+                Err(e) => last_error = e,
+            }
+        }
+        unavailable(
+            &format!("apache2 did not start ({last_error})"),
+            APACHE_INSTALL,
+        )
+    }
+
+    fn try_start(binary: &Path, setpriv: &Path, modules: &Path) -> Result<Apache, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("memo-apache-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let root = dir.path();
+        std::fs::create_dir(root.join("data")).map_err(|e| e.to_string())?;
+        let port = free_port();
+        let m = |name: &str| modules.join(name).display().to_string();
+        let conf = format!(
+            "ServerRoot {r}\nServerName 127.0.0.1\nPidFile {r}/httpd.pid\nListen 127.0.0.1:{port}\n\
+             LoadModule mpm_event_module {mpm}\nLoadModule authz_core_module {authz}\n\
+             LoadModule dav_module {dav}\nLoadModule dav_fs_module {dav_fs}\n\
+             ErrorLog {r}/error.log\nDavLockDB {r}/davlock\nDocumentRoot {r}/data\n\
+             <Directory {r}/data>\n  Dav On\n  Require all granted\n</Directory>\n",
+            r = root.display(),
+            mpm = m("mod_mpm_event.so"),
+            authz = m("mod_authz_core.so"),
+            dav = m("mod_dav.so"),
+            dav_fs = m("mod_dav_fs.so"),
+        );
+        std::fs::write(root.join("httpd.conf"), conf).map_err(|e| e.to_string())?;
+        // Apache runs as nobody: it must reach and write its directory.
+        for path in [root, &root.join("data")] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut cmd = Command::new(setpriv);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--pdeathsig",
+            "SIGKILL",
+        ])
+        .arg(binary)
+        .arg("-X")
+        .arg("-f")
+        .arg(root.join("httpd.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = spawn_tied(cmd).map_err(|e| format!("cannot run apache2: {e}"))?;
+        if let Err(e) = wait_for_port(&mut child, port, Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
+            return Err(format!("{e}: {}", log.trim()));
+        }
+        Ok(Apache {
+            child: Mutex::new(Some(child)),
+            dir,
+            port,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/<prefix>/`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}/",
+            self.port,
+            prefix.trim_matches('/')
+        )
+    }
+
+    /// Every file under `<prefix>/<sub>` of the data dir, sorted.
+    pub fn files(&self, prefix: &str, sub: &str) -> Vec<PathBuf> {
+        super::files_under(
+            &self
+                .dir
+                .path()
+                .join("data")
+                .join(prefix.trim_matches('/'))
+                .join(sub),
+        )
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // moto's S3 server.
 
 const MOTO_INSTALL: &str = "pip install 'moto[server]'";
