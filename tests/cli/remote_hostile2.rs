@@ -1614,3 +1614,58 @@ fn held_s3_uploader_killed_mid_upload_then_push() {
     assert_eq!(env.count(), 1, "{}", stderr(&out));
     assert_eq!(env.read("out.bin"), env.read("blob"));
 }
+
+/// EXPOSES (a judgement call): on a slow uplink, one large pending result blocks every
+/// result after it for good. The queue is worked oldest first, a timed-out PUT is a
+/// server failure that stops the pass, and the large result stays first: each
+/// `memo remote push` (and each detached uploader) spends its time on it, fails, and
+/// never reaches the small results behind it, which the server would take in
+/// milliseconds. Here (160 KiB/s up, a 4 MiB object) the PUT fails with "the server did
+/// not answer in time (5s)" after about 10 s: the 5 s wait for the answer starts once
+/// the body is in the socket buffers, while most of it is still on its way, so the
+/// "10 s + 1 s per MiB" budget is not what such an upload gets. A result that timed out
+/// should not keep the others from going up (try the others, or move it back).
+#[test]
+fn one_result_too_slow_to_send_blocks_the_queue_behind_it() {
+    let Some(nginx) = shared_nginx() else { return };
+    let pre = prefix("head-of-line");
+    let env = TestEnv::new();
+    env.write("blob", noise(4 << 20, 40));
+    env.tool("cp blob out.bin; echo big");
+    env.script("small", "echo small");
+    // 16 KiB per 100 ms going up: 160 KiB/s, a 4 MiB PUT needs 25 s, its budget is 14 s.
+    let slow = Throttle::start(nginx.port(), false, 16 * 1024, Duration::from_millis(100));
+    let url = slow.url(&pre);
+    let cache_a = env.root.path().join("a");
+    assert_success(&run_on(
+        &env,
+        "a",
+        &url,
+        &["run", "-o", "out.bin", "--", "./tool"],
+    ));
+    thread::sleep(Duration::from_millis(50));
+    assert_success(&run_on(&env, "a", &url, &["run", "--", "./small"]));
+    // The detached uploaders are not what is tested here.
+    for pid in uploaders(&cache_a) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    wait_no_uploaders(&cache_a);
+    for _ in 0..2 {
+        let push = run_guarded(
+            memo_on(&env, "a", &url, &["remote", "push"]),
+            Duration::from_secs(120),
+        );
+        eprintln!("push: {} {}", stdout(&push), stderr(&push));
+    }
+    // The small result is the one entry that can be up (the big one cannot pass).
+    let out = memo_on(&env, "b", &nginx.url(&pre), &["run", "--", "./small"])
+        .env("MEMO_REMOTE_MODE", "read-only")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(
+        stderr(&out).is_empty() && nginx.files(&pre, "ac").len() == 1,
+        "after two pushes the small result is still not on the server (entries there: {})",
+        nginx.files(&pre, "ac").len()
+    );
+}
