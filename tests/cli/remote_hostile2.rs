@@ -1621,7 +1621,7 @@ fn held_s3_uploader_killed_mid_upload_then_push() {
 /// `memo remote push` (and each detached uploader) spends its time on it, fails, and
 /// never reaches the small results behind it, which the server would take in
 /// milliseconds. Here (160 KiB/s up, a 4 MiB object) the PUT fails with "the server did
-/// not answer in time (5s)" after about 10 s: the 5 s wait for the answer starts once
+/// not answer in time (5s)" after about 10 s: the 5 s wait for the answer apparently starts once
 /// the body is in the socket buffers, while most of it is still on its way, so the
 /// "10 s + 1 s per MiB" budget is not what such an upload gets. A result that timed out
 /// should not keep the others from going up (try the others, or move it back).
