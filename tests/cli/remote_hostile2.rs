@@ -1669,3 +1669,52 @@ fn one_result_too_slow_to_send_blocks_the_queue_behind_it() {
         nginx.files(&pre, "ac").len()
     );
 }
+
+/// Two calls of one key on one machine: the first downloads (slowly) under the key's
+/// lock, the second waits; the first is killed with -9 mid-download. The second takes
+/// over: it replays the whole result from the server, without running the command.
+#[test]
+fn held_a_waiter_takes_over_when_the_downloader_is_killed() {
+    let Some(nginx) = shared_nginx() else { return };
+    let pre = prefix("kill-waiter");
+    let url = nginx.url(&pre);
+    let env = TestEnv::new();
+    env.write("blob", noise(3 << 20, 50));
+    env.tool("cp blob out.bin; echo done");
+    compute_and_push(&env, "a", &url, &["run", "-o", "out.bin", "--", "./tool"]);
+    std::fs::remove_file(env.path("out.bin")).unwrap();
+    let slow = Throttle::start(nginx.port(), true, 16 * 1024, Duration::from_millis(20));
+    let cache_b = env.root.path().join("b");
+    let spawn = |url: &str| {
+        memo_on(&env, "b", url, &["run", "-o", "out.bin", "--", "./tool"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn(&slow.url(&pre));
+    let started = Instant::now();
+    while !files_under(&cache_b.join("tmp"))
+        .iter()
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 100_000))
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "no download");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let second = spawn(&url);
+    thread::sleep(Duration::from_millis(300));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(second.wait_with_output());
+    });
+    let out = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the waiter hangs")
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "done\n");
+    assert_eq!(env.count(), 1, "{}", stderr(&out));
+    assert_eq!(env.read("out.bin"), env.read("blob"));
+}
