@@ -25,4 +25,5 @@ mod ttl;
 // one adding `mod remote;` there; fold it in after the merge.
 mod remote_accept;
 mod remote_hostile;
+mod remote_hostile2;
 mod remote_transport;
