@@ -490,6 +490,29 @@ fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadat
     }
 }
 
+/// Removes the staging files (`tmp/stage-<pid>-…`) whose writer is gone: its process no
+/// longer exists and the file's lock is free. Cheap enough for a call about to download
+/// into `tmp/`, so that a download killed with -9 leaves its bytes only until the next.
+pub fn sweep_dead_staging(root: &Path) {
+    let dir = root.join("tmp");
+    let Ok(files) = fs::read_dir(&dir) else {
+        return;
+    };
+    for file in files.flatten() {
+        let name = file.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !crate::fsutil::left_by_dead_process(name, "stage-") {
+            continue;
+        }
+        let free = open_regular(&file.path(), Access::Read)
+            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f))
+            .is_ok();
+        if free {
+            let _ = fs::remove_file(file.path());
+        }
+    }
+}
+
 /// Removes the staging files in `dir` that their writer left: untouched for `grace` and
 /// not locked (the store locks each while it writes; a dead writer's lock is gone). A
 /// file that cannot be checked (no locking, or another user's) goes after `TEMP_GRACE`.

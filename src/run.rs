@@ -256,14 +256,24 @@ fn run_with_cache(
     };
     // Local miss: the next tier may have it. Asked under the lock, so that one process
     // per machine downloads; what it brings is replayed as a local hit.
+    // A background refresh asks too: another machine may have recomputed the result.
     let tiers = Tiers::open(cache, &req.settings, warner);
-    if !req.force {
+    if !req.force || req.refresh {
         let accept = |entry: &Entry| {
-            entry.material == material
+            let usable = match freshness(entry, req) {
+                Freshness::Fresh => true,
+                Freshness::Stale(_) => !req.refresh,
+                Freshness::Expired(_) => false,
+            };
+            usable
+                && entry.material == material
                 && (entry.exit_code == 0 || req.settings.cache_failures.value)
-                && !matches!(freshness(entry, req), Freshness::Expired(_))
         };
         if tiers.bring(&key, &accept) {
+            if req.refresh {
+                // Fresh again, without running: a refresh replays nothing.
+                return Ok(0);
+            }
             if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
                 return Ok(code);
             }

@@ -45,6 +45,8 @@ impl<'a> Tiers<'a> {
             return false;
         };
         let verbose = self.settings.verbose.value;
+        // What a download killed here left in tmp/ goes before a new one starts.
+        crate::gc::sweep_dead_staging(self.cache.root());
         let mut tally = Tally::default();
         let brought = match remote.fetch(key, &self.cache.store, accept, &mut tally) {
             Fetched::Hit {

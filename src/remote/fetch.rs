@@ -40,6 +40,9 @@ enum Step {
     Absent,
     /// The server failed: stop asking it.
     Failed,
+    /// This machine could not keep what came (a full disk): stop, and say so, but it
+    /// is neither the server's failure nor a miss.
+    Local,
 }
 
 /// What a download brought.
@@ -91,7 +94,7 @@ impl Remote {
                     return found;
                 }
                 Step::Absent => {}
-                Step::Failed => return Fetched::Failed,
+                Step::Failed | Step::Local => return Fetched::Failed,
             }
         }
         self.breaker.success();
@@ -124,12 +127,18 @@ impl Remote {
             // The server holds more bytes than the ones named: a wrong answer. (A body
             // cut short is the connection's failure, counted below like any other.)
             Err(TransportError::TooLarge { .. }) => Ok(Download::Wrong),
+            // A redirect for this one name (a collection planted where an entry goes):
+            // a wrong answer about this entry, not a failing server; the next namespace
+            // may still have the result.
+            Err(TransportError::Status { status, .. }) if (300..400).contains(&status) => {
+                Ok(Download::Wrong)
+            }
             Err(e) => {
                 self.fault(&e, Some(key), tally);
                 Err(if e.is_server_fault() {
                     Step::Failed
                 } else {
-                    Step::Absent
+                    Step::Local
                 })
             }
         }
@@ -236,7 +245,7 @@ impl Remote {
                 Ok(staged) => staged,
                 Err(e) => {
                     tally.warnings.push(super::cannot_keep(e));
-                    return Step::Absent;
+                    return Step::Local;
                 }
             };
             let path = format!("cas/{}", blob.digest.to_hex());
@@ -251,7 +260,7 @@ impl Remote {
                 Ok(false) => {}
                 Err(e) => {
                     tally.warnings.push(super::cannot_keep(e));
-                    return Step::Absent;
+                    return Step::Local;
                 }
             }
         }

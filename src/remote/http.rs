@@ -218,6 +218,9 @@ impl Client {
             .put(url)
             .config()
             .timeout_global(Some(request_budget(len)))
+            // The body may still sit in socket buffers when ureq starts waiting for the
+            // answer: the wait grows with the size too.
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT + request_budget(len) - BASE_BUDGET))
             .build()
             .header("Content-Length", len.to_string())
             .header("Content-Type", "application/octet-stream");
@@ -472,6 +475,15 @@ impl HttpBackend {
             return Err(UrlError(format!(
                 "remote URL {described} has no host; use http(s)://HOST[:PORT]/PATH"
             )));
+        }
+        // The port, after an IPv6 literal's closing bracket if there is one.
+        let after_ip = host.rfind(']').map_or(host, |i| &host[i..]);
+        if let Some((_, port)) = after_ip.rsplit_once(':') {
+            if !port.is_empty() && port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(UrlError(format!(
+                    "remote URL {described} has port {port}, which is not a port (1 to 65535)"
+                )));
+            }
         }
         let basic = match userinfo {
             Some(userinfo) => {

@@ -92,8 +92,10 @@ pub fn pending(root: &Path, target: &str) -> Vec<Pending> {
             }
             let key = key.parse().ok()?;
             let meta = e.metadata().ok()?;
-            let entry = fs::read_to_string(e.path())
+            // A regular file of a few bytes, never a FIFO or a device planted here.
+            let entry = crate::fsutil::read_regular(&e.path(), 128)
                 .ok()
+                .and_then(|t| String::from_utf8(t).ok())
                 .and_then(|t| t.trim().parse().ok());
             Some((
                 meta.modified().ok()?,

@@ -25,6 +25,8 @@ enum UploadFailure {
     Server,
     /// The server refused this result (too large for it): its marker goes.
     Refused,
+    /// Too slow to send over this link: its marker stays, the pass goes on.
+    Slow,
 }
 
 /// Who uploads: see `Remote::upload_pending`.
@@ -59,6 +61,9 @@ fn refuses_this_result(e: &TransportError) -> bool {
         }
     )
 }
+
+/// An object above this size that times out is the link's slowness, not a dead server.
+const SLOW_OBJECT: u64 = 1 << 20;
 
 impl Remote {
     /// PUTs `len` bytes that `open` yields to `path`. A WebDAV server that does not create
@@ -154,7 +159,7 @@ impl Remote {
                 return ControlFlow::Continue(());
             }
             if uploader == Uploader::Detached && matches!(self.breaker.allow(), Allow::Open(_)) {
-                report.left = todo.len() as u64;
+                report.left += todo.len() as u64;
                 return ControlFlow::Break(());
             }
             for (done, pending) in todo.iter().enumerate() {
@@ -163,8 +168,12 @@ impl Remote {
                     Ok(()) => report.uploaded += 1,
                     Err(UploadFailure::Gone) => report.dropped += 1,
                     Err(UploadFailure::Refused) => report.refused += 1,
+                    Err(UploadFailure::Slow) => {
+                        report.left += 1;
+                        continue;
+                    }
                     Err(UploadFailure::Server) => {
-                        report.left = (todo.len() - done) as u64;
+                        report.left += (todo.len() - done) as u64;
                         return ControlFlow::Break(());
                     }
                 }
@@ -239,7 +248,23 @@ impl Remote {
             if gone {
                 return Err(UploadFailure::Gone);
             }
-            sent_object.map_err(|e| server(e, tally))?;
+            match sent_object {
+                // A large object the link is too slow for: said, and left pending for a
+                // later try, while the results after it still go up.
+                Err(TransportError::Timeout(budget)) if blob.size > SLOW_OBJECT => {
+                    tally.error(
+                        Some(key),
+                        format!(
+                            "uploading {} MiB of result {} to {} took longer than {budget:?}; it stays pending",
+                            blob.size >> 20,
+                            key.short(),
+                            self.shown()
+                        ),
+                    );
+                    return Err(UploadFailure::Slow);
+                }
+                sent => sent.map_err(|e| server(e, tally))?,
+            }
             sent += blob.size;
             if resend {
                 queue::unmark_corrupt(&self.root, &blob.digest);
