@@ -9,9 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use tempfile::NamedTempFile;
 
@@ -89,19 +87,73 @@ impl Cache {
     }
 
     /// `spawn_detached` with extra environment variables.
+    ///
+    /// A plain `fork` and `execve`, not `Command::spawn`: this process returns as soon as
+    /// the child exists, without waiting for it to exec (posix_spawn's vfork waits), so a
+    /// miss's caller does not pay for starting its uploader. Everything the child needs is
+    /// built before the fork; the child calls only async-signal-safe functions.
     pub fn spawn_detached_with(&self, args: &[OsString], envs: &[(&str, &str)]) -> io::Result<()> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
         let exe = std::env::current_exe()?;
-        Command::new(exe)
-            .envs(envs.iter().copied())
-            .arg("--cache-dir")
-            .arg(self.root())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map(drop)
+        let c = |bytes: &[u8]| CString::new(bytes).map_err(io::Error::other);
+        let mut argv = vec![c(exe.as_os_str().as_bytes())?, c(b"--cache-dir")?];
+        argv.push(c(self.root().as_os_str().as_bytes())?);
+        for arg in args {
+            argv.push(c(arg.as_bytes())?);
+        }
+        let mut envp = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            if envs.iter().any(|(n, _)| name.as_bytes() == n.as_bytes()) {
+                continue;
+            }
+            let mut pair = name.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            envp.push(c(&pair)?);
+        }
+        for (name, value) in envs {
+            envp.push(c(format!("{name}={value}").as_bytes())?);
+        }
+        let exe = c(exe.as_os_str().as_bytes())?;
+        let null = c(b"/dev/null")?;
+        let argv_ptrs: Vec<*const libc::c_char> = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_ptrs: Vec<*const libc::c_char> = envp
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        // SAFETY: the child only calls async-signal-safe functions (setpgid, open, dup2,
+        // close, execve, _exit) on memory prepared before the fork, then replaces itself.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => unsafe {
+                libc::setpgid(0, 0);
+                let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+                if fd >= 0 {
+                    for target in 0..3 {
+                        libc::dup2(fd, target);
+                    }
+                    if fd > 2 {
+                        libc::close(fd);
+                    }
+                }
+                libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+                libc::_exit(127)
+            },
+            // Not waited for: once this process exits, init reaps it. Its own process
+            // group is set from this side too, so that it is out of ours (and out of
+            // reach of a terminal's ^C) before this process can exit.
+            child => {
+                // SAFETY: setpgid on our own child; it fails harmlessly once it has exec'd.
+                unsafe { libc::setpgid(child, child) };
+                Ok(())
+            }
+        }
     }
 }
 
