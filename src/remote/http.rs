@@ -95,6 +95,33 @@ impl Client {
         })
     }
 
+    /// Sends a request without a body (HEAD, GET, DELETE, MKCOL) within `budget`.
+    fn send_empty(
+        &self,
+        method: &str,
+        url: &str,
+        authorization: Option<&str>,
+        what: &str,
+        budget: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, TransportError> {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let request = request
+            .body(())
+            .map_err(|e| TransportError::Other(format!("{method} {what}: {e}")))?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(budget))
+            .allow_non_standard_methods(true)
+            .build();
+        self.agent
+            .run(request)
+            .map_err(|e| map_error(e, url, budget))
+    }
+
     /// The size of the object at `url`, `None` on 404.
     pub(crate) fn head(
         &self,
@@ -102,18 +129,7 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<Option<u64>, TransportError> {
-        let mut request = self
-            .agent
-            .head(url)
-            .config()
-            .timeout_global(Some(request_budget(0)))
-            .build();
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        let response = request
-            .call()
-            .map_err(|e| map_error(e, url, request_budget(0)))?;
+        let response = self.send_empty("HEAD", url, authorization, what, request_budget(0))?;
         match response.status().as_u16() {
             // Without a Content-Length the size is unknown: as good as absent to an
             // uploader, which then sends the object rather than trust it.
@@ -133,18 +149,7 @@ impl Client {
         sink: &mut dyn Write,
     ) -> Result<Option<u64>, TransportError> {
         let started = Instant::now();
-        let mut request = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(request_budget(limit)))
-            .build();
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        let response = request
-            .call()
-            .map_err(|e| map_error(e, url, request_budget(limit)))?;
+        let response = self.send_empty("GET", url, authorization, what, request_budget(limit))?;
         match response.status().as_u16() {
             200 => {}
             404 => return missing(response),
@@ -246,23 +251,7 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<(), TransportError> {
-        let mut request = ureq::http::Request::builder().method("MKCOL").uri(url);
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        let request = request
-            .body(())
-            .map_err(|e| TransportError::Other(format!("MKCOL {what}: {e}")))?;
-        let request = self
-            .agent
-            .configure_request(request)
-            .timeout_global(Some(request_budget(0)))
-            .allow_non_standard_methods(true)
-            .build();
-        let response = self
-            .agent
-            .run(request)
-            .map_err(|e| map_error(e, url, request_budget(0)))?;
+        let response = self.send_empty("MKCOL", url, authorization, what, request_budget(0))?;
         match response.status().as_u16() {
             200 | 201 | 204 | 301 | 405 => Ok(()),
             status => Err(status_error(status, "MKCOL", what)),
@@ -277,18 +266,7 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<bool, TransportError> {
-        let mut request = self
-            .agent
-            .delete(url)
-            .config()
-            .timeout_global(Some(request_budget(0)))
-            .build();
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
-        }
-        let response = request
-            .call()
-            .map_err(|e| map_error(e, url, request_budget(0)))?;
+        let response = self.send_empty("DELETE", url, authorization, what, request_budget(0))?;
         match response.status().as_u16() {
             200 | 202 | 204 | 404 => Ok(true),
             405 | 501 => Ok(false),
