@@ -38,6 +38,10 @@ pub struct RunRequest {
     pub outputs: Vec<PathBuf>,
     pub env: Vec<String>,
     pub ignore_cwd: bool,
+    /// Gitignore-style patterns left out of input directories.
+    pub excludes: Vec<String>,
+    /// Whether .gitignore and .ignore files under input directories are honoured.
+    pub gitignore: bool,
     pub stdin: bool,
     pub salt: Option<OsString>,
     pub key_cmd: Option<OsString>,

@@ -69,8 +69,26 @@ pub enum Command {
     Log(LogArgs),
     /// Print the effective settings and where each comes from
     Config,
+    /// Show one cached result: its command, inputs, outputs and streams
+    Show(ShowArgs),
     /// Work with the shared cache: check that it answers, upload what is pending
     Remote(RemoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The result's key, or a unique prefix of it (as shown by `memo ls`)
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Print the recorded stdout (for a merged recording: the one stream)
+    #[arg(long, conflicts_with_all = ["stderr", "json"])]
+    pub stdout: bool,
+    /// Print the recorded stderr (nothing for a merged recording)
+    #[arg(long, conflicts_with_all = ["stdout", "json"])]
+    pub stderr: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +147,15 @@ pub struct RunArgs {
     /// Leave the working directory out of the key, to share results between checkouts
     #[arg(long)]
     pub ignore_cwd: bool,
+
+    /// Leave matching paths under input directories out of the key, gitignore-style,
+    /// e.g. '__pycache__' or '*.log' (repeatable)
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+
+    /// Honour .gitignore and .ignore files under input directories
+    #[arg(long)]
+    pub gitignore: bool,
 
     /// Read standard input, key on it and feed it to the command (default: /dev/null)
     #[arg(long)]
@@ -281,6 +308,8 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
         outputs,
         env: args.env,
         ignore_cwd: args.ignore_cwd,
+        excludes: args.excludes,
+        gitignore: args.gitignore,
         stdin: args.stdin,
         salt: args.salt,
         key_cmd: args.key_cmd,
@@ -405,6 +434,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm(args) => show::rm(&plain()?, &args.keys, args.command.as_deref()),
         Command::Log(args) => show::log(&plain()?, args.count, args.json),
         // Shows the settings even when the remote's cannot be used, and says why.
+        Command::Show(args) => show::show(&plain()?, &args),
         Command::Config => show::config(&Settings::load(&Flags {
             cache_dir: global.cache_dir,
             remote: global.remote,

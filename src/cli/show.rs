@@ -548,3 +548,9 @@ mod tests {
         assert_eq!(format_utc(1_795_000_000_000), "2026-11-18 11:06:40");
     }
 }
+
+/// `memo show KEY`.
+pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> {
+    let _ = (settings, args);
+    Err(Fatal::failure("memo: show is being built").into())
+}
