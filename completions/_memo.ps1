@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove cached results by key prefix or by a pattern on the command')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'Show the latest cache events (hits, misses, stores, evictions, errors)')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Print the effective settings and where each comes from')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show one cached result: its command, inputs, outputs and streams')
             [CompletionResult]::new('remote', 'remote', [CompletionResultType]::ParameterValue, 'Work with the shared cache: check that it answers, upload what is pending')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -47,6 +48,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)')
             [CompletionResult]::new('--salt', '--salt', [CompletionResultType]::ParameterName, 'Extra text to mix into the key, e.g. a version you bump by hand')
             [CompletionResult]::new('--key-cmd', '--key-cmd', [CompletionResultType]::ParameterName, 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD''')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]')
@@ -55,6 +57,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
+            [CompletionResult]::new('--gitignore', '--gitignore', [CompletionResultType]::ParameterName, 'Honour .gitignore and .ignore files under input directories')
             [CompletionResult]::new('--stdin', '--stdin', [CompletionResultType]::ParameterName, 'Read standard input, key on it and feed it to the command (default: /dev/null)')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run the command even on a hit, and replace the stored result')
@@ -72,6 +75,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)')
             [CompletionResult]::new('--salt', '--salt', [CompletionResultType]::ParameterName, 'Extra text to mix into the key, e.g. a version you bump by hand')
             [CompletionResult]::new('--key-cmd', '--key-cmd', [CompletionResultType]::ParameterName, 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD''')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]')
@@ -80,6 +84,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
+            [CompletionResult]::new('--gitignore', '--gitignore', [CompletionResultType]::ParameterName, 'Honour .gitignore and .ignore files under input directories')
             [CompletionResult]::new('--stdin', '--stdin', [CompletionResultType]::ParameterName, 'Read standard input, key on it and feed it to the command (default: /dev/null)')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run the command even on a hit, and replace the stored result')
@@ -152,6 +157,16 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'memo;show' {
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
+            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object')
+            [CompletionResult]::new('--stdout', '--stdout', [CompletionResultType]::ParameterName, 'Print the recorded stdout (for a merged recording: the one stream)')
+            [CompletionResult]::new('--stderr', '--stderr', [CompletionResultType]::ParameterName, 'Print the recorded stderr (nothing for a merged recording)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'memo;remote' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
@@ -213,6 +228,7 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove cached results by key prefix or by a pattern on the command')
             [CompletionResult]::new('log', 'log', [CompletionResultType]::ParameterValue, 'Show the latest cache events (hits, misses, stores, evictions, errors)')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Print the effective settings and where each comes from')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show one cached result: its command, inputs, outputs and streams')
             [CompletionResult]::new('remote', 'remote', [CompletionResultType]::ParameterValue, 'Work with the shared cache: check that it answers, upload what is pending')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -242,6 +258,9 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             break
         }
         'memo;help;config' {
+            break
+        }
+        'memo;help;show' {
             break
         }
         'memo;help;remote' {

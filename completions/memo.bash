@@ -46,6 +46,9 @@ _memo() {
             memo,run)
                 cmd="memo__subcmd__run"
                 ;;
+            memo,show)
+                cmd="memo__subcmd__show"
+                ;;
             memo,stats)
                 cmd="memo__subcmd__stats"
                 ;;
@@ -78,6 +81,9 @@ _memo() {
                 ;;
             memo__subcmd__help,run)
                 cmd="memo__subcmd__help__subcmd__run"
+                ;;
+            memo__subcmd__help,show)
+                cmd="memo__subcmd__help__subcmd__show"
                 ;;
             memo__subcmd__help,stats)
                 cmd="memo__subcmd__help__subcmd__stats"
@@ -122,7 +128,7 @@ _memo() {
 
     case "${cmd}" in
         memo)
-            opts="-h -V --cache-dir --remote --help --version run explain stats gc clear ls rm log config remote help"
+            opts="-h -V --cache-dir --remote --help --version run explain stats gc clear ls rm log config show remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,7 +194,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__explain)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,6 +221,10 @@ _memo() {
                     return 0
                     ;;
                 -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -288,7 +298,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help)
-            opts="run explain stats gc clear ls rm log config remote help"
+            opts="run explain stats gc clear ls rm log config show remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,6 +480,20 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -734,7 +758,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__run)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +788,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -784,6 +812,28 @@ _memo() {
                     COMPREPLY=($(compgen -W "separate merged" -- "${cur}"))
                     return 0
                     ;;
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__show)
+            opts="-h --json --stdout --stderr --cache-dir --remote --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --cache-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -33,6 +33,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand rm 'Remove cached results by key prefix or by a pattern on the command'
             cand log 'Show the latest cache events (hits, misses, stores, evictions, errors)'
             cand config 'Print the effective settings and where each comes from'
+            cand show 'Show one cached result: its command, inputs, outputs and streams'
             cand remote 'Work with the shared cache: check that it answers, upload what is pending'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -43,6 +44,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --output 'A file or directory the command writes, restored on a hit (repeatable)'
             cand -e 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --env 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
+            cand --exclude 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)'
             cand --salt 'Extra text to mix into the key, e.g. a version you bump by hand'
             cand --key-cmd 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD'''
             cand --ttl 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]'
@@ -51,6 +53,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
+            cand --gitignore 'Honour .gitignore and .ignore files under input directories'
             cand --stdin 'Read standard input, key on it and feed it to the command (default: /dev/null)'
             cand --cache-failures 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
             cand --force 'Run the command even on a hit, and replace the stored result'
@@ -67,6 +70,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --output 'A file or directory the command writes, restored on a hit (repeatable)'
             cand -e 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --env 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
+            cand --exclude 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)'
             cand --salt 'Extra text to mix into the key, e.g. a version you bump by hand'
             cand --key-cmd 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD'''
             cand --ttl 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]'
@@ -75,6 +79,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
+            cand --gitignore 'Honour .gitignore and .ignore files under input directories'
             cand --stdin 'Read standard input, key on it and feed it to the command (default: /dev/null)'
             cand --cache-failures 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
             cand --force 'Run the command even on a hit, and replace the stored result'
@@ -139,6 +144,15 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'memo;show'= {
+            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
+            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
+            cand --json 'Print one JSON object'
+            cand --stdout 'Print the recorded stdout (for a merged recording: the one stream)'
+            cand --stderr 'Print the recorded stderr (nothing for a merged recording)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'memo;remote'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
@@ -191,6 +205,7 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand rm 'Remove cached results by key prefix or by a pattern on the command'
             cand log 'Show the latest cache events (hits, misses, stores, evictions, errors)'
             cand config 'Print the effective settings and where each comes from'
+            cand show 'Show one cached result: its command, inputs, outputs and streams'
             cand remote 'Work with the shared cache: check that it answers, upload what is pending'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -211,6 +226,8 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo;help;log'= {
         }
         &'memo;help;config'= {
+        }
+        &'memo;help;show'= {
         }
         &'memo;help;remote'= {
             cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
