@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
+use crate::config::{Setting, Source};
 use crate::digest::Digest;
 use crate::events::{Event, EventLog, Kind};
 use crate::stats::{Counters, Stats};
@@ -194,6 +195,35 @@ pub fn try_open(dir: &Path) -> Result<Cache, String> {
         }),
         Err(e) => Err(format!("cache unavailable ({e})")),
     }
+}
+
+/// Opens the cache for a command that looks at it (`stats`, `ls`, `show`, `log`) or
+/// removes from it (`rm`, `gc`, `clear`): such a command never creates the directory.
+/// `Ok(None)` means there is no cache yet at the default location, which is an empty
+/// cache. A location named by flag, environment or config file that does not exist is
+/// an error naming it and where it was set: a typo must not read as "nothing cached".
+/// The error is one line for people, without the `memo: ` prefix.
+pub fn open_existing(dir: &Setting<PathBuf>) -> Result<Option<Cache>, String> {
+    let path = &dir.value;
+    if !path.as_os_str().is_empty() {
+        if let Err(e) = fs::metadata(path) {
+            let missing =
+                e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
+            if missing && dir.source == Source::Default {
+                return Ok(None);
+            }
+            if missing {
+                return Err(format!(
+                    "cache dir '{}' ({}) does not exist; check the path, or run a command under memo to create it",
+                    path.display(),
+                    dir.source
+                ));
+            }
+        }
+    }
+    try_open(path)
+        .map(Some)
+        .map_err(|why| format!("cannot use the cache: {why}; check the path and its permissions"))
 }
 
 /// Warns once (see `console::warn_once`) and keeps every warning for the event log.

@@ -211,6 +211,31 @@ pub fn command_line(material: &KeyMaterial) -> String {
     words.join(" ")
 }
 
+/// `text` with every control character written as an escape (`\n`, `\t`, `\r`,
+/// `\x1b`, `\u{202e}`), so that a command line holding a newline, a terminal escape or
+/// a bidirectional override prints as one honest line in listings and messages.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            // C1 controls, and the format characters that reorder or hide text.
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The cache key of `material`.
 pub fn compute_key(material: &KeyMaterial) -> Digest {
     Digest::of_bytes(&material.canonical_bytes())

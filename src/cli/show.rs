@@ -1,10 +1,13 @@
 //! What the management subcommands print: for people by default, JSON with `--json`.
 
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::bytes::ByteString;
 use crate::cache::{self, Cache};
 use crate::config::{format_duration, format_size, Settings};
 use crate::digest::Digest;
@@ -12,14 +15,24 @@ use crate::events::{now_ms, Event, Kind};
 use crate::exit::Fatal;
 use crate::gc;
 use crate::index::usage::{self, Usage};
+use crate::index::{Entry, NodeKind, Output, Streams};
+use crate::key::{escape_control, FileKind};
+use crate::run::Freshness;
 use crate::stats::Counters;
+use crate::store::Store;
 
-fn open(settings: &Settings) -> Result<Cache, Fatal> {
-    cache::try_open(&settings.cache_dir.value).map_err(|why| {
-        Fatal::failure(format!(
-            "memo: cannot use the cache: {why}; check the path and its permissions"
-        ))
-    })
+/// The cache these commands look at, never created by them: `None` is an empty cache
+/// (nothing yet at the default location; see `cache::open_existing`).
+fn open(settings: &Settings) -> Result<Option<Cache>, Fatal> {
+    cache::open_existing(&settings.cache_dir).map_err(|why| Fatal::failure(format!("memo: {why}")))
+}
+
+/// Where the cache is (or would be), for people.
+fn cache_root(cache: Option<&Cache>, settings: &Settings) -> PathBuf {
+    cache.map_or_else(
+        || settings.cache_dir.value.clone(),
+        |c| c.root().to_path_buf(),
+    )
 }
 
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
@@ -69,29 +82,32 @@ struct StatsJson {
 pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32> {
     let cache = open(settings)?;
     if zero {
-        cache
-            .stats
-            .zero_activity()
-            .map_err(io_error("cannot reset the counters"))?;
+        if let Some(cache) = &cache {
+            cache
+                .stats
+                .zero_activity()
+                .map_err(io_error("cannot reset the counters"))?;
+        }
         if !json {
             crate::outln!("counters reset");
             return Ok(0);
         }
     }
-    let c: Counters = cache.stats.total();
+    let c: Counters = cache.as_ref().map(|c| c.stats.total()).unwrap_or_default();
+    let root = cache_root(cache.as_ref(), settings);
     let lookups = c.hits + c.misses;
     let hit_rate = if lookups > 0 {
         c.hits as f64 / lookups as f64
     } else {
         0.0
     };
-    let mut top = usages(&cache);
+    let mut top = cache.as_ref().map(usages).unwrap_or_default();
     top.retain(|(_, u)| u.saved_ms > 0);
     top.sort_by_key(|(_, u)| std::cmp::Reverse(u.saved_ms));
     top.truncate(5);
     if json {
         let out = StatsJson {
-            cache_dir: cache.root().display().to_string(),
+            cache_dir: root.display().to_string(),
             hits: c.hits,
             misses: c.misses,
             hit_rate,
@@ -125,7 +141,10 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
         return Ok(0);
     }
     let saved = Duration::from_millis(c.time_saved_ms.max(0) as u64);
-    crate::outln!("cache dir    {}", cache.root().display());
+    crate::outln!(
+        "cache dir    {}",
+        escape_control(&root.display().to_string())
+    );
     crate::outln!("entries      {}", c.entries.max(0));
     crate::outln!(
         "size         {} (limit {})",
@@ -170,7 +189,7 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
                 "  {:>8}  {:>4} hits  {}",
                 format_duration(Duration::from_millis(u.saved_ms)),
                 u.hits,
-                u.command
+                escape_control(&u.command)
             );
         }
     }
@@ -185,7 +204,13 @@ pub fn gc(
     dry_run: bool,
     auto: bool,
 ) -> anyhow::Result<i32> {
-    let cache = open(settings)?;
+    let Some(cache) = open(settings)? else {
+        if !auto {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            crate::outln!("{verb} 0 entries: there is no cache yet");
+        }
+        return Ok(0);
+    };
     let options = gc::Options {
         // Without --max-size, the configured limit applies.
         max_size: Some(settings.max_size.value),
@@ -207,7 +232,7 @@ pub fn gc(
             "{verb} {} {:>10}  {} ({})",
             removed.key.short(),
             format_size(removed.size),
-            removed.command,
+            escape_control(&removed.command),
             removed.reason
         );
     }
@@ -233,7 +258,10 @@ pub fn gc(
 }
 
 pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
-    let cache = open(settings)?;
+    let Some(cache) = open(settings)? else {
+        crate::outln!("cleared 0 entries: there is no cache yet");
+        return Ok(0);
+    };
     let (entries, bytes) = gc::clear(&cache).context("cannot clear the cache")?;
     crate::outln!("cleared {entries} entries ({})", format_size(bytes));
     Ok(0)
@@ -243,6 +271,13 @@ pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
 struct Listed<'a> {
     key: String,
     command: &'a str,
+    /// The working directory it ran in; `null` for a result stored with `--ignore-cwd`
+    /// or whose entry cannot be read.
+    cwd: Option<&'a ByteString>,
+    /// How many inputs and outputs the key names; `null` when the entry cannot be read.
+    inputs: Option<usize>,
+    outputs: Option<usize>,
+    exit_code: Option<i32>,
     created_ms: u64,
     last_access_ms: u64,
     age_seconds: f64,
@@ -252,17 +287,36 @@ struct Listed<'a> {
     time_saved_seconds: f64,
 }
 
+/// The entry stored under `key`, if it can be read and is intact.
+fn read_entry(cache: &Cache, key: &Digest) -> Option<Entry> {
+    let bytes = cache.store.get_entry(key).ok()??;
+    Entry::decode(&bytes).ok()
+}
+
 pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
     let cache = open(settings)?;
-    let mut all = usages(&cache);
-    all.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_access_ms));
+    let mut all: Vec<(Digest, Usage, Option<Entry>)> = match &cache {
+        Some(cache) => usages(cache)
+            .into_iter()
+            .map(|(key, u)| {
+                let entry = read_entry(cache, &key);
+                (key, u, entry)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    all.sort_by_key(|(_, u, _)| std::cmp::Reverse(u.last_access_ms));
     let now = now_ms();
     if json {
         let listed: Vec<Listed> = all
             .iter()
-            .map(|(k, u)| Listed {
+            .map(|(k, u, entry)| Listed {
                 key: k.to_hex(),
                 command: &u.command,
+                cwd: entry.as_ref().and_then(|e| e.material.cwd.as_ref()),
+                inputs: entry.as_ref().map(|e| e.material.inputs.len()),
+                outputs: entry.as_ref().map(|e| e.outputs.len()),
+                exit_code: entry.as_ref().map(|e| e.exit_code),
                 created_ms: u.created_ms,
                 last_access_ms: u.last_access_ms,
                 age_seconds: now.saturating_sub(u.created_ms) as f64 / 1000.0,
@@ -278,51 +332,80 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    let directory = |entry: &Option<Entry>| match entry {
+        Some(e) => e
+            .material
+            .cwd
+            .as_ref()
+            .map_or("(any)".to_string(), |c| escape_control(&c.display())),
+        None => "?".to_string(),
+    };
+    let count = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
+    let width = all
+        .iter()
+        .map(|(_, _, e)| directory(e).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("DIRECTORY".len());
     crate::outln!(
-        "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  COMMAND",
+        "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {:>4}  {:>4}  {:<width$}  COMMAND",
         "KEY",
         "AGE",
         "SIZE",
         "HITS",
-        "SAVED"
+        "SAVED",
+        "IN",
+        "OUT",
+        "DIRECTORY",
     );
-    for (key, u) in &all {
+    for (key, u, entry) in &all {
         crate::outln!(
-            "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {}",
+            "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {:>4}  {:>4}  {:<width$}  {}",
             key.short(),
             format_duration(Duration::from_millis(now.saturating_sub(u.created_ms))),
             format_size(u.size),
             u.hits,
             format_duration(Duration::from_millis(u.saved_ms)),
-            u.command
+            count(entry.as_ref().map(|e| e.material.inputs.len())),
+            count(entry.as_ref().map(|e| e.outputs.len())),
+            directory(entry),
+            escape_control(&u.command)
         );
     }
     Ok(0)
 }
 
-pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> anyhow::Result<i32> {
-    for prefix in prefixes {
-        if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Fatal::failure(format!(
-                "memo: '{prefix}' is not a key prefix; give at least 4 hex digits as shown by memo ls"
-            ))
-            .into());
-        }
+/// A key prefix as `memo ls` shows them, in lower case; at least 4 hex digits.
+fn key_prefix(text: &str) -> Result<String, Fatal> {
+    if text.len() < 4 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Fatal::failure(format!(
+            "memo: '{}' is not a key prefix; give at least 4 hex digits as shown by memo ls",
+            escape_control(text)
+        )));
     }
+    Ok(text.to_ascii_lowercase())
+}
+
+pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> anyhow::Result<i32> {
+    let prefixes = prefixes
+        .iter()
+        .map(|p| key_prefix(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let pattern = pattern.map(glob::Pattern::new).transpose().map_err(|e| {
         Fatal::failure(format!(
             "memo: --command pattern is invalid: {}; fix it",
             e.msg
         ))
     })?;
-    let cache = open(settings)?;
+    let Some(cache) = open(settings)? else {
+        crate::console::note(format_args!("memo: no cached result matches"));
+        return Ok(1);
+    };
     let mut removed = 0;
     let mut bytes = 0i64;
     for (key, u) in usages(&cache) {
         let hex = key.to_hex();
-        let by_key = prefixes
-            .iter()
-            .any(|p| hex.starts_with(&p.to_ascii_lowercase()));
+        let by_key = prefixes.iter().any(|p| hex.starts_with(p.as_str()));
         let by_command = pattern.as_ref().is_some_and(|p| p.matches(&u.command));
         if !(by_key || by_command) {
             continue;
@@ -354,7 +437,9 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
 }
 
 pub fn log(settings: &Settings, count: usize, json: bool) -> anyhow::Result<i32> {
-    let cache = open(settings)?;
+    let Some(cache) = open(settings)? else {
+        return Ok(0);
+    };
     let (events, unreadable) = cache.log.latest(count);
     for event in &events {
         if json {
@@ -411,7 +496,8 @@ fn describe(event: &Event) -> String {
     if let Some(message) = &event.message {
         line.push_str(&format!("  ({message})"));
     }
-    line
+    // Commands, messages and (in a damaged log) keys may hold any text: one event, one line.
+    escape_control(&line)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix milliseconds (Howard Hinnant's civil-from-days).
@@ -537,9 +623,337 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `memo show KEY`: one result, whole: what it ran, what its key holds, what it left.
+pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> {
+    let prefix = key_prefix(&args.key)?;
+    let no_match = || {
+        Fatal::failure(format!(
+            "memo: no cached result has a key starting with '{prefix}'; see memo ls for the keys"
+        ))
+    };
+    let cache = open(settings)?.ok_or_else(no_match)?;
+    let key = find_key(&cache, &prefix)?.ok_or_else(no_match)?;
+    let entry = match cache.store.get_entry(&key) {
+        Ok(Some(bytes)) => Entry::decode(&bytes).map_err(|e| {
+            Fatal::failure(format!(
+                "memo: cache entry {} is unusable ({e}); memo gc removes it",
+                key.short()
+            ))
+        })?,
+        Ok(None) => return Err(no_match().into()),
+        Err(e) => {
+            return Err(Fatal::failure(format!(
+                "memo: cannot read cache entry {}: {e}",
+                key.short()
+            ))
+            .into())
+        }
+    };
+    if args.stdout || args.stderr {
+        return print_stream(&cache, &key, &entry, args.stderr);
+    }
+    let usage = usage::read(&usage::usage_path(cache.root(), &key)).unwrap_or_default();
+    let size = if usage.size > 0 {
+        usage.size
+    } else {
+        recorded_size(&cache, &key, &entry)
+    };
+    let now = now_ms();
+    let freshness = freshness_of(&entry, settings, now);
+    let m = &entry.material;
+    let command = crate::key::command_line(m);
+    let env: Vec<String> = m.env.iter().map(|v| v.name.display()).collect();
+    if args.json {
+        let inputs: Vec<_> = m
+            .inputs
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "path": i.path,
+                    "kind": i.kind,
+                    "executable": i.executable,
+                    "digest": i.digest.to_hex(),
+                })
+            })
+            .collect();
+        let outputs: Vec<_> = entry
+            .outputs
+            .iter()
+            .map(|o| {
+                let (kind, files, bytes) = output_summary(o);
+                serde_json::json!({ "path": o.path, "kind": kind, "files": files, "size": bytes })
+            })
+            .collect();
+        let streams = match &entry.streams {
+            Streams::Separate { stdout, stderr } => {
+                serde_json::json!({ "mode": "separate", "stdout_size": stdout.size, "stderr_size": stderr.size })
+            }
+            Streams::Merged { combined } => {
+                serde_json::json!({ "mode": "merged", "combined_size": combined.size })
+            }
+        };
+        let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let shown = serde_json::json!({
+            "key": key.to_hex(),
+            "command": command,
+            "argv": m.argv,
+            "cwd": m.cwd,
+            "created_ms": entry.created_unix_ms,
+            "age_seconds": now.saturating_sub(entry.created_unix_ms) as f64 / 1000.0,
+            "duration_seconds": entry.duration_ms as f64 / 1000.0,
+            "size": size,
+            "exit_code": entry.exit_code,
+            "hits": usage.hits,
+            "time_saved_seconds": usage.saved_ms as f64 / 1000.0,
+            "last_access_ms": usage.last_access_ms.max(entry.created_unix_ms),
+            "freshness": freshness.state,
+            "ttl_seconds": seconds(settings.ttl.value),
+            "stale_seconds": seconds(settings.stale.value),
+            "expires_in_seconds": seconds(freshness.expires_in),
+            "platform": m.platform,
+            "executable": m.executable.to_hex(),
+            "inputs": inputs,
+            "env": env,
+            "salt": m.salt.is_some(),
+            "key_command": m.key_command.is_some(),
+            "stdin_keyed": m.stdin.is_some(),
+            "streams": streams,
+            "outputs": outputs,
+        });
+        crate::outln!("{shown}");
+        return Ok(0);
+    }
+    let row = |name: &str, value: &str| crate::outln!("{name:<12} {}", escape_control(value));
+    row("key", &key.to_hex());
+    row("command", &command);
+    row(
+        "directory",
+        &m.cwd
+            .as_ref()
+            .map_or("any (stored with --ignore-cwd)".into(), |c| c.display()),
+    );
+    row(
+        "stored",
+        &format!(
+            "{} UTC, {} ago",
+            format_utc(entry.created_unix_ms),
+            format_duration(Duration::from_millis(
+                now.saturating_sub(entry.created_unix_ms)
+            ))
+        ),
+    );
+    row(
+        "duration",
+        &format_duration(Duration::from_millis(entry.duration_ms)),
+    );
+    row("size", &format_size(size));
+    row("exit code", &entry.exit_code.to_string());
+    row("freshness", &freshness.text);
+    row(
+        "hits",
+        &format!(
+            "{} (saved {})",
+            usage.hits,
+            format_duration(Duration::from_millis(usage.saved_ms))
+        ),
+    );
+    row("platform", &m.platform);
+    row("executable", &format!("sha256 {}", m.executable.short()));
+    row(
+        "streams",
+        &match &entry.streams {
+            Streams::Separate { stdout, stderr } => format!(
+                "separate: stdout {}, stderr {}",
+                format_size(stdout.size),
+                format_size(stderr.size)
+            ),
+            Streams::Merged { combined } => format!(
+                "merged: stdout and stderr in one stream of {}",
+                format_size(combined.size)
+            ),
+        },
+    );
+    row(
+        "stdin",
+        if m.stdin.is_some() {
+            "keyed (read with --stdin)"
+        } else {
+            "not keyed (the command read nothing)"
+        },
+    );
+    let presence = |used: bool| if used { "yes" } else { "no" };
+    row("salt", presence(m.salt.is_some()));
+    row("key command", presence(m.key_command.is_some()));
+    row(
+        "environment",
+        &if env.is_empty() {
+            "none".to_string()
+        } else {
+            env.join(", ")
+        },
+    );
+    row("inputs", &m.inputs.len().to_string());
+    for input in &m.inputs {
+        let kind = match input.kind {
+            FileKind::File if input.executable => "executable",
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::LinkToFile => "link to file",
+            FileKind::LinkToDir => "link to dir",
+        };
+        crate::outln!(
+            "  {kind:<12}  {}  {}",
+            input.digest.short(),
+            escape_control(&input.path.display())
+        );
+    }
+    row("outputs", &entry.outputs.len().to_string());
+    for output in &entry.outputs {
+        let (kind, files, bytes) = output_summary(output);
+        let what = match kind {
+            "dir" => format!("dir, {files} files"),
+            other => other.to_string(),
+        };
+        crate::outln!(
+            "  {what:<12}  {:>10}  {}",
+            format_size(bytes),
+            escape_control(&output.path.display())
+        );
+    }
+    Ok(0)
+}
+
+/// The one stored key that starts with `prefix`; `None` when none does, an error naming
+/// the prefix when several do.
+fn find_key(cache: &Cache, prefix: &str) -> Result<Option<Digest>, Fatal> {
+    let mut found: Vec<Digest> = crate::fsutil::files_in_shards(&cache.root().join("entries"))
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(name, _)| name.parse().ok())
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => Err(Fatal::failure(format!(
+            "memo: key prefix '{prefix}' matches {n} cached results; give more digits (see memo ls)"
+        ))),
+    }
+}
+
+/// Writes the recorded stdout (or stderr) of `entry` to stdout, exactly, once its bytes
+/// have been checked against their digest as a replay checks them.
+fn print_stream(cache: &Cache, key: &Digest, entry: &Entry, stderr: bool) -> anyhow::Result<i32> {
+    let name = if stderr { "stderr" } else { "stdout" };
+    let blob = match (&entry.streams, stderr) {
+        (Streams::Separate { stdout, .. }, false) => stdout,
+        (Streams::Separate { stderr, .. }, true) => stderr,
+        (Streams::Merged { combined }, false) => combined,
+        // A merged recording has one stream, shown as stdout.
+        (Streams::Merged { .. }, true) => return Ok(0),
+    };
+    let mut reader = crate::outputs::open_blob(blob, &cache.store).map_err(|e| {
+        Fatal::failure(format!(
+            "memo: cannot read the recorded {name} of {}: {e}",
+            key.short()
+        ))
+    })?;
+    let mut out = io::stdout().lock();
+    match io::copy(&mut reader, &mut out).and_then(|_| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Fatal::failure(format!("memo: cannot write to stdout: {e}")).into()),
+    }
+}
+
+/// An entry's bytes: its file and every object it names (shared ones in full), as a
+/// store counts them.
+fn recorded_size(cache: &Cache, key: &Digest, entry: &Entry) -> u64 {
+    let file = std::fs::metadata(cache.store.entry_path(key)).map_or(0, |m| m.len());
+    file + entry
+        .blobs()
+        .filter(|b| b.inline.is_none())
+        .map(|b| b.size)
+        .sum::<u64>()
+}
+
+/// What a declared output holds: its kind, how many files, how many bytes.
+fn output_summary(output: &Output) -> (&'static str, usize, u64) {
+    let kind = match output.nodes.first().map(|n| &n.kind) {
+        Some(NodeKind::Dir) => "dir",
+        Some(NodeKind::Symlink { .. }) => "symlink",
+        _ => "file",
+    };
+    let files = output.nodes.iter().filter_map(|n| match &n.kind {
+        NodeKind::File { blob, .. } => Some(blob.size),
+        _ => None,
+    });
+    let (count, bytes) = files.fold((0, 0), |(c, b), size| (c + 1, b + size));
+    (kind, count, bytes)
+}
+
+/// Whether a result would be replayed under the current settings, in words.
+struct Shown {
+    state: &'static str,
+    text: String,
+    /// How long it stays fresh, under a TTL.
+    expires_in: Option<Duration>,
+}
+
+fn freshness_of(entry: &Entry, settings: &Settings, now: u64) -> Shown {
+    let Some(ttl) = settings.ttl.value else {
+        return Shown {
+            state: "fresh",
+            text: "fresh: no TTL is set, so it never expires".into(),
+            expires_in: None,
+        };
+    };
+    let stale = settings.stale.value;
+    let age = Duration::from_millis(now.saturating_sub(entry.created_unix_ms));
+    let ttl_text = format!("ttl {}, {}", format_duration(ttl), settings.ttl.source);
+    match Freshness::at(entry.created_unix_ms, now, Some(ttl), stale) {
+        Freshness::Fresh => {
+            let left = ttl.saturating_sub(age);
+            Shown {
+                state: "fresh",
+                text: format!("fresh for {} more ({ttl_text})", format_duration(left)),
+                expires_in: Some(left),
+            }
+        }
+        Freshness::Stale(late) => Shown {
+            state: "stale",
+            text: format!(
+                "stale: expired {} ago; replayed and refreshed for {} more ({ttl_text}, stale window {})",
+                format_duration(late),
+                format_duration(stale.unwrap_or_default().saturating_sub(late)),
+                format_duration(stale.unwrap_or_default())
+            ),
+            expires_in: Some(Duration::ZERO),
+        },
+        Freshness::Expired(late) => Shown {
+            state: "expired",
+            text: format!(
+                "expired {} ago: the next run recomputes it ({ttl_text})",
+                format_duration(late)
+            ),
+            expires_in: Some(Duration::ZERO),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_control("echo 'a b'"), "echo 'a b'");
+        assert_eq!(escape_control("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape_control("\x1b[31mred\x7f"), "\\x1b[31mred\\x7f");
+        assert_eq!(escape_control("\u{202e}é\u{85}"), "\\u{202e}é\\u{85}");
+    }
 
     #[test]
     fn utc_dates() {
@@ -547,10 +961,4 @@ mod tests {
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_utc(1_795_000_000_000), "2026-11-18 11:06:40");
     }
-}
-
-/// `memo show KEY`.
-pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> {
-    let _ = (settings, args);
-    Err(Fatal::failure("memo: show is being built").into())
 }

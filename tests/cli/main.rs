@@ -12,6 +12,7 @@ mod manage;
 mod outputs;
 mod reliability;
 mod remote;
+mod show_entry;
 mod store;
 mod trust_accept;
 mod trust_capture;
