@@ -2,8 +2,9 @@
 //! together, plus the bookkeeping every command shares (warnings that are said once,
 //! locks, detached helper processes).
 //!
-//! Owns the fail-open rule for opening: for `memo run`, any trouble with the cache
-//! location, however it was named, is a warning and no cache.
+//! Owns the rules for opening: for `memo run`, any trouble with the cache location,
+//! however it was named, is a warning and no cache (fail open); the commands that look
+//! at the cache or remove from it never create it (`open_existing`).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
