@@ -91,7 +91,7 @@ pub fn check(gathered: &Gathered) -> Result<(), Change> {
     let mut after = BTreeSet::new();
     let mut hashed = HashMap::new();
     for spec in &watch.specs {
-        let listed = match inputs::expand(spec, watch.skip) {
+        let listed = match inputs::expand(spec, &watch.filter) {
             Ok(Expansion::Listed(listed)) => listed,
             // Its files are reported as disappeared below, unless they are outputs.
             Ok(Expansion::Missing) => Vec::new(),
@@ -249,7 +249,8 @@ mod tests {
         let specs: Vec<_> = specs.iter().map(|p| p.as_os_str().to_owned()).collect();
         let outputs: Vec<_> = outputs.iter().map(|p| p.to_path_buf()).collect();
         let exe = inputs::resolve_executable("/bin/sh".as_ref(), None).unwrap();
-        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None), None).unwrap()
+        let filter = inputs::Filter::new(None, &[], false, &outputs).unwrap();
+        inputs::gather_inputs(&specs, &outputs, &exe, &DigestCache::new(None), filter).unwrap()
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! environment variables, the resolved executable.
 //!
 //! Owns PATH lookup (as `execvp` does it), expansion of `--input` files, directories and
-//! globs, and selection of `--env` names. It reads; it never decides what the key is (that
-//! is `key`), nor whether a result may be stored (that is `guard`, which lists the inputs
-//! again through `expand` after the command ran).
+//! globs, what those listings leave out (`Filter`: the cache directory, `--exclude`
+//! patterns, ignore files under `--gitignore`, declared outputs inside an input
+//! directory), and selection of `--env` names. It reads; it never decides what the key is
+//! (that is `key`), nor whether a result may be stored (that is `guard`, which lists the
+//! inputs again through `expand`, with the same `Filter`, after the command ran).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
@@ -14,6 +17,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
 
 use crate::bytes::ByteString;
 use crate::digest::Digest;
@@ -253,8 +259,8 @@ pub struct Watch {
     /// When gathering began: a file whose ctime is not well before this may have changed
     /// since within the same timestamp tick.
     pub started: SystemTime,
-    /// The cache directory, left out of every input directory.
-    pub skip: Option<DirId>,
+    /// What every listing leaves out, the one after the run as the one before.
+    pub filter: Filter,
 }
 
 /// A directory's identity (device, inode), whatever path leads to it.
@@ -315,20 +321,20 @@ fn link_digest(target: &Path, contents: &Digest) -> Digest {
 }
 
 /// Expands every `--input` spec (file, directory or glob), hashes what it names and the
-/// executable, and notes what the race guard will compare after the run. `skip` is the
-/// cache directory: memo's own files, which change on every call, are nobody's input.
+/// executable, and notes what the race guard will compare after the run. `filter` says
+/// what the listings leave out (see `Filter`).
 pub fn gather_inputs(
     specs: &[OsString],
     outputs: &[PathBuf],
     executable: &Executable,
     cache: &DigestCache,
-    skip: Option<DirId>,
+    filter: Filter,
 ) -> Result<Gathered, Fatal> {
     let started = SystemTime::now();
     let mut files = Vec::new();
     let mut signatures = HashMap::new();
     for spec in specs {
-        let listed = match expand(spec, skip)? {
+        let listed = match expand(spec, &filter)? {
             Expansion::Missing => {
                 return Err(Fatal::failure(format!(
                     "memo: input '{}' does not exist; create it or fix the --input path",
@@ -387,15 +393,256 @@ pub fn gather_inputs(
             signatures,
             executable: (executable.path.clone(), signature),
             started,
-            skip,
+            filter,
         },
     })
 }
 
-/// Lists what one `--input` spec names, reading no contents, leaving out the directory
-/// `skip` below an input directory. Symlinks are followed (inputs are about content); a
-/// loop or an unreadable directory is an error.
-pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
+/// What every listing of the inputs leaves out, for the key and for the race guard alike
+/// (a file written into an excluded place while the command runs is then no change).
+/// Only what is found inside an input directory, or matched by a glob, is ever left out:
+/// a path named by `--input` itself is always listed.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// The cache directory: memo's own files, which change on every call, are nobody's
+    /// input.
+    skip: Option<DirId>,
+    /// `--exclude` patterns, gitignore-style, relative to each input directory.
+    excludes: Vec<String>,
+    /// Whether `.gitignore` and `.ignore` files under input directories are honoured.
+    gitignore: bool,
+    /// Each declared output, absolute and lexically clean, and as the file system
+    /// resolves it (symlinks followed): one inside an input directory is left out of it.
+    outputs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Filter {
+    /// Checks every `--exclude` pattern, so that a bad one stops memo before anything runs.
+    pub fn new(
+        skip: Option<DirId>,
+        excludes: &[String],
+        gitignore: bool,
+        outputs: &[PathBuf],
+    ) -> Result<Filter, Fatal> {
+        for pattern in excludes {
+            if pattern.trim().is_empty() {
+                return Err(Fatal::failure(format!(
+                    "memo: --exclude '{pattern}' is empty; name a pattern such as '__pycache__' or drop that --exclude"
+                )));
+            }
+            if pattern.starts_with('#') {
+                return Err(Fatal::failure(format!(
+                    "memo: --exclude '{pattern}' would be a comment in gitignore syntax; write '\\{pattern}' to match a name starting with #"
+                )));
+            }
+            GitignoreBuilder::new(".")
+                .add_line(None, pattern)
+                .map_err(|e| {
+                    Fatal::failure(format!(
+                        "memo: --exclude '{pattern}' is not a valid pattern ({e}); fix it"
+                    ))
+                })?;
+        }
+        let cwd = std::env::current_dir().ok();
+        let outputs = outputs
+            .iter()
+            .map(|output| {
+                let absolute = lexical(&match &cwd {
+                    Some(cwd) if output.is_relative() => clean(&cwd.join(output)),
+                    _ => clean(output),
+                });
+                let real = resolved(&absolute);
+                (absolute, real)
+            })
+            .collect();
+        Ok(Filter {
+            skip,
+            excludes: excludes.to_vec(),
+            gitignore,
+            outputs,
+        })
+    }
+
+    /// The filter as it applies below `root`, an input directory or the literal start of
+    /// an input glob.
+    fn below(&self, root: &Path) -> Scope<'_> {
+        let excludes = (!self.excludes.is_empty()).then(|| {
+            let mut builder = GitignoreBuilder::new(root);
+            for pattern in &self.excludes {
+                // Checked in `new`.
+                let _ = builder.add_line(None, pattern);
+            }
+            builder.build().unwrap_or_else(|_| Gitignore::empty())
+        });
+        let mut outputs = Vec::new();
+        if !self.outputs.is_empty() {
+            let absolute = lexical(&match std::env::current_dir() {
+                Ok(cwd) if root.is_relative() => clean(&cwd.join(root)),
+                _ => clean(root),
+            });
+            let real = resolved(&absolute);
+            for (output, real_output) in &self.outputs {
+                // Strictly inside: an output that is the input directory, or holds it,
+                // is an input declared both ways, keyed as it was before the run.
+                let inside = output
+                    .strip_prefix(&absolute)
+                    .ok()
+                    .or_else(|| real_output.strip_prefix(&real).ok())
+                    .filter(|rel| !rel.as_os_str().is_empty());
+                outputs.extend(inside.map(Path::to_path_buf));
+            }
+        }
+        Scope {
+            filter: self,
+            root: root.to_path_buf(),
+            excludes,
+            ignore_files: RefCell::new(HashMap::new()),
+            outputs,
+        }
+    }
+}
+
+/// A `Filter` below one root: patterns are relative to it.
+struct Scope<'f> {
+    filter: &'f Filter,
+    root: PathBuf,
+    /// The `--exclude` patterns, rooted here (None without any).
+    excludes: Option<Gitignore>,
+    /// The rules of each directory's ignore files, read once, under `--gitignore`.
+    ignore_files: RefCell<HashMap<PathBuf, Option<std::rc::Rc<Gitignore>>>>,
+    /// The declared outputs inside the root, relative to it.
+    outputs: Vec<PathBuf>,
+}
+
+impl Scope<'_> {
+    /// Whether it leaves out nothing but the cache directory.
+    fn is_idle(&self) -> bool {
+        self.excludes.is_none() && !self.filter.gitignore && self.outputs.is_empty()
+    }
+
+    /// `path` relative to the root, when it lies below it.
+    fn relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
+        if self.root == Path::new(".") {
+            return Some(path.strip_prefix(".").unwrap_or(path));
+        }
+        path.strip_prefix(&self.root).ok()
+    }
+
+    /// Whether `path`, found below the root, is left out of the listing; `is_dir` as the
+    /// listing sees it (symlinks followed). Its parents are not asked: a directory left
+    /// out is not entered, so nothing below it can come back (as in git).
+    fn leaves_out(&self, path: &Path, is_dir: bool) -> Result<bool, Fatal> {
+        if is_dir && self.filter.skip.is_some() && DirId::of(path) == self.filter.skip {
+            return Ok(true);
+        }
+        let Some(relative) = self.relative(path) else {
+            return Ok(false);
+        };
+        if self.outputs.iter().any(|o| relative.starts_with(o)) {
+            return Ok(true);
+        }
+        // `--exclude` has the last word: `--exclude '!keep.log'` brings back a file an
+        // ignore file left out.
+        if let Some(excludes) = &self.excludes {
+            match excludes.matched(path, is_dir) {
+                Match::Ignore(_) => return Ok(true),
+                Match::Whitelist(_) => return Ok(false),
+                Match::None => {}
+            }
+        }
+        if self.filter.gitignore {
+            // The nearest directory's rules first, as git reads them, up to the root.
+            for dir in relative.ancestors().skip(1) {
+                let dir = match dir.as_os_str().is_empty() {
+                    true => self.root.clone(),
+                    false => self.root.join(dir),
+                };
+                if let Some(rules) = self.ignore_rules(&dir)? {
+                    match rules.matched(path, is_dir) {
+                        Match::Ignore(_) => return Ok(true),
+                        Match::Whitelist(_) => return Ok(false),
+                        Match::None => {}
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether `path`, a glob's match, or any directory between the root and it is left
+    /// out.
+    fn leaves_out_match(&self, path: &Path) -> Result<bool, Fatal> {
+        let Some(relative) = self.relative(path) else {
+            return Ok(false);
+        };
+        let mut below = self.root.clone();
+        let parts: Vec<_> = relative.components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            below = match below == Path::new(".") {
+                true => PathBuf::from(part.as_os_str()),
+                false => below.join(part),
+            };
+            let is_dir = i + 1 < parts.len() || fs::metadata(&below).is_ok_and(|m| m.is_dir());
+            if self.leaves_out(&below, is_dir)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The rules of `dir`'s `.gitignore` and `.ignore` (the latter first, as ripgrep
+    /// reads them), or None when it has neither. Lines that are no valid pattern are
+    /// skipped, as git skips them.
+    fn ignore_rules(&self, dir: &Path) -> Result<Option<std::rc::Rc<Gitignore>>, Fatal> {
+        if let Some(rules) = self.ignore_files.borrow().get(dir) {
+            return Ok(rules.clone());
+        }
+        let mut builder = GitignoreBuilder::new(dir);
+        let mut found = false;
+        for name in [".gitignore", ".ignore"] {
+            let file = dir.join(name);
+            let text = match fs::metadata(&file) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Ok(meta) if meta.is_dir() => Err(io::Error::from(io::ErrorKind::IsADirectory)),
+                _ => fs::read(&file),
+            }
+            .map_err(|e| {
+                Fatal::failure(format!(
+                    "memo: ignore file '{}' cannot be read ({e}); fix it or drop --gitignore",
+                    file.display()
+                ))
+            })?;
+            let text = String::from_utf8_lossy(&text);
+            for line in text.trim_start_matches('\u{feff}').lines() {
+                let _ = builder.add_line(Some(file.clone()), line);
+            }
+            found = true;
+        }
+        let rules = found
+            .then(|| builder.build().ok())
+            .flatten()
+            .map(std::rc::Rc::new);
+        self.ignore_files
+            .borrow_mut()
+            .insert(dir.to_path_buf(), rules.clone());
+        Ok(rules)
+    }
+}
+
+/// The literal directory a glob starts from: its components before the first with `*`,
+/// `?` or `[` (`src` for `src/**/*.py`, `.` for `*.c`).
+fn glob_root(pattern: &str) -> PathBuf {
+    let literal: PathBuf = Path::new(pattern)
+        .components()
+        .take_while(|c| !is_glob(c.as_os_str()))
+        .collect();
+    clean(&literal)
+}
+
+/// Lists what one `--input` spec names, reading no contents, leaving out what `filter`
+/// leaves out below an input directory or a glob's start. Symlinks are followed (inputs
+/// are about content); a loop or an unreadable directory is an error.
+pub fn expand(spec: &OsStr, filter: &Filter) -> Result<Expansion, Fatal> {
     if spec.is_empty() {
         return Err(Fatal::failure(
             "memo: --input '' is empty; name a file, directory or glob, or drop that --input",
@@ -404,7 +651,7 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
     if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, skip, false, &mut listed)?;
+        list_path(&path, &filter.below(&path), false, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -416,6 +663,7 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
             spec.to_string_lossy()
         ))
     })?;
+    let scope = filter.below(&glob_root(pattern));
     // A trailing `**` means everything below (`src/**`, as Turborepo, Nx and gitignore
     // read it); the glob crate would match only the subdirectories, and a file changed
     // in `src/` itself would replay a stale result.
@@ -442,6 +690,7 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
     })?;
     // Whether each directory a match lies in is the cache directory, asked once per
     // directory: `**/*` also matches memo's own files.
+    let skip = filter.skip;
     let mut skipped: HashMap<PathBuf, bool> = HashMap::new();
     for matched in matches {
         let matched = matched.map_err(|e| {
@@ -461,17 +710,20 @@ pub fn expand(spec: &OsStr, skip: Option<DirId>) -> Result<Expansion, Fatal> {
         {
             continue;
         }
-        list_path(&matched, skip, true, &mut listed)?;
+        if !scope.is_idle() && scope.leaves_out_match(&matched)? {
+            continue;
+        }
+        list_path(&matched, &scope, true, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
 
-/// Lists `path` and, for a directory, everything below it. Symlinks below it are noted
-/// (the key records them); so is `path` itself when a glob matched it (`root_link`), not
-/// when the user named it.
+/// Lists `path` and, for a directory, everything below it that `scope` keeps. Symlinks
+/// below it are noted (the key records them); so is `path` itself when a glob matched it
+/// (`root_link`), not when the user named it.
 fn list_path(
     path: &Path,
-    skip: Option<DirId>,
+    scope: &Scope,
     root_link: bool,
     out: &mut Vec<(PathBuf, Found)>,
 ) -> Result<(), Fatal> {
@@ -490,17 +742,23 @@ fn list_path(
     if !meta.is_dir() {
         return list_file(path, meta, link_of(path, 0), out);
     }
-    let skipped = |entry: &walkdir::DirEntry| {
-        skip.is_some()
-            && entry.depth() > 0
-            && entry.file_type().is_dir()
-            && DirId::of(entry.path()) == skip
+    // The first error met while filtering (an unreadable ignore file): the walk's filter
+    // can only say yes or no.
+    let filter_error: RefCell<Option<Fatal>> = RefCell::new(None);
+    let left_out = |entry: &walkdir::DirEntry| {
+        entry.depth() > 0
+            && scope
+                .leaves_out(entry.path(), entry.file_type().is_dir())
+                .unwrap_or_else(|e| {
+                    filter_error.borrow_mut().get_or_insert(e);
+                    true
+                })
     };
     for entry in walkdir::WalkDir::new(path)
         .follow_links(true)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !skipped(e))
+        .filter_entry(|e| !left_out(e))
     {
         match entry {
             // Every directory, empty or not: `find`, `tar` and `ls -R` see them.
@@ -532,7 +790,9 @@ fn list_path(
                 match fs::read_link(&failed) {
                     // A dangling link: its target text is all there is to key on.
                     Ok(target) if fs::metadata(&failed).is_err() => {
-                        out.push((failed, Found::DanglingLink(target)))
+                        if !scope.leaves_out(&failed, false)? {
+                            out.push((failed, Found::DanglingLink(target)))
+                        }
                     }
                     _ => {
                         return Err(Fatal::failure(format!(
@@ -544,7 +804,10 @@ fn list_path(
             }
         }
     }
-    Ok(())
+    match filter_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn list_file(
@@ -765,6 +1028,68 @@ mod tests {
             ..exe
         };
         assert_eq!(direct.launch(&argv), ("/bin/x".into(), argv.to_vec()));
+    }
+
+    /// The paths `spec` lists under `filter`, relative to `dir`.
+    fn listed(dir: &Path, spec: &str, filter: &Filter) -> Vec<String> {
+        let spec = dir.join(spec);
+        let Expansion::Listed(listed) = expand(spec.as_os_str(), filter).unwrap() else {
+            panic!("missing");
+        };
+        listed
+            .iter()
+            .map(|(p, _)| p.strip_prefix(dir).unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_nearest_ignore_file_decides_and_exclude_patterns_decide_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write("src/.gitignore", "*.tmp\nlogs/\n");
+        write("src/a.tmp", "");
+        write("src/logs/x", "");
+        write("src/sub/.gitignore", "!keep.tmp\n");
+        write("src/sub/.ignore", "keep.tmp\n");
+        write("src/sub/keep.tmp", "");
+        write("src/sub/deep/b.tmp", "");
+        let gitignore = Filter::new(None, &[], true, &[]).unwrap();
+        assert_eq!(
+            listed(dir.path(), "src", &gitignore),
+            [
+                "src",
+                "src/.gitignore",
+                "src/sub",
+                "src/sub/.gitignore",
+                "src/sub/.ignore",
+                "src/sub/deep"
+            ],
+            ".ignore wins over .gitignore in one directory"
+        );
+        let both = Filter::new(None, &["!keep.tmp".into(), ".*".into()], true, &[]).unwrap();
+        assert_eq!(
+            listed(dir.path(), "src", &both),
+            ["src", "src/sub", "src/sub/deep", "src/sub/keep.tmp"]
+        );
+        let none = Filter::default();
+        assert_eq!(listed(dir.path(), "src", &none).len(), 11);
+        assert_eq!(
+            listed(dir.path(), "src/**/*.tmp", &gitignore),
+            Vec::<String>::new(),
+            "a glob's matches are filtered too"
+        );
+    }
+
+    #[test]
+    fn a_globs_root_is_its_literal_start() {
+        assert_eq!(glob_root("src/**/*.py"), PathBuf::from("src"));
+        assert_eq!(glob_root("./a/b*/c"), PathBuf::from("a"));
+        assert_eq!(glob_root("*.c"), PathBuf::from("."));
+        assert_eq!(glob_root("/x/[ab]"), PathBuf::from("/x"));
     }
 
     #[test]

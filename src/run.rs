@@ -99,7 +99,8 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
         .as_ref()
         .filter(|_| !req.inputs.is_empty())
         .and_then(|c| inputs::DirId::of(c.root()));
-    let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests, skip)?;
+    let filter = inputs::Filter::new(skip, &req.excludes, req.gitignore, &req.outputs)?;
+    let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests, filter)?;
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let env = inputs::select_env(&req.env, &vars)?;
     let key_command = match &req.key_cmd {
@@ -520,6 +521,9 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     for name in &req.env {
         pair("--env", name.into());
     }
+    for pattern in &req.excludes {
+        pair("--exclude", pattern.into());
+    }
     if let Some(salt) = &req.salt {
         pair("--salt", salt.clone());
     }
@@ -534,6 +538,9 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     }
     if req.ignore_cwd {
         args.push("--ignore-cwd".into());
+    }
+    if req.gitignore {
+        args.push("--gitignore".into());
     }
     args.push("--".into());
     args.extend(req.argv.iter().cloned());

@@ -6,6 +6,7 @@ mod support;
 
 mod capture;
 mod errors;
+mod excludes;
 mod explain;
 mod keys;
 mod manage;
