@@ -28,7 +28,15 @@ const CACHEDIR_TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 pub fn create_cache_root(root: &Path) -> io::Result<()> {
     let fresh = match fs::read_dir(root) {
         Ok(mut listing) => listing.next().is_none(),
-        Err(e) => e.kind() == io::ErrorKind::NotFound,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A missing root appears with its tag already in it, so that no other memo
+            // (a `memo clear` racing the first run) ever sees it untagged.
+            if create_tagged(root).is_ok() {
+                return Ok(());
+            }
+            true
+        }
+        Err(_) => false,
     };
     create_private_dir_all(root)?;
     if fresh {
@@ -36,6 +44,41 @@ pub fn create_cache_root(root: &Path) -> io::Result<()> {
         let _ = write_file_atomic(&root.join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT.as_bytes());
     }
     Ok(())
+}
+
+/// Creates `root` by renaming into place a private directory that already holds the
+/// tag. `Err` when it cannot (then the caller creates it the plain way); a root that
+/// another process created meanwhile counts as done.
+fn create_tagged(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = root
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)?;
+    let name = root
+        .file_name()
+        .ok_or_else(|| io::Error::other("no name"))?;
+    let staged = tempfile::Builder::new()
+        .prefix(&format!(".{}.new-", name.to_string_lossy()))
+        .tempdir_in(parent)?;
+    fs::set_permissions(staged.path(), fs::Permissions::from_mode(cache_dir_mode()))?;
+    fs::write(staged.path().join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT)?;
+    let staged = staged.keep();
+    match fs::rename(&staged, root) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staged);
+            if fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Whether the cache root is memo's own, so that memo may remove what it did not make

@@ -27,6 +27,18 @@ fn open(settings: &Settings) -> Result<Option<Cache>, Fatal> {
     cache::open_existing(&settings.cache_dir).map_err(|why| Fatal::failure(format!("memo: {why}")))
 }
 
+/// The cache that `clear`, `rm` and `gc` remove from: a missing one, wherever it was
+/// named, has nothing to remove (a script's `memo clear` before any run is no error).
+fn open_to_remove(settings: &Settings) -> Result<Option<Cache>, Fatal> {
+    let path = &settings.cache_dir.value;
+    if !path.as_os_str().is_empty()
+        && std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
+        return Ok(None);
+    }
+    open(settings)
+}
+
 /// Where the cache is (or would be), for people.
 fn cache_root(cache: Option<&Cache>, settings: &Settings) -> PathBuf {
     cache.map_or_else(
@@ -204,7 +216,7 @@ pub fn gc(
     dry_run: bool,
     auto: bool,
 ) -> anyhow::Result<i32> {
-    let Some(cache) = open(settings)? else {
+    let Some(cache) = open_to_remove(settings)? else {
         if !auto {
             let verb = if dry_run { "would remove" } else { "removed" };
             crate::outln!("{verb} 0 entries: there is no cache yet");
@@ -258,7 +270,7 @@ pub fn gc(
 }
 
 pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
-    let Some(cache) = open(settings)? else {
+    let Some(cache) = open_to_remove(settings)? else {
         crate::outln!("cleared 0 entries: there is no cache yet");
         return Ok(0);
     };
@@ -397,7 +409,7 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
             e.msg
         ))
     })?;
-    let Some(cache) = open(settings)? else {
+    let Some(cache) = open_to_remove(settings)? else {
         crate::console::note(format_args!("memo: no cached result matches"));
         return Ok(1);
     };

@@ -448,9 +448,27 @@ fn looking_commands() -> Vec<Vec<&'static str>> {
         vec!["ls", "--json"],
         vec!["show", "abcd"],
         vec!["log"],
-        vec!["rm", "abcd"],
-        vec!["gc", "--dry-run"],
     ]
+}
+
+/// `clear`, `rm` and `gc` on a cache that does not exist have nothing to remove, wherever
+/// it was named (a script's `memo clear` before any run), and do not create it.
+#[test]
+fn removing_from_a_cache_that_does_not_exist_removes_nothing_and_creates_nothing() {
+    let env = TestEnv::new();
+    let missing = env.root.path().join("no-such-cache");
+    for way in 0..3 {
+        for (args, code) in [
+            (vec!["clear"], 0),
+            (vec!["gc"], 0),
+            (vec!["gc", "--dry-run"], 0),
+            (vec!["rm", "abcd"], 1),
+        ] {
+            let out = named_missing_cache(&env, way, &args);
+            assert_eq!(out.status.code(), Some(code), "{args:?} way {way}: {out:?}");
+            assert!(!missing.exists(), "{args:?} way {way} created the cache");
+        }
+    }
 }
 
 #[test]
