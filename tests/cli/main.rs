@@ -9,6 +9,7 @@ mod errors;
 mod explain;
 mod keys;
 mod manage;
+mod messages;
 mod outputs;
 mod reliability;
 mod remote;
