@@ -558,6 +558,13 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
 /// `memo clear`: removes every entry and object; the counters of past activity and the
 /// event log stay.
 pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
+    let root = cache.root();
+    // Nothing stored, nothing to clear, whoever the directory belongs to. This is also
+    // a cache another memo is creating right now: its tag is not written yet, and a clear
+    // racing its first run must not fail.
+    if !holds_anything(&root.join("entries")) && !holds_anything(&root.join("objects")) {
+        return Ok((0, 0));
+    }
     if !crate::fsutil::is_memo_cache() {
         return Err(std::io::Error::other(format!(
             "'{}' does not look like memo's cache (no {} and other files in it); nothing was removed: \
@@ -568,7 +575,6 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.stats.total();
-    let root = cache.root();
     for sub in ["entries", "objects", "usage", "digests", "tmp"] {
         // Renamed away first (atomic), so a memo storing right now writes into a fresh
         // empty directory instead of racing the deletion ("directory not empty").
@@ -592,6 +598,18 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     event.size = Some(before.bytes.max(0) as u64);
     let _ = cache.log.append(&event);
     Ok((before.entries.max(0) as u64, before.bytes.max(0) as u64))
+}
+
+/// Whether `dir` holds a file, directly or in one of its subdirectories (a shard).
+fn holds_anything(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|item| {
+            !item.file_type().is_ok_and(|t| t.is_dir())
+                || fs::read_dir(item.path()).is_ok_and(|mut inside| inside.next().is_some())
+        })
 }
 
 /// `e` with the path it is about in front, unless it names it already: "Permission

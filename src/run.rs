@@ -403,7 +403,8 @@ fn run_with_cache(
     };
     if verbose {
         crate::console::note(format_args!(
-            "memo: miss {}, ran {}, {verdict}",
+            "memo: {} {}, ran {}, {verdict}",
+            if forced { "forced" } else { "miss" },
             key.short(),
             crate::config::format_duration(duration)
         ));

@@ -326,7 +326,14 @@ fn force_is_counted_and_logged_as_forced_not_as_a_miss() {
     assert!(env.ran_tool(&["--force"]));
     assert!(env.ran_tool(&["--force"]));
     assert!(!env.ran_tool(&[]));
-    assert_eq!(counter(&env, "forced"), 2);
+    let verbose = env.run(run_tool(&["-v", "--force"]));
+    assert_success(&verbose);
+    assert!(
+        stderr(&verbose).starts_with("memo: forced "),
+        "{}",
+        stderr(&verbose)
+    );
+    assert_eq!(counter(&env, "forced"), 3);
     assert_eq!(counter(&env, "misses"), 1);
     let stats = env.stats();
     assert_eq!(stats["misses"], 1, "{stats}");
@@ -338,7 +345,7 @@ fn force_is_counted_and_logged_as_forced_not_as_a_miss() {
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| *k == "forced").count(),
-        2,
+        3,
         "{kinds:?}"
     );
     assert_eq!(
@@ -353,7 +360,7 @@ fn force_is_counted_and_logged_as_forced_not_as_a_miss() {
             .lines()
             .filter(|l| l.contains(" forced "))
             .count(),
-        2,
+        3,
         "{}",
         stdout(&log)
     );
@@ -424,4 +431,26 @@ fn a_short_refresh_failure_is_logged_whole() {
         message,
         "background refresh failed: exit code 7; its stderr: no network"
     );
+}
+
+/// `reliability::runs_with_rm_and_clear_at_once_never_replay_anything_wrong` failed about
+/// one time in seven: a `memo clear` that met a cache another memo was creating (its
+/// tag not written yet) refused it as someone else's directory. With nothing stored there
+/// is nothing to clear, whoever owns the directory, and nothing is touched.
+#[test]
+fn clear_with_nothing_stored_succeeds_and_touches_nothing() {
+    let env = TestEnv::new();
+    let dir = env.root.path().join("someones");
+    fs::create_dir_all(dir.join("entries")).unwrap();
+    fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let out = env.memo(["clear"]).env("MEMO_DIR", &dir).output().unwrap();
+    assert_success(&out);
+    assert_eq!(fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
+    assert!(!dir.join("CACHEDIR.TAG").exists());
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["entries", "notes.txt"], "nothing made or removed");
 }
