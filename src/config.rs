@@ -8,8 +8,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::exit::Fatal;
 
 pub const DEFAULT_MAX_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -41,8 +39,7 @@ pub struct Setting<T> {
 }
 
 /// The keys of the config file (TOML); every one is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct FileConfig {
     cache_dir: Option<PathBuf>,
     max_size: Option<String>,
@@ -55,6 +52,191 @@ struct FileConfig {
     remote_mode: Option<String>,
     remote_namespace: Option<String>,
     remote_read: Option<String>,
+}
+
+/// Every key of the config file with the form its value takes, as errors show it.
+const FILE_KEYS: [(&str, &str); 11] = [
+    ("cache_dir", "a directory in quotes, like \"~/.cache/memo\""),
+    ("max_size", "a size in quotes, like \"500M\" or \"2GiB\""),
+    (
+        "ttl",
+        "a duration in quotes, like \"90s\", \"15m\" or \"7d\"",
+    ),
+    (
+        "stale",
+        "a duration in quotes, like \"90s\", \"15m\" or \"7d\"",
+    ),
+    ("verbose", "true or false (without quotes)"),
+    ("cache_failures", "true or false (without quotes)"),
+    ("umask", "an octal umask in quotes, like \"002\""),
+    (
+        "remote",
+        "a URL in quotes, like \"https://cache.example.com/memo\"",
+    ),
+    ("remote_mode", "\"read-write\" or \"read-only\""),
+    ("remote_namespace", "a name in quotes, like \"ci\""),
+    (
+        "remote_read",
+        "names in quotes, separated by commas, like \"ci,default\"",
+    ),
+];
+
+impl FileConfig {
+    /// Takes the file's keys one by one, so that an unknown key or a value of the wrong
+    /// type is reported by name, with the form expected and a near-miss key suggested.
+    fn from_table(table: toml::Table, path: &Path) -> Result<FileConfig, Fatal> {
+        let mut config = FileConfig::default();
+        for (key, value) in table {
+            let Some(&(_, expected)) = FILE_KEYS.iter().find(|(name, _)| *name == key) else {
+                return Err(unknown_key(&key, path));
+            };
+            let wrong_type = |value: &toml::Value| {
+                Fatal::failure(format!(
+                    "memo: config file '{}': {key} must be {expected}, not {} {}; fix it or set MEMO_CONFIG",
+                    path.display(),
+                    an(value.type_str()),
+                    shorten(&escape_control(&value.to_string())),
+                ))
+            };
+            let text = |value: toml::Value| match value {
+                toml::Value::String(text) => Ok(text),
+                other => Err(wrong_type(&other)),
+            };
+            let flag = |value: toml::Value| match value {
+                toml::Value::Boolean(flag) => Ok(flag),
+                other => Err(wrong_type(&other)),
+            };
+            match key.as_str() {
+                "cache_dir" => {
+                    let dir = text(value)?;
+                    config.cache_dir = Some(file_cache_dir(&dir, path)?);
+                }
+                "max_size" => config.max_size = Some(text(value)?),
+                "ttl" => config.ttl = Some(text(value)?),
+                "stale" => config.stale = Some(text(value)?),
+                "verbose" => config.verbose = Some(flag(value)?),
+                "cache_failures" => config.cache_failures = Some(flag(value)?),
+                "umask" => config.umask = Some(text(value)?),
+                "remote" => config.remote = Some(text(value)?),
+                "remote_mode" => config.remote_mode = Some(text(value)?),
+                "remote_namespace" => config.remote_namespace = Some(text(value)?),
+                "remote_read" => config.remote_read = Some(text(value)?),
+                _ => unreachable!("every key of FILE_KEYS is taken above"),
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// "an integer", "a string": the article for a TOML type's name.
+fn an(type_name: &str) -> String {
+    let article = if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {type_name}")
+}
+
+/// Text with its control characters escaped (`\n`, `\u{1b}`), so that it stays on one
+/// line and cannot drive the terminal.
+fn escape_control(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// At most 40 characters of `text`: enough to recognise a value, not to flood a line.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+fn unknown_key(key: &str, path: &Path) -> Fatal {
+    let hint = match closest_key(key) {
+        Some(near) => format!("did you mean {near}?"),
+        None => format!(
+            "the keys are {}",
+            FILE_KEYS.map(|(name, _)| name).join(", ")
+        ),
+    };
+    Fatal::failure(format!(
+        "memo: config file '{}': unknown key {}; {hint}",
+        path.display(),
+        escape_control(key)
+    ))
+}
+
+/// The known key nearest to `key` by edit distance, if it is near enough to be a typo.
+fn closest_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    FILE_KEYS
+        .iter()
+        .map(|(name, _)| (edit_distance(&key, name), *name))
+        .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `cache_dir` as the config file gives it: `~` and `~/...` are below HOME, and a
+/// relative path is relative to the directory the config file is in (not to wherever
+/// memo happens to run).
+fn file_cache_dir(text: &str, config: &Path) -> Result<PathBuf, Fatal> {
+    let home = || {
+        env_var("HOME").map(PathBuf::from).ok_or_else(|| {
+            Fatal::failure(format!(
+                "memo: config file '{}': cache_dir = {text:?} starts with ~ but HOME is not set; write the whole path",
+                config.display()
+            ))
+        })
+    };
+    if text == "~" {
+        return home();
+    }
+    if let Some(rest) = text.strip_prefix("~/") {
+        return Ok(home()?.join(rest));
+    }
+    let dir = Path::new(text);
+    if dir.is_absolute() {
+        return Ok(dir.to_path_buf());
+    }
+    let base = config.parent().unwrap_or(Path::new(""));
+    let base = if base.is_absolute() {
+        base.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(base))
+            .unwrap_or_else(|_| base.to_path_buf())
+    };
+    Ok(base.join(dir))
 }
 
 /// The effective settings of one memo call.
@@ -211,13 +393,14 @@ fn read_file(path: &Path) -> Result<Option<FileConfig>, Fatal> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(cannot_read(e)),
     };
-    toml::from_str(&text).map(Some).map_err(|e| {
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
         Fatal::failure(format!(
             "memo: config file '{}' is invalid: {}; fix it or set MEMO_CONFIG",
             path.display(),
             toml_problem(&e, &text)
         ))
-    })
+    })?;
+    FileConfig::from_table(table, path).map(Some)
 }
 
 /// A TOML error in one line: where, the key, and what is wrong (toml's own message
@@ -557,6 +740,17 @@ mod tests {
         assert_eq!(parse_size("10 kb").unwrap(), 10240);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn a_near_miss_key_is_suggested_and_a_far_one_is_not() {
+        assert_eq!(closest_key("maxsize"), Some("max_size"));
+        assert_eq!(closest_key("Cache-Dir"), Some("cache_dir"));
+        assert_eq!(closest_key("remote_mod"), Some("remote_mode"));
+        assert_eq!(closest_key("tll"), Some("ttl"));
+        assert_eq!(closest_key("colour"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The event log: one JSON line per hit, miss, store, eviction, corrupt entry and error,
+//! The event log: one JSON line per hit, miss, forced run, store, eviction, corrupt entry and error,
 //! appended to `log.jsonl` in the cache directory.
 //!
 //! Owns the line format and the bound on its size: a line is appended with one `write`
@@ -22,6 +22,8 @@ pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 pub enum Kind {
     Hit,
     Miss,
+    /// A run with `--force`: the stored result, if any, was not looked at.
+    Forced,
     Store,
     Evict,
     Corrupt,

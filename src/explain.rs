@@ -13,7 +13,7 @@ use crate::config::format_duration;
 use crate::digest::Digest;
 use crate::exit::Fatal;
 use crate::index::{usage, Entry};
-use crate::key::{self, KeyMaterial};
+use crate::key::{self, KeyMaterial, StreamMode};
 use crate::run::{self, Freshness, RunRequest};
 
 /// What differs between a stored material and the current one, one line per change.
@@ -28,7 +28,8 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     if stored.platform != now.platform {
         out.push(format!(
             "platform changed: {} -> {}",
-            stored.platform, now.platform
+            escape_control(&stored.platform),
+            escape_control(&now.platform)
         ));
     }
     if stored.argv != now.argv {
@@ -40,10 +41,7 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     if stored.executable != now.executable {
         out.push(format!(
             "executable changed: {}",
-            now.argv
-                .first()
-                .map(ByteString::display)
-                .unwrap_or_default()
+            now.argv.first().map(shown).unwrap_or_default()
         ));
     }
     let files = |m: &KeyMaterial| -> BTreeMap<ByteString, _> {
@@ -55,18 +53,18 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     let (before, after) = (files(stored), files(now));
     for (path, state) in &after {
         match before.get(path) {
-            None => out.push(format!("input appeared: {}", path.display())),
+            None => out.push(format!("input appeared: {}", shown(path))),
             Some(old) if old.2 != state.2 || old.0 != state.0 => {
-                out.push(format!("input changed: {}", path.display()))
+                out.push(format!("input changed: {}", shown(path)))
             }
             Some(old) if old.1 != state.1 => {
-                out.push(format!("input exec bit changed: {}", path.display()))
+                out.push(format!("input exec bit changed: {}", shown(path)))
             }
             Some(_) => {}
         }
     }
     for path in before.keys().filter(|p| !after.contains_key(*p)) {
-        out.push(format!("input vanished: {}", path.display()));
+        out.push(format!("input vanished: {}", shown(path)));
     }
     let vars = |m: &KeyMaterial| -> BTreeMap<ByteString, Option<Digest>> {
         m.env.iter().map(|v| (v.name.clone(), v.value)).collect()
@@ -76,10 +74,10 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
         match before.get(name) {
             None => out.push(format!(
                 "environment variable added to the key: {}",
-                name.display()
+                shown(name)
             )),
             Some(old) if old != value => {
-                out.push(format!("environment variable changed: {}", name.display()))
+                out.push(format!("environment variable changed: {}", shown(name)))
             }
             Some(_) => {}
         }
@@ -87,7 +85,7 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     for name in before.keys().filter(|n| !after.contains_key(*n)) {
         out.push(format!(
             "environment variable no longer in the key: {}",
-            name.display()
+            shown(name)
         ));
     }
     if stored.outputs != now.outputs {
@@ -103,20 +101,40 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
         out.push("salt changed".into());
     }
     match (&stored.key_command, &now.key_command) {
-        (Some(a), Some(b)) if a.command == b.command && a.output != b.output => out.push(format!(
-            "key command output changed: {}",
-            b.command.display()
-        )),
+        (Some(a), Some(b)) if a.command == b.command && a.output != b.output => {
+            out.push(format!("key command output changed: {}", shown(&b.command)))
+        }
         (a, b) if a != b => out.push("key command changed".into()),
         _ => {}
     }
     if stored.streams != now.streams {
-        out.push(format!(
-            "stdout and stderr were recorded {:?} and are now {:?} (a different redirection)",
-            stored.streams, now.streams
-        ));
+        out.push(match now.streams {
+            StreamMode::Merged => "stdout and stderr were recorded separately and are now the same pipe (as with 2>&1)",
+            StreamMode::Separate => "stdout and stderr were recorded as one pipe (as with 2>&1) and are now separate",
+        }.into());
     }
     out
+}
+
+/// Text as it can be shown on one line of a terminal: control characters (a newline, an
+/// escape sequence in a file name or argument) are written as escapes (`\n`, `\u{1b}`).
+// Also used by `run` for a failed refresh's stderr. Belongs with show10's helper in
+// key.rs once that lands.
+pub fn escape_control(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A path, name or argument of a key material, shown escaped.
+fn shown(bytes: &ByteString) -> String {
+    escape_control(&bytes.display())
 }
 
 /// Runs `memo explain`; exits 0 for a hit, 1 for a miss.
@@ -124,7 +142,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
     let prepared = run::prepare(&req, &warner)?;
     let key = prepared.key;
-    let command = key::command_line(&prepared.material);
+    let command = escape_control(&key::command_line(&prepared.material));
     let Some(cache) = &prepared.cache else {
         crate::outln!("miss {}: the cache is unavailable", key.short());
         return Ok(1);

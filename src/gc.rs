@@ -383,7 +383,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     if cache.log.size() > crate::events::MAX_LOG_BYTES {
         let _ = cache.log.rotate();
     }
-    crate::fsutil::write_file_atomic(&cache::clock_path(root), format!("{clock}\n").as_bytes())?;
+    let clock_path = cache::clock_path(root);
+    crate::fsutil::write_file_atomic(&clock_path, format!("{clock}\n").as_bytes())
+        .map_err(|e| naming(&clock_path, e))?;
     let _ = cache.stats.add(&Counters {
         evictions: report.removed.len() as i64,
         corrupt: (report.corrupt.len() + report.damaged_objects.len()) as i64,
@@ -556,6 +558,13 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
 /// `memo clear`: removes every entry and object; the counters of past activity and the
 /// event log stay.
 pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
+    let root = cache.root();
+    // Nothing stored, nothing to clear, whoever the directory belongs to. This is also
+    // a cache another memo is creating right now: its tag is not written yet, and a clear
+    // racing its first run must not fail.
+    if !holds_anything(&root.join("entries")) && !holds_anything(&root.join("objects")) {
+        return Ok((0, 0));
+    }
     if !crate::fsutil::is_memo_cache() {
         return Err(std::io::Error::other(format!(
             "'{}' does not look like memo's cache (no {} and other files in it); nothing was removed: \
@@ -566,26 +575,51 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.stats.total();
-    let root = cache.root();
     for sub in ["entries", "objects", "usage", "digests", "tmp"] {
         // Renamed away first (atomic), so a memo storing right now writes into a fresh
         // empty directory instead of racing the deletion ("directory not empty").
         let dir = root.join(sub);
         let trash = root.join(format!("{TRASH_PREFIX}{}-{sub}", std::process::id()));
         match fs::rename(&dir, &trash) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(naming(&dir, e)),
             _ => {}
         }
-        crate::fsutil::create_private_dir_all(&dir)?;
+        crate::fsutil::create_private_dir_all(&dir).map_err(|e| naming(&dir, e))?;
         let _ = remove_path(&trash);
     }
     let _ = fs::remove_file(cache::clock_path(root));
     let _ = fs::remove_file(root.join(DEAD_LIST));
-    cache.stats.set_content(0, 0)?;
+    let stats_dir = root.join("stats");
+    cache
+        .stats
+        .set_content(0, 0)
+        .map_err(|e| naming(&stats_dir, e))?;
     let mut event = Event::new(Kind::Clear);
     event.size = Some(before.bytes.max(0) as u64);
     let _ = cache.log.append(&event);
     Ok((before.entries.max(0) as u64, before.bytes.max(0) as u64))
+}
+
+/// Whether `dir` holds a file, directly or in one of its subdirectories (a shard).
+fn holds_anything(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|item| {
+            !item.file_type().is_ok_and(|t| t.is_dir())
+                || fs::read_dir(item.path()).is_ok_and(|mut inside| inside.next().is_some())
+        })
+}
+
+/// `e` with the path it is about in front, unless it names it already: "Permission
+/// denied" alone does not say which file to fix.
+fn naming(path: &Path, e: std::io::Error) -> std::io::Error {
+    let shown = path.display().to_string();
+    if e.to_string().contains(&shown) {
+        return e;
+    }
+    std::io::Error::new(e.kind(), format!("{shown}: {e}"))
 }
 
 /// After a store: when the cache has grown past `max_size`, start a background gc that

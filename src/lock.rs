@@ -243,6 +243,11 @@ impl Lock {
     /// whether they were all gone; if not (processes this user may not signal), the
     /// flight is a fresh file, so that later holders do not wait for them again.
     pub fn take_flight(&self, limit: Duration) -> io::Result<(Flight, bool)> {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        self.take_flight_here(limit).map_err(|e| naming_dir(dir, e))
+    }
+
+    fn take_flight_here(&self, limit: Duration) -> io::Result<(Flight, bool)> {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".run");
         let path = PathBuf::from(name);
@@ -307,6 +312,20 @@ impl Process {
 }
 
 fn acquire(dir: &Path, name: &str, wait: bool, transient: bool) -> io::Result<Option<Lock>> {
+    try_acquire(dir, name, wait, transient).map_err(|e| naming_dir(dir, e))
+}
+
+/// `e` with the directory of the locks in front: a lock's own name (a key's 64 hex
+/// digits) means nothing to a user, the cache directory does.
+fn naming_dir(dir: &Path, e: io::Error) -> io::Error {
+    let shown = dir.display().to_string();
+    if e.to_string().contains(&shown) {
+        return e;
+    }
+    io::Error::new(e.kind(), format!("{shown}: {e}"))
+}
+
+fn try_acquire(dir: &Path, name: &str, wait: bool, transient: bool) -> io::Result<Option<Lock>> {
     create_private_dir_all(dir)?;
     let path = dir.join(name);
     loop {

@@ -233,7 +233,11 @@ fn run_with_cache(
     // replay its result. The kernel releases the lock if its holder dies.
     let lock_name = format!("key-{}", key.to_hex());
     let without_lock = |e: io::Error| {
-        warner.warn(format!("cannot lock {lock_name} ({e}); running without it"));
+        // The lock's own name (a key's 64 hex digits) would mean nothing to a user; the
+        // error names the cache's lock directory.
+        warner.warn(format!(
+            "cannot take this command's lock in the cache ({e}); running without it"
+        ));
         None
     };
     let key_lock = match Lock::try_take(&locks, &lock_name, true) {
@@ -308,21 +312,37 @@ fn run_with_cache(
             Err(e) => {
                 // Without a flight a killed run's processes could not be found later:
                 // this result is not stored.
-                overlap = Some(format!("cannot lock {lock_name}.run ({e})"));
+                overlap = Some(format!(
+                    "cannot take this command's lock in the cache ({e})"
+                ));
             }
         }
     }
     if let Some(why) = &overlap {
         warner.warn(format!("{why}; result not stored"));
     }
-    let miss = Event::of_command(Kind::Miss, &key, &material);
-    cache.record(
-        Counters {
-            misses: 1,
-            ..Default::default()
-        },
-        miss,
-    );
+    // `--force` skipped the lookup: counting it as a miss would lower the hit rate for
+    // runs the user asked for. A background refresh (forced too) recomputes a result
+    // that was stale, which is a miss.
+    let forced = req.force && !req.refresh;
+    let (kind, counters) = if forced {
+        (
+            Kind::Forced,
+            Counters {
+                forced: 1,
+                ..Default::default()
+            },
+        )
+    } else {
+        (
+            Kind::Miss,
+            Counters {
+                misses: 1,
+                ..Default::default()
+            },
+        )
+    };
+    cache.record(counters, Event::of_command(kind, &key, &material));
 
     let cache_failures = req.settings.cache_failures.value;
     let note_command = |pid, pipes: &[u64]| {
@@ -335,7 +355,23 @@ fn run_with_cache(
         material.streams,
         &|| cache.store.stage().map_err(io::Error::other),
         &note_command,
-    )?;
+    )
+    .inspect_err(|fatal| {
+        if req.refresh {
+            let why = fatal.message.trim_start_matches("memo: ");
+            note_failed_refresh(
+                cache,
+                &key,
+                &material,
+                &format!("background refresh failed: {why}"),
+            );
+        }
+    })?;
+    if req.refresh {
+        if let Some(failure) = refresh_failure(&finished) {
+            note_failed_refresh(cache, &key, &material, &failure);
+        }
+    }
     if let Some(why) = &finished.undelivered {
         warner.warn(format!("{why}; it is recorded all the same"));
     }
@@ -368,7 +404,8 @@ fn run_with_cache(
     };
     if verbose {
         crate::console::note(format_args!(
-            "memo: miss {}, ran {}, {verdict}",
+            "memo: {} {}, ran {}, {verdict}",
+            if forced { "forced" } else { "miss" },
             key.short(),
             crate::config::format_duration(duration)
         ));
@@ -545,6 +582,55 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     args.push("--".into());
     args.extend(req.argv.iter().cloned());
     args
+}
+
+/// How much of a failed refresh's stderr its log event keeps: the end, where the
+/// reason usually is.
+const REFRESH_STDERR_TAIL: u64 = 2048;
+
+/// Why a background refresh's command failed, with the end of its stderr (escaped, on
+/// one line); `None` if it succeeded. Nobody sees a refresh's output (it runs detached,
+/// its stdout and stderr on /dev/null), so this is what the log keeps of it.
+fn refresh_failure(finished: &Finished) -> Option<String> {
+    let how = match finished.outcome {
+        Outcome::Exited(0) => return None,
+        Outcome::Exited(code) => format!("exit code {code}"),
+        Outcome::Signaled(sig) => format!("killed by signal {sig}"),
+    };
+    // Separate: [stdout, stderr]; merged: [combined], which holds stderr too.
+    let (stream, recording) = match &finished.recordings[..] {
+        [_, stderr] => ("stderr", stderr),
+        [combined] => ("output", combined),
+        _ => return Some(format!("background refresh failed: {how}")),
+    };
+    let tail = recording.as_ref().ok().and_then(|r| {
+        use std::os::unix::fs::FileExt as _;
+        let start = r.size.saturating_sub(REFRESH_STDERR_TAIL);
+        let mut bytes = vec![0; (r.size - start) as usize];
+        r.file.as_file().read_exact_at(&mut bytes, start).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end();
+        let cut = if start > 0 { "..." } else { "" };
+        (!text.is_empty()).then(|| format!("{cut}{}", crate::explain::escape_control(text)))
+    });
+    Some(match tail {
+        Some(tail) => format!("background refresh failed: {how}; its {stream}: {tail}"),
+        None => format!("background refresh failed: {how}; its {stream} was empty"),
+    })
+}
+
+/// Logs and counts a background refresh that failed: the stale result stays, and the
+/// next call past the stale window runs the command in the foreground.
+fn note_failed_refresh(cache: &Cache, key: &Digest, material: &KeyMaterial, why: &str) {
+    let mut event = Event::of_command(Kind::Error, key, material);
+    event.message = Some(why.to_string());
+    cache.record(
+        Counters {
+            errors: 1,
+            ..Default::default()
+        },
+        event,
+    );
 }
 
 fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {

@@ -1,4 +1,4 @@
-//! Cache counters: hits, misses, time saved, evictions, corruption, and the size of
+//! Cache counters: hits, misses, forced runs, time saved, evictions, corruption, and the size of
 //! what is stored.
 //!
 //! Owns `stats/`: sixteen small shard files, each updated under an exclusive `flock`, so
@@ -22,6 +22,8 @@ const SHARDS: u32 = 16;
 pub struct Counters {
     pub hits: i64,
     pub misses: i64,
+    /// Runs made with `--force`: the result was not looked up, so neither hit nor miss.
+    pub forced: i64,
     pub stores: i64,
     /// Original run time of every replayed result minus the time replaying took.
     pub time_saved_ms: i64,
@@ -50,6 +52,7 @@ impl Counters {
         let fields = [
             (&mut self.hits, other.hits),
             (&mut self.misses, other.misses),
+            (&mut self.forced, other.forced),
             (&mut self.stores, other.stores),
             (&mut self.time_saved_ms, other.time_saved_ms),
             (&mut self.evictions, other.evictions),

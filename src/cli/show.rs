@@ -475,6 +475,7 @@ fn describe(event: &Event) -> String {
     let kind = match event.event {
         Kind::Hit => "hit",
         Kind::Miss => "miss",
+        Kind::Forced => "forced",
         Kind::Store => "store",
         Kind::Evict => "evict",
         Kind::Corrupt => "corrupt",

@@ -10,6 +10,7 @@ mod excludes;
 mod explain;
 mod keys;
 mod manage;
+mod messages;
 mod outputs;
 mod reliability;
 mod remote;
