@@ -95,7 +95,7 @@ impl FileConfig {
                     "memo: config file '{}': {key} must be {expected}, not {} {}; fix it or set MEMO_CONFIG",
                     path.display(),
                     an(value.type_str()),
-                    shorten(&escape_control(&value.to_string())),
+                    shorten(&crate::key::escape_control(&value.to_string())),
                 ))
             };
             let text = |value: toml::Value| match value {
@@ -138,20 +138,6 @@ fn an(type_name: &str) -> String {
     format!("{article} {type_name}")
 }
 
-/// Text with its control characters escaped (`\n`, `\u{1b}`), so that it stays on one
-/// line and cannot drive the terminal.
-fn escape_control(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// At most 40 characters of `text`: enough to recognise a value, not to flood a line.
 fn shorten(text: &str) -> String {
     match text.char_indices().nth(40) {
@@ -171,7 +157,7 @@ fn unknown_key(key: &str, path: &Path) -> Fatal {
     Fatal::failure(format!(
         "memo: config file '{}': unknown key {}; {hint}",
         path.display(),
-        escape_control(key)
+        crate::key::escape_control(key)
     ))
 }
 

@@ -28,8 +28,8 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     if stored.platform != now.platform {
         out.push(format!(
             "platform changed: {} -> {}",
-            escape_control(&stored.platform),
-            escape_control(&now.platform)
+            key::escape_control(&stored.platform),
+            key::escape_control(&now.platform)
         ));
     }
     if stored.argv != now.argv {
@@ -116,25 +116,9 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     out
 }
 
-/// Text as it can be shown on one line of a terminal: control characters (a newline, an
-/// escape sequence in a file name or argument) are written as escapes (`\n`, `\u{1b}`).
-// Also used by `run` for a failed refresh's stderr. Belongs with show10's helper in
-// key.rs once that lands.
-pub fn escape_control(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// A path, name or argument of a key material, shown escaped.
 fn shown(bytes: &ByteString) -> String {
-    escape_control(&bytes.display())
+    key::escape_control(&bytes.display())
 }
 
 /// Runs `memo explain`; exits 0 for a hit, 1 for a miss.
@@ -142,7 +126,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
     let prepared = run::prepare(&req, &warner)?;
     let key = prepared.key;
-    let command = escape_control(&key::command_line(&prepared.material));
+    let command = key::escape_control(&key::command_line(&prepared.material));
     let Some(cache) = &prepared.cache else {
         crate::outln!("miss {}: the cache is unavailable", key.short());
         return Ok(1);

@@ -611,7 +611,7 @@ fn refresh_failure(finished: &Finished) -> Option<String> {
         let text = String::from_utf8_lossy(&bytes);
         let text = text.trim_end();
         let cut = if start > 0 { "..." } else { "" };
-        (!text.is_empty()).then(|| format!("{cut}{}", crate::explain::escape_control(text)))
+        (!text.is_empty()).then(|| format!("{cut}{}", crate::key::escape_control(text)))
     });
     Some(match tail {
         Some(tail) => format!("background refresh failed: {how}; its {stream}: {tail}"),

@@ -80,6 +80,8 @@ struct StatsJson {
     evictions: i64,
     corrupt: i64,
     errors: i64,
+    /// Runs with --force: not misses (nothing was looked up).
+    forced: i64,
     remote_hits: i64,
     remote_misses: i64,
     uploads: i64,
@@ -131,6 +133,7 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
             evictions: c.evictions,
             corrupt: c.corrupt,
             errors: c.errors,
+            forced: c.forced,
             remote_hits: c.remote_hits,
             remote_misses: c.remote_misses,
             uploads: c.uploads,
@@ -170,6 +173,9 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
     crate::outln!("evictions    {}", c.evictions);
     crate::outln!("corrupt      {}", c.corrupt);
     crate::outln!("errors       {}", c.errors);
+    if c.forced != 0 {
+        crate::outln!("forced       {}", c.forced);
+    }
     let remote_used = [
         c.remote_hits,
         c.remote_misses,
