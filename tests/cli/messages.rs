@@ -339,7 +339,7 @@ fn force_is_counted_and_logged_as_forced_not_as_a_miss() {
     assert_eq!(stats["misses"], 1, "{stats}");
     assert_eq!(stats["hits"], 1, "{stats}");
     assert_eq!(stats["forced"], 3, "{stats}");
-    let shown = env.run(&["stats"]);
+    let shown = env.run(["stats"]);
     assert!(stdout(&shown).contains("forced       3"), "{shown:?}");
     let kinds: Vec<String> = env
         .events()
