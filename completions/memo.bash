@@ -46,6 +46,9 @@ _memo() {
             memo,run)
                 cmd="memo__subcmd__run"
                 ;;
+            memo,show)
+                cmd="memo__subcmd__show"
+                ;;
             memo,stats)
                 cmd="memo__subcmd__stats"
                 ;;
@@ -79,6 +82,9 @@ _memo() {
             memo__subcmd__help,run)
                 cmd="memo__subcmd__help__subcmd__run"
                 ;;
+            memo__subcmd__help,show)
+                cmd="memo__subcmd__help__subcmd__show"
+                ;;
             memo__subcmd__help,stats)
                 cmd="memo__subcmd__help__subcmd__stats"
                 ;;
@@ -87,9 +93,6 @@ _memo() {
                 ;;
             memo__subcmd__help__subcmd__remote,push)
                 cmd="memo__subcmd__help__subcmd__remote__subcmd__push"
-                ;;
-            memo__subcmd__help__subcmd__remote,upload)
-                cmd="memo__subcmd__help__subcmd__remote__subcmd__upload"
                 ;;
             memo__subcmd__remote,check)
                 cmd="memo__subcmd__remote__subcmd__check"
@@ -100,9 +103,6 @@ _memo() {
             memo__subcmd__remote,push)
                 cmd="memo__subcmd__remote__subcmd__push"
                 ;;
-            memo__subcmd__remote,upload)
-                cmd="memo__subcmd__remote__subcmd__upload"
-                ;;
             memo__subcmd__remote__subcmd__help,check)
                 cmd="memo__subcmd__remote__subcmd__help__subcmd__check"
                 ;;
@@ -112,9 +112,6 @@ _memo() {
             memo__subcmd__remote__subcmd__help,push)
                 cmd="memo__subcmd__remote__subcmd__help__subcmd__push"
                 ;;
-            memo__subcmd__remote__subcmd__help,upload)
-                cmd="memo__subcmd__remote__subcmd__help__subcmd__upload"
-                ;;
             *)
                 ;;
         esac
@@ -122,7 +119,7 @@ _memo() {
 
     case "${cmd}" in
         memo)
-            opts="-h -V --cache-dir --remote --help --version run explain stats gc clear ls rm log config remote help"
+            opts="-h -V --cache-dir --remote --help --version run explain stats gc clear ls rm log config show remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,7 +185,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__explain)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -218,6 +215,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -232,10 +233,6 @@ _memo() {
                     ;;
                 --stale)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --stream-mode)
-                    COMPREPLY=($(compgen -W "separate merged" -- "${cur}"))
                     return 0
                     ;;
                 --cache-dir)
@@ -254,7 +251,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__gc)
-            opts="-h --max-size --max-age --dry-run --grace --verify --auto --cache-dir --remote --help"
+            opts="-h --max-size --max-age --dry-run --grace --verify --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -288,7 +285,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help)
-            opts="run explain stats gc clear ls rm log config remote help"
+            opts="run explain stats gc clear ls rm log config show remote help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,7 +397,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help__subcmd__remote)
-            opts="check push upload"
+            opts="check push"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -441,20 +438,6 @@ _memo() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        memo__subcmd__help__subcmd__remote__subcmd__upload)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         memo__subcmd__help__subcmd__rm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -470,6 +453,20 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -550,7 +547,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__remote)
-            opts="-h --cache-dir --remote --help check push upload help"
+            opts="-h --cache-dir --remote --help check push help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -594,7 +591,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__remote__subcmd__help)
-            opts="check push upload help"
+            opts="check push help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -649,43 +646,7 @@ _memo() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        memo__subcmd__remote__subcmd__help__subcmd__upload)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         memo__subcmd__remote__subcmd__push)
-            opts="-h --cache-dir --remote --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --cache-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --remote)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        memo__subcmd__remote__subcmd__upload)
             opts="-h --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -734,7 +695,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__run)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +725,10 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --salt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -780,10 +745,28 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --stream-mode)
-                    COMPREPLY=($(compgen -W "separate merged" -- "${cur}"))
+                --cache-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memo__subcmd__show)
+            opts="-h --json --stdout --stderr --cache-dir --remote --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --cache-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -828,4 +811,31 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
     complete -F _memo -o nosort -o bashdefault -o default memo
 else
     complete -F _memo -o bashdefault -o default memo
+fi
+
+# Cache keys for `memo show KEY` and `memo rm KEY...` (examples/gen_assets.rs).
+_memo_with_keys() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local i sub="" cache_dir=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --cache-dir) cache_dir=(--cache-dir "${COMP_WORDS[i+1]}"); i=$((i + 1)) ;;
+            --remote) i=$((i + 1)) ;;
+            -*) ;;
+            *) [[ -z "$sub" ]] && sub="${COMP_WORDS[i]}" ;;
+        esac
+    done
+    if [[ ( "$sub" == show || "$sub" == rm ) && "$cur" != -* && "$prev" != --command ]]; then
+        local keys
+        keys="$("${COMP_WORDS[0]}" "${cache_dir[@]}" __keys 2>/dev/null)"
+        COMPREPLY=($(compgen -W "$keys" -- "$cur"))
+        return 0
+    fi
+    _memo "$@"
+}
+
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _memo_with_keys -o nosort -o bashdefault -o default memo
+else
+    complete -F _memo_with_keys -o bashdefault -o default memo
 fi

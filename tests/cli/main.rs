@@ -5,6 +5,7 @@
 mod support;
 
 mod capture;
+mod ergonomics;
 mod errors;
 mod explain;
 mod keys;
