@@ -23,8 +23,8 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         'memo' {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a command, or replay its recorded result')
@@ -42,10 +42,10 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             break
         }
         'memo;run' {
-            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on (repeatable)')
-            [CompletionResult]::new('--input', '--input', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on (repeatable)')
-            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
-            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable')
+            [CompletionResult]::new('--input', '--input', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)')
@@ -53,7 +53,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--key-cmd', '--key-cmd', [CompletionResultType]::ParameterName, 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD''')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]')
-            [CompletionResult]::new('--stream-mode', '--stream-mode', [CompletionResultType]::ParameterName, '(internal) record as if stdout and stderr were connected this way')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
@@ -63,16 +62,15 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run the command even on a hit, and replace the stored result')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]')
-            [CompletionResult]::new('--refresh', '--refresh', [CompletionResultType]::ParameterName, '(internal) this run refreshes a stale result in the background')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
         'memo;explain' {
-            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on (repeatable)')
-            [CompletionResult]::new('--input', '--input', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on (repeatable)')
-            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
-            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit (repeatable)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable')
+            [CompletionResult]::new('--input', '--input', [CompletionResultType]::ParameterName, 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)')
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)')
@@ -80,7 +78,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--key-cmd', '--key-cmd', [CompletionResultType]::ParameterName, 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD''')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]')
-            [CompletionResult]::new('--stream-mode', '--stream-mode', [CompletionResultType]::ParameterName, '(internal) record as if stdout and stderr were connected this way')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--ignore-cwd', '--ignore-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key, to share results between checkouts')
@@ -90,7 +87,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run the command even on a hit, and replace the stored result')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]')
-            [CompletionResult]::new('--refresh', '--refresh', [CompletionResultType]::ParameterName, '(internal) this run refreshes a stale result in the background')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
@@ -112,7 +108,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print what would be removed and how much it frees; change nothing')
             [CompletionResult]::new('--verify', '--verify', [CompletionResultType]::ParameterName, 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them')
-            [CompletionResult]::new('--auto', '--auto', [CompletionResultType]::ParameterName, '(internal) the automatic trim: give up at once if another gc runs')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
@@ -174,7 +169,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
-            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -192,17 +186,9 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
-        'memo;remote;upload' {
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]')
-            [CompletionResult]::new('--remote', '--remote', [CompletionResultType]::ParameterName, 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            break
-        }
         'memo;remote;help' {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
-            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -210,9 +196,6 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
             break
         }
         'memo;remote;help;push' {
-            break
-        }
-        'memo;remote;help;upload' {
             break
         }
         'memo;remote;help;help' {
@@ -266,16 +249,12 @@ Register-ArgumentCompleter -Native -CommandName 'memo' -ScriptBlock {
         'memo;help;remote' {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Write, read and delete a probe object; report each step''s latency and what failed')
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)')
-            [CompletionResult]::new('upload', 'upload', [CompletionResultType]::ParameterValue, '(internal) the detached uploader a miss starts')
             break
         }
         'memo;help;remote;check' {
             break
         }
         'memo;help;remote;push' {
-            break
-        }
-        'memo;help;remote;upload' {
             break
         }
         'memo;help;help' {

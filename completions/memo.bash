@@ -94,9 +94,6 @@ _memo() {
             memo__subcmd__help__subcmd__remote,push)
                 cmd="memo__subcmd__help__subcmd__remote__subcmd__push"
                 ;;
-            memo__subcmd__help__subcmd__remote,upload)
-                cmd="memo__subcmd__help__subcmd__remote__subcmd__upload"
-                ;;
             memo__subcmd__remote,check)
                 cmd="memo__subcmd__remote__subcmd__check"
                 ;;
@@ -106,9 +103,6 @@ _memo() {
             memo__subcmd__remote,push)
                 cmd="memo__subcmd__remote__subcmd__push"
                 ;;
-            memo__subcmd__remote,upload)
-                cmd="memo__subcmd__remote__subcmd__upload"
-                ;;
             memo__subcmd__remote__subcmd__help,check)
                 cmd="memo__subcmd__remote__subcmd__help__subcmd__check"
                 ;;
@@ -117,9 +111,6 @@ _memo() {
                 ;;
             memo__subcmd__remote__subcmd__help,push)
                 cmd="memo__subcmd__remote__subcmd__help__subcmd__push"
-                ;;
-            memo__subcmd__remote__subcmd__help,upload)
-                cmd="memo__subcmd__remote__subcmd__help__subcmd__upload"
                 ;;
             *)
                 ;;
@@ -194,7 +185,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__explain)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,10 +235,6 @@ _memo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --stream-mode)
-                    COMPREPLY=($(compgen -W "separate merged" -- "${cur}"))
-                    return 0
-                    ;;
                 --cache-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -264,7 +251,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__gc)
-            opts="-h --max-size --max-age --dry-run --grace --verify --auto --cache-dir --remote --help"
+            opts="-h --max-size --max-age --dry-run --grace --verify --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -410,7 +397,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help__subcmd__remote)
-            opts="check push upload"
+            opts="check push"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -438,20 +425,6 @@ _memo() {
             return 0
             ;;
         memo__subcmd__help__subcmd__remote__subcmd__push)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        memo__subcmd__help__subcmd__remote__subcmd__upload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -574,7 +547,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__remote)
-            opts="-h --cache-dir --remote --help check push upload help"
+            opts="-h --cache-dir --remote --help check push help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -618,7 +591,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__remote__subcmd__help)
-            opts="check push upload help"
+            opts="check push help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -673,43 +646,7 @@ _memo() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        memo__subcmd__remote__subcmd__help__subcmd__upload)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         memo__subcmd__remote__subcmd__push)
-            opts="-h --cache-dir --remote --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --cache-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --remote)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        memo__subcmd__remote__subcmd__upload)
             opts="-h --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -758,7 +695,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__run)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --refresh --stream-mode --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -806,10 +743,6 @@ _memo() {
                     ;;
                 --stale)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --stream-mode)
-                    COMPREPLY=($(compgen -W "separate merged" -- "${cur}"))
                     return 0
                     ;;
                 --cache-dir)
@@ -878,4 +811,31 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
     complete -F _memo -o nosort -o bashdefault -o default memo
 else
     complete -F _memo -o bashdefault -o default memo
+fi
+
+# Cache keys for `memo show KEY` and `memo rm KEY...` (examples/gen_assets.rs).
+_memo_with_keys() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local i sub="" cache_dir=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --cache-dir) cache_dir=(--cache-dir "${COMP_WORDS[i+1]}"); i=$((i + 1)) ;;
+            --remote) i=$((i + 1)) ;;
+            -*) ;;
+            *) [[ -z "$sub" ]] && sub="${COMP_WORDS[i]}" ;;
+        esac
+    done
+    if [[ ( "$sub" == show || "$sub" == rm ) && "$cur" != -* && "$prev" != --command ]]; then
+        local keys
+        keys="$("${COMP_WORDS[0]}" "${cache_dir[@]}" __keys 2>/dev/null)"
+        COMPREPLY=($(compgen -W "$keys" -- "$cur"))
+        return 0
+    fi
+    _memo "$@"
+}
+
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _memo_with_keys -o nosort -o bashdefault -o default memo
+else
+    complete -F _memo_with_keys -o bashdefault -o default memo
 fi

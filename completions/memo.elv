@@ -20,8 +20,8 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo'= {
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
-            cand -h 'Print help (see more with ''--help'')'
-            cand --help 'Print help (see more with ''--help'')'
+            cand -h 'Print help'
+            cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
             cand run 'Run a command, or replay its recorded result'
@@ -38,10 +38,10 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'memo;run'= {
-            cand -i 'A file, directory or glob whose contents the result depends on (repeatable)'
-            cand --input 'A file, directory or glob whose contents the result depends on (repeatable)'
-            cand -o 'A file or directory the command writes, restored on a hit (repeatable)'
-            cand --output 'A file or directory the command writes, restored on a hit (repeatable)'
+            cand -i 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable'
+            cand --input 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable'
+            cand -o 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable'
+            cand --output 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable'
             cand -e 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --env 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --exclude 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)'
@@ -49,7 +49,6 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --key-cmd 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD'''
             cand --ttl 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]'
             cand --stale 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]'
-            cand --stream-mode '(internal) record as if stdout and stderr were connected this way'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
@@ -59,15 +58,14 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --force 'Run the command even on a hit, and replace the stored result'
             cand -v 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
             cand --verbose 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
-            cand --refresh '(internal) this run refreshes a stale result in the background'
             cand -h 'Print help'
             cand --help 'Print help'
         }
         &'memo;explain'= {
-            cand -i 'A file, directory or glob whose contents the result depends on (repeatable)'
-            cand --input 'A file, directory or glob whose contents the result depends on (repeatable)'
-            cand -o 'A file or directory the command writes, restored on a hit (repeatable)'
-            cand --output 'A file or directory the command writes, restored on a hit (repeatable)'
+            cand -i 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable'
+            cand --input 'A file, directory or glob whose contents the result depends on; before ''--'', several paths (-i a.c b.h); repeatable'
+            cand -o 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable'
+            cand --output 'A file or directory the command writes, restored on a hit; before ''--'', several paths; repeatable'
             cand -e 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --env 'An environment variable the result depends on; globs allowed, e.g. ''AWS_*'' (repeatable)'
             cand --exclude 'Leave matching paths under input directories out of the key, gitignore-style, e.g. ''__pycache__'' or ''*.log'' (repeatable)'
@@ -75,7 +73,6 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --key-cmd 'A shell command whose stdout joins the key, e.g. ''git rev-parse HEAD'''
             cand --ttl 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]'
             cand --stale 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]'
-            cand --stream-mode '(internal) record as if stdout and stderr were connected this way'
             cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --ignore-cwd 'Leave the working directory out of the key, to share results between checkouts'
@@ -85,7 +82,6 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --force 'Run the command even on a hit, and replace the stored result'
             cand -v 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
             cand --verbose 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
-            cand --refresh '(internal) this run refreshes a stale result in the background'
             cand -h 'Print help'
             cand --help 'Print help'
         }
@@ -105,7 +101,6 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
             cand --dry-run 'Print what would be removed and how much it frees; change nothing'
             cand --verify 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
-            cand --auto '(internal) the automatic trim: give up at once if another gc runs'
             cand -h 'Print help'
             cand --help 'Print help'
         }
@@ -160,7 +155,6 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand --help 'Print help'
             cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
             cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-            cand upload '(internal) the detached uploader a miss starts'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'memo;remote;check'= {
@@ -175,23 +169,14 @@ set edit:completion:arg-completer[memo] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
-        &'memo;remote;upload'= {
-            cand --cache-dir 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]'
-            cand --remote 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; ''off'' for none [env: MEMO_REMOTE]'
-            cand -h 'Print help'
-            cand --help 'Print help'
-        }
         &'memo;remote;help'= {
             cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
             cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-            cand upload '(internal) the detached uploader a miss starts'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'memo;remote;help;check'= {
         }
         &'memo;remote;help;push'= {
-        }
-        &'memo;remote;help;upload'= {
         }
         &'memo;remote;help;help'= {
         }
@@ -232,13 +217,10 @@ set edit:completion:arg-completer[memo] = {|@words|
         &'memo;help;remote'= {
             cand check 'Write, read and delete a probe object; report each step''s latency and what failed'
             cand push 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-            cand upload '(internal) the detached uploader a miss starts'
         }
         &'memo;help;remote;check'= {
         }
         &'memo;help;remote;push'= {
-        }
-        &'memo;help;remote;upload'= {
         }
         &'memo;help;help'= {
         }

@@ -26,7 +26,7 @@ end
 
 complete -c memo -n "__fish_memo_needs_command" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_needs_command" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
-complete -c memo -n "__fish_memo_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c memo -n "__fish_memo_needs_command" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_needs_command" -s V -l version -d 'Print version'
 complete -c memo -n "__fish_memo_needs_command" -f -a "run" -d 'Run a command, or replay its recorded result'
 complete -c memo -n "__fish_memo_needs_command" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
@@ -40,16 +40,14 @@ complete -c memo -n "__fish_memo_needs_command" -f -a "config" -d 'Print the eff
 complete -c memo -n "__fish_memo_needs_command" -f -a "show" -d 'Show one cached result: its command, inputs, outputs and streams'
 complete -c memo -n "__fish_memo_needs_command" -f -a "remote" -d 'Work with the shared cache: check that it answers, upload what is pending'
 complete -c memo -n "__fish_memo_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c memo -n "__fish_memo_using_subcommand run" -s i -l input -d 'A file, directory or glob whose contents the result depends on (repeatable)' -r
-complete -c memo -n "__fish_memo_using_subcommand run" -s o -l output -d 'A file or directory the command writes, restored on a hit (repeatable)' -r -F
+complete -c memo -n "__fish_memo_using_subcommand run" -s i -l input -d 'A file, directory or glob whose contents the result depends on; before \'--\', several paths (-i a.c b.h); repeatable' -r
+complete -c memo -n "__fish_memo_using_subcommand run" -s o -l output -d 'A file or directory the command writes, restored on a hit; before \'--\', several paths; repeatable' -r -F
 complete -c memo -n "__fish_memo_using_subcommand run" -s e -l env -d 'An environment variable the result depends on; globs allowed, e.g. \'AWS_*\' (repeatable)' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l exclude -d 'Leave matching paths under input directories out of the key, gitignore-style, e.g. \'__pycache__\' or \'*.log\' (repeatable)' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]' -r
-complete -c memo -n "__fish_memo_using_subcommand run" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
-merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand run" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand run" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
@@ -58,18 +56,15 @@ complete -c memo -n "__fish_memo_using_subcommand run" -l stdin -d 'Read standar
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
 complete -c memo -n "__fish_memo_using_subcommand run" -l force -d 'Run the command even on a hit, and replace the stored result'
 complete -c memo -n "__fish_memo_using_subcommand run" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
-complete -c memo -n "__fish_memo_using_subcommand run" -l refresh -d '(internal) this run refreshes a stale result in the background'
 complete -c memo -n "__fish_memo_using_subcommand run" -s h -l help -d 'Print help'
-complete -c memo -n "__fish_memo_using_subcommand explain" -s i -l input -d 'A file, directory or glob whose contents the result depends on (repeatable)' -r
-complete -c memo -n "__fish_memo_using_subcommand explain" -s o -l output -d 'A file or directory the command writes, restored on a hit (repeatable)' -r -F
+complete -c memo -n "__fish_memo_using_subcommand explain" -s i -l input -d 'A file, directory or glob whose contents the result depends on; before \'--\', several paths (-i a.c b.h); repeatable' -r
+complete -c memo -n "__fish_memo_using_subcommand explain" -s o -l output -d 'A file or directory the command writes, restored on a hit; before \'--\', several paths; repeatable' -r -F
 complete -c memo -n "__fish_memo_using_subcommand explain" -s e -l env -d 'An environment variable the result depends on; globs allowed, e.g. \'AWS_*\' (repeatable)' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l exclude -d 'Leave matching paths under input directories out of the key, gitignore-style, e.g. \'__pycache__\' or \'*.log\' (repeatable)' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l salt -d 'Extra text to mix into the key, e.g. a version you bump by hand' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l key-cmd -d 'A shell command whose stdout joins the key, e.g. \'git rev-parse HEAD\'' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l ttl -d 'Treat results older than this as misses, e.g. 10m, 12h, 7d [env: MEMO_TTL]' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l stale -d 'After --ttl expires, keep replaying the old result this much longer while it is refreshed in the background; with --output, no background refresh runs (it would rewrite the outputs being read): the result is rerun once the window ends [env: MEMO_STALE]' -r
-complete -c memo -n "__fish_memo_using_subcommand explain" -l stream-mode -d '(internal) record as if stdout and stderr were connected this way' -r -f -a "separate\t''
-merged\t''"
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand explain" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand explain" -l ignore-cwd -d 'Leave the working directory out of the key, to share results between checkouts'
@@ -78,7 +73,6 @@ complete -c memo -n "__fish_memo_using_subcommand explain" -l stdin -d 'Read sta
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
 complete -c memo -n "__fish_memo_using_subcommand explain" -l force -d 'Run the command even on a hit, and replace the stored result'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
-complete -c memo -n "__fish_memo_using_subcommand explain" -l refresh -d '(internal) this run refreshes a stale result in the background'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand stats" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand stats" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
@@ -92,7 +86,6 @@ complete -c memo -n "__fish_memo_using_subcommand gc" -l cache-dir -d 'Cache dir
 complete -c memo -n "__fish_memo_using_subcommand gc" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand gc" -l dry-run -d 'Print what would be removed and how much it frees; change nothing'
 complete -c memo -n "__fish_memo_using_subcommand gc" -l verify -d 'Also re-hash every stored object in full (slow) and drop damaged ones, with the results that use them'
-complete -c memo -n "__fish_memo_using_subcommand gc" -l auto -d '(internal) the automatic trim: give up at once if another gc runs'
 complete -c memo -n "__fish_memo_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand clear" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand clear" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
@@ -119,25 +112,20 @@ complete -c memo -n "__fish_memo_using_subcommand show" -l json -d 'Print one JS
 complete -c memo -n "__fish_memo_using_subcommand show" -l stdout -d 'Print the recorded stdout (for a merged recording: the one stream)'
 complete -c memo -n "__fish_memo_using_subcommand show" -l stderr -d 'Print the recorded stderr (nothing for a merged recording)'
 complete -c memo -n "__fish_memo_using_subcommand show" -s h -l help -d 'Print help'
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -s h -l help -d 'Print help'
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "upload" -d '(internal) the detached uploader a miss starts'
-complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push upload help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -s h -l help -d 'Print help'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
+complete -c memo -n "__fish_memo_using_subcommand remote; and not __fish_seen_subcommand_from check push help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help'
-complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F
-complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -l remote -d 'Shared cache behind the local one: http(s)://HOST/PATH (Bazel remote-cache layout) or s3://BUCKET/PREFIX; \'off\' for none [env: MEMO_REMOTE]' -r
-complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from upload" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "upload" -d '(internal) the detached uploader a miss starts'
 complete -c memo -n "__fish_memo_using_subcommand remote; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config show remote help" -f -a "run" -d 'Run a command, or replay its recorded result'
 complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config show remote help" -f -a "explain" -d 'Say whether `memo run` would hit, and on a miss what changed; runs nothing'
@@ -153,4 +141,6 @@ complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subc
 complete -c memo -n "__fish_memo_using_subcommand help; and not __fish_seen_subcommand_from run explain stats gc clear ls rm log config show remote help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "check" -d 'Write, read and delete a probe object; report each step\'s latency and what failed'
 complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "push" -d 'Upload every result stored here and not yet sent, and wait for it (for the end of a CI job)'
-complete -c memo -n "__fish_memo_using_subcommand help; and __fish_seen_subcommand_from remote" -f -a "upload" -d '(internal) the detached uploader a miss starts'
+
+# Cache keys for `memo show KEY` and `memo rm KEY...` (examples/gen_assets.rs).
+complete -c memo -n "__fish_seen_subcommand_from show rm" -f -a "(memo __keys 2>/dev/null)"

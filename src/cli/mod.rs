@@ -3,7 +3,10 @@
 //! Owns the clap definition (also the source of the completions and the man page) and
 //! how each subcommand's result is shown (`show`). It does no caching work itself.
 
+mod path_lists;
 mod remote;
+// show.rs (another branch's) ends with `show` after its tests on the base commit; drop
+// this once that file is reordered.
 mod show;
 
 use std::ffi::OsString;
@@ -11,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Flags, Settings};
 use crate::exit::{Code, Fatal};
@@ -73,6 +76,9 @@ pub enum Command {
     Show(ShowArgs),
     /// Work with the shared cache: check that it answers, upload what is pending
     Remote(RemoteArgs),
+    /// (internal) the cached keys, one short key a line, for shell completion
+    #[command(name = "__keys", hide = true)]
+    Keys,
 }
 
 #[derive(Debug, Args)]
@@ -129,14 +135,23 @@ pub enum StreamModeArg {
     Merged,
 }
 
+/// Where the command starts, for `memo run --help` and the man pages.
+pub const RUN_ARGS_HELP: &str = "Where the command starts: with '--', everything before it \
+    is memo's: -i and -o take every path up to the next option or '--' (memo run -i a.c b.h \
+    -o app -- cc -o app a.c), and any other word there is an error. Without '--', -i and -o \
+    take one path each and the first word that is not an option starts the command (memo run \
+    -i a.c ls -l runs 'ls -l').";
+
 #[derive(Debug, Args)]
-#[command(arg_required_else_help = true)]
+#[command(arg_required_else_help = true, after_help = RUN_ARGS_HELP)]
 pub struct RunArgs {
-    /// A file, directory or glob whose contents the result depends on (repeatable)
+    /// A file, directory or glob whose contents the result depends on; before '--',
+    /// several paths (-i a.c b.h); repeatable
     #[arg(short, long = "input", value_name = "PATH")]
     pub inputs: Vec<OsString>,
 
-    /// A file or directory the command writes, restored on a hit (repeatable)
+    /// A file or directory the command writes, restored on a hit; before '--', several
+    /// paths; repeatable
     #[arg(short, long = "output", value_name = "PATH", value_parser = path_allowing_empty())]
     pub outputs: Vec<PathBuf>,
 
@@ -323,6 +338,109 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
     })
 }
 
+/// `memo run -- 'echo hi | wc -c'`: a shell command line passed as one word names no
+/// program. Said here, before the executable is looked up, so that the "not found" says
+/// how to run it (`sh -c`). A program by that name, however odd, is run as asked.
+fn check_not_a_shell_line(argv: &[OsString], subcommand: &str) -> Result<(), Fatal> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(program) = argv.first() else {
+        return Ok(());
+    };
+    let bytes = program.as_bytes();
+    let is_shell_line = bytes
+        .iter()
+        .any(|b| b.is_ascii_whitespace() || b"|&;<>()$`".contains(b));
+    if !is_shell_line || program_exists(program) {
+        return Ok(());
+    }
+    let line = program.to_string_lossy();
+    let quoted = format!("'{}'", line.replace('\'', "'\\''"));
+    // Control characters escaped, so that the error stays one line.
+    let shown = |text: &str| -> String {
+        text.chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect()
+    };
+    Err(Fatal::new(
+        Code::NotFound,
+        format!(
+            "memo: command '{}' not found: it is a shell command line, not a program; run it through a shell: memo {subcommand} -- sh -c {}",
+            shown(&line),
+            shown(&quoted)
+        ),
+    ))
+}
+
+/// Whether `program` names a file: by its path when it has a slash, else on `PATH`.
+fn program_exists(program: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if program.as_bytes().contains(&b'/') {
+        return std::path::Path::new(program).symlink_metadata().is_ok();
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join(program).symlink_metadata().is_ok())
+    })
+}
+
+/// Whether memo's stdin holds input the command will not see: a pipe, unless its writer
+/// is gone and nothing is left in it (as in CI jobs that start every step on an empty
+/// pipe), or a regular file with bytes left to read. Not a terminal or /dev/null.
+fn stdin_has_input() -> bool {
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let mut file = std::fs::File::from(fd);
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        return !is_drained_pipe(&file);
+    }
+    kind.is_file() && file.stream_position().is_ok_and(|at| at < meta.len())
+}
+
+/// A pipe whose writers have all closed it, with nothing left to read.
+fn is_drained_pipe(pipe: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut unread: libc::c_int = 0;
+    // SAFETY: `poll` points to one valid pollfd, and `unread` to a c_int that FIONREAD
+    // fills; the descriptor stays open for the duration of both calls.
+    let (ready, asked) = unsafe {
+        (
+            libc::poll(&mut poll, 1, 0),
+            libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut unread),
+        )
+    };
+    ready == 1 && poll.revents & libc::POLLHUP != 0 && asked == 0 && unread == 0
+}
+
+/// `memo __keys`: the short key of every cached result, for the shell completions of
+/// `show` and `rm`. Reads the index only; creates nothing, and prints nothing at all
+/// when there is no cache.
+fn list_keys(settings: &Settings) {
+    let root = &settings.cache_dir.value;
+    if !root.is_dir() {
+        return;
+    }
+    let mut usages = crate::index::usage::all(root);
+    usages.sort_by_key(|(_, usage)| std::cmp::Reverse(usage.last_access_ms));
+    for (key, _) in usages {
+        crate::outln!("{}", key.short());
+    }
+}
+
 /// Refuses declared outputs that no command could mean: an empty path, the root
 /// directory, a directory that holds the cache, or a path inside the cache (either way
 /// a hit would restore over the cache's own files).
@@ -414,12 +532,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             if args.command.is_empty() {
                 return Err(Fatal::failure(NO_COMMAND).into());
             }
+            check_not_a_shell_line(&args.command, "run")?;
             if run::is_disabled() {
                 return Err(run::exec_directly(&args.command).into());
             }
-            Ok(run::run(run_request(args, global)?)?)
+            let request = run_request(args, global)?;
+            if !request.stdin && !request.refresh && stdin_has_input() {
+                crate::console::note(
+                    "memo: note: the command reads /dev/null, not memo's stdin; add --stdin to pass it on (and key on it)",
+                );
+            }
+            Ok(run::run(request)?)
         }
-        Command::Explain(args) => Ok(crate::explain::explain(run_request(args, global)?)?),
+        Command::Explain(args) => {
+            if let Some(program) = args.command.first() {
+                check_not_a_shell_line(std::slice::from_ref(program), "explain")?;
+            }
+            Ok(crate::explain::explain(run_request(args, global)?)?)
+        }
+        Command::Keys => {
+            list_keys(&plain()?);
+            Ok(0)
+        }
         Command::Stats(args) => show::stats(&plain()?, args.json, args.zero),
         Command::Gc(args) => show::gc(
             &settings(global, args.max_size)?,
@@ -457,7 +591,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 /// Parses the command line and runs it; every error becomes one line on stderr.
 pub fn main() -> ExitCode {
     crate::capture::streams::startup();
-    let cli = match Cli::try_parse() {
+    let mut definition = Cli::command();
+    definition.build();
+    let argv = match path_lists::spread(&definition, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(fatal) => {
+            crate::console::note(&fatal.message);
+            return ExitCode::from(fatal.code as u8);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -491,16 +634,37 @@ fn usage_error(err: clap::Error) -> ExitCode {
             let rendered = err.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            crate::console::note(format_args!("memo: {first}; see 'memo --help'"));
+            match suggestion(&err) {
+                Some(similar) => crate::console::note(format_args!(
+                    "memo: {first}; did you mean '{similar}'? see 'memo --help'"
+                )),
+                None => crate::console::note(format_args!("memo: {first}; see 'memo --help'")),
+            }
             ExitCode::from(Code::Failure as u8)
         }
     }
 }
 
+/// clap's "a similar subcommand exists" (`memo rum` -> `run`), which its rendering puts
+/// on a later line than the one kept.
+fn suggestion(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    [
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .find_map(|kind| match err.get(kind)? {
+        ContextValue::String(one) => Some(one.clone()),
+        ContextValue::Strings(many) => many.first().cloned(),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn clap_definition_is_consistent() {

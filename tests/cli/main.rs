@@ -5,6 +5,7 @@
 mod support;
 
 mod capture;
+mod ergonomics;
 mod errors;
 mod excludes;
 mod explain;
