@@ -66,7 +66,9 @@ fn create_tagged(root: &Path) -> io::Result<()> {
         .prefix(&format!(".{}.new-", name.to_string_lossy()))
         .tempdir_in(parent)?;
     fs::set_permissions(staged.path(), fs::Permissions::from_mode(cache_dir_mode()))?;
-    fs::write(staged.path().join(CACHEDIR_TAG), CACHEDIR_TAG_TEXT)?;
+    let tag = staged.path().join(CACHEDIR_TAG);
+    fs::write(&tag, CACHEDIR_TAG_TEXT)?;
+    fs::set_permissions(&tag, fs::Permissions::from_mode(cache_file_mode()))?;
     let staged = staged.keep();
     match fs::rename(&staged, root) {
         Ok(()) => Ok(()),

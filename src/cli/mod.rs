@@ -5,8 +5,6 @@
 
 mod path_lists;
 mod remote;
-// show.rs (another branch's) ends with `show` after its tests on the base commit; drop
-// this once that file is reordered.
 mod show;
 
 use std::ffi::OsString;

@@ -290,7 +290,7 @@ fn explain_escapes_control_characters_in_commands_and_paths() {
     assert_code(&out, 1);
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 1, "{text:?}");
-    assert!(text.contains("in\\nput\\u{1b}[31m.txt"), "{text:?}");
+    assert!(text.contains("in\\nput\\x1b[31m.txt"), "{text:?}");
     assert!(!text.contains('\x1b'), "{text:?}");
 
     assert_success(&env.run(["run", "-i", name, "--", "./tool", "x"]));
@@ -299,7 +299,7 @@ fn explain_escapes_control_characters_in_commands_and_paths() {
     assert_code(&out, 1);
     let text = stdout(&out);
     assert!(
-        text.contains("input changed: in\\nput\\u{1b}[31m.txt"),
+        text.contains("input changed: in\\nput\\x1b[31m.txt"),
         "{text:?}"
     );
     assert!(!text.contains('\x1b'), "{text:?}");
@@ -388,7 +388,7 @@ fn a_failing_background_refresh_leaves_its_exit_code_and_stderr_in_the_log() {
     let message = event["message"].as_str().unwrap();
     assert!(message.contains("exit code 3"), "{message}");
     assert!(
-        message.ends_with("xxx\\nnot \\u{1b}[31mfound"),
+        message.ends_with("xxx\\nnot \\x1b[31mfound"),
         "the end of stderr, escaped: {message}"
     );
     assert!(
