@@ -4,6 +4,7 @@
 pub mod bytes;
 pub mod cache;
 pub mod capture;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod console;

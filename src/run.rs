@@ -343,6 +343,25 @@ fn run_with_cache(
         )
     };
     cache.record(counters, Event::of_command(kind, &key, &material));
+    if verbose && !req.force {
+        // Why, before the command runs: the finding of `memo explain`, in one line.
+        match crate::changes::closest_entry(cache, &material) {
+            Some((closest, entry, diffs)) if !diffs.is_empty() => {
+                crate::console::note(format_args!(
+                    "memo: miss {}: differs from entry {} (stored {} ago) in: {}",
+                    key.short(),
+                    closest.short(),
+                    crate::config::format_duration(age_of(&entry)),
+                    diffs.join("; ")
+                ))
+            }
+            _ => crate::console::note(format_args!(
+                "memo: miss {}: `{}` was never stored here",
+                key.short(),
+                key::escape_control(&key::command_line(&material))
+            )),
+        }
+    }
 
     let cache_failures = req.settings.cache_failures.value;
     let note_command = |pid, pipes: &[u64]| {

@@ -457,3 +457,45 @@ fn clear_with_nothing_stored_succeeds_and_touches_nothing() {
     names.sort();
     assert_eq!(names, ["entries", "notes.txt"], "nothing made or removed");
 }
+
+/// `-v` on a miss says in one line what changed against the closest entry: the finding
+/// of `memo explain`, without a second command.
+#[test]
+fn verbose_says_why_a_run_missed() {
+    let env = TestEnv::new();
+    env.tool("cat data.txt");
+    env.write("data.txt", "one");
+    let first = env.run(run_tool(&["-v", "-i", "data.txt"]));
+    assert_success(&first);
+    assert!(
+        stderr(&first).contains("was never stored here"),
+        "{}",
+        stderr(&first)
+    );
+    env.write("data.txt", "two");
+    let second = env.run(run_tool(&["-v", "-i", "data.txt"]));
+    assert_success(&second);
+    let err = stderr(&second);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("differs from entry"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", stderr(&second));
+    assert!(said[0].contains("input changed: data.txt"), "{}", said[0]);
+    // Merging the streams (what `2>&1 | grep` does to memo) is named in words.
+    let merged = env.run(run_tool(&[
+        "-v",
+        "-i",
+        "data.txt",
+        "--stream-mode",
+        "merged",
+    ]));
+    assert!(
+        stderr(&merged).contains("are now the same pipe"),
+        "{}",
+        stderr(&merged)
+    );
+    // A hit says nothing of the kind.
+    let hit = env.run(run_tool(&["-v", "-i", "data.txt"]));
+    assert!(!stderr(&hit).contains("differs"), "{}", stderr(&hit));
+}

@@ -153,6 +153,8 @@ fn runs_stats_gc_and_ls_at_once_lose_nothing_and_count_exactly() {
     keyed_tool(&env);
     let keys = ['a', 'b', 'c', 'd'];
     let runs_per_worker = 15;
+    // The readers need the (named) cache to exist: on a missing one they say so (exit 125).
+    fs::create_dir_all(env.cache()).unwrap();
     std::thread::scope(|s| {
         for w in 0..4 {
             let env = &env;

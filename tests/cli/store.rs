@@ -60,7 +60,7 @@ fn verbose_says_hit_or_miss_with_the_short_key() {
         s.split_whitespace()
             .nth(2)
             .unwrap()
-            .trim_end_matches(',')
+            .trim_end_matches([',', ':'])
             .to_string()
     };
     assert_eq!(key(stderr(&miss)), key(stderr(&hit)));
