@@ -15,11 +15,19 @@ use crate::run::{self, Freshness, RunRequest};
 /// Runs `memo explain`; exits 0 for a hit, 1 for a miss.
 pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
-    let prepared = run::prepare(&req, &warner)?;
+    // A named cache that does not exist is an error; none at the default place, a miss.
+    if let Err(why) = crate::cache::open_existing(&req.settings.cache_dir) {
+        return Err(Fatal::failure(format!("memo: {why}")));
+    }
+    let prepared = run::prepare(&req, &warner, true)?;
     let key = prepared.key;
     let command = key::escape_control(&key::command_line(&prepared.material));
     let Some(cache) = &prepared.cache else {
-        crate::outln!("miss {}: the cache is unavailable", key.short());
+        crate::outln!(
+            "miss {}: nothing is cached at {} yet",
+            key.short(),
+            req.settings.cache_dir.value.display()
+        );
         return Ok(1);
     };
     cache.count_digest_growth();

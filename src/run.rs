@@ -84,13 +84,19 @@ pub struct Prepared {
     pub gathered: Gathered,
 }
 
-/// Resolves the command, opens the cache, gathers every input and computes the key.
-pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
+/// Resolves the command, opens the cache (with `look_only`, only one that exists),
+/// gathers every input and computes the key.
+pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Prepared, Fatal> {
     // Read the umask before any thread exists (see fsutil::file_mode).
     crate::fsutil::file_mode(false);
     let program = inputs::resolve_executable(&req.argv[0], std::env::var_os("PATH").as_deref())?;
     let settings = &req.settings;
-    let cache = cache::open(&settings.cache_dir.value, warner);
+    let cache = match look_only {
+        // `memo explain` looks: a cache that does not exist is not created (at the
+        // default place it is empty; a named one is an error, said by the caller).
+        true => cache::open_existing(&settings.cache_dir).ok().flatten(),
+        false => cache::open(&settings.cache_dir.value, warner),
+    };
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
 
@@ -174,7 +180,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner) -> Result<Prepared, Fatal> {
 
 pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
-    let prepared = prepare(&req, &warner)?;
+    let prepared = prepare(&req, &warner, false)?;
     let verbose = req.settings.verbose.value;
     let Some(cache) = &prepared.cache else {
         let code = capture::run_passthrough(prepared.spec)?.exit_code();

@@ -18,6 +18,9 @@ fn explain(env: &TestEnv, args: &[&str]) -> (i32, String) {
 fn a_command_never_stored() {
     let env = TestEnv::new();
     env.tool("echo hi");
+    // The (named) cache exists: explain never creates one, and a missing named one is
+    // an error (tests/cli/show_entry.rs).
+    std::fs::create_dir_all(env.cache()).unwrap();
     let (code, text) = explain(&env, &[]);
     assert_eq!(code, 1);
     assert!(text.contains("was never stored"), "{text}");

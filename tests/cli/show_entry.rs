@@ -448,6 +448,7 @@ fn looking_commands() -> Vec<Vec<&'static str>> {
         vec!["ls", "--json"],
         vec!["show", "abcd"],
         vec!["log"],
+        vec!["explain", "--", "echo", "hi"],
     ]
 }
 
@@ -526,6 +527,9 @@ fn the_default_cache_that_does_not_exist_reads_as_empty_and_is_not_created() {
     assert_code(&out, 1);
     let out = memo(&["gc", "--dry-run"]);
     assert_success(&out);
+    let out = memo(&["explain", "--", "echo", "hi"]);
+    assert_code(&out, 1);
+    assert!(stdout(&out).contains("nothing is cached"), "{out:?}");
     assert!(
         !home.join(".cache").exists(),
         "a looking command created the cache"
