@@ -286,6 +286,8 @@ fn explain_escapes_control_characters_in_commands_and_paths() {
     env.tool("echo \"$1\"");
     let name = "in\nput\x1b[31m.txt";
     env.write(name, "1");
+    // explain never creates the (named) cache: it must exist.
+    fs::create_dir_all(env.cache()).unwrap();
     let out = env.run(["explain", "--", "./tool", name]);
     assert_code(&out, 1);
     let text = stdout(&out);
