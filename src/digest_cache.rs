@@ -202,7 +202,8 @@ impl DigestCache {
             return Ok((digest, before.size));
         }
         file.seek(SeekFrom::Start(0))?;
-        let (digest, size) = Digest::of_reader(&mut *file)?;
+        let mut progress = crate::progress::Progress::new(before.size, "hashing");
+        let (digest, size) = Digest::of_reader(progress.reader(&mut *file))?;
         file.seek(SeekFrom::Start(0))?;
         let after = StatSignature::of(&file.metadata()?);
         if before == after && size == after.size {

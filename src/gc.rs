@@ -12,11 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cache::{self, Cache};
 use crate::digest::Digest;
@@ -25,6 +22,7 @@ use crate::events::{now_ms, Event, Kind};
 use crate::fsutil::{files_in_shards, open_regular, read_regular, remove_path, Access};
 use crate::index::{usage, Entry};
 use crate::lock::Lock;
+use crate::progress::Progress;
 use crate::stats::Counters;
 use crate::store::Store;
 
@@ -104,21 +102,6 @@ fn age_of(meta: &fs::Metadata, now: SystemTime) -> Duration {
     now.duration_since(changed_at(meta)).unwrap_or_default()
 }
 
-fn progress(len: u64, message: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("memo gc: {msg} [{bar:30}] {pos}/{len}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(message);
-    bar.tick();
-    bar
-}
-
 /// Runs gc. `Ok(None)` when `only_if_free` and another gc holds the lock.
 pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Report>> {
     let lock = if options.only_if_free {
@@ -136,12 +119,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
 
     // 1. Read every entry; what cannot be decoded is removed as corrupt.
     let entry_files = files_in_shards(&root.join("entries"));
-    let bar = progress(entry_files.len() as u64, "scanning");
     let mut scanned = Vec::new();
     // Each object's size, as its entries record it (for `--verify`).
     let mut recorded_size: HashMap<Digest, u64> = HashMap::new();
     for (name, path) in entry_files {
-        bar.inc(1);
         let Ok(key) = name.parse::<Digest>() else {
             continue; // a staging leftover or a stranger's file: not ours to judge
         };
@@ -176,18 +157,17 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             usage,
         });
     }
-    bar.finish_and_clear();
 
     // 2. Objects, their sizes and how many entries use each.
     let mut object_size: HashMap<Digest, (u64, Duration, PathBuf)> = HashMap::new();
     let object_files = files_in_shards(&root.join("objects"));
-    let bar = progress(
+    let mut bar = Progress::new(
         if options.verify {
-            object_files.len() as u64
+            recorded_size.values().sum()
         } else {
             0
         },
-        "verifying",
+        "gc: verifying",
     );
     for (name, path) in object_files {
         let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) else {
@@ -202,9 +182,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             continue;
         }
         if options.verify {
-            bar.inc(1);
             let wrong_size = recorded_size.get(&digest).is_some_and(|&s| s != meta.len());
-            if wrong_size || !verify_object(cache, &digest, &path, &meta) {
+            if wrong_size || !verify_object(cache, &digest, &path, &meta, &mut bar) {
                 report.damaged_objects.push(digest);
                 if !options.dry_run {
                     let _ = fs::remove_file(&path);
@@ -214,7 +193,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
         object_size.insert(digest, (meta.len(), age_of(&meta, started), path));
     }
-    bar.finish_and_clear();
+    drop(bar);
     let damaged: HashSet<Digest> = report.damaged_objects.iter().copied().collect();
     let mut refs: HashMap<Digest, u32> = HashMap::new();
     for s in &scanned {
@@ -338,6 +317,12 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     }
 
     // 5. Do it.
+    let orphan_sizes: Vec<u64> = orphan_paths
+        .iter()
+        .map(|p| fs::symlink_metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    // The bytes go with the objects; an entry's own file is small.
+    let mut bar = Progress::new(orphan_sizes.iter().sum(), "gc: evicting");
     for removed in &report.removed {
         let _ = cache.remove_result(&removed.key);
         let mut event = Event::new(Kind::Evict);
@@ -347,9 +332,11 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         event.message = Some(removed.reason.to_string());
         let _ = cache.log.append(&event);
     }
-    for path in orphan_paths {
+    for (path, size) in orphan_paths.iter().zip(orphan_sizes) {
         let _ = fs::remove_file(path);
+        bar.advance(size);
     }
+    drop(bar);
     for (name, path) in files_in_shards(&root.join("usage")) {
         // Only names memo gives: anything else is not memo's to judge.
         let Ok(key) = name.parse::<Digest>() else {
@@ -476,14 +463,20 @@ const DEAD_LIST_MAX: u64 = 16 * 1024 * 1024;
 
 /// Whether the object at `path` hashes to `digest`, read in full. A symlink or anything
 /// but a regular file is damage. A good object's digest is remembered again.
-fn verify_object(cache: &Cache, digest: &Digest, path: &Path, meta: &fs::Metadata) -> bool {
+fn verify_object(
+    cache: &Cache,
+    digest: &Digest,
+    path: &Path,
+    meta: &fs::Metadata,
+    progress: &mut Progress,
+) -> bool {
     if !meta.is_file() {
         return false;
     }
     let Ok(file) = open_regular(path, Access::Read) else {
         return false;
     };
-    match Digest::of_reader(&file) {
+    match Digest::of_reader(progress.reader(&file)) {
         Ok((actual, _)) if actual == *digest => {
             cache.store.digest_cache().record_written(&file, actual);
             true

@@ -21,6 +21,7 @@ pub mod inputs;
 pub mod key;
 pub mod lock;
 pub mod outputs;
+pub mod progress;
 pub mod remote;
 pub mod run;
 pub mod stats;

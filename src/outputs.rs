@@ -112,7 +112,8 @@ fn store_blob_within(
         // It grew past the inline limit while being read: store it as an object.
         return store_object(io::Cursor::new(bytes).chain(source), path, store);
     }
-    store_object(source, path, store)
+    let mut progress = crate::progress::Progress::new(size_hint, "storing");
+    store_object(progress.reader(source), path, store)
 }
 fn store_object(
     mut source: impl Read,
@@ -447,9 +448,14 @@ impl Restore<'_> {
             .prefix(&format!("{RESTORE_PREFIX}{}-", std::process::id()))
             .tempfile_in(dir)
             .map_err(|e| write_error(at, e))?;
-        source
-            .copy_to(staged.as_file_mut())
-            .map_err(|e| write_error(at, e))?;
+        let progress = crate::progress::Progress::new(blob.size, "restoring");
+        if progress.is_active() {
+            // Chunk by chunk, to advance the bar; each chunk still copies in the kernel.
+            copy_measured(source, staged.as_file_mut(), progress)
+        } else {
+            source.copy_to(staged.as_file_mut())
+        }
+        .map_err(|e| write_error(at, e))?;
         staged
             .as_file()
             .set_permissions(fs::Permissions::from_mode(file_mode(executable)))
@@ -457,6 +463,27 @@ impl Restore<'_> {
         // rename replaces a file or a symlink at `at`, never following it.
         staged.persist(at).map_err(|e| write_error(at, e.error))?;
         Ok(())
+    }
+}
+
+/// Copies `source` to `dest` in chunks, advancing `progress` after each.
+fn copy_measured(
+    mut source: BlobReader,
+    dest: &mut File,
+    mut progress: crate::progress::Progress,
+) -> io::Result<u64> {
+    const STEP: u64 = 8 << 20;
+    let mut total = 0;
+    loop {
+        let n = match &mut source {
+            BlobReader::Inline(bytes) => io::copy(&mut bytes.take(STEP), dest)?,
+            BlobReader::Object(file) => io::copy(&mut file.take(STEP), dest)?,
+        };
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+        progress.advance(n);
     }
 }
 

@@ -183,6 +183,7 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
     let argv0 = spec.argv[0].clone();
     let program = spec.program.clone();
     signals::install();
+    signals::command_starting();
     let mut child = command(spec)
         .spawn()
         .map_err(|e| spawn_error(&program, &argv0, e))?;
@@ -227,6 +228,7 @@ pub fn run_recorded(
     }
     let sinks: Vec<io::Result<NamedTempFile>> = sources.iter().map(|_| stage()).collect();
     signals::install();
+    signals::command_starting();
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &argv0, e))?;
     // The Command holds the pipes' write ends; drop it so the readers see end of file.

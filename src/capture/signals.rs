@@ -5,22 +5,25 @@
 //! a process (`kill`, si_code <= 0) are forwarded. Either way memo notes that it was
 //! interrupted, and an interrupted run is never stored.
 //!
-//! Once the command has been reaped there is nobody to forward to, and what memo still
-//! does (draining the pipes, storing) must not delay a `timeout` or a CI cancellation:
-//! a signal then ends memo at once with `_exit(128+N)`. Nothing partial can remain: the
-//! store writes every file through a rename, and gc sweeps the staging left in `tmp/`.
+//! Before the command starts (hashing inputs, restoring a hit) and once it has been
+//! reaped (draining the pipes, storing) there is nobody to forward to, and what memo
+//! does must not delay a Ctrl-C, a `timeout` or a CI cancellation: a signal then ends
+//! memo at once with `_exit(128+N)`. Nothing partial can remain: the store writes every
+//! file through a rename, gc sweeps the staging left in `tmp/`, and a restore's
+//! temporary file beside an output is removed by the next restore there.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
-/// Set once the command has been reaped: a signal then ends memo.
-static REAPED: AtomicBool = AtomicBool::new(false);
+/// Set while the command runs (from just before its spawn until it is reaped): a signal
+/// is then passed on; at any other time it ends memo.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    if REAPED.load(Ordering::SeqCst) {
+    if !RUNNING.load(Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe; no destructor or buffer needs to run.
         unsafe { libc::_exit(128 + sig) };
     }
@@ -34,7 +37,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     }
 }
 
-/// Installs the handlers. Children get default dispositions back when they exec.
+/// Installs the handlers; until `command_starting`, a signal ends memo. Children get default dispositions back when they exec.
 /// A signal ignored when memo started (`nohup`, a script's `cmd &`, a `trap ''`) stays
 /// ignored, for memo and so for the command, as it would be for the command run directly:
 /// a handler would hand the command the default disposition instead.
@@ -58,6 +61,12 @@ pub fn install() {
     }
 }
 
+/// The command is about to be spawned: from now on a signal is recorded and passed on
+/// to it rather than ending memo.
+pub fn command_starting() {
+    RUNNING.store(true, Ordering::SeqCst);
+}
+
 /// Records the command's pid; a signal that arrived before it existed is passed on now.
 pub fn set_child(pid: u32) {
     CHILD.store(pid as i32, Ordering::SeqCst);
@@ -71,7 +80,7 @@ pub fn set_child(pid: u32) {
 /// The command has been reaped: from now on a signal ends memo at once.
 pub fn clear_child() {
     CHILD.store(0, Ordering::SeqCst);
-    REAPED.store(true, Ordering::SeqCst);
+    RUNNING.store(false, Ordering::SeqCst);
 }
 
 /// The last forwarded signal memo received, if any.

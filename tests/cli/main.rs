@@ -13,6 +13,7 @@ mod keys;
 mod manage;
 mod messages;
 mod outputs;
+mod progress;
 mod reliability;
 mod remote;
 mod show_entry;

@@ -222,30 +222,6 @@ fn gc_prints_no_progress_bar_when_stderr_is_not_a_terminal() {
 }
 
 #[test]
-fn gc_shows_a_progress_bar_on_a_terminal() {
-    let env = TestEnv::new();
-    env.tool("echo hi");
-    env.run(run_tool(&[]));
-    let out = std::process::Command::new("script")
-        .args(["-q", "-e", "-c"])
-        .arg(format!("{MEMO} gc"))
-        .arg("/dev/null")
-        .current_dir(env.work())
-        // indicatif draws nothing on a terminal it believes is dumb (TERM unset or "dumb").
-        .env("TERM", "xterm")
-        .env("MEMO_DIR", env.cache())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("memo gc: scanning"),
-        "{:?}",
-        stdout(&out)
-    );
-}
-
-#[test]
 fn clear_empties_the_cache_and_keeps_the_history() {
     let env = TestEnv::new();
     env.tool("head -c 50000 /dev/zero");
