@@ -3,7 +3,7 @@
 //! envelope, then the entry.
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, SeekFrom};
 use std::path::Path;
 
 use super::backend::TransportError;
@@ -62,23 +62,30 @@ fn refuses_this_result(e: &TransportError) -> bool {
     )
 }
 
+/// A body that can be read again from its start.
+trait ReadSeek: io::Read + io::Seek {}
+impl<T: io::Read + io::Seek> ReadSeek for T {}
+
 /// An object above this size that times out is the link's slowness, not a dead server.
 const SLOW_OBJECT: u64 = 1 << 20;
 
 impl Remote {
     /// PUTs `len` bytes that `open` yields to `path`. A WebDAV server that does not create
     /// missing collections (Apache, nginx without `create_full_put_path`) answers 409:
-    /// then the collections are made (MKCOL) and the PUT is tried once more.
-    fn put_creating<'b>(
+    /// then the collections are made (MKCOL), and the PUT is tried once more from the
+    /// body's start.
+    fn put_creating(
         &self,
         path: &str,
         len: u64,
-        open: &mut dyn FnMut() -> Box<dyn io::Read + 'b>,
+        body: &mut dyn ReadSeek,
     ) -> Result<(), TransportError> {
-        match self.backend.put(path, &mut open(), len) {
+        match self.backend.put(path, body, len) {
             Err(TransportError::Status { status: 409, .. }) => {
                 self.backend.make_parents(path)?;
-                self.backend.put(path, &mut open(), len)
+                body.seek(SeekFrom::Start(0))
+                    .map_err(TransportError::Local)?;
+                self.backend.put(path, body, len)
             }
             done => done,
         }
@@ -236,19 +243,10 @@ impl Remote {
                 }
             }
             // Opening checks the local copy against its digest: damaged bytes are never sent.
-            let mut gone = false;
-            let mut open = || match store.open_object(&blob.digest, blob.size) {
-                Ok(file) => Box::new(file) as Box<dyn io::Read>,
-                Err(_) => {
-                    gone = true;
-                    Box::new(io::empty())
-                }
-            };
-            let sent_object = self.put_creating(&path, blob.size, &mut open);
-            if gone {
-                return Err(UploadFailure::Gone);
-            }
-            match sent_object {
+            let mut file = store
+                .open_object(&blob.digest, blob.size)
+                .map_err(|_| UploadFailure::Gone)?;
+            match self.put_creating(&path, blob.size, &mut file) {
                 // A large object the link is too slow for: said, and left pending for a
                 // later try, while the results after it still go up.
                 Err(TransportError::Timeout(budget)) if blob.size > SLOW_OBJECT => {
@@ -275,7 +273,7 @@ impl Remote {
         self.put_creating(
             &format!("cas/{}", meta.to_hex()),
             sealed.len() as u64,
-            &mut || Box::new(sealed.as_slice()),
+            &mut io::Cursor::new(&sealed),
         )
         .map_err(|e| server(e, tally))?;
         let mut ac = proto::encode(&entry, &meta, sealed.len() as u64);
@@ -290,7 +288,7 @@ impl Remote {
         self.put_creating(
             &format!("ac/{}", name.to_hex()),
             ac.len() as u64,
-            &mut || Box::new(ac.as_slice()),
+            &mut io::Cursor::new(&ac),
         )
         .map_err(|e| server(e, tally))?;
         sent += (sealed.len() + ac.len()) as u64;
