@@ -485,6 +485,19 @@ fn verify_object(
     }
 }
 
+/// Whether the writer of the staging file at `path` is gone: its lock can be taken (the
+/// store locks each staging file while it writes, and a dead writer's lock is gone), or
+/// it is no staging file at all (a FIFO, a socket: nothing memo wrote). `None` when that
+/// cannot be told (no locking here, another user's file).
+fn writer_gone(path: &Path) -> Option<bool> {
+    match open_regular(path, Access::Read).and_then(|f| fs2::FileExt::try_lock_exclusive(&f)) {
+        Ok(()) => Some(true),
+        Err(e) if crate::lock::is_contended(&e) => Some(false),
+        Err(e) if crate::fsutil::is_not_regular(&e) => Some(true),
+        Err(_) => None,
+    }
+}
+
 /// Removes the staging files (`tmp/stage-<pid>-…`) whose writer is gone: its process no
 /// longer exists and the file's lock is free. Cheap enough for a call about to download
 /// into `tmp/`, so that a download killed with -9 leaves its bytes only until the next.
@@ -499,10 +512,7 @@ pub fn sweep_dead_staging(root: &Path) {
         if !crate::fsutil::left_by_dead_process(name, "stage-") {
             continue;
         }
-        let free = open_regular(&file.path(), Access::Read)
-            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f))
-            .is_ok();
-        if free {
+        if writer_gone(&file.path()) == Some(true) {
             let _ = fs::remove_file(file.path());
         }
     }
@@ -532,15 +542,7 @@ fn sweep_staging(dir: &Path, grace: Duration, now: SystemTime) -> u64 {
         if age <= grace {
             continue;
         }
-        let locked = open_regular(&file.path(), Access::Read)
-            .and_then(|f| fs2::FileExt::try_lock_exclusive(&f));
-        let abandoned = match locked {
-            Ok(()) => true,
-            Err(e) if crate::lock::is_contended(&e) => false,
-            // Not a staging file at all (a FIFO, a socket): nothing memo wrote.
-            Err(e) if crate::fsutil::is_not_regular(&e) => true,
-            Err(_) => age > TEMP_GRACE,
-        };
+        let abandoned = writer_gone(&file.path()).unwrap_or(age > TEMP_GRACE);
         if abandoned && fs::remove_file(file.path()).is_ok() {
             removed += 1;
         }
