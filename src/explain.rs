@@ -15,10 +15,8 @@ use crate::run::{self, Freshness, RunRequest};
 /// Runs `memo explain`; exits 0 for a hit, 1 for a miss.
 pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
-    // A named cache that does not exist is an error; none at the default place, a miss.
-    if let Err(why) = crate::cache::open_existing(&req.settings.cache_dir) {
-        return Err(Fatal::failure(format!("memo: {why}")));
-    }
+    // A named cache that does not exist is an error (from `prepare`); none at the
+    // default place, a miss.
     let prepared = run::prepare(&req, &warner, true)?;
     let key = prepared.key;
     let command = key::escape_control(&key::command_line(&prepared.material));

@@ -89,13 +89,20 @@ pub struct Prepared {
 pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Prepared, Fatal> {
     // Read the umask before any thread exists (see fsutil::file_mode).
     crate::fsutil::file_mode(false);
-    let program = inputs::resolve_executable(&req.argv[0], std::env::var_os("PATH").as_deref())?;
     let settings = &req.settings;
-    let cache = match look_only {
-        // `memo explain` looks: a cache that does not exist is not created (at the
-        // default place it is empty; a named one is an error, said by the caller).
-        true => cache::open_existing(&settings.cache_dir).ok().flatten(),
-        false => cache::open(&settings.cache_dir.value, warner),
+    // `memo explain` looks: a cache that does not exist is not created (at the default
+    // place it is empty; a named one is an error, said before anything else).
+    let looked = match look_only {
+        true => Some(
+            cache::open_existing(&settings.cache_dir)
+                .map_err(|why| Fatal::failure(format!("memo: {why}")))?,
+        ),
+        false => None,
+    };
+    let program = inputs::resolve_executable(&req.argv[0], std::env::var_os("PATH").as_deref())?;
+    let cache = match looked {
+        Some(cache) => cache,
+        None => cache::open(&settings.cache_dir.value, warner),
     };
     let no_cache = DigestCache::new(None);
     let digests = cache.as_ref().map_or(&no_cache, |c| c.store.digest_cache());
