@@ -222,8 +222,13 @@ pub fn open_existing(dir: &Setting<PathBuf>) -> Result<Option<Cache>, String> {
             }
         }
     }
-    try_open(path)
-        .map(Some)
+    open_or_say(path).map(Some)
+}
+
+/// Opens (creating if needed) the cache at `dir` for a command that needs one, or says
+/// in one line, without the `memo: ` prefix, why it cannot and what to check.
+pub fn open_or_say(dir: &Path) -> Result<Cache, String> {
+    try_open(dir)
         .map_err(|why| format!("cannot use the cache: {why}; check the path and its permissions"))
 }
 

@@ -23,11 +23,8 @@ fn open_remote(settings: &Settings) -> Result<Remote, Fatal> {
 }
 
 fn open_cache(settings: &Settings) -> Result<Cache, Fatal> {
-    cache::try_open(&settings.cache_dir.value).map_err(|why| {
-        Fatal::failure(format!(
-            "memo: cannot use the cache: {why}; check the path and its permissions"
-        ))
-    })
+    cache::open_or_say(&settings.cache_dir.value)
+        .map_err(|why| Fatal::failure(format!("memo: {why}")))
 }
 
 /// Exit 0 when every step worked, 1 when the server failed one.
