@@ -53,7 +53,7 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
                 return Ok(1);
             }
         }
-        if entry.exit_code != 0 && !req.settings.cache_failures.value {
+        if !run::exit_replayable(&entry, &req) {
             crate::outln!(
                 "miss {}: the stored run exited {}, which is replayed only with --cache-failures",
                 key.short(),

@@ -287,9 +287,7 @@ fn run_with_cache(
                 Freshness::Stale(_) => !req.refresh,
                 Freshness::Expired(_) => false,
             };
-            usable
-                && entry.material == material
-                && (entry.exit_code == 0 || req.settings.cache_failures.value)
+            usable && entry.material == material && exit_replayable(entry, req)
         };
         if tiers.bring(&key, &accept) {
             if req.refresh {
@@ -551,6 +549,12 @@ impl Freshness {
 }
 
 /// How long ago `entry` was stored.
+/// Whether a result's exit code may be replayed: 0 always, any other only with
+/// `--cache-failures`.
+pub fn exit_replayable(entry: &Entry, req: &RunRequest) -> bool {
+    entry.exit_code == 0 || req.settings.cache_failures.value
+}
+
 pub fn age_of(entry: &Entry) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(entry.created_unix_ms))
 }
@@ -822,7 +826,7 @@ fn lookup(
         );
         return None;
     }
-    if entry.exit_code != 0 && !req.settings.cache_failures.value {
+    if !exit_replayable(&entry, req) {
         return None;
     }
     Some(entry)
