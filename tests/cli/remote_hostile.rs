@@ -17,7 +17,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::servers::{self, shared_nginx, Nginx};
-use crate::support::{assert_code, assert_one_line_error, assert_success, stderr, stdout, TestEnv};
+use crate::support::{
+    assert_code, assert_one_line_error, assert_success, run_with_deadline, stderr, stdout,
+    warning_lines, TestEnv,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -44,44 +47,9 @@ fn run_on(env: &TestEnv, machine: &str, url: &str, args: &[&str]) -> Output {
     memo_on(env, machine, url, args).output().unwrap()
 }
 
-/// Runs `cmd`, killing it (and failing) if it is not done within `deadline`: a hang guard.
-fn run_guarded(mut cmd: Command, deadline: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(deadline) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let out = finished.recv().unwrap().unwrap();
-            panic!(
-                "memo still ran after {deadline:?} (a hang); stdout {:?} stderr {:?}",
-                stdout(&out),
-                stderr(&out)
-            );
-        }
-    }
-}
-
-/// The `memo: warning:` lines of an output.
-fn warnings(out: &Output) -> Vec<String> {
-    stderr(out)
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .map(str::to_string)
-        .collect()
-}
-
 #[track_caller]
 fn assert_at_most_one_warning(out: &Output) {
-    let w = warnings(out);
+    let w = warning_lines(out);
     assert!(w.len() <= 1, "more than one warning line: {w:?}");
 }
 
@@ -237,7 +205,7 @@ fn a_trickling_ac_body_does_not_hold_the_command_for_minutes() {
     });
     let env = TestEnv::new();
     env.tool("echo computed");
-    let out = run_guarded(
+    let out = run_with_deadline(
         memo_remote(&env, &fault.url("trickle"), &["run", "--", "./tool"]),
         Duration::from_secs(60),
     );
@@ -634,7 +602,7 @@ fn held_a_download_cut_midway_is_a_clean_miss() {
     });
     env.write("fail", "");
     std::fs::remove_file(env.path("big")).unwrap();
-    let out = run_guarded(
+    let out = run_with_deadline(
         memo_on(
             &env,
             "b",
@@ -662,7 +630,7 @@ fn held_redirects_and_errors_are_misses() {
         });
         let env = TestEnv::new();
         env.tool("echo out; echo err >&2; exit 7");
-        let out = run_guarded(
+        let out = run_with_deadline(
             memo_remote(&env, &fault.url("r"), &["run", "--", "./tool"]),
             Duration::from_secs(60),
         );
@@ -693,7 +661,7 @@ fn held_an_endless_ac_body_is_a_miss() {
         });
         let env = TestEnv::new();
         env.tool("echo computed");
-        let out = run_guarded(
+        let out = run_with_deadline(
             memo_remote(&env, &fault.url("endless"), &["run", "--", "./tool"]),
             Duration::from_secs(120),
         );
@@ -804,7 +772,7 @@ fn held_check_exit_codes_and_config_secrets() {
         nginx.url("basic/x"),
         format!("http://memo:wrong@127.0.0.1:{}/basic/x/", nginx.port()),
     ] {
-        let out = run_guarded(
+        let out = run_with_deadline(
             memo_remote(&env, &url, &["remote", "check"]),
             Duration::from_secs(90),
         );
@@ -855,12 +823,12 @@ fn held_eight_machines_racing_on_two_keys() {
                 scope.spawn(move || {
                     let letter = if i % 2 == 0 { "a" } else { "b" };
                     let machine = format!("m{i}");
-                    let out = run_guarded(
+                    let out = run_with_deadline(
                         memo_on(env, &machine, url, &["run", "--", "./tool", letter]),
                         Duration::from_secs(120),
                     );
                     // A second call: a local hit, or a remote one on a fresh machine.
-                    let again = run_guarded(
+                    let again = run_with_deadline(
                         memo_on(
                             env,
                             &format!("{machine}-late"),

@@ -16,7 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::servers::{self, shared_nginx, Nginx, Silent};
-use crate::support::{assert_success, files_under, stderr, stdout, TestEnv};
+use crate::support::{
+    assert_success, files_under, run_with_deadline, stderr, stdout, warning_lines, TestEnv,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -30,40 +32,6 @@ fn memo_on(env: &TestEnv, machine: &str, url: &str, args: &[&str]) -> Command {
 
 fn run_on(env: &TestEnv, machine: &str, url: &str, args: &[&str]) -> Output {
     memo_on(env, machine, url, args).output().unwrap()
-}
-
-/// Runs `cmd`, killing it (and failing) if it is not done within `deadline`: a hang guard.
-fn run_guarded(mut cmd: Command, deadline: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(deadline) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let out = finished.recv().unwrap().unwrap();
-            panic!(
-                "memo still ran after {deadline:?} (a hang); stdout {:?} stderr {:?}",
-                stdout(&out),
-                stderr(&out)
-            );
-        }
-    }
-}
-
-fn warnings(out: &Output) -> Vec<String> {
-    stderr(out)
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .map(str::to_string)
-        .collect()
 }
 
 fn prefix(name: &str) -> String {
@@ -274,7 +242,7 @@ fn held_kill_9_mid_download_then_the_next_call_is_whole() {
     let cache_b = killed_mid_download(&env, nginx, &pre, &url);
 
     // The next call, through the fast URL: a whole replay.
-    let out = run_guarded(
+    let out = run_with_deadline(
         memo_on(&env, "b", &url, &["run", "-o", "out.bin", "--", "./tool"]),
         Duration::from_secs(60),
     );
@@ -282,7 +250,7 @@ fn held_kill_9_mid_download_then_the_next_call_is_whole() {
     assert_eq!(stdout(&out), "done\n");
     assert_eq!(env.read("out.bin"), env.read("blob"));
     assert_eq!(env.count(), 1, "the remote hit was not used");
-    assert!(warnings(&out).is_empty(), "{:?}", stderr(&out));
+    assert!(warning_lines(&out).is_empty(), "{:?}", stderr(&out));
     env.assert_no_staging();
     // The killed download's staging goes at the next gc.
     let gc = memo_on(&env, "b", "off", &["gc", "--grace", "0s"])
@@ -392,7 +360,7 @@ fn held_uploader_killed_mid_upload_then_push() {
     assert_cas_whole(nginx, &pre);
 
     // The marker is for the URL the result was computed with (here the relay's).
-    let push = run_guarded(
+    let push = run_with_deadline(
         memo_on(&env, "a", &slow_url, &["remote", "push"]),
         Duration::from_secs(60),
     );
@@ -467,7 +435,7 @@ fn held_disk_full_while_downloading_runs_the_command() {
         stats["remote_errors"], 0,
         "a full local disk blamed on the server: {stats}"
     );
-    let shared: Vec<String> = warnings(&out)
+    let shared: Vec<String> = warning_lines(&out)
         .into_iter()
         .filter(|w| w.contains("shared cache"))
         .collect();
@@ -528,7 +496,7 @@ fn held_clear_gc_and_rm_racing_a_fetch() {
             &["run", "-o", "out.bin", "--", "./tool"],
         );
         cmd.env("MEMO_REMOTE_MODE", "read-only");
-        let out = run_guarded(cmd, Duration::from_secs(90));
+        let out = run_with_deadline(cmd, Duration::from_secs(90));
         stop.store(true, Ordering::SeqCst);
         racer.join().unwrap();
         assert_success(&out);
@@ -560,7 +528,7 @@ fn held_a_pending_marker_whose_entry_was_removed_is_dropped() {
     if !nginx.restart() {
         return;
     }
-    let push = run_guarded(
+    let push = run_with_deadline(
         memo_on(&env, "a", &url, &["remote", "push"]),
         Duration::from_secs(60),
     );
@@ -617,7 +585,7 @@ fn held_a_thousand_pending_markers_push_in_one_go() {
         return;
     }
     let started = Instant::now();
-    let push = run_guarded(
+    let push = run_with_deadline(
         memo_on(&env, "a", &url, &["remote", "push"]),
         Duration::from_secs(60),
     );
@@ -808,7 +776,7 @@ fn held_a_poisoned_namespace_read_first_does_not_hide_a_good_one() {
             "{}",
             stderr(&out)
         );
-        assert_eq!(warnings(&out).len(), 1, "{how}: {}", stderr(&out));
+        assert_eq!(warning_lines(&out).len(), 1, "{how}: {}", stderr(&out));
     }
 }
 
@@ -879,7 +847,7 @@ fn held_a_signed_entry_copied_to_another_name_is_refused() {
     assert_success(&out);
     assert_eq!(stdout(&out), "two\n");
     assert_eq!(env.count(), before + 1);
-    assert_eq!(warnings(&out).len(), 1, "{}", stderr(&out));
+    assert_eq!(warning_lines(&out).len(), 1, "{}", stderr(&out));
     let mut read = memo_on(&env, "d", &url, &["run", "--", "./tool", "one"]);
     signed(&mut read);
     let out = read
@@ -894,7 +862,7 @@ fn held_a_signed_entry_copied_to_another_name_is_refused() {
         before + 2,
         "a copy into another namespace was replayed"
     );
-    assert_eq!(warnings(&out).len(), 1, "{}", stderr(&out));
+    assert_eq!(warning_lines(&out).len(), 1, "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1007,7 +975,7 @@ fn held_explain_with_a_remote_touches_no_network() {
     let env = TestEnv::new();
     env.tool("echo hi");
     let url = silent.url("x");
-    let out = run_guarded(
+    let out = run_with_deadline(
         memo_on(&env, "a", &url, &["explain", "--", "./tool"]),
         Duration::from_secs(10),
     );
@@ -1027,7 +995,7 @@ fn held_memo_disable_with_remote_runs_the_command_offline() {
     let url = silent.url("x");
     let mut cmd = env.memo(["--remote", url.as_str(), "run", "--", "./tool"]);
     cmd.env("MEMO_DISABLE", "1");
-    let out = run_guarded(cmd, Duration::from_secs(10));
+    let out = run_with_deadline(cmd, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(stdout(&out), "hi\n");
     thread::sleep(Duration::from_millis(300));
@@ -1048,7 +1016,7 @@ fn held_a_percent_encoded_slash_in_the_path_round_trips() {
     env.tool("echo hi");
     let out = run_on(&env, "a", &url, &["run", "--", "./tool"]);
     assert_success(&out);
-    assert!(warnings(&out).is_empty(), "{}", stderr(&out));
+    assert!(warning_lines(&out).is_empty(), "{}", stderr(&out));
     let push = run_on(&env, "a", &url, &["remote", "push"]);
     assert_success(&push);
     let out = memo_on(&env, "b", &url, &["run", "--", "./tool"])
@@ -1078,7 +1046,7 @@ fn held_a_unicode_path_works_or_is_refused_cleanly() {
         return;
     }
     assert_success(&out);
-    assert!(warnings(&out).is_empty(), "{}", stderr(&out));
+    assert!(warning_lines(&out).is_empty(), "{}", stderr(&out));
     let push = run_on(&env, "a", &url, &["remote", "push"]);
     assert_success(&push);
     let out = memo_on(&env, "b", &url, &["run", "--", "./tool"])
@@ -1127,21 +1095,21 @@ fn held_a_sabotaged_breaker_file_never_hangs() {
             }
             for n in 0..4 {
                 let arg = format!("{how}{i}{n}");
-                let out = run_guarded(
+                let out = run_with_deadline(
                     memo_on(&env, "a", url, &["run", "--", "./tool", &arg]),
                     Duration::from_secs(30),
                 );
                 assert_success(&out);
                 assert_eq!(stdout(&out), format!("{arg}\n"));
-                assert!(warnings(&out).len() <= 1, "{how}: {}", stderr(&out));
+                assert!(warning_lines(&out).len() <= 1, "{how}: {}", stderr(&out));
                 assert!(!stderr(&out).contains("panicked"));
             }
-            let push = run_guarded(
+            let push = run_with_deadline(
                 memo_on(&env, "a", url, &["remote", "push"]),
                 Duration::from_secs(30),
             );
             assert!(!stderr(&push).contains("panicked"));
-            let check = run_guarded(
+            let check = run_with_deadline(
                 memo_on(&env, "a", url, &["remote", "check"]),
                 Duration::from_secs(30),
             );
@@ -1165,20 +1133,20 @@ fn held_remote_dir_as_a_regular_file() {
     std::fs::write(cache.join("remote"), b"not a directory").unwrap();
     for n in 0..3 {
         let arg = n.to_string();
-        let out = run_guarded(
+        let out = run_with_deadline(
             memo_on(&env, "a", &url, &["run", "--", "./tool", &arg]),
             Duration::from_secs(30),
         );
         assert_success(&out);
         assert_eq!(stdout(&out), format!("{arg}\n"));
-        assert!(warnings(&out).len() <= 1, "{}", stderr(&out));
+        assert!(warning_lines(&out).len() <= 1, "{}", stderr(&out));
     }
-    let push = run_guarded(
+    let push = run_with_deadline(
         memo_on(&env, "a", &url, &["remote", "push"]),
         Duration::from_secs(30),
     );
     assert!(!stderr(&push).contains("panicked"), "{}", stderr(&push));
-    let check = run_guarded(
+    let check = run_with_deadline(
         memo_on(&env, "a", &url, &["remote", "check"]),
         Duration::from_secs(30),
     );
@@ -1317,7 +1285,7 @@ fn held_an_envelope_naming_objects_of_another_size_is_a_miss() {
         patched[at..at + 64].copy_from_slice(new_hex.as_bytes());
         std::fs::write(&ac, patched).unwrap();
         std::fs::remove_file(env.path("out.bin")).unwrap();
-        let out = run_guarded(
+        let out = run_with_deadline(
             memo_on(&env, "b", &url, &["run", "-o", "out.bin", "--", "./tool"]),
             Duration::from_secs(60),
         );
@@ -1325,13 +1293,18 @@ fn held_an_envelope_naming_objects_of_another_size_is_a_miss() {
         assert_eq!(stdout(&out), "done\n");
         assert_eq!(env.count(), 2, "delta {delta}: a forged entry was replayed");
         assert_eq!(env.read("out.bin"), env.read("blob"));
-        assert_eq!(warnings(&out).len(), 1, "delta {delta}: {}", stderr(&out));
+        assert_eq!(
+            warning_lines(&out).len(),
+            1,
+            "delta {delta}: {}",
+            stderr(&out)
+        );
         let again = memo_on(&env, "b", &url, &["run", "-o", "out.bin", "--", "./tool"])
             .output()
             .unwrap();
         assert_success(&again);
         assert_eq!(env.count(), 2, "delta {delta}: {}", stderr(&again));
-        assert!(warnings(&again).is_empty(), "{}", stderr(&again));
+        assert!(warning_lines(&again).is_empty(), "{}", stderr(&again));
     }
 }
 
@@ -1449,7 +1422,7 @@ fn held_raw_unsafe_characters_in_the_path_work_or_are_refused() {
             continue;
         }
         assert_success(&out);
-        assert!(warnings(&out).is_empty(), "{odd}: {}", stderr(&out));
+        assert!(warning_lines(&out).is_empty(), "{odd}: {}", stderr(&out));
         let push = run_on(&env, "a", &url, &["remote", "push"]);
         assert_success(&push);
         let out = memo_on(&env, "b", &url, &["run", "--", "./tool"])
@@ -1457,7 +1430,7 @@ fn held_raw_unsafe_characters_in_the_path_work_or_are_refused() {
             .output()
             .unwrap();
         assert_success(&out);
-        assert!(warnings(&out).is_empty(), "{odd}: {}", stderr(&out));
+        assert!(warning_lines(&out).is_empty(), "{odd}: {}", stderr(&out));
         assert_eq!(env.count(), 1, "{odd}: {}", stderr(&out));
     }
 }
@@ -1518,7 +1491,11 @@ fn held_clear_and_gc_racing_the_uploader_leave_no_broken_entry() {
         .output()
         .unwrap();
         assert_success(&out);
-        assert!(warnings(&out).is_empty(), "result {i}: {}", stderr(&out));
+        assert!(
+            warning_lines(&out).is_empty(),
+            "result {i}: {}",
+            stderr(&out)
+        );
         assert_eq!(env.read(&out_file), env.read(&format!("blob{i}")));
     }
     eprintln!(
@@ -1591,7 +1568,7 @@ fn held_s3_uploader_killed_mid_upload_then_push() {
         !keys.iter().any(|k| k.starts_with("p/ac/")),
         "an entry before its objects: {keys:?}"
     );
-    let push = run_guarded(
+    let push = run_with_deadline(
         with_aws("a", &moto.endpoint(), &["remote", "push"]),
         Duration::from_secs(60),
     );
@@ -1651,7 +1628,7 @@ fn one_result_too_slow_to_send_blocks_the_queue_behind_it() {
     }
     wait_no_uploaders(&cache_a);
     for _ in 0..2 {
-        let push = run_guarded(
+        let push = run_with_deadline(
             memo_on(&env, "a", &url, &["remote", "push"]),
             Duration::from_secs(120),
         );

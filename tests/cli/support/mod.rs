@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 pub const MEMO: &str = env!("CARGO_BIN_EXE_memo");
 
@@ -391,4 +392,39 @@ pub fn mounted(mut cmd: Command) -> Option<Output> {
         return None;
     }
     Some(out)
+}
+
+/// Runs `cmd`, killing it (and failing) if it is not done within `deadline`: a hang guard.
+pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(deadline) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = finished.recv().unwrap().unwrap();
+            panic!(
+                "memo still ran after {deadline:?} (a hang); stdout {:?} stderr {:?}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+    }
+}
+
+/// Every stderr line of `out` that mentions a warning.
+pub fn warning_lines(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .map(str::to_string)
+        .collect()
 }
