@@ -42,6 +42,11 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
+/// `http://127.0.0.1:PORT/<prefix>/`: give every test its own prefix.
+fn loopback_url(port: u16, prefix: &str) -> String {
+    format!("http://127.0.0.1:{port}/{}/", prefix.trim_matches('/'))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -338,11 +343,7 @@ impl Nginx {
 
     /// `http://127.0.0.1:PORT/<prefix>/`. Give every test its own prefix.
     pub fn url(&self, prefix: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}/",
-            self.port,
-            prefix.trim_matches('/')
-        )
+        loopback_url(self.port, prefix)
     }
 
     /// `https://127.0.0.1:HTTPS_PORT/<prefix>/`, trusted with `ca_file()`.
@@ -685,11 +686,7 @@ impl Apache {
 
     /// `http://127.0.0.1:PORT/<prefix>/`.
     pub fn url(&self, prefix: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}/",
-            self.port,
-            prefix.trim_matches('/')
-        )
+        loopback_url(self.port, prefix)
     }
 
     /// Every file under `<prefix>/<sub>` of the data dir, sorted.
@@ -975,11 +972,7 @@ impl Silent {
 
     /// `http://127.0.0.1:PORT/<prefix>/`.
     pub fn url(&self, prefix: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}/",
-            self.port,
-            prefix.trim_matches('/')
-        )
+        loopback_url(self.port, prefix)
     }
 
     /// How many connections it has accepted.
@@ -1056,11 +1049,7 @@ impl Relay {
 
     /// `http://127.0.0.1:PORT/<prefix>/`.
     pub fn url(&self, prefix: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}/",
-            self.port,
-            prefix.trim_matches('/')
-        )
+        loopback_url(self.port, prefix)
     }
 
     /// How many connections it has accepted.
