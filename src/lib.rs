@@ -27,6 +27,7 @@ pub mod run;
 pub mod stats;
 pub mod store;
 pub mod tiers;
+pub mod trace;
 
 #[cfg(test)]
 mod decoders_proptest;
