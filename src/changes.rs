@@ -65,7 +65,14 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
     let vars = |m: &KeyMaterial| -> BTreeMap<ByteString, Option<Digest>> {
         m.env.iter().map(|v| (v.name.clone(), v.value)).collect()
     };
-    let (before, after) = (vars(stored), vars(now));
+    let (mut before, mut after) = (vars(stored), vars(now));
+    let terminal = |m: &KeyMaterial| matches!(m.streams, StreamMode::Terminal { .. });
+    if terminal(stored) != terminal(now) {
+        // TERM joins the key with the terminal: the terminal's change says it all.
+        let term = ByteString::from(std::ffi::OsStr::new("TERM"));
+        before.remove(&term);
+        after.remove(&term);
+    }
     for (name, value) in &after {
         match before.get(name) {
             None => out.push(format!(
@@ -104,12 +111,32 @@ pub fn differences(stored: &KeyMaterial, now: &KeyMaterial) -> Vec<String> {
         _ => {}
     }
     if stored.streams != now.streams {
-        out.push(match now.streams {
-            StreamMode::Merged => "stdout and stderr were recorded separately and are now the same pipe (as with 2>&1)",
-            StreamMode::Separate => "stdout and stderr were recorded as one pipe (as with 2>&1) and are now separate",
-        }.into());
+        out.push(streams_change(stored.streams, now.streams));
     }
     out
+}
+
+/// How the command's stdout and stderr were connected then and now, in words.
+fn streams_change(then: StreamMode, now: StreamMode) -> String {
+    use StreamMode::*;
+    match (then, now) {
+        (Terminal { columns: a }, Terminal { columns: b }) => {
+            format!("it was recorded on a terminal {a} columns wide, and the terminal is now {b}")
+        }
+        (Terminal { .. }, _) => {
+            "it was recorded on a terminal (--tty) and now writes to pipes or files".into()
+        }
+        (_, Terminal { .. }) => {
+            "it was recorded writing to pipes or files and now runs on a terminal (--tty)".into()
+        }
+        (_, Merged) => {
+            "stdout and stderr were recorded separately and are now the same pipe (as with 2>&1)"
+                .into()
+        }
+        (_, Separate) => {
+            "stdout and stderr were recorded as one pipe (as with 2>&1) and are now separate".into()
+        }
+    }
 }
 
 /// A path, name or argument of a key material, shown escaped.

@@ -47,6 +47,8 @@ struct FileConfig {
     stale: Option<String>,
     verbose: Option<bool>,
     cache_failures: Option<bool>,
+    tty: Option<bool>,
+    trace: Option<bool>,
     umask: Option<String>,
     remote: Option<String>,
     remote_mode: Option<String>,
@@ -55,7 +57,7 @@ struct FileConfig {
 }
 
 /// Every key of the config file with the form its value takes, as errors show it.
-const FILE_KEYS: [(&str, &str); 11] = [
+const FILE_KEYS: [(&str, &str); 13] = [
     ("cache_dir", "a directory in quotes, like \"~/.cache/memo\""),
     ("max_size", "a size in quotes, like \"500M\" or \"2GiB\""),
     (
@@ -68,6 +70,8 @@ const FILE_KEYS: [(&str, &str); 11] = [
     ),
     ("verbose", "true or false (without quotes)"),
     ("cache_failures", "true or false (without quotes)"),
+    ("tty", "true or false (without quotes)"),
+    ("trace", "true or false (without quotes)"),
     ("umask", "an octal umask in quotes, like \"002\""),
     (
         "remote",
@@ -116,6 +120,8 @@ impl FileConfig {
                 "stale" => config.stale = Some(text(value)?),
                 "verbose" => config.verbose = Some(flag(value)?),
                 "cache_failures" => config.cache_failures = Some(flag(value)?),
+                "tty" => config.tty = Some(flag(value)?),
+                "trace" => config.trace = Some(flag(value)?),
                 "umask" => config.umask = Some(text(value)?),
                 "remote" => config.remote = Some(text(value)?),
                 "remote_mode" => config.remote_mode = Some(text(value)?),
@@ -236,6 +242,10 @@ pub struct Settings {
     pub stale: Setting<Option<Duration>>,
     pub verbose: Setting<bool>,
     pub cache_failures: Setting<bool>,
+    /// Run the command on a pseudo-terminal when memo's stdout and stderr are a terminal.
+    pub tty: Setting<bool>,
+    /// Discover the command's inputs by tracing it.
+    pub trace: Setting<bool>,
     /// For a cache shared by a team: the umask of the cache's files and directories
     /// (`002`: group-writable). `None`: private (0700 directories, 0600 files).
     pub umask: Setting<Option<u32>>,
@@ -323,6 +333,8 @@ pub struct Flags {
     pub stale: Option<Duration>,
     pub verbose: bool,
     pub cache_failures: bool,
+    pub tty: bool,
+    pub trace: bool,
     pub remote: Option<String>,
 }
 
@@ -527,6 +539,24 @@ impl Settings {
                 "--cache-failures",
                 "MEMO_CACHE_FAILURES",
                 bool_file(file.cache_failures),
+                &path,
+                false,
+                parse_bool,
+            )?,
+            tty: resolve(
+                flags.tty.then_some(true),
+                "--tty",
+                "MEMO_TTY",
+                bool_file(file.tty),
+                &path,
+                false,
+                parse_bool,
+            )?,
+            trace: resolve(
+                flags.trace.then_some(true),
+                "--trace",
+                "MEMO_TRACE",
+                bool_file(file.trace),
                 &path,
                 false,
                 parse_bool,

@@ -159,7 +159,9 @@ fn entry() -> impl Strategy<Value = Entry> {
                 paths.dedup();
                 material.outputs = paths.clone();
                 let streams = match material.streams {
-                    StreamMode::Merged => Streams::Merged { combined: a },
+                    StreamMode::Merged | StreamMode::Terminal { .. } => {
+                        Streams::Merged { combined: a }
+                    }
                     StreamMode::Separate => Streams::Separate {
                         stdout: a,
                         stderr: b,

@@ -106,6 +106,11 @@ pub struct KeyCommand {
 pub enum StreamMode {
     Separate,
     Merged,
+    /// `--tty`: one pseudo-terminal for both, of this many columns (programs lay out to
+    /// the width: `ls` columns, progress bars). Recorded as one stream, like `Merged`.
+    Terminal {
+        columns: u16,
+    },
 }
 
 pub fn platform() -> String {
@@ -161,10 +166,13 @@ impl KeyMaterial {
                 .bytes(&kc.output.0),
             None => e.field(b"key-command").u64(0),
         };
-        e.field(b"streams").bytes(match self.streams {
-            StreamMode::Separate => b"separate",
-            StreamMode::Merged => b"merged",
-        });
+        match self.streams {
+            StreamMode::Separate => e.field(b"streams").bytes(b"separate"),
+            StreamMode::Merged => e.field(b"streams").bytes(b"merged"),
+            StreamMode::Terminal { columns } => {
+                e.field(b"streams").bytes(b"terminal").u64(columns as u64)
+            }
+        };
         e.0
     }
 
@@ -413,6 +421,14 @@ mod tests {
                 }),
             ),
             ("streams", Box::new(|m| m.streams = StreamMode::Merged)),
+            (
+                "terminal",
+                Box::new(|m| m.streams = StreamMode::Terminal { columns: 80 }),
+            ),
+            (
+                "terminal width",
+                Box::new(|m| m.streams = StreamMode::Terminal { columns: 81 }),
+            ),
         ];
         let mut seen = std::collections::HashSet::new();
         seen.insert(base);

@@ -115,7 +115,12 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
     let filter = inputs::Filter::new(skip, &req.excludes, req.gitignore, &req.outputs)?;
     let gathered = inputs::gather_inputs(&req.inputs, &req.outputs, &program, digests, filter)?;
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let env = inputs::select_env(&req.env, &vars)?;
+    let streams = req.stream_mode.unwrap_or_else(|| stream_mode(req));
+    let mut env = inputs::select_env(&req.env, &vars)?;
+    if matches!(streams, StreamMode::Terminal { .. }) {
+        // What a program draws on a terminal depends on the terminal's type (colours).
+        env.extend(inputs::select_env(&["TERM".to_string()], &vars)?);
+    }
     let key_command = match &req.key_cmd {
         Some(cmd) => Some(run_key_command(cmd)?),
         None => None,
@@ -164,7 +169,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         stdin: stdin.as_ref().and_then(|(_, d)| *d),
         salt: req.salt.as_ref().map(|s| ByteString::from(s.as_os_str())),
         key_command,
-        streams: req.stream_mode.unwrap_or_else(capture::stream_mode),
+        streams,
     };
     material.normalize();
     let key = key::compute_key(&material);
@@ -183,6 +188,26 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         cache,
         gathered,
     })
+}
+
+/// How the command's stdout and stderr are connected: a pseudo-terminal with `--tty` when
+/// memo's own are a terminal, else pipes as memo's are (one shared, or two).
+fn stream_mode(req: &RunRequest) -> StreamMode {
+    let tty = &req.settings.tty;
+    if tty.value {
+        match capture::pty::terminal_size() {
+            Some((columns, _)) => return StreamMode::Terminal { columns },
+            // Said for the flag and the variable; `tty = true` in the config file is a
+            // standing preference, quietly off in scripts and CI.
+            None if !matches!(tty.source, crate::config::Source::File(_)) => {
+                crate::console::note(format_args!(
+                    "memo: --tty ignored: stdout and stderr are not both a terminal; running with pipes"
+                ))
+            }
+            None => {}
+        }
+    }
+    capture::stream_mode()
 }
 
 pub fn run(req: RunRequest) -> Result<i32, Fatal> {
@@ -574,13 +599,11 @@ pub fn freshness(entry: &Entry, req: &RunRequest) -> Freshness {
 fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["run".into(), "--force".into(), "--refresh".into()];
     args.push("--stream-mode".into());
-    args.push(
-        match material.streams {
-            StreamMode::Merged => "merged",
-            StreamMode::Separate => "separate",
-        }
-        .into(),
-    );
+    args.push(match material.streams {
+        StreamMode::Merged => "merged".into(),
+        StreamMode::Separate => "separate".into(),
+        StreamMode::Terminal { columns } => format!("terminal={columns}").into(),
+    });
     let mut pair = |flag: &str, value: OsString| {
         args.push(flag.into());
         args.push(value);
@@ -995,7 +1018,7 @@ fn save(
         blobs.push(blob);
     }
     let streams = match material.streams {
-        StreamMode::Merged => Streams::Merged {
+        StreamMode::Merged | StreamMode::Terminal { .. } => Streams::Merged {
             combined: blobs.remove(0),
         },
         StreamMode::Separate => Streams::Separate {

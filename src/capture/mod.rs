@@ -4,6 +4,7 @@
 //! and, when recording, written to staging files and hashed in the same pass, so memory
 //! stays bounded whatever the output size. Knows nothing about keys or entries.
 
+pub mod pty;
 pub mod signals;
 mod stdin;
 pub mod streams;
@@ -208,7 +209,21 @@ pub fn run_recorded(
     let mut cmd = command(spec);
     // (reader, where its bytes go)
     let mut sources: Vec<(io::PipeReader, RawFd)> = Vec::new();
+    // The inode numbers of what the command writes into.
+    let mut written: Vec<u64> = Vec::new();
     match mode {
+        StreamMode::Terminal { columns } => {
+            let pty = pty::open(columns, pty::rows()).map_err(|e| {
+                Fatal::failure(format!(
+                    "memo: cannot open a pseudo-terminal for --tty: {e}"
+                ))
+            })?;
+            written.extend(inode(pty.slave.as_raw_fd()));
+            let slave2 = pty.slave.try_clone().map_err(pipe_failed)?;
+            cmd.stdout(pty.slave).stderr(slave2);
+            // Read like a pipe; its end (EIO once every slave is closed) is taken as end of file.
+            sources.push((io::PipeReader::from(pty.master), 1));
+        }
         StreamMode::Merged => {
             let (reader, writer) = io::pipe().map_err(pipe_failed)?;
             let writer2 = writer.try_clone().map_err(pipe_failed)?;
@@ -234,13 +249,13 @@ pub fn run_recorded(
     // The Command holds the pipes' write ends; drop it so the readers see end of file.
     drop(cmd);
     signals::set_child(child.id());
-    let pipes: Vec<u64> = sources
-        .iter()
-        .filter_map(|(reader, _)| {
-            streams::with_fd(reader.as_raw_fd(), |f| f.metadata().ok().map(|m| m.ino()))
-        })
-        .collect();
-    on_start(child.id(), &pipes);
+    if written.is_empty() {
+        written = sources
+            .iter()
+            .filter_map(|(r, _)| inode(r.as_raw_fd()))
+            .collect();
+    }
+    on_start(child.id(), &written);
     let stop = AtomicBool::new(false);
     let exited = AtomicBool::new(false);
     let (outcome, tees) = std::thread::scope(|scope| {
@@ -309,6 +324,10 @@ pub fn run_recorded(
         recordings: tees.into_iter().map(|t| t.recording).collect(),
         interrupted: signals::received(),
     })
+}
+
+fn inode(fd: RawFd) -> Option<u64> {
+    streams::with_fd(fd, |f| f.metadata().ok().map(|m| m.ino()))
 }
 
 /// Asks for a 1 MiB pipe buffer (the default is 64 KiB): fewer context switches between
@@ -477,6 +496,9 @@ fn tee(
         let n = match read {
             Ok(0) => break,
             Ok(n) => n,
+            // A pseudo-terminal's master says EIO once no process holds its slave: its
+            // end of file (a pipe never does).
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let timed_out = !nonblocking || !wait_readable(&source, POLL_INTERVAL);

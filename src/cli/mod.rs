@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Flags, Settings};
 use crate::exit::{Code, Fatal};
@@ -127,10 +127,17 @@ fn size(text: &str) -> Result<u64, String> {
     config::parse_size(text)
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum StreamModeArg {
-    Separate,
-    Merged,
+/// `--stream-mode`: `separate`, `merged` or `terminal=COLUMNS`.
+fn stream_mode_arg(text: &str) -> Result<StreamMode, String> {
+    match text {
+        "separate" => Ok(StreamMode::Separate),
+        "merged" => Ok(StreamMode::Merged),
+        _ => text
+            .strip_prefix("terminal=")
+            .and_then(|columns| columns.parse().ok())
+            .map(|columns| StreamMode::Terminal { columns })
+            .ok_or_else(|| "expected separate, merged or terminal=COLUMNS".to_string()),
+    }
 }
 
 /// Where the command starts, for `memo run --help` and the man pages.
@@ -201,6 +208,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// When stdout and stderr are a terminal, run the command on a pseudo-terminal (colours,
+    /// line buffering) and replay its recording only to a terminal [env: MEMO_TTY]
+    #[arg(long)]
+    pub tty: bool,
+
     /// Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]
     #[arg(short, long)]
     pub verbose: bool,
@@ -210,8 +222,8 @@ pub struct RunArgs {
     pub refresh: bool,
 
     /// (internal) record as if stdout and stderr were connected this way
-    #[arg(long, hide = true, value_enum)]
-    pub stream_mode: Option<StreamModeArg>,
+    #[arg(long, hide = true, value_parser = stream_mode_arg)]
+    pub stream_mode: Option<StreamMode>,
 
     /// The command and its arguments, best written after `--`
     #[arg(trailing_var_arg = true, value_name = "CMD")]
@@ -294,6 +306,7 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
         stale: args.stale,
         verbose: args.verbose,
         cache_failures: args.cache_failures,
+        tty: args.tty,
         ..Flags::default()
     })?;
     // Checked here, not by clap: the TTL may come from MEMO_TTL or the config file.
@@ -328,10 +341,7 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
         key_cmd: args.key_cmd,
         force: args.force,
         settings,
-        stream_mode: args.stream_mode.map(|m| match m {
-            StreamModeArg::Separate => StreamMode::Separate,
-            StreamModeArg::Merged => StreamMode::Merged,
-        }),
+        stream_mode: args.stream_mode,
         refresh: args.refresh,
     })
 }

@@ -16,6 +16,7 @@ use crate::exit::Fatal;
 use crate::gc;
 use crate::index::usage::{self, Usage};
 use crate::index::{Entry, NodeKind, Output, Streams};
+use crate::key::StreamMode;
 use crate::key::{escape_control, FileKind};
 use crate::run::Freshness;
 use crate::stats::Counters;
@@ -581,6 +582,12 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
         settings.cache_failures.value.to_string(),
         &settings.cache_failures.source,
     );
+    row("tty", settings.tty.value.to_string(), &settings.tty.source);
+    row(
+        "trace",
+        settings.trace.value.to_string(),
+        &settings.trace.source,
+    );
     row(
         "umask",
         settings
@@ -707,9 +714,12 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
             Streams::Separate { stdout, stderr } => {
                 serde_json::json!({ "mode": "separate", "stdout_size": stdout.size, "stderr_size": stderr.size })
             }
-            Streams::Merged { combined } => {
-                serde_json::json!({ "mode": "merged", "combined_size": combined.size })
-            }
+            Streams::Merged { combined } => match entry.material.streams {
+                StreamMode::Terminal { columns } => serde_json::json!({
+                    "mode": "terminal", "columns": columns, "combined_size": combined.size
+                }),
+                _ => serde_json::json!({ "mode": "merged", "combined_size": combined.size }),
+            },
         };
         let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         let shown = serde_json::json!({
@@ -786,10 +796,16 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
                 format_size(stdout.size),
                 format_size(stderr.size)
             ),
-            Streams::Merged { combined } => format!(
-                "merged: stdout and stderr in one stream of {}",
-                format_size(combined.size)
-            ),
+            Streams::Merged { combined } => match m.streams {
+                StreamMode::Terminal { columns } => format!(
+                    "terminal (--tty, {columns} columns): stdout and stderr in one stream of {}",
+                    format_size(combined.size)
+                ),
+                _ => format!(
+                    "merged: stdout and stderr in one stream of {}",
+                    format_size(combined.size)
+                ),
+            },
         },
     );
     row(

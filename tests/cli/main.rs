@@ -25,6 +25,7 @@ mod trust_inputs;
 mod trust_outputs;
 mod trust_store;
 mod ttl;
+mod tty;
 
 // Kept apart from the sorted list above only so that this branch merges cleanly with the
 // one adding `mod remote;` there; fold it in after the merge.
