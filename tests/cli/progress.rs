@@ -156,3 +156,68 @@ fn ctrl_c_while_hashing_ends_memo_with_130_and_stores_nothing() {
     assert_eq!(env.count(), 0, "the command never ran");
     assert!(env.entries().is_empty(), "nothing is stored");
 }
+
+/// Starts `memo ARGS` in its own process group, waits until it reads from a file named
+/// `name`, and sends the group SIGINT, as a Ctrl-C does.
+fn interrupt_while_reading(env: &TestEnv, args: &[&str], name: &str) -> std::process::Output {
+    let memo = env
+        .memo(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !is_reading(memo.id(), name) {
+        assert!(Instant::now() < deadline, "memo never read {name}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the group is memo's own.
+    unsafe { libc::kill(-(memo.id() as i32), libc::SIGINT) };
+    memo.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_while_storing_an_output_ends_memo_with_130_and_stores_nothing() {
+    let env = TestEnv::new();
+    // A sparse 64 GiB output: storing it would take minutes.
+    env.tool("truncate -s 64G out");
+    let out = interrupt_while_reading(&env, &["run", "-o", "out", "--", "./tool"], "work/out");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(env.count(), 1);
+    assert!(env.entries().is_empty(), "nothing is stored");
+    assert!(env.objects().is_empty(), "no object, whole or partial");
+    // The user's file is left as the command wrote it.
+    assert_eq!(fs::metadata(env.path("out")).unwrap().len(), 64 << 30);
+    // The next call runs again: nothing half-stored is taken for a hit.
+    env.tool("echo small > out");
+    let again = env.run(["run", "-o", "out", "--", "./tool"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(env.count(), 2);
+}
+
+#[test]
+fn ctrl_c_while_restoring_an_output_ends_memo_with_130_and_leaves_no_partial_file() {
+    let env = TestEnv::new();
+    env.tool("head -c 1G /dev/zero > out");
+    let args = ["run", "-o", "out", "--", "./tool"];
+    assert!(env.run(args).status.success());
+    let object = env
+        .objects()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    fs::remove_file(env.path("out")).unwrap();
+    let out = interrupt_while_reading(&env, &args, &name);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(env.count(), 1, "the command never ran again");
+    assert!(
+        !env.path("out").exists(),
+        "no partial output where the command's output goes"
+    );
+    // The next call restores it whole.
+    assert!(env.run(args).status.success());
+    assert_eq!(env.count(), 1);
+    assert_eq!(fs::metadata(env.path("out")).unwrap().len(), 1 << 30);
+}
