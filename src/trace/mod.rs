@@ -7,6 +7,8 @@
 //! a run cannot be trusted. It knows nothing about keys, digests or the store: what the
 //! events mean for a cache entry is `observe`'s business.
 
+pub mod observe;
+
 use std::path::PathBuf;
 
 /// What one system call did to one path (paths absolute, joined lexically against the
