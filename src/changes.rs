@@ -205,6 +205,7 @@ mod tests {
                 output: Digest::of_bytes(b"1"),
             }),
             streams: StreamMode::Separate,
+            traced: None,
         }
     }
 

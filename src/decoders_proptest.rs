@@ -135,6 +135,7 @@ fn material() -> impl Strategy<Value = KeyMaterial> {
                     } else {
                         StreamMode::Separate
                     },
+                    traced: None,
                 };
                 m.normalize();
                 m
@@ -178,6 +179,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         )
         .prop_map(
             |(material, streams, outputs, (exit_code, created_unix_ms, duration_ms))| Entry {
+                observed: None,
                 material,
                 created_unix_ms,
                 duration_ms,

@@ -41,6 +41,10 @@ pub struct KeyMaterial {
     /// Whether stdout and stderr were one stream (merged) or two: a merged recording
     /// cannot be split again, so it is a different result.
     pub streams: StreamMode,
+    /// A traced run's (`--trace`): the digest of what it observed and wrote
+    /// (`traced::Observed`), which its entry holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traced: Option<Digest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,6 +177,10 @@ impl KeyMaterial {
                 e.field(b"streams").bytes(b"terminal").u64(columns as u64)
             }
         };
+        // Only when present, so that the keys of untraced calls stay as they were.
+        if let Some(traced) = &self.traced {
+            e.field(b"traced").bytes(&traced.0);
+        }
         e.0
     }
 
@@ -299,6 +307,7 @@ mod tests {
             salt: None,
             key_command: None,
             streams: StreamMode::Separate,
+            traced: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod store;
 pub mod tiers;
 pub mod trace;
+pub mod traced;
 
 #[cfg(test)]
 mod decoders_proptest;

@@ -170,6 +170,7 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         salt: req.salt.as_ref().map(|s| ByteString::from(s.as_os_str())),
         key_command,
         streams,
+        traced: None,
     };
     material.normalize();
     let key = key::compute_key(&material);
@@ -1027,6 +1028,7 @@ fn save(
         },
     };
     let entry = Entry {
+        observed: None,
         material,
         created_unix_ms: now_ms(),
         duration_ms: finished.duration.as_millis() as u64,

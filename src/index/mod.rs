@@ -37,6 +37,9 @@ pub struct Entry {
     pub exit_code: i32,
     pub streams: Streams,
     pub outputs: Vec<Output>,
+    /// A traced run's observations and outputs (`--trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<crate::traced::Observed>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +204,21 @@ impl Entry {
         for output in &self.outputs {
             validate_output(output).map_err(DecodeError::Hostile)?;
         }
+        let bound = match &self.observed {
+            Some(observed) => {
+                self.material.traced == Some(observed.digest())
+                    && observed
+                        .written
+                        .iter()
+                        .all(|w| self.material.outputs.contains(w))
+            }
+            None => self.material.traced.is_none(),
+        };
+        if !bound {
+            return Err(DecodeError::Hostile(
+                "the observations of a traced run differ from its key".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -275,6 +293,7 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
+            observed: None,
             material: KeyMaterial {
                 version: KEY_VERSION,
                 platform: "linux-x86_64".into(),
@@ -288,6 +307,7 @@ mod tests {
                 salt: None,
                 key_command: None,
                 streams: StreamMode::Separate,
+                traced: None,
             },
             created_unix_ms: 1,
             duration_ms: 2,

@@ -235,6 +235,7 @@ mod tests {
 
     fn entry(streams: Streams) -> Entry {
         Entry {
+            observed: None,
             material: KeyMaterial {
                 version: crate::key::KEY_VERSION,
                 platform: "linux-x86_64".into(),
@@ -248,6 +249,7 @@ mod tests {
                 salt: None,
                 key_command: None,
                 streams: StreamMode::Separate,
+                traced: None,
             },
             created_unix_ms: 1,
             duration_ms: 2,

@@ -124,6 +124,7 @@ fn material() -> KeyMaterial {
         salt: None,
         key_command: None,
         streams: StreamMode::Separate,
+        traced: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn store_result(m: &Machine) -> (Digest, Vec<u8>) {
     let material = material();
     let key = crate::key::compute_key(&material);
     let entry = Entry {
+        observed: None,
         material,
         created_unix_ms: 1,
         duration_ms: 5000,

@@ -169,12 +169,7 @@ mod tests {
             ev("/src/b.py", Access::Stat { follow: true }),
             ev("/inc/a.h", Access::Absent),
             ev("/src", Access::List),
-            ev(
-                "/lnk",
-                Access::ReadLink {
-                    target: "t".into(),
-                },
-            ),
+            ev("/lnk", Access::ReadLink { target: "t".into() }),
             ev("/proc/self/status", Access::Read),
         ])
         .unwrap();
@@ -241,10 +236,7 @@ mod tests {
             },
         ] {
             let got = fold_all(&[ev("/w/data", Access::Read), ev("/w/data", change)]);
-            assert_eq!(
-                got,
-                Err(Untrusted::ModifiedAfterRead("/w/data".into()))
-            );
+            assert_eq!(got, Err(Untrusted::ModifiedAfterRead("/w/data".into())));
         }
     }
 

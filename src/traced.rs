@@ -1,0 +1,526 @@
+//! What a traced run (`--trace`) observed, as stored in its entry and checked before a
+//! hit, and the manifest that lists a traced call's recorded runs.
+//!
+//! Like ccache's direct mode: the key of the call (command line, directory, selected
+//! environment, executable, declared inputs) names a manifest; the manifest names the
+//! entries of the runs recorded for it, newest first; each entry holds its run's
+//! observations, and the first run whose observations all still hold is the hit. A file
+//! read is checked by content through the digest cache (a `statx` and a lookup when it
+//! has not changed), a file only looked at by its kind, mode, size and time, a path
+//! looked for by its absence, a listing by its names, a symlink by its target.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::ByteString;
+use crate::digest::Digest;
+use crate::digest_cache::{DigestCache, StatSignature};
+use crate::trace::observe::Folded;
+use crate::trace::{Meta, Untrusted};
+
+/// Everything a traced run observed and the files it wrote, in path order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub observations: Vec<Observation>,
+    /// The outputs the run wrote, as they are recorded in the entry (relative to the
+    /// working directory when under it).
+    pub written: Vec<ByteString>,
+}
+
+/// One thing a traced run found (paths absolute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Observation {
+    /// A file read or executed, by content.
+    Read {
+        path: ByteString,
+        digest: Digest,
+        executed: bool,
+    },
+    /// A path only looked at.
+    Stat {
+        path: ByteString,
+        follow: bool,
+        node: Node,
+    },
+    /// A path looked for and not found.
+    Absent { path: ByteString },
+    /// A directory listed: its names, less those of the run's own outputs and
+    /// temporaries (`ignored`).
+    Listed {
+        path: ByteString,
+        names: Vec<ByteString>,
+        ignored: Vec<ByteString>,
+    },
+    /// A symlink whose target was read.
+    Link {
+        path: ByteString,
+        target: ByteString,
+    },
+}
+
+/// What a look at a path found. A directory is recorded by its kind alone: its time
+/// and size change whenever a file in it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub kind: NodeKind,
+    /// Permission bits (0 for a directory).
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Node {
+    fn of_mode(mode: u32, size: u64, mtime_ns: i128) -> Node {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => NodeKind::File,
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFLNK => NodeKind::Symlink,
+            _ => NodeKind::Other,
+        };
+        match kind {
+            NodeKind::Dir => Node {
+                kind,
+                mode: 0,
+                size: 0,
+                mtime_ns: 0,
+            },
+            _ => Node {
+                kind,
+                mode: mode & 0o7777,
+                size,
+                mtime_ns,
+            },
+        }
+    }
+
+    fn of_meta(meta: &Meta) -> Node {
+        Node::of_mode(meta.mode, meta.size, meta.mtime_ns)
+    }
+
+    fn of_metadata(meta: &fs::Metadata) -> Node {
+        let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+        Node::of_mode(meta.mode(), meta.size(), mtime)
+    }
+}
+
+/// Why a recorded run does not hold now, in words a user knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    Changed(PathBuf),
+    Appeared(PathBuf),
+    Removed(PathBuf),
+    Attributes(PathBuf),
+    Listing { dir: PathBuf, detail: String },
+    Relinked { path: PathBuf, target: PathBuf },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |p: &Path| crate::key::escape_control(&shown_path(p));
+        match self {
+            Mismatch::Changed(p) => write!(f, "{} changed", shown(p)),
+            Mismatch::Appeared(p) => write!(
+                f,
+                "new file {} (absent when recorded; it may shadow another)",
+                shown(p)
+            ),
+            Mismatch::Removed(p) => write!(f, "{} was removed", shown(p)),
+            Mismatch::Attributes(p) => {
+                write!(f, "{} changed (its kind, mode, size or time)", shown(p))
+            }
+            Mismatch::Listing { dir, detail } => {
+                write!(f, "the listing of {} changed: {detail}", shown(dir))
+            }
+            Mismatch::Relinked { path, target } => write!(
+                f,
+                "{} now points to {}",
+                shown(path),
+                crate::key::escape_control(&target.to_string_lossy())
+            ),
+        }
+    }
+}
+
+/// A path as a user would write it: relative to the working directory (`./x`) when
+/// under it.
+pub fn shown_path(path: &Path) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rest) = path.strip_prefix(&cwd) {
+            if !rest.as_os_str().is_empty() {
+                return format!("./{}", rest.display());
+            }
+        }
+    }
+    path.display().to_string()
+}
+
+impl Observed {
+    /// The digest the entry's key is made of: binds the observations to the result.
+    pub fn digest(&self) -> Digest {
+        Digest::of_bytes(&serde_json::to_vec(self).expect("observations serialize"))
+    }
+
+    /// Records what `folded` found as it is now, just after the run, and checks that it is
+    /// what the run saw: a file read, looked at or looked for that changed in between
+    /// was changed during the run by someone else, and the run is not to be trusted.
+    /// `outputs` are the written files kept as outputs.
+    pub fn record(
+        folded: &Folded,
+        outputs: Vec<ByteString>,
+        digests: &DigestCache,
+    ) -> Result<Observed, Untrusted> {
+        let changed = |p: &Path| Untrusted::ChangedDuringRun(p.to_path_buf());
+        let mut observations = Vec::new();
+        for (path, meta) in &folded.read {
+            let (digest, sig) = digests.digest_path(path).map_err(|_| changed(path))?;
+            if !same_file(&sig, meta) {
+                return Err(changed(path));
+            }
+            observations.push(Observation::Read {
+                path: ByteString::from(path.as_path()),
+                digest,
+                executed: folded.executed.contains(path),
+            });
+        }
+        for (path, (follow, meta)) in &folded.stat {
+            let now = look(path, *follow).map_err(|_| changed(path))?;
+            let node = Node::of_meta(meta);
+            if Node::of_metadata(&now) != node {
+                return Err(changed(path));
+            }
+            observations.push(Observation::Stat {
+                path: ByteString::from(path.as_path()),
+                follow: *follow,
+                node,
+            });
+        }
+        for path in &folded.absent {
+            if fs::metadata(path).is_ok() {
+                return Err(changed(path));
+            }
+            observations.push(Observation::Absent {
+                path: ByteString::from(path.as_path()),
+            });
+        }
+        for dir in &folded.listed {
+            let ignored: BTreeSet<ByteString> = folded
+                .touched
+                .iter()
+                .filter(|p| p.parent() == Some(dir.as_path()))
+                .filter_map(|p| p.file_name())
+                .map(ByteString::from)
+                .collect();
+            let names = list(dir, &ignored).map_err(|_| changed(dir))?;
+            observations.push(Observation::Listed {
+                path: ByteString::from(dir.as_path()),
+                names,
+                ignored: ignored.into_iter().collect(),
+            });
+        }
+        for (path, target) in &folded.links {
+            match fs::read_link(path) {
+                Ok(now) if &now == target => {}
+                _ => return Err(changed(path)),
+            }
+            observations.push(Observation::Link {
+                path: ByteString::from(path.as_path()),
+                target: ByteString::from(target.as_path()),
+            });
+        }
+        Ok(Observed {
+            observations,
+            written: outputs,
+        })
+    }
+
+    /// The first observation that does not hold now, if any.
+    pub fn check(&self, digests: &DigestCache) -> Result<(), Mismatch> {
+        // The cheap ones first: a look, a probe or a link costs one system call.
+        for obs in &self.observations {
+            match obs {
+                Observation::Stat { path, follow, node } => {
+                    let path = path.to_path_buf();
+                    match look(&path, *follow) {
+                        Ok(now) if Node::of_metadata(&now) == *node => {}
+                        Ok(_) => return Err(Mismatch::Attributes(path)),
+                        Err(_) => return Err(Mismatch::Removed(path)),
+                    }
+                }
+                Observation::Absent { path } => {
+                    if fs::metadata(path.to_path_buf()).is_ok() {
+                        return Err(Mismatch::Appeared(path.to_path_buf()));
+                    }
+                }
+                Observation::Link { path, target } => {
+                    let path = path.to_path_buf();
+                    match fs::read_link(&path) {
+                        Ok(now) if now == target.to_path_buf() => {}
+                        Ok(now) => return Err(Mismatch::Relinked { path, target: now }),
+                        Err(_) => return Err(Mismatch::Removed(path)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        for obs in &self.observations {
+            match obs {
+                Observation::Read { path, digest, .. } => {
+                    let path = path.to_path_buf();
+                    match digests.digest_path(&path) {
+                        Ok((now, _)) if now == *digest => {}
+                        Ok(_) => return Err(Mismatch::Changed(path)),
+                        Err(_) => return Err(Mismatch::Removed(path)),
+                    }
+                }
+                Observation::Listed {
+                    path,
+                    names,
+                    ignored,
+                } => {
+                    let dir = path.to_path_buf();
+                    let ignored: BTreeSet<ByteString> = ignored.iter().cloned().collect();
+                    let now = match list(&dir, &ignored) {
+                        Ok(now) => now,
+                        Err(_) => return Err(Mismatch::Removed(dir)),
+                    };
+                    if now != *names {
+                        return Err(listing_change(dir, names, &now));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// How many observations of each kind, for `memo show`.
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
+        let mut counts = [
+            ("read", 0),
+            ("executed", 0),
+            ("looked at", 0),
+            ("absent", 0),
+            ("listed", 0),
+            ("symlinks", 0),
+        ];
+        for obs in &self.observations {
+            let i = match obs {
+                Observation::Read { executed: true, .. } => 1,
+                Observation::Read { .. } => 0,
+                Observation::Stat { .. } => 2,
+                Observation::Absent { .. } => 3,
+                Observation::Listed { .. } => 4,
+                Observation::Link { .. } => 5,
+            };
+            counts[i].1 += 1;
+        }
+        counts
+    }
+}
+
+impl Observation {
+    pub fn path(&self) -> &ByteString {
+        match self {
+            Observation::Read { path, .. }
+            | Observation::Stat { path, .. }
+            | Observation::Absent { path }
+            | Observation::Listed { path, .. }
+            | Observation::Link { path, .. } => path,
+        }
+    }
+
+    /// The kind of observation, one word.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Observation::Read { executed: true, .. } => "executed",
+            Observation::Read { .. } => "read",
+            Observation::Stat { .. } => "stat",
+            Observation::Absent { .. } => "absent",
+            Observation::Listed { .. } => "listed",
+            Observation::Link { .. } => "symlink",
+        }
+    }
+}
+
+/// A file read is the same file, unchanged, as when the run read it.
+fn same_file(now: &StatSignature, then: &Meta) -> bool {
+    now.dev == then.dev
+        && now.ino == then.ino
+        && now.size == then.size
+        && now.mtime_ns == then.mtime_ns
+        && now.ctime_ns == then.ctime_ns
+}
+
+fn look(path: &Path, follow: bool) -> io::Result<fs::Metadata> {
+    if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    }
+}
+
+/// The sorted names in `dir`, less `ignored`.
+fn list(dir: &Path, ignored: &BTreeSet<ByteString>) -> io::Result<Vec<ByteString>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = ByteString::from(entry?.file_name().as_os_str());
+        if !ignored.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Names the first name added to or gone from a listing.
+fn listing_change(dir: PathBuf, then: &[ByteString], now: &[ByteString]) -> Mismatch {
+    let then_set: BTreeSet<&ByteString> = then.iter().collect();
+    let now_set: BTreeSet<&ByteString> = now.iter().collect();
+    let detail = if let Some(new) = now_set.difference(&then_set).next() {
+        format!(
+            "new file {} (it may shadow another)",
+            shown_path(&dir.join(new.to_path_buf()))
+        )
+    } else if let Some(gone) = then_set.difference(&now_set).next() {
+        format!("{} is gone", shown_path(&dir.join(gone.to_path_buf())))
+    } else {
+        "its names differ".into()
+    };
+    Mismatch::Listing { dir, detail }
+}
+
+/// The manifest of a traced call: the keys of its recorded runs, newest first.
+pub struct Manifest {
+    pub runs: Vec<Digest>,
+}
+
+/// How many runs a manifest remembers (as ccache's manifests do, the oldest go first).
+pub const MAX_RUNS: usize = 16;
+
+const MANIFEST_MAGIC: &str = "memo-manifest 1";
+
+impl Manifest {
+    pub fn path(root: &Path, key: &Digest) -> PathBuf {
+        crate::fsutil::sharded_path(&root.join("manifests"), key)
+    }
+
+    /// The manifest at `root` for `key`; a missing or damaged one is empty.
+    pub fn read(root: &Path, key: &Digest) -> Manifest {
+        let bytes =
+            crate::fsutil::read_regular(&Manifest::path(root, key), 1 << 20).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut lines = text.lines();
+        let runs = match lines.next() {
+            Some(MANIFEST_MAGIC) => lines.filter_map(|l| l.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        Manifest { runs }
+    }
+
+    /// Puts `run` first and writes the manifest (the caller holds the call's lock).
+    pub fn add(root: &Path, key: &Digest, run: Digest) -> io::Result<()> {
+        let mut manifest = Manifest::read(root, key);
+        manifest.runs.retain(|r| *r != run);
+        manifest.runs.insert(0, run);
+        manifest.runs.truncate(MAX_RUNS);
+        let mut text = format!("{MANIFEST_MAGIC}\n");
+        for run in &manifest.runs {
+            text.push_str(&run.to_hex());
+            text.push('\n');
+        }
+        crate::fsutil::write_file_atomic(&Manifest::path(root, key), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_keeps_the_newest_runs_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Digest::of_bytes(b"call");
+        assert!(Manifest::read(dir.path(), &key).runs.is_empty());
+        let runs: Vec<Digest> = (0..20u8).map(|i| Digest::of_bytes(&[i])).collect();
+        for run in &runs {
+            Manifest::add(dir.path(), &key, *run).unwrap();
+        }
+        Manifest::add(dir.path(), &key, runs[19]).unwrap();
+        let read = Manifest::read(dir.path(), &key).runs;
+        assert_eq!(read.len(), MAX_RUNS);
+        assert_eq!(read[0], runs[19]);
+        assert_eq!(read[1], runs[18]);
+        fs::write(Manifest::path(dir.path(), &key), "garbage\n").unwrap();
+        assert!(Manifest::read(dir.path(), &key).runs.is_empty());
+    }
+
+    #[test]
+    fn observations_hold_until_what_they_saw_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("a.h"), "x").unwrap();
+        fs::write(d.join("b.py"), "y").unwrap();
+        let meta = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            Meta {
+                dev: m.dev(),
+                ino: m.ino(),
+                mode: m.mode(),
+                size: m.size(),
+                mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            }
+        };
+        let mut folded = Folded::default();
+        folded.read.insert(d.join("a.h"), meta(&d.join("a.h")));
+        folded
+            .stat
+            .insert(d.join("b.py"), (true, meta(&d.join("b.py"))));
+        folded.absent.insert(d.join("c.h"));
+        folded.listed.insert(d.to_path_buf());
+        folded.touched.insert(d.join("out.o"));
+        fs::write(d.join("out.o"), "o").unwrap();
+        let digests = DigestCache::new(None);
+        let observed = Observed::record(&folded, vec![], &digests).unwrap();
+        assert_eq!(observed.check(&digests), Ok(()));
+
+        // The run's own output comes and goes without changing the listing.
+        fs::remove_file(d.join("out.o")).unwrap();
+        assert_eq!(observed.check(&digests), Ok(()));
+
+        fs::write(d.join("c.h"), "new").unwrap();
+        assert_eq!(
+            observed.check(&digests),
+            Err(Mismatch::Appeared(d.join("c.h")))
+        );
+        fs::remove_file(d.join("c.h")).unwrap();
+        fs::write(d.join("a.h"), "changed").unwrap();
+        assert_eq!(
+            observed.check(&digests),
+            Err(Mismatch::Changed(d.join("a.h")))
+        );
+        fs::write(d.join("a.h"), "x").unwrap();
+        assert_eq!(observed.check(&digests), Ok(()));
+        fs::write(d.join("z.py"), "").unwrap();
+        match observed.check(&digests) {
+            Err(Mismatch::Listing { detail, .. }) => assert!(detail.contains("z.py"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
