@@ -7,9 +7,51 @@
 //! a run cannot be trusted. It knows nothing about keys, digests or the store: what the
 //! events mean for a cache entry is `observe`'s business.
 
-pub mod observe;
-
+use std::fmt;
 use std::path::PathBuf;
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod calls;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod filter;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod interpreter;
+pub mod observe;
+mod paths;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod shepherd;
+mod spawn;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod sys;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod tracer;
+
+#[cfg(all(
+    test,
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod tests;
+
+pub use spawn::{is_supported, spawn, Ended, Launch, Tracee};
 
 /// What one system call did to one path (paths absolute, joined lexically against the
 /// calling process's working directory or directory descriptor; `.` components and
@@ -84,8 +126,12 @@ pub enum Untrusted {
     TracesItself,
     /// The command tried io_uring (denied with ENOSYS).
     IoUring,
-    /// The exec of a setuid, setgid or file-capability program.
-    Privileged(PathBuf),
+    /// The exec of a setuid, setgid or file-capability program (under tracing it runs
+    /// without its privileges).
+    Privileged {
+        program: PathBuf,
+        privilege: Privilege,
+    },
     /// unshare, setns, mount, umount, pivot_root, chroot, or a clone into new namespaces.
     Namespaces,
     /// A process it started was still running when the command exited.
@@ -94,7 +140,7 @@ pub enum Untrusted {
     Connected,
     /// Opened a named FIFO, a socket or a device other than /dev/null, /dev/zero,
     /// /dev/random, /dev/urandom, /dev/full, /dev/tty and terminals.
-    SpecialFile(PathBuf),
+    SpecialFile { path: PathBuf, kind: Special },
     /// A path argument could not be read from the process's memory.
     UnreadablePath,
     /// A file it read was modified in place afterwards (decided by `observe`).
@@ -113,4 +159,66 @@ pub struct Trace {
     pub untrusted: Option<Untrusted>,
     /// How many times a traced process stopped for the tracer (tests check the filter).
     pub stops: u64,
+}
+
+/// What made an executed program privileged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privilege {
+    Setuid,
+    Setgid,
+    Capabilities,
+}
+
+/// The kind of a special file whose opening makes a run untrusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    /// A named pipe (FIFO) in the file system.
+    Fifo,
+    /// A Unix socket in the file system.
+    Socket,
+    /// A character or block device other than the harmless ones.
+    Device,
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Untrusted::Refused(why) => write!(f, "ptrace was refused: {why}"),
+            Untrusted::Unsupported => f.write_str("tracing is not supported on this platform"),
+            Untrusted::ForeignAbi => f.write_str("it made a 32-bit (or x32) system call"),
+            Untrusted::Untraced => {
+                f.write_str("it started a process that cannot be traced (CLONE_UNTRACED)")
+            }
+            Untrusted::TracesItself => f.write_str("it used ptrace or seccomp itself"),
+            Untrusted::IoUring => f.write_str("it used io_uring"),
+            Untrusted::Privileged { program, privilege } => {
+                let what = match privilege {
+                    Privilege::Setuid => "a setuid program",
+                    Privilege::Setgid => "a setgid program",
+                    Privilege::Capabilities => "a program with file capabilities",
+                };
+                write!(f, "it executed {what} {}", program.display())
+            }
+            Untrusted::Namespaces => f.write_str("it used namespaces, mount or chroot"),
+            Untrusted::Outlived => f.write_str("a process it started outlived it"),
+            Untrusted::Connected => f.write_str("it connected to a socket"),
+            Untrusted::SpecialFile { path, kind } => {
+                let what = match kind {
+                    Special::Fifo => "read the named pipe",
+                    Special::Socket => "opened the socket",
+                    Special::Device => "opened the device",
+                };
+                write!(f, "it {what} {}", path.display())
+            }
+            Untrusted::UnreadablePath => {
+                f.write_str("a path it passed to the system could not be read")
+            }
+            Untrusted::ModifiedAfterRead(path) => {
+                write!(f, "{} was modified after it was read", path.display())
+            }
+            Untrusted::ChangedDuringRun(path) => {
+                write!(f, "{} changed during the run", path.display())
+            }
+        }
+    }
 }

@@ -1,0 +1,672 @@
+//! The tracer against real programs. Each test skips (with a message) where the kernel
+//! refuses ptrace or seccomp.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{spawn, Access, Ended, Event, Launch, Privilege, Special, Trace, Untrusted};
+
+struct Run {
+    ended: Ended,
+    trace: Trace,
+    stdout: String,
+}
+
+fn which(program: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        let candidate = Path::new(dir).join(program);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!("{program} is not installed");
+}
+
+/// Runs `argv` (argv[0] looked up in the usual directories) traced.
+fn traced(argv: &[&str]) -> Run {
+    let program = which(argv[0]);
+    let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+    let mut stdout = tempfile::tempfile().unwrap();
+    let launch = Launch {
+        program: &program,
+        argv: &argv,
+        stdin: None,
+        stdout: stdout.as_raw_fd(),
+        stderr: 2,
+        inherit: None,
+    };
+    let (ended, trace) = spawn(&launch).expect("spawn").run();
+    let mut text = String::new();
+    use std::io::Seek;
+    stdout.rewind().unwrap();
+    stdout.read_to_string(&mut text).unwrap();
+    Run {
+        ended: ended.expect("wait"),
+        trace,
+        stdout: text,
+    }
+}
+
+fn sh(script: &str) -> Run {
+    traced(&["sh", "-c", script])
+}
+
+/// Whether tracing works here; says why not on stderr.
+fn can_trace() -> bool {
+    let run = traced(&["true"]);
+    match run.trace.untrusted {
+        Some(Untrusted::Refused(why)) => {
+            eprintln!("skipped: ptrace was refused here: {why}");
+            false
+        }
+        _ => true,
+    }
+}
+
+macro_rules! require_tracing {
+    () => {
+        if !can_trace() {
+            return;
+        }
+    };
+}
+
+fn events_at<'a>(trace: &'a Trace, path: &Path) -> Vec<&'a Access> {
+    trace
+        .events
+        .iter()
+        .filter(|e| e.path == path)
+        .map(|e| &e.access)
+        .collect()
+}
+
+#[track_caller]
+fn assert_event(trace: &Trace, path: &Path, wanted: impl Fn(&Access) -> bool, what: &str) {
+    let found = events_at(trace, path);
+    assert!(
+        found.iter().any(|a| wanted(a)),
+        "no {what} of {} among {found:?}\nall events:\n{}",
+        path.display(),
+        dump(&trace.events)
+    );
+}
+
+fn dump(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("  {:?} {}\n", e.access, e.path.display()))
+        .collect()
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display())
+}
+
+/// A directory whose path has no symlink in it, so that lexical paths match.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(
+        real,
+        dir.path(),
+        "the temporary directory is behind a symlink"
+    );
+    dir
+}
+
+#[test]
+fn cat_reads_its_file_and_the_output_reaches_the_given_descriptor() {
+    require_tracing!();
+    let dir = workdir();
+    let file = dir.path().join("input.txt");
+    fs::write(&file, "hello from the file\n").unwrap();
+    let run = traced(&["cat", file.to_str().unwrap()]);
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.stdout, "hello from the file\n");
+    assert_eq!(run.trace.untrusted, None);
+    assert_event(&run.trace, &file, |a| *a == Access::Read, "read");
+    let read = run.trace.events.iter().find(|e| e.path == file).unwrap();
+    assert_eq!(read.meta.map(|m| m.size), Some(20));
+    assert_event(&run.trace, &which("cat"), |a| *a == Access::Exec, "exec");
+}
+
+#[test]
+fn a_shell_finds_cat_through_path_and_reads_a_relative_config() {
+    require_tracing!();
+    let dir = workdir();
+    fs::write(dir.path().join("cfg"), "setting=1\n").unwrap();
+    let missing = dir.path().join("nothing-here");
+    let run = sh(&format!(
+        "PATH={}:/usr/bin:/bin; cd {} && cat cfg",
+        missing.display(),
+        shell_quote(dir.path())
+    ));
+    assert_eq!(run.stdout, "setting=1\n");
+    assert_event(
+        &run.trace,
+        &missing.join("cat"),
+        |a| *a == Access::Absent,
+        "absent probe",
+    );
+    assert_event(
+        &run.trace,
+        &dir.path().join("cfg"),
+        |a| *a == Access::Read,
+        "read",
+    );
+    assert!(
+        run.trace
+            .events
+            .iter()
+            .any(|e| e.access == Access::Exec && e.path.ends_with("cat")),
+        "{}",
+        dump(&run.trace.events)
+    );
+}
+
+#[test]
+fn a_script_executed_reads_its_interpreter_and_the_loader() {
+    require_tracing!();
+    let dir = workdir();
+    let script = dir.path().join("script");
+    fs::write(&script, "#!/bin/sh\necho run\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = traced(&["sh", "-c", script.to_str().unwrap()]);
+    assert_eq!(run.stdout, "run\n");
+    assert_event(&run.trace, &script, |a| *a == Access::Exec, "exec");
+    assert_event(
+        &run.trace,
+        Path::new("/bin/sh"),
+        |a| *a == Access::Read,
+        "read of the #! interpreter",
+    );
+    assert!(
+        run.trace
+            .events
+            .iter()
+            .any(|e| e.access == Access::Read && e.path.to_string_lossy().contains("ld-linux")),
+        "no read of the ELF loader:\n{}",
+        dump(&run.trace.events)
+    );
+}
+
+#[test]
+fn gcc_reads_a_local_header_probes_the_include_path_and_creates_the_object() {
+    require_tracing!();
+    if !Path::new("/usr/bin/gcc").exists() {
+        eprintln!("skipped: no gcc");
+        return;
+    }
+    let dir = workdir();
+    let (first, second) = (dir.path().join("inc1"), dir.path().join("inc2"));
+    fs::create_dir(&first).unwrap();
+    fs::create_dir(&second).unwrap();
+    fs::write(second.join("local.h"), "#define ANSWER 42\n").unwrap();
+    fs::write(
+        dir.path().join("main.c"),
+        "#include \"local.h\"\nint answer(void) { return ANSWER; }\n",
+    )
+    .unwrap();
+    let run = sh(&format!(
+        "cd {} && gcc -c -Iinc1 -Iinc2 main.c -o main.o",
+        shell_quote(dir.path())
+    ));
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, None);
+    assert_event(
+        &run.trace,
+        &dir.path().join("main.c"),
+        |a| *a == Access::Read,
+        "read",
+    );
+    assert_event(
+        &run.trace,
+        &second.join("local.h"),
+        |a| *a == Access::Read,
+        "read",
+    );
+    assert_event(
+        &run.trace,
+        &first.join("local.h"),
+        |a| *a == Access::Absent,
+        "absent probe",
+    );
+    assert_event(
+        &run.trace,
+        &dir.path().join("main.o"),
+        |a| *a == Access::Write { created: true },
+        "creating write",
+    );
+}
+
+#[test]
+fn python_reads_a_local_module_it_imports() {
+    require_tracing!();
+    let dir = workdir();
+    fs::write(dir.path().join("helper_mod.py"), "VALUE = 7\n").unwrap();
+    fs::write(
+        dir.path().join("main.py"),
+        "import helper_mod\nprint(helper_mod.VALUE)\n",
+    )
+    .unwrap();
+    let run = sh(&format!(
+        "cd {} && python3 -B main.py",
+        shell_quote(dir.path())
+    ));
+    assert_eq!(run.stdout, "7\n");
+    assert_eq!(run.trace.untrusted, None);
+    assert_event(
+        &run.trace,
+        &dir.path().join("helper_mod.py"),
+        |a| *a == Access::Read,
+        "read",
+    );
+    assert_event(
+        &run.trace,
+        &dir.path().join("main.py"),
+        |a| *a == Access::Read,
+        "read",
+    );
+}
+
+fn build_c(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Option<PathBuf> {
+    let c = dir.join(format!("{name}.c"));
+    fs::write(&c, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(extra)
+        .arg(&c)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .ok()?;
+    if !status.status.success() {
+        eprintln!(
+            "skipped: gcc {extra:?} failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        return None;
+    }
+    Some(out)
+}
+
+const READ_FILE_C: &str = r#"
+#include <fcntl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char buf[64];
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) return 2;
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) write(1, buf, n);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_static_binary_is_traced_like_any_other() {
+    require_tracing!();
+    let dir = workdir();
+    let Some(program) = build_c(dir.path(), "reader", READ_FILE_C, &["-static", "-O1"]) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    fs::write(&data, "static\n").unwrap();
+    let program_text = program.to_str().unwrap();
+    let run = traced(&[
+        "sh",
+        "-c",
+        &format!("{program_text} {}", shell_quote(&data)),
+    ]);
+    assert_eq!(run.stdout, "static\n");
+    assert_event(&run.trace, &program, |a| *a == Access::Exec, "exec");
+    assert_event(&run.trace, &data, |a| *a == Access::Read, "read");
+}
+
+#[test]
+fn ls_lists_the_directory() {
+    require_tracing!();
+    let dir = workdir();
+    fs::write(dir.path().join("a"), "").unwrap();
+    let run = traced(&["ls", dir.path().to_str().unwrap()]);
+    assert_eq!(run.stdout, "a\n");
+    assert_event(&run.trace, dir.path(), |a| *a == Access::List, "listing");
+}
+
+#[test]
+fn readlink_records_the_target() {
+    require_tracing!();
+    let dir = workdir();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink("somewhere/else", &link).unwrap();
+    let run = traced(&["readlink", link.to_str().unwrap()]);
+    assert_eq!(run.stdout, "somewhere/else\n");
+    assert_event(
+        &run.trace,
+        &link,
+        |a| {
+            *a == Access::ReadLink {
+                target: PathBuf::from("somewhere/else"),
+            }
+        },
+        "readlink",
+    );
+}
+
+#[test]
+fn a_temporary_renamed_onto_the_output_is_seen_on_both_sides() {
+    require_tracing!();
+    let dir = workdir();
+    let run = sh(&format!(
+        "cd {} && echo x > out.tmp && mv out.tmp out && rm -f gone",
+        shell_quote(dir.path())
+    ));
+    assert_eq!(run.ended, Ended::Exited(0));
+    let (tmp, out) = (dir.path().join("out.tmp"), dir.path().join("out"));
+    assert_event(
+        &run.trace,
+        &tmp,
+        |a| *a == Access::Write { created: true },
+        "creating write",
+    );
+    assert_event(
+        &run.trace,
+        &tmp,
+        |a| *a == Access::RenameFrom { to: out.clone() },
+        "rename from",
+    );
+    assert_event(
+        &run.trace,
+        &out,
+        |a| *a == Access::RenameTo { from: tmp.clone() },
+        "rename to",
+    );
+    assert_event(
+        &run.trace,
+        &dir.path().join("gone"),
+        |a| *a == Access::Absent,
+        "absent removal",
+    );
+    let renamed = run.trace.events.iter().find(|e| e.path == out).unwrap();
+    assert_eq!(renamed.meta.map(|m| m.size), Some(2));
+}
+
+#[test]
+fn removing_and_making_directories_are_seen() {
+    require_tracing!();
+    let dir = workdir();
+    let run = sh(&format!(
+        "cd {} && mkdir d && touch d/f && rm d/f && rmdir d",
+        shell_quote(dir.path())
+    ));
+    assert_eq!(run.ended, Ended::Exited(0));
+    let d = dir.path().join("d");
+    assert_event(&run.trace, &d, |a| *a == Access::Create, "mkdir");
+    assert_event(
+        &run.trace,
+        &d.join("f"),
+        |a| *a == Access::Write { created: true },
+        "touch",
+    );
+    assert_event(&run.trace, &d.join("f"), |a| *a == Access::Remove, "rm");
+    assert_event(&run.trace, &d, |a| *a == Access::Remove, "rmdir");
+}
+
+#[test]
+fn a_daemon_outlives_the_command_returns_quickly_and_keeps_working() {
+    require_tracing!();
+    let dir = workdir();
+    let late = dir.path().join("late");
+    let started = Instant::now();
+    // The background job's calls after the command ended are trapped by the filter it
+    // inherited: they must still work (the helper process traces it on).
+    let run = sh(&format!(
+        "(sleep 1; cat /etc/hostname > {}) >/dev/null 2>&1 &",
+        shell_quote(&late)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, Some(Untrusted::Outlived));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if fs::read_to_string(&late).is_ok_and(|text| !text.is_empty()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the daemon did not write {}", late.display());
+}
+
+#[test]
+fn a_connect_to_a_listener_is_untrusted() {
+    require_tracing!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let run = traced(&[
+        "python3",
+        "-c",
+        &format!("import socket; s = socket.create_connection(('127.0.0.1', {port})); print('ok')"),
+    ]);
+    assert_eq!(run.stdout, "ok\n");
+    assert_eq!(run.trace.untrusted, Some(Untrusted::Connected));
+}
+
+#[test]
+fn a_setuid_program_is_untrusted() {
+    require_tracing!();
+    let dir = workdir();
+    let copy = dir.path().join("setuid-true");
+    fs::copy(which("true"), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o4755)).unwrap();
+    if fs::metadata(&copy).unwrap().permissions().mode() & 0o4000 == 0 {
+        eprintln!("skipped: cannot make a setuid file here");
+        return;
+    }
+    let run = traced(&["sh", "-c", copy.to_str().unwrap()]);
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(
+        run.trace.untrusted,
+        Some(Untrusted::Privileged {
+            program: copy,
+            privilege: Privilege::Setuid
+        })
+    );
+}
+
+#[test]
+fn io_uring_fails_with_enosys_and_is_untrusted() {
+    require_tracing!();
+    let run = traced(&[
+        "python3",
+        "-c",
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True); \
+         r = libc.syscall(425, 1, ctypes.create_string_buffer(120)); print(r, ctypes.get_errno())",
+    ]);
+    assert_eq!(run.stdout, format!("-1 {}\n", libc::ENOSYS));
+    assert_eq!(run.trace.untrusted, Some(Untrusted::IoUring));
+}
+
+#[test]
+fn ptrace_by_the_command_is_untrusted() {
+    require_tracing!();
+    let run = traced(&[
+        "python3",
+        "-c",
+        "import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0)",
+    ]);
+    assert_eq!(run.trace.untrusted, Some(Untrusted::TracesItself));
+}
+
+#[test]
+fn unshare_is_untrusted() {
+    require_tracing!();
+    let run = traced(&[
+        "python3",
+        "-c",
+        "import ctypes; ctypes.CDLL(None).unshare(0x04000000)",
+    ]);
+    assert_eq!(run.trace.untrusted, Some(Untrusted::Namespaces));
+}
+
+#[test]
+fn a_named_fifo_is_untrusted_and_pipes_and_dev_null_are_fine() {
+    require_tracing!();
+    let dir = workdir();
+    let fifo = dir.path().join("fifo");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let run = traced(&[
+        "python3",
+        "-c",
+        &format!(
+            "import os; os.open({:?}, os.O_RDONLY | os.O_NONBLOCK)",
+            fifo.to_str().unwrap()
+        ),
+    ]);
+    assert_eq!(
+        run.trace.untrusted,
+        Some(Untrusted::SpecialFile {
+            path: fifo,
+            kind: Special::Fifo
+        })
+    );
+
+    let run = sh("echo hi | cat > /dev/null; cat /dev/null; head -c1 /dev/urandom > /dev/null");
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, None);
+}
+
+#[test]
+fn an_unusual_device_is_untrusted() {
+    require_tracing!();
+    let Some(device) = ["/dev/kmsg", "/dev/mem", "/dev/tty0", "/dev/port"]
+        .into_iter()
+        .find(|d| File::open(d).is_ok())
+    else {
+        eprintln!("skipped: no readable device here");
+        return;
+    };
+    let run = traced(&[
+        "python3",
+        "-c",
+        &format!("import os; os.open({device:?}, os.O_RDONLY | os.O_NONBLOCK)"),
+    ]);
+    assert_eq!(
+        run.trace.untrusted,
+        Some(Untrusted::SpecialFile {
+            path: PathBuf::from(device),
+            kind: Special::Device
+        })
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_32_bit_system_call_is_untrusted() {
+    require_tracing!();
+    let dir = workdir();
+    let source = "int main(void) { long r; __asm__ volatile (\"int $0x80\" : \"=a\"(r) : \"a\"(20L)); return 0; }\n";
+    let Some(program) = build_c(dir.path(), "int80", source, &[]) else {
+        return;
+    };
+    let run = traced(&["sh", "-c", program.to_str().unwrap()]);
+    assert_eq!(run.trace.untrusted, Some(Untrusted::ForeignAbi));
+}
+
+#[test]
+fn a_million_untraced_calls_stop_no_more_than_none() {
+    require_tracing!();
+    let dir = workdir();
+    let source = "#include <stdlib.h>\n#include <unistd.h>\n#include <sys/syscall.h>\n\
+        int main(int argc, char **argv) { long n = atol(argv[1]);\n\
+        for (long i = 0; i < n; i++) syscall(SYS_getpid); return 0; }\n";
+    let Some(program) = build_c(dir.path(), "getpids", source, &["-O1"]) else {
+        return;
+    };
+    let stops = |calls: &str| {
+        let run = traced(&[program.to_str().unwrap(), calls]);
+        assert_eq!(run.ended, Ended::Exited(0));
+        run.trace.stops
+    };
+    let (none, million) = (stops("0"), stops("1000000"));
+    assert!(none > 3, "{none} stops: the filter traps nothing");
+    assert!(
+        million <= none + 2,
+        "{million} stops for a million getpid calls, {none} for none"
+    );
+}
+
+#[test]
+fn the_main_process_exit_code_and_signal_come_back() {
+    require_tracing!();
+    assert_eq!(sh("exit 3").ended, Ended::Exited(3));
+    assert_eq!(sh("kill -TERM $$").ended, Ended::Signaled(libc::SIGTERM));
+    // A signal the command handles is delivered to it, not swallowed by the tracer.
+    let run = sh("trap 'echo caught' USR1; kill -USR1 $$; exit 4");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(4), "caught\n")
+    );
+}
+
+fn spawn_error(program: &Path) -> io::Error {
+    let argv = [OsString::from("x")];
+    let launch = Launch {
+        program,
+        argv: &argv,
+        stdin: None,
+        stdout: 1,
+        stderr: 2,
+        inherit: None,
+    };
+    match spawn(&launch) {
+        Ok(tracee) => panic!("spawned {}: {:?}", program.display(), tracee.run().0),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_missing_or_unexecutable_program_is_an_error_with_the_childs_errno() {
+    require_tracing!();
+    let dir = workdir();
+    assert_eq!(
+        spawn_error(&dir.path().join("missing")).kind(),
+        io::ErrorKind::NotFound
+    );
+    let plain = dir.path().join("plain");
+    fs::write(&plain, "not a program").unwrap();
+    assert_eq!(spawn_error(&plain).kind(), io::ErrorKind::PermissionDenied);
+}
+
+#[test]
+#[ignore]
+fn show_events_of_a_command() {
+    let argv: Vec<String> = std::env::var("TRACE_ARGV")
+        .unwrap()
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let run = traced(&argv);
+    eprintln!(
+        "{}stops {} events {} untrusted {:?}",
+        dump(&run.trace.events),
+        run.trace.stops,
+        run.trace.events.len(),
+        run.trace.untrusted
+    );
+}
