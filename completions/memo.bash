@@ -185,7 +185,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__explain)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --tty --verbose --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --tty --trace --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -695,7 +695,7 @@ _memo() {
             return 0
             ;;
         memo__subcmd__run)
-            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --tty --verbose --cache-dir --remote --help"
+            opts="-i -o -e -v -h --input --output --env --ignore-cwd --exclude --gitignore --stdin --salt --key-cmd --ttl --stale --cache-failures --force --tty --trace --verbose --cache-dir --remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

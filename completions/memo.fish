@@ -56,6 +56,7 @@ complete -c memo -n "__fish_memo_using_subcommand run" -l stdin -d 'Read standar
 complete -c memo -n "__fish_memo_using_subcommand run" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
 complete -c memo -n "__fish_memo_using_subcommand run" -l force -d 'Run the command even on a hit, and replace the stored result'
 complete -c memo -n "__fish_memo_using_subcommand run" -l tty -d 'When stdout and stderr are a terminal, run the command on a pseudo-terminal (colours, line buffering) and replay its recording only to a terminal [env: MEMO_TTY]'
+complete -c memo -n "__fish_memo_using_subcommand run" -l trace -d 'Discover the files the command reads by tracing it (Linux): later calls are keyed on exactly those, and the files it writes are restored on a hit [env: MEMO_TRACE]'
 complete -c memo -n "__fish_memo_using_subcommand run" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
 complete -c memo -n "__fish_memo_using_subcommand run" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s i -l input -d 'A file, directory or glob whose contents the result depends on; before \'--\', several paths (-i a.c b.h); repeatable' -r
@@ -74,6 +75,7 @@ complete -c memo -n "__fish_memo_using_subcommand explain" -l stdin -d 'Read sta
 complete -c memo -n "__fish_memo_using_subcommand explain" -l cache-failures -d 'Also store and replay non-zero exit codes [env: MEMO_CACHE_FAILURES]'
 complete -c memo -n "__fish_memo_using_subcommand explain" -l force -d 'Run the command even on a hit, and replace the stored result'
 complete -c memo -n "__fish_memo_using_subcommand explain" -l tty -d 'When stdout and stderr are a terminal, run the command on a pseudo-terminal (colours, line buffering) and replay its recording only to a terminal [env: MEMO_TTY]'
+complete -c memo -n "__fish_memo_using_subcommand explain" -l trace -d 'Discover the files the command reads by tracing it (Linux): later calls are keyed on exactly those, and the files it writes are restored on a hit [env: MEMO_TRACE]'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s v -l verbose -d 'Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]'
 complete -c memo -n "__fish_memo_using_subcommand explain" -s h -l help -d 'Print help'
 complete -c memo -n "__fish_memo_using_subcommand stats" -l cache-dir -d 'Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]' -r -F

@@ -257,6 +257,14 @@ pub fn compute_key(material: &KeyMaterial) -> Digest {
     Digest::of_bytes(&material.canonical_bytes())
 }
 
+/// The key of a traced call's manifest (`--trace`): apart from the call's untraced key,
+/// so that a traced call never replays an untraced result.
+pub fn manifest_key(material: &KeyMaterial) -> Digest {
+    let mut bytes = b"memo-manifest\0".to_vec();
+    bytes.extend(material.canonical_bytes());
+    Digest::of_bytes(&bytes)
+}
+
 #[derive(Default)]
 struct Encoder(Vec<u8>);
 

@@ -6,11 +6,11 @@
 //! its output and exit code passed through untouched.
 
 use std::ffi::OsString;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::outputs::{self, RecordError};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
 use crate::tiers::{self, Tiers};
+use crate::traced::Observed;
 
 /// A validated `memo run` (or `memo explain`) request.
 pub struct RunRequest {
@@ -173,7 +174,10 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         traced: None,
     };
     material.normalize();
-    let key = key::compute_key(&material);
+    let key = match traced(req) {
+        true => key::manifest_key(&material),
+        false => key::compute_key(&material),
+    };
     let (program, argv) = program.launch(&req.argv);
     // Stdin that could not be spooled cannot be keyed: run without the cache.
     let cache = cache.filter(|_| !matches!(stdin, Some((_, None))));
@@ -189,6 +193,11 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         cache,
         gathered,
     })
+}
+
+/// Whether this call is traced: `--trace` where tracing is built.
+pub fn traced(req: &RunRequest) -> bool {
+    req.settings.trace.value && crate::trace::is_supported()
 }
 
 /// How the command's stdout and stderr are connected: a pseudo-terminal with `--tty` when
@@ -215,6 +224,13 @@ pub fn run(req: RunRequest) -> Result<i32, Fatal> {
     let warner = Warner::default();
     let prepared = prepare(&req, &warner, false)?;
     let verbose = req.settings.verbose.value;
+    if req.settings.trace.value && !crate::trace::is_supported() {
+        crate::console::note(format_args!(
+            "memo: not cached (--trace): {}",
+            crate::trace::Untrusted::Unsupported
+        ));
+        return Ok(capture::run_passthrough(prepared.spec)?.exit_code());
+    }
     let Some(cache) = &prepared.cache else {
         let code = capture::run_passthrough(prepared.spec)?.exit_code();
         if verbose {
@@ -263,8 +279,13 @@ fn run_with_cache(
             }
         }
     }
+    let traced = traced(req);
+    let hit = || match traced {
+        true => try_traced_hit(cache, &key, &material, req, warner),
+        false => try_hit(cache, &key, &material, req, warner),
+    };
     if !req.force {
-        if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+        if let Some(code) = hit()? {
             return Ok(code);
         }
     }
@@ -291,7 +312,7 @@ fn run_with_cache(
                 Ok(lock) => {
                     // The other memo has probably stored the result by now.
                     if !req.force {
-                        if let Some(code) = try_hit(cache, &key, &material, req, warner)? {
+                        if let Some(code) = hit()? {
                             return Ok(code);
                         }
                     }
@@ -306,7 +327,9 @@ fn run_with_cache(
     // per machine downloads; what it brings is replayed as a local hit.
     // A background refresh asks too: another machine may have recomputed the result.
     let tiers = Tiers::open(cache, &req.settings, warner);
-    if !req.force || req.refresh {
+    // A traced call's runs are found through its manifest, which stays on this machine;
+    // what its runs stored still goes to the shared cache.
+    if (!req.force || req.refresh) && !traced {
         let accept = |entry: &Entry| {
             let usable = match freshness(entry, req) {
                 Freshness::Fresh => true,
@@ -380,7 +403,20 @@ fn run_with_cache(
         )
     };
     cache.record(counters, Event::of_command(kind, &key, &material));
-    if verbose && !req.force {
+    if verbose && !req.force && traced {
+        match find_traced(cache, &key, &material, warner) {
+            Found::Mismatch(run, why) => crate::console::note(format_args!(
+                "memo: miss {}: the run recorded as {} no longer holds: {why}",
+                key.short(),
+                run.short()
+            )),
+            _ => crate::console::note(format_args!(
+                "memo: miss {}: `{}` was never traced here",
+                key.short(),
+                key::escape_control(&key::command_line(&material))
+            )),
+        }
+    } else if verbose && !req.force {
         // Why, before the command runs: the finding of `memo explain`, in one line.
         match crate::changes::closest_entry(cache, &material) {
             Some((closest, entry, diffs)) if !diffs.is_empty() => {
@@ -409,6 +445,7 @@ fn run_with_cache(
     let finished = capture::run_recorded(
         spec,
         material.streams,
+        traced,
         &|| cache.store.stage().map_err(io::Error::other),
         &note_command,
     )
@@ -440,9 +477,15 @@ fn run_with_cache(
         }),
         None => decide_storable(&finished, cache_failures, gathered),
     };
+    // A traced run is stored under the key of what it observed, and its call's manifest
+    // names it.
+    let storable = storable.and_then(|()| match traced {
+        true => observe_traced(cache, &material, &finished).map(Some),
+        false => Ok(None),
+    });
     let verdict = match storable {
-        Ok(()) => match save(cache, key, material, finished, req.settings.max_size.value) {
-            Ok(entry) => {
+        Ok(observed) => match save_keyed(cache, key, material, finished, observed, &req.settings) {
+            Ok((key, entry)) => {
                 tiers.stored(&key, &entry);
                 "stored".to_string()
             }
@@ -981,11 +1024,145 @@ fn decide_storable(
     })
 }
 
+/// Stores a run: an ordinary one under `key`; a traced one under the key of its
+/// observations, named first in the manifest `key`. Returns the key stored under and
+/// the entry's digest.
+fn save_keyed(
+    cache: &Cache,
+    key: Digest,
+    material: KeyMaterial,
+    finished: Finished,
+    observed: Option<Observed>,
+    settings: &crate::config::Settings,
+) -> Result<(Digest, Digest), RecordError> {
+    let max_size = settings.max_size.value;
+    let Some(observed) = observed else {
+        return save(cache, key, material, finished, None, max_size).map(|e| (key, e));
+    };
+    let material = traced_material(&material, &observed);
+    let run = key::compute_key(&material);
+    let entry = save(cache, run, material, finished, Some(observed), max_size)?;
+    crate::traced::Manifest::add(cache.root(), &key, run).map_err(|e| {
+        let path = crate::traced::Manifest::path(cache.root(), &key);
+        StoreError::io("cannot write the manifest", path, e)
+    })?;
+    Ok((run, entry))
+}
+
+/// The material of a traced run: its call's, with the files it wrote as outputs and its
+/// observations' digest.
+fn traced_material(base: &KeyMaterial, observed: &Observed) -> KeyMaterial {
+    let mut material = base.clone();
+    material.outputs.extend(observed.written.iter().cloned());
+    material.traced = Some(observed.digest());
+    material.normalize();
+    material
+}
+
+/// What a traced call's manifest says now.
+pub enum Found {
+    /// This recorded run's observations all hold.
+    Holds(Digest, Box<Entry>),
+    /// None holds; the newest recorded run fails on this.
+    Mismatch(Digest, crate::traced::Mismatch),
+    /// No run is recorded (or none is readable).
+    Nothing,
+}
+
+/// Finds the first recorded run of the traced call `key` whose observations all hold.
+pub fn find_traced(cache: &Cache, key: &Digest, base: &KeyMaterial, warner: &Warner) -> Found {
+    let digests = cache.store.digest_cache();
+    let mut first_mismatch = None;
+    for run in crate::traced::Manifest::read(cache.root(), key).runs {
+        let Some(entry) = read_entry(cache, &run, warner) else {
+            continue;
+        };
+        let Some(observed) = &entry.observed else {
+            continue;
+        };
+        let expected = traced_material(base, observed);
+        if entry.material != expected || key::compute_key(&expected) != run {
+            continue;
+        }
+        match observed.check(digests) {
+            Ok(()) => return Found::Holds(run, Box::new(entry)),
+            Err(why) => {
+                first_mismatch.get_or_insert((run, why));
+            }
+        }
+    }
+    match first_mismatch {
+        Some((run, why)) => Found::Mismatch(run, why),
+        None => Found::Nothing,
+    }
+}
+
+/// `try_hit` for a traced call: the first recorded run that holds is replayed.
+fn try_traced_hit(
+    cache: &Cache,
+    key: &Digest,
+    base: &KeyMaterial,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Result<Option<i32>, Fatal> {
+    match find_traced(cache, key, base, warner) {
+        Found::Holds(run, entry) => try_hit(cache, &run, &entry.material, req, warner),
+        _ => Ok(None),
+    }
+}
+
+/// What a traced run observed, or why it cannot be trusted (said on stderr: the user
+/// asked for --trace and gets no cache).
+fn observe_traced(
+    cache: &Cache,
+    base: &KeyMaterial,
+    finished: &Finished,
+) -> Result<Observed, NotStored> {
+    let untrusted = |why: crate::trace::Untrusted| {
+        crate::console::note(format_args!("memo: not cached (--trace): {why}"));
+        NotStored {
+            reason: format!("--trace: {why}"),
+            warn: false,
+        }
+    };
+    let trace = finished
+        .trace
+        .as_ref()
+        .expect("a traced run returns its trace");
+    if let Some(why) = &trace.untrusted {
+        return Err(untrusted(why.clone()));
+    }
+    let root = cache.root().to_path_buf();
+    let excluded = |p: &Path| {
+        p.starts_with("/proc")
+            || p.starts_with("/sys")
+            || p.starts_with("/dev")
+            || p.starts_with(&root)
+    };
+    let folded = crate::trace::observe::fold(&trace.events, &excluded).map_err(untrusted)?;
+    let cwd = base.cwd.as_ref().map(ByteString::to_path_buf);
+    let outputs = folded
+        .written
+        .iter()
+        .filter(|p| {
+            fs::symlink_metadata(p).is_ok_and(|m| m.is_file() || m.file_type().is_symlink())
+        })
+        .map(
+            |p| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
+                Some(rest) if !rest.as_os_str().is_empty() => ByteString::from(rest),
+                _ => ByteString::from(p.as_path()),
+            },
+        )
+        .collect();
+    Observed::record(&folded, outputs, cache.store.digest_cache()).map_err(untrusted)
+}
+
 fn save(
     cache: &Cache,
     key: Digest,
     material: KeyMaterial,
     finished: Finished,
+    observed: Option<Observed>,
     max_size: u64,
 ) -> Result<Digest, RecordError> {
     let store = Counting {
@@ -1028,7 +1205,7 @@ fn save(
         },
     };
     let entry = Entry {
-        observed: None,
+        observed,
         material,
         created_unix_ms: now_ms(),
         duration_ms: finished.duration.as_millis() as u64,

@@ -73,7 +73,8 @@ pub struct Node {
     /// Permission bits (0 for a directory).
     pub mode: u32,
     pub size: u64,
-    pub mtime_ns: i128,
+    /// Nanoseconds since the epoch (i64 holds them until 2262).
+    pub mtime_ns: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,7 @@ pub enum NodeKind {
 
 impl Node {
     fn of_mode(mode: u32, size: u64, mtime_ns: i128) -> Node {
+        let mtime_ns = mtime_ns as i64;
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG => NodeKind::File,
             libc::S_IFDIR => NodeKind::Dir,
@@ -187,11 +189,25 @@ impl Observed {
     ) -> Result<Observed, Untrusted> {
         let changed = |p: &Path| Untrusted::ChangedDuringRun(p.to_path_buf());
         let mut observations = Vec::new();
+        // The tracer's `Meta` is what lstat saw then: compared with lstat now.
+        let unchanged = |path: &Path, meta: &Meta| {
+            fs::symlink_metadata(path).is_ok_and(|now| same_file(&StatSignature::of(&now), meta))
+        };
         for (path, meta) in &folded.read {
-            let (digest, sig) = digests.digest_path(path).map_err(|_| changed(path))?;
-            if !same_file(&sig, meta) {
+            if !unchanged(path, meta) {
                 return Err(changed(path));
             }
+            let target = fs::metadata(path).map_err(|_| changed(path))?;
+            if target.is_dir() {
+                // A symlink to a directory, opened to be listed: a look at its kind.
+                observations.push(Observation::Stat {
+                    path: ByteString::from(path.as_path()),
+                    follow: true,
+                    node: Node::of_metadata(&target),
+                });
+                continue;
+            }
+            let (digest, _) = digests.digest_path(path).map_err(|_| changed(path))?;
             observations.push(Observation::Read {
                 path: ByteString::from(path.as_path()),
                 digest,
@@ -199,15 +215,16 @@ impl Observed {
             });
         }
         for (path, (follow, meta)) in &folded.stat {
-            let now = look(path, *follow).map_err(|_| changed(path))?;
-            let node = Node::of_meta(meta);
-            if Node::of_metadata(&now) != node {
+            if Node::of_metadata(&fs::symlink_metadata(path).map_err(|_| changed(path))?)
+                != Node::of_meta(meta)
+            {
                 return Err(changed(path));
             }
+            let now = look(path, *follow).map_err(|_| changed(path))?;
             observations.push(Observation::Stat {
                 path: ByteString::from(path.as_path()),
                 follow: *follow,
-                node,
+                node: Node::of_metadata(&now),
             });
         }
         for path in &folded.absent {
@@ -262,10 +279,8 @@ impl Observed {
                         Err(_) => return Err(Mismatch::Removed(path)),
                     }
                 }
-                Observation::Absent { path } => {
-                    if fs::metadata(path.to_path_buf()).is_ok() {
-                        return Err(Mismatch::Appeared(path.to_path_buf()));
-                    }
+                Observation::Absent { path } if fs::metadata(path.to_path_buf()).is_ok() => {
+                    return Err(Mismatch::Appeared(path.to_path_buf()));
                 }
                 Observation::Link { path, target } => {
                     let path = path.to_path_buf();

@@ -14,7 +14,7 @@ pub use stdin::{spool_stdin, SpooledStdin};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -28,6 +28,7 @@ use tempfile::NamedTempFile;
 use crate::digest::{Digest, Hasher};
 use crate::exit::{Code, Fatal};
 use crate::key::StreamMode;
+use crate::trace::{self, Trace};
 
 /// What to run.
 pub struct Spec {
@@ -83,6 +84,8 @@ pub struct Finished {
     pub output_held_open: bool,
     /// A signal memo received while the command ran (forwarded to it).
     pub interrupted: Option<i32>,
+    /// What the tracer saw, when the command ran traced (`--trace`).
+    pub trace: Option<Trace>,
 }
 
 /// Whether memo's stdout and stderr are the same file, pipe or terminal, in which case the
@@ -168,6 +171,38 @@ fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -
     }
 }
 
+/// The running command: started the ordinary way, or under the tracer.
+enum Child {
+    Plain(std::process::Child),
+    Traced(Box<trace::Tracee>),
+}
+
+impl Child {
+    fn id(&self) -> u32 {
+        match self {
+            Child::Plain(child) => child.id(),
+            Child::Traced(tracee) => tracee.pid(),
+        }
+    }
+
+    /// Waits for the command to exit (for a traced one, following its processes until
+    /// then), on the thread that started it.
+    fn wait(self) -> (io::Result<Outcome>, Option<Trace>) {
+        match self {
+            Child::Plain(mut child) => (wait(&mut child), None),
+            Child::Traced(tracee) => {
+                let (ended, trace) = tracee.run();
+                signals::clear_child();
+                let outcome = ended.map(|ended| match ended {
+                    trace::Ended::Exited(code) => Outcome::Exited(code),
+                    trace::Ended::Signaled(sig) => Outcome::Signaled(sig),
+                });
+                (outcome, Some(trace))
+            }
+        }
+    }
+}
+
 fn wait(child: &mut std::process::Child) -> io::Result<Outcome> {
     let status = child.wait()?;
     signals::clear_child();
@@ -200,18 +235,19 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
 pub fn run_recorded(
     spec: Spec,
     mode: StreamMode,
+    traced: bool,
     stage: &dyn Fn() -> io::Result<NamedTempFile>,
     on_start: &dyn Fn(u32, &[u64]),
 ) -> Result<Finished, Fatal> {
     let argv0 = spec.argv[0].clone();
     let program = spec.program.clone();
     let pipe_failed = |e: io::Error| Fatal::failure(format!("memo: cannot create a pipe: {e}"));
-    let mut cmd = command(spec);
     // (reader, where its bytes go)
     let mut sources: Vec<(io::PipeReader, RawFd)> = Vec::new();
     // The inode numbers of what the command writes into.
     let mut written: Vec<u64> = Vec::new();
-    match mode {
+    // The command's stdout and stderr.
+    let (out, err): (OwnedFd, OwnedFd) = match mode {
         StreamMode::Terminal { columns } => {
             let pty = pty::open(columns, pty::rows()).map_err(|e| {
                 Fatal::failure(format!(
@@ -220,24 +256,24 @@ pub fn run_recorded(
             })?;
             written.extend(inode(pty.slave.as_raw_fd()));
             let slave2 = pty.slave.try_clone().map_err(pipe_failed)?;
-            cmd.stdout(pty.slave).stderr(slave2);
             // Read like a pipe; its end (EIO once every slave is closed) is taken as end of file.
             sources.push((io::PipeReader::from(pty.master), 1));
+            (pty.slave, slave2)
         }
         StreamMode::Merged => {
             let (reader, writer) = io::pipe().map_err(pipe_failed)?;
             let writer2 = writer.try_clone().map_err(pipe_failed)?;
-            cmd.stdout(writer).stderr(writer2);
             sources.push((reader, 1));
+            (writer.into(), writer2.into())
         }
         StreamMode::Separate => {
             let (out_r, out_w) = io::pipe().map_err(pipe_failed)?;
             let (err_r, err_w) = io::pipe().map_err(pipe_failed)?;
-            cmd.stdout(out_w).stderr(err_w);
             sources.push((out_r, 1));
             sources.push((err_r, 2));
+            (out_w.into(), err_w.into())
         }
-    }
+    };
     for (reader, _) in &sources {
         enlarge_pipe(reader);
     }
@@ -245,20 +281,39 @@ pub fn run_recorded(
     signals::install();
     signals::command_starting();
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| spawn_error(&program, &argv0, e))?;
-    // The Command holds the pipes' write ends; drop it so the readers see end of file.
-    drop(cmd);
-    signals::set_child(child.id());
+    // The write ends go to the command and are closed here as soon as it has them, so
+    // that the readers see end of file when it (and what it started) is done.
+    let child = if traced {
+        let launch = trace::Launch {
+            program: &spec.program,
+            argv: &spec.argv,
+            stdin: spec.stdin.as_ref().map(|f| f.as_raw_fd()),
+            stdout: out.as_raw_fd(),
+            stderr: err.as_raw_fd(),
+            inherit: spec.inherit,
+        };
+        let tracee = trace::spawn(&launch).map_err(|e| spawn_error(&program, &argv0, e))?;
+        drop((out, err, spec));
+        Child::Traced(Box::new(tracee))
+    } else {
+        let mut cmd = command(spec);
+        cmd.stdout(out).stderr(err);
+        let child = cmd.spawn().map_err(|e| spawn_error(&program, &argv0, e))?;
+        drop(cmd);
+        Child::Plain(child)
+    };
+    let child_id = child.id();
+    signals::set_child(child_id);
     if written.is_empty() {
         written = sources
             .iter()
             .filter_map(|(r, _)| inode(r.as_raw_fd()))
             .collect();
     }
-    on_start(child.id(), &written);
+    on_start(child_id, &written);
     let stop = AtomicBool::new(false);
     let exited = AtomicBool::new(false);
-    let (outcome, tees) = std::thread::scope(|scope| {
+    let (outcome, tees, trace) = std::thread::scope(|scope| {
         let (stop, exited) = (&stop, &exited);
         let handles: Vec<_> = sources
             .into_iter()
@@ -274,7 +329,7 @@ pub fn run_recorded(
                 (tee, recorder)
             })
             .collect();
-        let outcome = wait(&mut child);
+        let (outcome, trace) = child.wait();
         exited.store(true, Ordering::SeqCst);
         if let Some(sig) = signals::received() {
             // Nothing will be stored, and a grandchild that outlived the command may hold
@@ -310,7 +365,7 @@ pub fn run_recorded(
                 }
             })
             .collect();
-        (outcome, tees)
+        (outcome, tees, trace)
     });
     let duration = started.elapsed();
     let outcome = outcome
@@ -323,6 +378,7 @@ pub fn run_recorded(
         output_held_open: tees.iter().any(|t| t.held_open),
         recordings: tees.into_iter().map(|t| t.recording).collect(),
         interrupted: signals::received(),
+        trace,
     })
 }
 

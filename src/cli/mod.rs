@@ -213,6 +213,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub tty: bool,
 
+    /// Discover the files the command reads by tracing it (Linux): later calls are keyed
+    /// on exactly those, and the files it writes are restored on a hit [env: MEMO_TRACE]
+    #[arg(long)]
+    pub trace: bool,
+
     /// Print one line to stderr per call: hit or miss, short key, time saved [env: MEMO_VERBOSE]
     #[arg(short, long)]
     pub verbose: bool,
@@ -307,6 +312,7 @@ fn run_request(args: RunArgs, global: Global) -> Result<RunRequest, Fatal> {
         verbose: args.verbose,
         cache_failures: args.cache_failures,
         tty: args.tty,
+        trace: args.trace,
         ..Flags::default()
     })?;
     // Checked here, not by clap: the TTL may come from MEMO_TTL or the config file.

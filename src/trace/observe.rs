@@ -116,7 +116,10 @@ impl Folded {
         let Some(meta) = event.meta else {
             return Ok(());
         };
-        if meta.mode & libc::S_IFMT != libc::S_IFREG {
+        // `meta` is what lstat saw: a symlink read is its target's contents, told apart
+        // from a directory's when they are recorded.
+        let kind = meta.mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFLNK {
             // Opening a directory to list it: its listing is the observation, its
             // kind the look.
             if !self.stat.contains_key(path) {
