@@ -29,9 +29,28 @@ pub fn explain(req: RunRequest) -> Result<i32, Fatal> {
         return Ok(1);
     };
     cache.count_digest_growth();
-    if let Some(entry) =
-        run::read_entry(cache, &key, &warner).filter(|e| e.material == prepared.material)
-    {
+    let found = if run::traced(&req) {
+        match run::find_traced(cache, &key, &prepared.material, &warner) {
+            run::Found::Holds(run, entry) => Some((run, *entry)),
+            run::Found::Mismatch(run, why) => {
+                crate::outln!(
+                    "miss {}: the run recorded as {} no longer holds: {why}",
+                    key.short(),
+                    run.short()
+                );
+                return Ok(1);
+            }
+            run::Found::Nothing => {
+                crate::outln!("miss {}: `{command}` was never traced here", key.short());
+                return Ok(1);
+            }
+        }
+    } else {
+        run::read_entry(cache, &key, &warner)
+            .filter(|e| e.material == prepared.material)
+            .map(|e| (key, e))
+    };
+    if let Some((key, entry)) = found {
         let ran = format_duration(Duration::from_millis(entry.duration_ms));
         match run::freshness(&entry, &req) {
             Freshness::Fresh => {}

@@ -381,6 +381,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let _ = cache
         .stats
         .set_content(report.entries_after as i64, report.bytes_after as i64);
+    if !options.dry_run {
+        sweep_manifests(root);
+    }
     Ok(Some(report))
 }
 
@@ -501,6 +504,24 @@ fn writer_gone(path: &Path) -> Option<bool> {
 /// Removes the staging files (`tmp/stage-<pid>-…`) whose writer is gone: its process no
 /// longer exists and the file's lock is free. Cheap enough for a call about to download
 /// into `tmp/`, so that a download killed with -9 leaves its bytes only until the next.
+/// Removes the manifests of traced calls (`--trace`) none of whose runs is stored any
+/// more: gc evicts runs as entries, and a manifest is only a list of their keys.
+fn sweep_manifests(root: &Path) {
+    for (name, path) in files_in_shards(&root.join("manifests")) {
+        let Ok(key) = name.parse::<Digest>() else {
+            continue;
+        };
+        let manifest = crate::traced::Manifest::read(root, &key);
+        let live = manifest
+            .runs
+            .iter()
+            .any(|run| crate::fsutil::sharded_path(&root.join("entries"), run).exists());
+        if !live {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 pub fn sweep_dead_staging(root: &Path) {
     let dir = root.join("tmp");
     let Ok(files) = fs::read_dir(&dir) else {
@@ -570,7 +591,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.stats.total();
-    for sub in ["entries", "objects", "usage", "digests", "tmp"] {
+    for sub in ["entries", "manifests", "objects", "usage", "digests", "tmp"] {
         // Renamed away first (atomic), so a memo storing right now writes into a fresh
         // empty directory instead of racing the deletion ("directory not empty").
         let dir = root.join(sub);

@@ -682,6 +682,9 @@ fn refresh_args(req: &RunRequest, material: &KeyMaterial) -> Vec<OsString> {
     if req.gitignore {
         args.push("--gitignore".into());
     }
+    if traced(req) {
+        args.push("--trace".into());
+    }
     args.push("--".into());
     args.extend(req.argv.iter().cloned());
     args

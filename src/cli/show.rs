@@ -286,6 +286,17 @@ pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The inputs of an entry: those declared, and for a traced run the files it read.
+fn inputs_of(entry: &Entry) -> usize {
+    let read = entry.observed.as_ref().map_or(0, |o| {
+        o.observations
+            .iter()
+            .filter(|obs| matches!(obs, crate::traced::Observation::Read { .. }))
+            .count()
+    });
+    entry.material.inputs.len() + read
+}
+
 #[derive(Serialize)]
 struct Listed<'a> {
     key: String,
@@ -293,9 +304,12 @@ struct Listed<'a> {
     /// The working directory it ran in; `null` for a result stored with `--ignore-cwd`
     /// or whose entry cannot be read.
     cwd: Option<&'a ByteString>,
-    /// How many inputs and outputs the key names; `null` when the entry cannot be read.
+    /// How many inputs and outputs the key names (for a traced run, with the files it
+    /// read and wrote); `null` when the entry cannot be read.
     inputs: Option<usize>,
     outputs: Option<usize>,
+    /// Whether it is a traced run (`--trace`).
+    traced: bool,
     exit_code: Option<i32>,
     created_ms: u64,
     last_access_ms: u64,
@@ -333,7 +347,8 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
                 key: k.to_hex(),
                 command: &u.command,
                 cwd: entry.as_ref().and_then(|e| e.material.cwd.as_ref()),
-                inputs: entry.as_ref().map(|e| e.material.inputs.len()),
+                inputs: entry.as_ref().map(inputs_of),
+                traced: entry.as_ref().is_some_and(|e| e.observed.is_some()),
                 outputs: entry.as_ref().map(|e| e.outputs.len()),
                 exit_code: entry.as_ref().map(|e| e.exit_code),
                 created_ms: u.created_ms,
@@ -385,7 +400,7 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
             format_size(u.size),
             u.hits,
             format_duration(Duration::from_millis(u.saved_ms)),
-            count(entry.as_ref().map(|e| e.material.inputs.len())),
+            count(entry.as_ref().map(inputs_of)),
             count(entry.as_ref().map(|e| e.outputs.len())),
             directory(entry),
             escape_control(&u.command)
@@ -748,6 +763,14 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
             "stdin_keyed": m.stdin.is_some(),
             "streams": streams,
             "outputs": outputs,
+            "traced": entry.observed.is_some(),
+            "observed": entry.observed.as_ref().map(|o| {
+                o.observations
+                    .iter()
+                    .map(|obs| serde_json::json!({ "kind": obs.label(), "path": obs.path() }))
+                    .collect::<Vec<_>>()
+            }),
+            "written": entry.observed.as_ref().map(|o| &o.written),
         });
         crate::outln!("{shown}");
         return Ok(0);
@@ -855,6 +878,28 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
             format_size(bytes),
             escape_control(&output.path.display())
         );
+    }
+    if let Some(observed) = &entry.observed {
+        let counts: Vec<String> = observed
+            .counts()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        row(
+            "observed",
+            &format!("traced (--trace): {}", counts.join(", ")),
+        );
+        for obs in &observed.observations {
+            crate::outln!(
+                "  {:<12}  {}",
+                obs.label(),
+                escape_control(&obs.path().display())
+            );
+        }
+        for path in &observed.written {
+            crate::outln!("  {:<12}  {}", "written", escape_control(&path.display()));
+        }
     }
     Ok(0)
 }
