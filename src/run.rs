@@ -327,8 +327,13 @@ fn run_with_cache(
     // per machine downloads; what it brings is replayed as a local hit.
     // A background refresh asks too: another machine may have recomputed the result.
     let tiers = Tiers::open(cache, &req.settings, warner);
-    // A traced call's runs are found through its manifest, which stays on this machine;
-    // what its runs stored still goes to the shared cache.
+    if (!req.force || req.refresh) && traced {
+        // A traced call: the runs other machines recorded for it, each brought like any
+        // result if its observations hold here.
+        if let Some(code) = bring_traced(&tiers, cache, &key, &material, req, warner)? {
+            return Ok(code);
+        }
+    }
     if (!req.force || req.refresh) && !traced {
         let accept = |entry: &Entry| {
             let usable = match freshness(entry, req) {
@@ -485,8 +490,11 @@ fn run_with_cache(
     });
     let verdict = match storable {
         Ok(observed) => match save_keyed(cache, key, material, finished, observed, &req.settings) {
-            Ok((key, entry)) => {
-                tiers.stored(&key, &entry);
+            Ok((stored_under, entry)) => {
+                tiers.stored(&stored_under, &entry);
+                if stored_under != key {
+                    tiers.stored_manifest(&key);
+                }
                 "stored".to_string()
             }
             Err(e) => {
@@ -1098,6 +1106,48 @@ pub fn find_traced(cache: &Cache, key: &Digest, base: &KeyMaterial, warner: &War
         Some((run, why)) => Found::Mismatch(run, why),
         None => Found::Nothing,
     }
+}
+
+/// Brings the first run of the traced call `key` that the shared tier records, that this
+/// machine lacks and whose observations hold here; names it in the local manifest and
+/// replays it. `Ok(None)`: none did (or a refresh brought one: it replays nothing).
+fn bring_traced(
+    tiers: &Tiers,
+    cache: &Cache,
+    key: &Digest,
+    base: &KeyMaterial,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Result<Option<i32>, Fatal> {
+    let local = crate::traced::Manifest::read(cache.root(), key).runs;
+    let digests = cache.store.digest_cache();
+    let accept = |entry: &Entry| {
+        let Some(observed) = &entry.observed else {
+            return false;
+        };
+        let usable = match freshness(entry, req) {
+            Freshness::Fresh => true,
+            Freshness::Stale(_) => !req.refresh,
+            Freshness::Expired(_) => false,
+        };
+        usable
+            && entry.material == traced_material(base, observed)
+            && exit_replayable(entry, req)
+            && observed.check(digests).is_ok()
+    };
+    for run in tiers.runs_of(key) {
+        if local.contains(&run) || !tiers.bring(&run, &accept) {
+            continue;
+        }
+        if let Err(e) = crate::traced::Manifest::add(cache.root(), key, run) {
+            warner.warn(format!("cannot write the manifest of a traced call ({e})"));
+        }
+        if req.refresh {
+            return Ok(Some(0));
+        }
+        return try_traced_hit(cache, key, base, req, warner);
+    }
+    Ok(None)
 }
 
 /// `try_hit` for a traced call: the first recorded run that holds is replayed.

