@@ -374,3 +374,112 @@ fn man_pages_have_examples_and_exit_status_and_name_only_pages_that_ship() {
         "{top}"
     );
 }
+
+/// Whether `shell` is installed; says so on stderr when it is not (the test then skips).
+fn have_shell(shell: &str) -> bool {
+    let found = std::process::Command::new(shell)
+        .args(["-c", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: {shell} is not installed");
+    }
+    found
+}
+
+/// Two stored results and their short keys, sorted.
+fn two_results(env: &TestEnv) -> Vec<String> {
+    assert_success(&env.run(["run", "--", "echo", "one"]));
+    assert_success(&env.run(["run", "--", "echo", "two"]));
+    let mut keys: Vec<String> = env
+        .listing()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap()[..12].to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn shell_env(env: &TestEnv, cmd: &mut std::process::Command) {
+    let bin_dir = std::path::Path::new(MEMO).parent().unwrap();
+    cmd.current_dir(env.work())
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache());
+}
+
+#[test]
+fn fish_completes_cache_keys_for_show_and_rm() {
+    if !have_shell("fish") {
+        return;
+    }
+    let env = TestEnv::new();
+    let keys = two_results(&env);
+    let complete = |line: &str| {
+        let mut cmd = std::process::Command::new("fish");
+        cmd.args(["--no-config", "-c"]).arg(format!(
+            "source '{}/completions/memo.fish'; complete -C '{line}'",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        shell_env(&env, &mut cmd);
+        let out = cmd.output().unwrap();
+        assert_success(&out);
+        let mut offered: Vec<String> = stdout(&out)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect();
+        offered.sort();
+        offered
+    };
+    assert_eq!(complete("memo show "), keys);
+    assert_eq!(
+        complete(&format!("memo rm {}", &keys[1][..6])),
+        [keys[1].clone()]
+    );
+    let flags = complete("memo run --re");
+    assert!(flags.iter().any(|f| f == "--remote"), "{flags:?}");
+    assert!(!flags.iter().any(|f| f == "--refresh"), "{flags:?}");
+}
+
+#[test]
+fn zsh_completes_cache_keys_for_show_and_rm() {
+    if !have_shell("zsh") {
+        return;
+    }
+    let env = TestEnv::new();
+    let keys = two_results(&env);
+    // An interactive zsh on a pseudo-terminal (zpty) is given the line and a Tab; its
+    // compadd is wrapped to write down the candidates it is offered.
+    let complete = |line: &str| {
+        let out_file = env.root.path().join(format!("zsh-{}.out", line.len()));
+        let script = format!(
+            r#"zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT='> '"
+zpty -w z "fpath=({dir}/completions \$fpath); autoload -U compinit && compinit -u -D"
+zpty -w z 'compadd () {{ local -a __hits; builtin compadd -O __hits "$@"; print -l -- ${{^__hits}} >> {out} }}'
+zpty -n -w z '{line}'$'\t'
+for i in {{1..100}}; do [[ -s {out} ]] && break; sleep 0.05; done
+sleep 0.2
+zpty -d z
+"#,
+            dir = env!("CARGO_MANIFEST_DIR"),
+            out = out_file.display(),
+        );
+        let mut cmd = std::process::Command::new("zsh");
+        cmd.args(["-f", "-c", &script]);
+        shell_env(&env, &mut cmd);
+        assert_success(&cmd.output().unwrap());
+        let text = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let mut offered: Vec<String> = text.lines().map(String::from).collect();
+        offered.sort();
+        offered.dedup();
+        offered
+    };
+    assert_eq!(complete("memo show "), keys);
+    assert_eq!(
+        complete(&format!("memo rm {}", &keys[0][..6])),
+        [keys[0].clone()]
+    );
+}
