@@ -221,3 +221,24 @@ fn ctrl_c_while_restoring_an_output_ends_memo_with_130_and_leaves_no_partial_fil
     assert_eq!(env.count(), 1);
     assert_eq!(fs::metadata(env.path("out")).unwrap().len(), 1 << 30);
 }
+
+#[test]
+fn ctrl_c_while_gc_verifies_ends_memo_with_130_and_loses_nothing() {
+    let env = TestEnv::new();
+    env.tool("head -c 1G /dev/zero > out");
+    let args = ["run", "-o", "out", "--", "./tool"];
+    assert!(env.run(args).status.success());
+    let object = env
+        .objects()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    let out = interrupt_while_reading(&env, &["gc", "--verify"], &name);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    // The result is whole: a hit restores it without running the command.
+    fs::remove_file(env.path("out")).unwrap();
+    assert!(env.run(args).status.success());
+    assert_eq!(env.count(), 1);
+    assert_eq!(fs::metadata(env.path("out")).unwrap().len(), 1 << 30);
+}
