@@ -33,7 +33,9 @@ pub struct Observed {
     pub written: Vec<ByteString>,
 }
 
-/// One thing a traced run found (paths absolute).
+/// One thing a traced run found. A path under the working directory is kept relative
+/// to it (checked against the working directory of the later call, so that checkouts
+/// share results with `--ignore-cwd`); any other is absolute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Observation {
@@ -162,6 +164,9 @@ impl fmt::Display for Mismatch {
 /// A path as a user would write it: relative to the working directory (`./x`) when
 /// under it.
 pub fn shown_path(path: &Path) -> String {
+    if path.is_relative() {
+        return format!("./{}", path.display());
+    }
     if let Ok(cwd) = std::env::current_dir() {
         if let Ok(rest) = path.strip_prefix(&cwd) {
             if !rest.as_os_str().is_empty() {
@@ -188,6 +193,11 @@ impl Observed {
         digests: &DigestCache,
     ) -> Result<Observed, Untrusted> {
         let changed = |p: &Path| Untrusted::ChangedDuringRun(p.to_path_buf());
+        let cwd = std::env::current_dir().ok();
+        let stored = |p: &Path| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
+            Some(rest) if !rest.as_os_str().is_empty() => ByteString::from(rest),
+            _ => ByteString::from(p),
+        };
         let mut observations = Vec::new();
         // The tracer's `Meta` is what lstat saw then: compared with lstat now.
         let unchanged = |path: &Path, meta: &Meta| {
@@ -201,7 +211,7 @@ impl Observed {
             if target.is_dir() {
                 // A symlink to a directory, opened to be listed: a look at its kind.
                 observations.push(Observation::Stat {
-                    path: ByteString::from(path.as_path()),
+                    path: stored(path),
                     follow: true,
                     node: Node::of_metadata(&target),
                 });
@@ -209,7 +219,7 @@ impl Observed {
             }
             let (digest, _) = digests.digest_path(path).map_err(|_| changed(path))?;
             observations.push(Observation::Read {
-                path: ByteString::from(path.as_path()),
+                path: stored(path),
                 digest,
                 executed: folded.executed.contains(path),
             });
@@ -222,7 +232,7 @@ impl Observed {
             }
             let now = look(path, *follow).map_err(|_| changed(path))?;
             observations.push(Observation::Stat {
-                path: ByteString::from(path.as_path()),
+                path: stored(path),
                 follow: *follow,
                 node: Node::of_metadata(&now),
             });
@@ -231,9 +241,7 @@ impl Observed {
             if fs::metadata(path).is_ok() {
                 return Err(changed(path));
             }
-            observations.push(Observation::Absent {
-                path: ByteString::from(path.as_path()),
-            });
+            observations.push(Observation::Absent { path: stored(path) });
         }
         for dir in &folded.listed {
             let ignored: BTreeSet<ByteString> = folded
@@ -245,7 +253,7 @@ impl Observed {
                 .collect();
             let names = list(dir, &ignored).map_err(|_| changed(dir))?;
             observations.push(Observation::Listed {
-                path: ByteString::from(dir.as_path()),
+                path: stored(dir),
                 names,
                 ignored: ignored.into_iter().collect(),
             });
@@ -256,7 +264,7 @@ impl Observed {
                 _ => return Err(changed(path)),
             }
             observations.push(Observation::Link {
-                path: ByteString::from(path.as_path()),
+                path: stored(path),
                 target: ByteString::from(target.as_path()),
             });
         }
