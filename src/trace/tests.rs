@@ -790,3 +790,65 @@ fn stat_and_statx_of_names_are_seen_and_fstat_is_not_a_stop() {
         "statx",
     );
 }
+
+#[test]
+fn a_clone_untraced_child_is_untrusted() {
+    require_tracing!();
+    let dir = workdir();
+    let source =
+        "#define _GNU_SOURCE\n#include <sched.h>\n#include <signal.h>\n#include <unistd.h>\n\
+        #include <sys/syscall.h>\n#include <sys/wait.h>\n\
+        int main(void) { long pid = syscall(SYS_clone, CLONE_UNTRACED | SIGCHLD, 0, 0, 0, 0);\n\
+        if (pid == 0) _exit(0); waitpid(pid, 0, 0); return 0; }\n";
+    let Some(program) = build_c(dir.path(), "untraced", source, &[]) else {
+        return;
+    };
+    let run = traced(&[program.to_str().unwrap()]);
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, Some(Untrusted::Untraced));
+}
+
+/// Run by `a_refused_trace_still_runs_the_command`, inside a process strace traces.
+#[test]
+#[ignore]
+fn refused_inside_strace() {
+    let run = sh("echo still ran; exit 3");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(3), "still ran\n")
+    );
+    assert!(
+        matches!(&run.trace.untrusted, Some(Untrusted::Refused(why)) if why.contains("PTRACE_TRACEME")),
+        "{:?}",
+        run.trace.untrusted
+    );
+    let shown = run.trace.untrusted.unwrap().to_string();
+    assert!(shown.starts_with("ptrace was refused: "), "{shown}");
+}
+
+#[test]
+fn a_refused_trace_still_runs_the_command() {
+    let Ok(strace) = Command::new("strace").arg("-V").output() else {
+        eprintln!("skipped: no strace to make ptrace refuse");
+        return;
+    };
+    assert!(strace.status.success());
+    // Under strace -f the command's process is already traced: PTRACE_TRACEME fails.
+    let test_binary = std::env::current_exe().unwrap();
+    let output = Command::new("strace")
+        .args(["-f", "-o", "/dev/null"])
+        .arg(&test_binary)
+        .args([
+            "--ignored",
+            "--exact",
+            "trace::tests::refused_inside_strace",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
