@@ -17,8 +17,6 @@ pub(crate) const TRACED: &[c_long] = &[
     libc::SYS_openat2,
     libc::SYS_execve,
     libc::SYS_execveat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
     libc::SYS_readlinkat,
@@ -47,6 +45,7 @@ pub(crate) const TRACED: &[c_long] = &[
     libc::SYS_listxattr,
     libc::SYS_llistxattr,
     libc::SYS_chdir,
+    libc::SYS_fchdir,
     libc::SYS_name_to_handle_at,
     libc::SYS_clone3,
     libc::SYS_unshare,
@@ -114,6 +113,42 @@ pub(crate) const TRACED: &[c_long] = &[
 /// Calls the filter denies with ENOSYS without a stop: they only work on a ring that
 /// `io_uring_setup` (trapped, denied and reported) would have made.
 pub(crate) const DENIED: &[c_long] = &[libc::SYS_io_uring_enter, libc::SYS_io_uring_register];
+
+/// How the filter decides on a call from one of its arguments (its low 32 bits).
+#[derive(Clone, Copy)]
+pub(crate) enum Gate {
+    TraceIfAny(u32),
+    AllowIfAny(u32),
+    TraceIfEqual(u32),
+}
+
+/// Calls trapped only for some values of an argument: (number, argument index, gate).
+pub(crate) const GATED: &[(c_long, u32, Gate)] = &[
+    (
+        libc::SYS_clone,
+        0,
+        Gate::TraceIfAny(CLONE_SUSPICIOUS as u32),
+    ),
+    (
+        libc::SYS_prctl,
+        0,
+        Gate::TraceIfEqual(libc::PR_SET_SECCOMP as u32),
+    ),
+    // fstat is fstatat(fd, "", AT_EMPTY_PATH) in glibc and statx(fd, "",
+    // AT_EMPTY_PATH) in Rust: a quarter of Python's calls, on files already observed
+    // when they were opened. A lookup of a non-empty name with AT_EMPTY_PATH set (the
+    // flag is then meaningless) goes unseen: a documented gap.
+    (
+        libc::SYS_newfstatat,
+        3,
+        Gate::AllowIfAny(libc::AT_EMPTY_PATH as u32),
+    ),
+    (
+        libc::SYS_statx,
+        2,
+        Gate::AllowIfAny(libc::AT_EMPTY_PATH as u32),
+    ),
+];
 
 /// clone() is trapped only when its flags (the first argument on every architecture)
 /// ask for an untraced child or new namespaces: every fork and thread would stop
@@ -207,6 +242,11 @@ pub(crate) enum Call {
         from: At,
         to: At,
         exchange: bool,
+    },
+    /// chdir (a lookup of `at`) or fchdir: the tracer's memory of working directories
+    /// is forgotten when it returns.
+    ChangeDir {
+        at: Option<At>,
     },
     /// clone3: the flags are the first field of the struct at `args`.
     Clone3 {
@@ -312,7 +352,7 @@ pub(crate) fn decode(nr: c_long, a: [u64; 6]) -> Option<Call> {
         libc::SYS_fchmod | libc::SYS_fchown | libc::SYS_fsetxattr | libc::SYS_fremovexattr => {
             ChangeFd { fd: a[0] as i32 }
         }
-        libc::SYS_getxattr | libc::SYS_listxattr | libc::SYS_chdir => Lookup {
+        libc::SYS_getxattr | libc::SYS_listxattr => Lookup {
             at: At::cwd(a[0]),
             follow: true,
         },
@@ -324,6 +364,10 @@ pub(crate) fn decode(nr: c_long, a: [u64; 6]) -> Option<Call> {
             at: At::dir_flags(a[0], a[1], a[4]),
             follow: a[4] & libc::AT_SYMLINK_FOLLOW as u64 != 0,
         },
+        libc::SYS_chdir => ChangeDir {
+            at: Some(At::cwd(a[0])),
+        },
+        libc::SYS_fchdir => ChangeDir { at: None },
         libc::SYS_clone3 => Clone3 { args: a[0] },
         libc::SYS_clone => Clone { flags: a[0] },
         libc::SYS_unshare

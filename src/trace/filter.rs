@@ -7,7 +7,7 @@
 
 use libc::{c_long, sock_filter};
 
-use super::calls::{CLONE_SUSPICIOUS, DENIED, TRACED};
+use super::calls::{Gate, DENIED, GATED, TRACED};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
@@ -28,18 +28,15 @@ const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 // Offsets in struct seccomp_data.
 const NR: u32 = 0;
 const ARCH: u32 = 4;
-/// The low 32 bits of the first argument (little-endian on both supported targets).
-const ARG0_LOW: u32 = 16;
-
-const PR_SET_SECCOMP: u32 = libc::PR_SET_SECCOMP as u32;
+const ARGS: u32 = 16;
 
 #[derive(Clone, Copy)]
 enum Label {
     Allow,
     Trace,
     Deny,
-    CloneFlags,
-    PrctlOption,
+    /// The argument check of `GATED[i]`.
+    Gate(usize),
 }
 
 /// One instruction with symbolic jump targets (`None` = the next instruction).
@@ -83,36 +80,25 @@ pub(crate) fn program() -> Vec<sock_filter> {
             .iter()
             .map(|nr| jump(JEQ, number(nr), Some(Label::Deny), None)),
     );
-    ops.push(jump(
-        JEQ,
-        libc::SYS_clone as u32,
-        Some(Label::CloneFlags),
-        None,
-    ));
-    ops.push(jump(
-        JEQ,
-        libc::SYS_prctl as u32,
-        Some(Label::PrctlOption),
-        None,
-    ));
+    ops.extend(
+        GATED
+            .iter()
+            .enumerate()
+            .map(|(i, (nr, _, _))| jump(JEQ, number(nr), Some(Label::Gate(i)), None)),
+    );
     ops.push(op(RET, libc::SECCOMP_RET_ALLOW));
     // BPF jumps only forward: the argument checks come before the shared returns.
-    let clone_flags = ops.len();
-    ops.push(op(LD_ABS_W, ARG0_LOW));
-    ops.push(jump(
-        JSET,
-        CLONE_SUSPICIOUS as u32,
-        Some(Label::Trace),
-        Some(Label::Allow),
-    ));
-    let prctl_option = ops.len();
-    ops.push(op(LD_ABS_W, ARG0_LOW));
-    ops.push(jump(
-        JEQ,
-        PR_SET_SECCOMP,
-        Some(Label::Trace),
-        Some(Label::Allow),
-    ));
+    let mut gates = Vec::new();
+    for (_, argument, gate) in GATED {
+        gates.push(ops.len());
+        // The low 32 bits of the argument (little-endian on both supported targets).
+        ops.push(op(LD_ABS_W, ARGS + 8 * argument));
+        ops.push(match *gate {
+            Gate::TraceIfAny(mask) => jump(JSET, mask, Some(Label::Trace), Some(Label::Allow)),
+            Gate::AllowIfAny(mask) => jump(JSET, mask, Some(Label::Allow), Some(Label::Trace)),
+            Gate::TraceIfEqual(value) => jump(JEQ, value, Some(Label::Trace), Some(Label::Allow)),
+        });
+    }
     let allow = ops.len();
     ops.push(op(RET, libc::SECCOMP_RET_ALLOW));
     let trace = ops.len();
@@ -124,8 +110,7 @@ pub(crate) fn program() -> Vec<sock_filter> {
         Label::Allow => allow,
         Label::Trace => trace,
         Label::Deny => deny,
-        Label::CloneFlags => clone_flags,
-        Label::PrctlOption => prctl_option,
+        Label::Gate(i) => gates[i],
     };
     let offset = |at: usize, label: Option<Label>| -> u8 {
         let Some(label) = label else { return 0 };
@@ -149,7 +134,8 @@ mod tests {
 
     #[test]
     fn every_trapped_call_is_decoded() {
-        for nr in TRACED {
+        let gated = GATED.iter().map(|(nr, _, _)| nr);
+        for nr in TRACED.iter().chain(gated) {
             assert!(
                 super::super::calls::decode(*nr, [0; 6]).is_some(),
                 "call {nr} is trapped but not decoded"

@@ -32,6 +32,30 @@ pub(crate) fn is_file_system_path(target: &Path) -> bool {
     bytes.first() == Some(&b'/') && !bytes.ends_with(b" (deleted)")
 }
 
+/// The path that names, for the tracer, what `path` names for process `pid`: its
+/// /proc/self, /proc/thread-self, /dev/fd and /dev/std* lead to the tracer's own
+/// otherwise.
+pub(crate) fn as_seen_by(pid: i32, path: PathBuf) -> PathBuf {
+    let own = [
+        ("/proc/self", format!("/proc/{pid}")),
+        ("/proc/thread-self", format!("/proc/{pid}/task/{pid}")),
+        ("/dev/fd", format!("/proc/{pid}/fd")),
+        ("/dev/stdin", format!("/proc/{pid}/fd/0")),
+        ("/dev/stdout", format!("/proc/{pid}/fd/1")),
+        ("/dev/stderr", format!("/proc/{pid}/fd/2")),
+    ];
+    for (prefix, replacement) in own {
+        if let Ok(rest) = path.strip_prefix(prefix) {
+            let mut seen = PathBuf::from(replacement);
+            if !rest.as_os_str().is_empty() {
+                seen.push(rest);
+            }
+            return seen;
+        }
+    }
+    path
+}
+
 pub(crate) fn from_bytes(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(bytes))
 }
@@ -58,6 +82,30 @@ mod tests {
         assert_eq!(
             join_lexically(base, Path::new(".")),
             PathBuf::from("/work/dir")
+        );
+    }
+
+    #[test]
+    fn the_processs_own_links_name_its_own_files() {
+        assert_eq!(
+            as_seen_by(7, PathBuf::from("/proc/self/fd/3")),
+            PathBuf::from("/proc/7/fd/3")
+        );
+        assert_eq!(
+            as_seen_by(7, PathBuf::from("/dev/stdin")),
+            PathBuf::from("/proc/7/fd/0")
+        );
+        assert_eq!(
+            as_seen_by(7, PathBuf::from("/dev/fd")),
+            PathBuf::from("/proc/7/fd")
+        );
+        assert_eq!(
+            as_seen_by(7, PathBuf::from("/dev/stdinx")),
+            PathBuf::from("/dev/stdinx")
+        );
+        assert_eq!(
+            as_seen_by(7, PathBuf::from("/etc/x")),
+            PathBuf::from("/etc/x")
         );
     }
 

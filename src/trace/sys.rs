@@ -126,6 +126,9 @@ struct RawSyscallInfo {
     pad2: u32,
 }
 
+/// Linux 5.3; libc defines it for glibc targets only.
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+
 const OP_EXIT: u8 = 2;
 const OP_SECCOMP: u8 = 3;
 
@@ -138,7 +141,7 @@ pub(crate) struct SeccompCall {
 fn syscall_info(pid: pid_t) -> io::Result<RawSyscallInfo> {
     let mut info = RawSyscallInfo::default();
     ptrace(
-        libc::PTRACE_GET_SYSCALL_INFO,
+        PTRACE_GET_SYSCALL_INFO,
         pid,
         std::mem::size_of::<RawSyscallInfo>(),
         &mut info as *mut _ as usize,

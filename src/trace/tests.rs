@@ -655,6 +655,8 @@ fn a_missing_or_unexecutable_program_is_an_error_with_the_childs_errno() {
 #[test]
 #[ignore]
 fn show_events_of_a_command() {
+    // SAFETY: this ignored test runs alone.
+    unsafe { std::env::remove_var("LD_LIBRARY_PATH") };
     let argv: Vec<String> = std::env::var("TRACE_ARGV")
         .unwrap()
         .split(' ')
@@ -668,5 +670,185 @@ fn show_events_of_a_command() {
         run.trace.stops,
         run.trace.events.len(),
         run.trace.untrusted
+    );
+}
+
+/// Traced against plain wall time (interleaved runs, medians). Run with
+/// `cargo test --release --lib trace::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_overhead() {
+    // cargo's LD_LIBRARY_PATH makes every dynamic program probe a dozen directories.
+    // SAFETY: this ignored test runs alone.
+    unsafe { std::env::remove_var("LD_LIBRARY_PATH") };
+    let dir = workdir();
+    fs::write(
+        dir.path().join("small.h"),
+        "#include <stdio.h>\n#define N 3\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("small.c"),
+        "#include \"small.h\"\nint main(void) { printf(\"%d\\n\", N); return 0; }\n",
+    )
+    .unwrap();
+    let gcc = format!(
+        "cd {} && gcc -c small.c -o small.o",
+        shell_quote(dir.path())
+    );
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("gcc -c", vec!["sh", "-c", &gcc]),
+        (
+            "python3 imports",
+            vec!["python3", "-c", "import json, csv, email"],
+        ),
+        ("sh true", vec!["sh", "-c", "true"]),
+    ];
+    for (name, argv) in cases {
+        let (mut plain, mut with_trace, mut stops) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..15 {
+            let started = Instant::now();
+            let status = Command::new(which(argv[0]))
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(tempfile::tempfile().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            plain.push(started.elapsed());
+            let started = Instant::now();
+            let run = traced(&argv);
+            with_trace.push(started.elapsed());
+            stops = run.trace.stops;
+        }
+        plain.sort();
+        with_trace.sort();
+        let (p, t) = (plain[plain.len() / 2], with_trace[with_trace.len() / 2]);
+        eprintln!(
+            "{name}: plain {:.1} ms, traced {:.1} ms, ratio {:.2}, {stops} stops",
+            p.as_secs_f64() * 1e3,
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() / p.as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn reading_its_own_stdin_through_dev_stdin_is_fine_and_not_memos() {
+    require_tracing!();
+    // The tracer's own stdin is whatever the test harness has; the command's is /dev/null.
+    let run = sh("cat /dev/stdin /proc/self/fd/0; test -p /dev/stdin || echo not-a-pipe");
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, None);
+    assert_eq!(run.stdout, "not-a-pipe\n");
+}
+
+#[test]
+fn stat_and_statx_of_names_are_seen_and_fstat_is_not_a_stop() {
+    require_tracing!();
+    let dir = workdir();
+    let (file, missing) = (dir.path().join("f"), dir.path().join("missing"));
+    fs::write(&file, "x").unwrap();
+    let script = format!(
+        "import os\nos.stat({f:?})\nos.lstat({f:?})\ntry: os.stat({m:?})\nexcept OSError: pass\n\
+         fd = os.open({f:?}, os.O_RDONLY)\nfor _ in range(1000): os.fstat(fd)\n",
+        f = file.to_str().unwrap(),
+        m = missing.to_str().unwrap()
+    );
+    let run = traced(&["python3", "-c", &script]);
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_event(
+        &run.trace,
+        &file,
+        |a| *a == Access::Stat { follow: true },
+        "stat",
+    );
+    assert_event(
+        &run.trace,
+        &file,
+        |a| *a == Access::Stat { follow: false },
+        "lstat",
+    );
+    assert_event(
+        &run.trace,
+        &missing,
+        |a| *a == Access::Absent,
+        "absent stat",
+    );
+    assert!(
+        run.trace.stops < 1000,
+        "{} stops: fstat stops",
+        run.trace.stops
+    );
+    // stat(1) uses statx on a name.
+    let run = traced(&["stat", "-c", "%s", file.to_str().unwrap()]);
+    assert_eq!(run.stdout, "1\n");
+    assert_event(
+        &run.trace,
+        &file,
+        |a| matches!(a, Access::Stat { .. }),
+        "statx",
+    );
+}
+
+#[test]
+fn a_clone_untraced_child_is_untrusted() {
+    require_tracing!();
+    let dir = workdir();
+    let source =
+        "#define _GNU_SOURCE\n#include <sched.h>\n#include <signal.h>\n#include <unistd.h>\n\
+        #include <sys/syscall.h>\n#include <sys/wait.h>\n\
+        int main(void) { long pid = syscall(SYS_clone, CLONE_UNTRACED | SIGCHLD, 0, 0, 0, 0);\n\
+        if (pid == 0) _exit(0); waitpid(pid, 0, 0); return 0; }\n";
+    let Some(program) = build_c(dir.path(), "untraced", source, &[]) else {
+        return;
+    };
+    let run = traced(&[program.to_str().unwrap()]);
+    assert_eq!(run.ended, Ended::Exited(0));
+    assert_eq!(run.trace.untrusted, Some(Untrusted::Untraced));
+}
+
+/// Run by `a_refused_trace_still_runs_the_command`, inside a process strace traces.
+#[test]
+#[ignore]
+fn refused_inside_strace() {
+    let run = sh("echo still ran; exit 3");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(3), "still ran\n")
+    );
+    assert!(
+        matches!(&run.trace.untrusted, Some(Untrusted::Refused(why)) if why.contains("PTRACE_TRACEME")),
+        "{:?}",
+        run.trace.untrusted
+    );
+    let shown = run.trace.untrusted.unwrap().to_string();
+    assert!(shown.starts_with("ptrace was refused: "), "{shown}");
+}
+
+#[test]
+fn a_refused_trace_still_runs_the_command() {
+    let Ok(strace) = Command::new("strace").arg("-V").output() else {
+        eprintln!("skipped: no strace to make ptrace refuse");
+        return;
+    };
+    assert!(strace.status.success());
+    // Under strace -f the command's process is already traced: PTRACE_TRACEME fails.
+    let test_binary = std::env::current_exe().unwrap();
+    let output = Command::new("strace")
+        .args(["-f", "-o", "/dev/null"])
+        .arg(&test_binary)
+        .args([
+            "--ignored",
+            "--exact",
+            "trace::tests::refused_inside_strace",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

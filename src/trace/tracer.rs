@@ -29,16 +29,6 @@ enum Pending {
     Exec {
         path: PathBuf,
     },
-    Lookup {
-        path: PathBuf,
-        follow: bool,
-    },
-    ReadLink {
-        path: PathBuf,
-    },
-    List {
-        path: PathBuf,
-    },
     Change {
         path: PathBuf,
     },
@@ -61,6 +51,7 @@ enum Pending {
         exchange: bool,
     },
     Connect,
+    ChangedDir,
     /// A path argument could not be read: untrusted unless the call failed with EFAULT.
     Unreadable,
 }
@@ -92,6 +83,9 @@ pub(crate) struct Tracer {
     /// Threads announced by a fork/clone event whose first stop (SIGSTOP) is still due.
     announced: HashSet<pid_t>,
     pending: HashMap<pid_t, Pending>,
+    /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
+    /// whenever any thread changes directory (threads may share one).
+    cwds: HashMap<pid_t, PathBuf>,
 }
 
 impl Tracer {
@@ -102,6 +96,7 @@ impl Tracer {
             live: HashSet::from([main]),
             announced: HashSet::new(),
             pending: HashMap::new(),
+            cwds: HashMap::new(),
         }
     }
 
@@ -127,6 +122,7 @@ impl Tracer {
                 self.live.remove(&pid);
                 self.announced.remove(&pid);
                 self.pending.remove(&pid);
+                self.cwds.remove(&pid);
                 if pid == self.main {
                     return Step::MainEnded(status);
                 }
@@ -235,7 +231,7 @@ impl Tracer {
     fn entry(&mut self, pid: pid_t, call: Call) -> Option<Pending> {
         macro_rules! path {
             ($at:expr) => {
-                match resolve(pid, $at) {
+                match resolve_with(pid, $at, &mut self.cwds) {
                     Resolved::Path(path) | Resolved::Descriptor(path) => path,
                     Resolved::Nothing => return None,
                     Resolved::Unreadable => return Some(Pending::Unreadable),
@@ -255,6 +251,10 @@ impl Tracer {
                     return None;
                 }
                 let path = path!(at);
+                if is_read_only(flags) {
+                    self.open_read_only(pid, path, flags);
+                    return None;
+                }
                 let existed =
                     flags & libc::O_CREAT as u64 != 0 && fs::symlink_metadata(&path).is_ok();
                 Pending::Open {
@@ -264,16 +264,32 @@ impl Tracer {
                 }
             }
             Call::Exec { at } => Pending::Exec { path: path!(at) },
-            Call::Lookup { at, follow } => match resolve(pid, at) {
-                Resolved::Path(path) => Pending::Lookup { path, follow },
+            Call::Lookup { at, follow } => match resolve_with(pid, at, &mut self.cwds) {
+                Resolved::Path(path) => {
+                    self.look_up(pid, path, follow);
+                    return None;
+                }
                 // fstat through fstatat/statx: the file was observed when it was opened.
                 Resolved::Descriptor(_) | Resolved::Nothing => return None,
                 Resolved::Unreadable => Pending::Unreadable,
             },
-            Call::ReadLink { at } => Pending::ReadLink { path: path!(at) },
-            Call::List { fd } => Pending::List {
-                path: descriptor_path(pid, fd)?,
-            },
+            Call::ReadLink { at } => {
+                let path = path!(at);
+                match fs::read_link(&path) {
+                    Ok(target) => {
+                        let meta = lstat(&path);
+                        self.emit(pid, path, Access::ReadLink { target }, meta);
+                    }
+                    Err(_) => self.look_up(pid, path, false),
+                }
+                return None;
+            }
+            Call::List { fd } => {
+                let path = descriptor_path(pid, fd)?;
+                let meta = lstat(&path);
+                self.emit(pid, path, Access::List, meta);
+                return None;
+            }
             Call::Change { at } => Pending::Change { path: path!(at) },
             Call::ChangeFd { fd } => Pending::Change {
                 path: descriptor_path(pid, fd)?,
@@ -312,6 +328,16 @@ impl Tracer {
                     None => self.untrust(Untrusted::UnreadablePath),
                 }
                 return None;
+            }
+            Call::ChangeDir { at } => {
+                if let Some(at) = at {
+                    match resolve_with(pid, at, &mut self.cwds) {
+                        Resolved::Path(path) => self.look_up(pid, path, true),
+                        Resolved::Unreadable => return Some(Pending::Unreadable),
+                        Resolved::Descriptor(_) | Resolved::Nothing => {}
+                    }
+                }
+                Pending::ChangedDir
             }
             Call::Connect => Pending::Connect,
             Call::Itself => {
@@ -366,32 +392,6 @@ impl Tracer {
                     self.emit(pid, path, Access::Absent, None);
                 } else {
                     self.exists(pid, path, true);
-                }
-            }
-            Pending::Lookup { path, follow } => {
-                if absent {
-                    self.emit(pid, path, Access::Absent, None);
-                } else {
-                    // Errors other than absence (EACCES of access(W_OK), ENODATA of
-                    // getxattr) still say the path is there.
-                    self.exists(pid, path, follow);
-                }
-            }
-            Pending::ReadLink { path } => match result {
-                Ok(_) => match fs::read_link(&path) {
-                    Ok(target) => {
-                        let meta = lstat(&path);
-                        self.emit(pid, path, Access::ReadLink { target }, meta);
-                    }
-                    Err(_) => self.exists(pid, path, false),
-                },
-                Err(_) if absent => self.emit(pid, path, Access::Absent, None),
-                Err(_) => self.exists(pid, path, false),
-            },
-            Pending::List { path } => {
-                if result.is_ok() {
-                    let meta = lstat(&path);
-                    self.emit(pid, path, Access::List, meta);
                 }
             }
             Pending::Change { path } => match result {
@@ -461,6 +461,7 @@ impl Tracer {
                 Err(_) if absent => self.emit(pid, from, Access::Absent, None),
                 Err(_) => {}
             },
+            Pending::ChangedDir => self.cwds.clear(),
             Pending::Connect => {
                 if matches!(result, Ok(_) | Err(libc::EINPROGRESS)) {
                     self.untrust(Untrusted::Connected);
@@ -471,6 +472,46 @@ impl Tracer {
                     self.untrust(Untrusted::UnreadablePath);
                 }
             }
+        }
+    }
+
+    /// A call that only looks a path up (stat, access, getxattr, readlink of a
+    /// non-symlink) is decided here, at its seccomp stop, by looking the path up the
+    /// same way while the caller waits: the syscall-exit stop it saves is half the cost
+    /// of tracing a compiler, which stats every directory of every header it finds.
+    fn look_up(&mut self, pid: pid_t, path: PathBuf, follow: bool) {
+        match look(&path, follow) {
+            Looked::Found { meta, .. } => self.emit(pid, path, Access::Stat { follow }, Some(meta)),
+            Looked::Absent => self.emit(pid, path, Access::Absent, None),
+            Looked::Unknown => {}
+        }
+    }
+
+    /// An open for reading only, decided at its seccomp stop like `look_up`: an input
+    /// that turns out not to be read (the open failed for a reason other than absence)
+    /// is recorded all the same, which can only cost a miss, never a wrong hit.
+    fn open_read_only(&mut self, pid: pid_t, path: PathBuf, flags: u64) {
+        let follow = flags & libc::O_NOFOLLOW as u64 == 0;
+        if flags & libc::O_PATH as u64 != 0 {
+            self.look_up(pid, path, follow);
+            return;
+        }
+        match look(&path, follow) {
+            Looked::Found { meta, target_mode } => {
+                let kind = target_mode.unwrap_or(meta.mode) & libc::S_IFMT;
+                if kind == libc::S_IFREG || kind == libc::S_IFDIR {
+                    self.emit(pid, path, Access::Read, Some(meta));
+                } else if kind == libc::S_IFLNK {
+                    // O_NOFOLLOW on a symlink: ELOOP.
+                    self.emit(pid, path, Access::Stat { follow: false }, Some(meta));
+                } else {
+                    if let Ok(target) = fs::metadata(&path) {
+                        self.special(path, None, &target);
+                    }
+                }
+            }
+            Looked::Absent => self.emit(pid, path, Access::Absent, None),
+            Looked::Unknown => {}
         }
     }
 
@@ -494,7 +535,7 @@ impl Tracer {
         };
         let kind = opened.file_type();
         if !(kind.is_file() || kind.is_dir()) {
-            self.special(path, &link, &opened);
+            self.special(path, Some(&link), &opened);
             return;
         }
         let created = flag(libc::O_CREAT) && !existed;
@@ -512,11 +553,19 @@ impl Tracer {
 
     /// A FIFO, socket or device was opened: fine for pipes between the command's own
     /// processes (no file-system name) and the harmless devices, untrusted otherwise.
-    fn special(&mut self, path: PathBuf, link: &Path, opened: &fs::Metadata) {
+    fn special(&mut self, path: PathBuf, link: Option<&Path>, opened: &fs::Metadata) {
         let kind = opened.file_type();
-        let named = fs::read_link(link)
-            .map(|target| paths::is_file_system_path(&target))
-            .unwrap_or(false);
+        // Opened through a name in the file system, or through /proc/PID/fd/N onto a
+        // pipe or socket that has no name (one of the command's own, or memo's).
+        let named = match link {
+            None if path.starts_with("/proc") => fs::read_link(&path)
+                .map(|target| paths::is_file_system_path(&target))
+                .unwrap_or(false),
+            None => true,
+            Some(link) => fs::read_link(link)
+                .map(|target| paths::is_file_system_path(&target))
+                .unwrap_or(false),
+        };
         if (kind.is_fifo() || kind.is_socket()) && !named {
             return;
         }
@@ -553,6 +602,55 @@ impl Tracer {
     }
 }
 
+enum Looked {
+    /// `meta` is the lstat; `target_mode` the mode of what a followed symlink led to.
+    Found {
+        meta: Meta,
+        target_mode: Option<u32>,
+    },
+    /// ENOENT or ENOTDIR (a dangling symlink followed, too).
+    Absent,
+    /// Another failure (EACCES on a directory on the way, ELOOP): nothing is known.
+    Unknown,
+}
+
+/// Looks `path` up as the traced call will: one lstat, and a stat only when it is a
+/// symlink to follow.
+fn look(path: &Path, follow: bool) -> Looked {
+    let link = match fs::symlink_metadata(path) {
+        Ok(link) => link,
+        Err(error) if is_absence(&error) => return Looked::Absent,
+        Err(_) => return Looked::Unknown,
+    };
+    let meta = meta_of(&link);
+    if !(follow && link.file_type().is_symlink()) {
+        return Looked::Found {
+            meta,
+            target_mode: None,
+        };
+    }
+    match fs::metadata(path) {
+        Ok(target) => Looked::Found {
+            meta,
+            target_mode: Some(target.mode()),
+        },
+        Err(error) if is_absence(&error) => Looked::Absent,
+        Err(_) => Looked::Unknown,
+    }
+}
+
+fn is_read_only(flags: u64) -> bool {
+    let writes = libc::O_CREAT | libc::O_TRUNC;
+    flags & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64 && flags & writes as u64 == 0
+}
+
+fn is_absence(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR)
+    )
+}
+
 /// /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty, /dev/ptmx and
 /// the pseudo-terminals.
 fn is_harmless_device(rdev: u64) -> bool {
@@ -587,15 +685,18 @@ fn privilege_of(program: &Path) -> Option<Privilege> {
 }
 
 pub(crate) fn lstat(path: &Path) -> Option<Meta> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    Some(Meta {
+    fs::symlink_metadata(path).ok().map(|meta| meta_of(&meta))
+}
+
+fn meta_of(meta: &fs::Metadata) -> Meta {
+    Meta {
         dev: meta.dev(),
         ino: meta.ino(),
         mode: meta.mode(),
         size: meta.size(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-    })
+    }
 }
 
 /// The file-system path a descriptor of the thread is open on.
@@ -604,7 +705,7 @@ fn descriptor_path(pid: pid_t, fd: i32) -> Option<PathBuf> {
     paths::is_file_system_path(&target).then_some(target)
 }
 
-fn resolve(pid: pid_t, at: At) -> Resolved {
+fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resolved {
     if at.path == 0 {
         return match at.empty_is_dirfd {
             true => descriptor_path(pid, at.dirfd).map_or(Resolved::Nothing, Resolved::Descriptor),
@@ -622,12 +723,22 @@ fn resolve(pid: pid_t, at: At) -> Resolved {
     }
     let path = paths::from_bytes(&bytes);
     if path.is_absolute() {
-        return Resolved::Path(paths::join_lexically(Path::new("/"), &path));
+        let path = paths::join_lexically(Path::new("/"), &path);
+        return Resolved::Path(paths::as_seen_by(pid, path));
     }
     let base = if at.dirfd == libc::AT_FDCWD {
-        fs::read_link(format!("/proc/{pid}/cwd"))
-            .ok()
-            .filter(|cwd| paths::is_file_system_path(cwd))
+        match cwds.get(&pid) {
+            Some(cwd) => Some(cwd.clone()),
+            None => {
+                let cwd = fs::read_link(format!("/proc/{pid}/cwd"))
+                    .ok()
+                    .filter(|cwd| paths::is_file_system_path(cwd));
+                if let Some(cwd) = &cwd {
+                    cwds.insert(pid, cwd.clone());
+                }
+                cwd
+            }
+        }
     } else {
         descriptor_path(pid, at.dirfd)
     };
