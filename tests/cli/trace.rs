@@ -648,6 +648,68 @@ fn a_directory_listed_then_added_to_is_named() {
 }
 
 #[test]
+fn a_program_it_executed_that_changed_is_named() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.script("helper.sh", "echo helper 1\n");
+    stamped_tool(&env, "./helper.sh");
+    assert!(ran(&env, &[]));
+    assert!(!ran(&env, &[]));
+    // The key hashes ./tool only; the program it runs is found by the trace.
+    env.script("helper.sh", "echo helper 2\n");
+    assert_miss_named(&env, &[], &["helper.sh changed"]);
+    assert_eq!(traced(&env, &[]).printed(), "helper 2\n");
+}
+
+/// A shell looks a command up in each PATH entry in turn: the entries before the one it
+/// found are probes, and a program appearing in one of them is a miss.
+#[test]
+fn a_program_appearing_earlier_on_path_is_a_miss() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.script("bin2/greet", "echo from bin2\n");
+    fs::create_dir_all(env.path("bin1")).unwrap();
+    stamped_tool(&env, "greet");
+    let path = format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        env.path("bin1").display(),
+        env.path("bin2").display()
+    );
+    let run = || {
+        let mut cmd = env.memo(trace_args(&[]));
+        cmd.env("PATH", &path);
+        call(cmd)
+    };
+    let first = run();
+    assert_success(&first.out);
+    assert!(first.ran());
+    assert_eq!(first.printed(), "from bin2\n");
+    assert!(!run().ran());
+    env.script("bin1/greet", "echo from bin1\n");
+    let shadowed = run();
+    assert!(shadowed.ran(), "bin1/greet was absent when recorded");
+    assert_eq!(shadowed.printed(), "from bin1\n");
+}
+
+#[test]
+fn declared_inputs_still_count_under_trace() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("declared.txt", "1");
+    stamped_tool(&env, "echo does not read it");
+    assert!(ran(&env, &["-i", "declared.txt"]));
+    assert!(!ran(&env, &["-i", "declared.txt"]));
+    env.write("declared.txt", "2");
+    assert!(ran(&env, &["-i", "declared.txt"]), "declared, so keyed");
+}
+
+#[test]
 fn a_symlink_pointed_elsewhere_is_named() {
     if !traceable() {
         return;
@@ -806,7 +868,7 @@ fn output_and_exit_codes_pass_through_and_a_failure_is_stored_only_with_cache_fa
 }
 
 #[test]
-fn a_command_killed_by_a_signal_is_reported_as_without_trace() {
+fn a_command_killed_by_a_signal_exits_as_it_would_untraced() {
     if !traceable() {
         return;
     }
@@ -816,6 +878,35 @@ fn a_command_killed_by_a_signal_is_reported_as_without_trace() {
     let traced = traced(&env, &[]);
     assert_eq!(traced.out.status.code(), plain.status.code());
     assert!(traced.ran());
+}
+
+/// The exec failure comes back from the traced child as it does from an untraced one:
+/// the same exit code and the same message.
+#[test]
+fn a_command_that_cannot_be_executed_fails_as_it_does_untraced() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("not-executable", "#!/bin/sh\necho never\n");
+    env.script("bad-interpreter", "echo never\n");
+    env.write("bad-interpreter", "#!/no/such/interpreter\necho never\n");
+    // No #! line and not ELF: run by /bin/sh, as execvp does.
+    env.script("no-shebang", "");
+    env.write("no-shebang", "echo via sh\n");
+    for (program, code) in [
+        ("./no-such-program", 127),
+        ("./not-executable", 126),
+        ("./bad-interpreter", 126),
+        ("./no-shebang", 0),
+    ] {
+        let traced = env.run(["run", "--trace", "--", program]);
+        assert_code(&traced, code);
+        let plain = env.run(["run", "--", program]);
+        assert_code(&plain, code);
+        assert_eq!(stdout(&traced), stdout(&plain), "{program}");
+        assert_eq!(stderr(&traced), stderr(&plain), "{program}");
+    }
 }
 
 #[test]
