@@ -18,6 +18,7 @@ mod reliability;
 mod remote;
 mod show_entry;
 mod store;
+mod trace;
 mod trust_accept;
 mod trust_capture;
 mod trust_cli;
