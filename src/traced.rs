@@ -139,14 +139,10 @@ impl fmt::Display for Mismatch {
         let shown = |p: &Path| crate::key::escape_control(&shown_path(p));
         match self {
             Mismatch::Changed(p) => write!(f, "{} changed", shown(p)),
-            Mismatch::Appeared(p) => write!(
-                f,
-                "new file {} (absent when recorded; it may shadow another)",
-                shown(p)
-            ),
+            Mismatch::Appeared(p) => write!(f, "new file {} (absent when recorded)", shown(p)),
             Mismatch::Removed(p) => write!(f, "{} was removed", shown(p)),
             Mismatch::Attributes(p) => {
-                write!(f, "{} changed (its kind, mode, size or time)", shown(p))
+                write!(f, "{} changed (size, mode or time)", shown(p))
             }
             Mismatch::Listing { dir, detail } => {
                 write!(f, "the listing of {} changed: {detail}", shown(dir))

@@ -887,7 +887,7 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
             .map(|(what, n)| format!("{n} {what}"))
             .collect();
         row(
-            "observed",
+            "observed:",
             &format!("traced (--trace): {}", counts.join(", ")),
         );
         for obs in &observed.observations {
