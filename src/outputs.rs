@@ -281,12 +281,87 @@ pub enum BlobReader {
 }
 
 impl BlobReader {
-    /// Copies the whole blob to `dest`.
+    /// Copies the whole blob to `dest` (a blocking descriptor).
     pub fn copy_to(self, dest: &mut File) -> io::Result<u64> {
         match self {
             BlobReader::Inline(mut bytes) => io::copy(&mut bytes, dest),
-            BlobReader::Object(mut file) => io::copy(&mut file, dest),
+            BlobReader::Object(mut file) => {
+                if is_pipe(dest) {
+                    return copy_to_pipe(&mut file, dest);
+                }
+                // To a file: copy_file_range, which std uses here.
+                io::copy(&mut file, dest)
+            }
         }
+    }
+}
+
+fn is_pipe(file: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// How much one call moves into a pipe at most, and the pipe buffer asked for.
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// Copies `file` from its current position into the pipe `dest`. std's copy falls back
+/// to 8 KiB reads and writes for a pipe: 25,000 writes for 200 MB against `cat`'s
+/// 1,600. Here splice(2) moves the pages without a copy through memory, after asking
+/// for a 1 MiB pipe buffer (best effort; it helps the reader too); where splice is not
+/// supported, 1 MiB reads and writes.
+fn copy_to_pipe(file: &mut File, dest: &mut File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut copied = 0u64;
+    #[cfg(target_os = "linux")]
+    {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size >= PIPE_CHUNK as u64 {
+            // SAFETY: fcntl on a valid descriptor; a refusal leaves the pipe as it was.
+            unsafe {
+                libc::fcntl(
+                    dest.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    PIPE_CHUNK as libc::c_int,
+                )
+            };
+        }
+        loop {
+            // SAFETY: both descriptors are valid; offsets are the files' own (null).
+            let moved = unsafe {
+                libc::splice(
+                    file.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dest.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    PIPE_CHUNK,
+                    libc::SPLICE_F_MORE,
+                )
+            };
+            match moved {
+                0 => return Ok(copied),
+                n if n > 0 => copied += n as u64,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        // Not for this file system or pipe: copy what is left below.
+                        Some(libc::EINVAL) | Some(libc::ENOSYS) => break,
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    let mut buf = vec![0u8; PIPE_CHUNK];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dest.write_all(&buf[..n])?;
+        copied += n as u64;
     }
 }
 
