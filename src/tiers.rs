@@ -108,7 +108,12 @@ impl<'a> Tiers<'a> {
         let mut tally = Tally::default();
         let runs = match remote.fetch_runs(call, &mut tally) {
             Listed::Runs(runs) => {
-                if verbose {
+                if verbose && runs.is_empty() {
+                    crate::console::note(format_args!(
+                        "memo: remote miss {}: the shared cache records no run of this traced call",
+                        call.short()
+                    ));
+                } else if verbose {
                     crate::console::note(format_args!(
                         "memo: the shared cache records {} run{} of traced call {}",
                         runs.len(),

@@ -57,6 +57,19 @@ fn site(conf: &str) -> TestEnv {
     env
 }
 
+/// Whether `program --version` runs here; says on stderr when not.
+fn available(program: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("--version")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: `{program} --version` does not work here");
+    }
+    ok
+}
+
 /// A machine: a cache dir of its own in the shared work dir, and its remote settings.
 struct Machine<'a> {
     site: &'a TestEnv,
@@ -541,4 +554,106 @@ fn a_reader_with_the_writers_signing_key_replays_a_traced_run() {
     let call = b.traced();
     assert!(!call.ran(), "{:?}", call.out);
     assert_eq!(b.stat("remote_rejected"), 0);
+}
+
+#[test]
+fn a_compiled_object_is_shared_with_its_header_checked() {
+    let Some(nginx) = shared_nginx() else { return };
+    if !traceable() || !available("gcc") {
+        return;
+    }
+    let site = TestEnv::new();
+    site.script("tool", "date +%s%N\ngcc -c main.c -o main.o\n");
+    site.write("config.h", "#define ANSWER 42\n");
+    site.write(
+        "main.c",
+        "#include \"config.h\"\nint answer(void) { return ANSWER; }\n",
+    );
+    let url = nginx.url("trace-gcc");
+    let a = Machine::new(&site, "A", &url);
+    assert!(a.traced().ran());
+    let object = site.read("main.o");
+    a.push();
+
+    fs::remove_file(site.path("main.o")).unwrap();
+    let b = Machine::new(&site, "B", &url);
+    let call = b.traced();
+    assert!(!call.ran(), "B compiled: {:?}", call.out);
+    assert_eq!(site.read("main.o"), object, "main.o restored");
+
+    // The header is an input nobody declared: B compiles again when it changes.
+    site.write("config.h", "#define ANSWER 43\n");
+    assert!(b.traced().ran());
+    assert_ne!(site.read("main.o"), object);
+}
+
+#[test]
+fn namespaces_are_read_in_order_and_their_manifests_merged() {
+    let Some(nginx) = shared_nginx() else { return };
+    if !traceable() {
+        return;
+    }
+    let site = site("v1\n");
+    let url = nginx.url("trace-ns");
+    let main = Machine::new(&site, "main", &url).with("MEMO_REMOTE_NAMESPACE", "main");
+    assert!(main.traced().ran());
+    main.push();
+    site.write("conf", "v2\n");
+    let branch = Machine::new(&site, "branch", &url).with("MEMO_REMOTE_NAMESPACE", "branch");
+    assert!(
+        branch.traced().ran(),
+        "the branch reads only its own namespace"
+    );
+    branch.push();
+
+    let reader = Machine::new(&site, "reader", &url)
+        .with("MEMO_REMOTE_MODE", "read-only")
+        .with("MEMO_REMOTE_READ", "branch,main");
+    for conf in ["v1\n", "v2\n"] {
+        site.write("conf", conf);
+        let call = reader.traced();
+        assert!(!call.ran(), "{conf:?}: {:?}", call.out);
+        assert_eq!(call.printed(), conf);
+    }
+    let main_only = Machine::new(&site, "main-reader", &url)
+        .with("MEMO_REMOTE_MODE", "read-only")
+        .with("MEMO_REMOTE_READ", "main");
+    site.write("conf", "v2\n");
+    assert!(
+        main_only.traced().ran(),
+        "main never holds the branch's run"
+    );
+}
+
+#[test]
+fn a_failing_server_costs_a_traced_call_one_warning_and_the_breaker_skips_it() {
+    if !traceable() {
+        return;
+    }
+    let site = site("v1\n");
+    let m = Machine::new(&site, "M", &servers::refusing_url());
+    let call = m.traced();
+    assert!(call.ran());
+    assert_eq!(warnings(&call.out).len(), 1, "{:?}", call.out);
+    // The lookup and this machine's detached uploads fail; after 3 failures in a row
+    // the breaker opens, and the next calls ask nothing.
+    m.settle();
+    let mut skipped = None;
+    for _ in 0..3 {
+        // A config no run recorded: every call would ask the server.
+        site.write("conf", format!("{}\n", now_ns()));
+        let call = m.traced_with(&["-v"], &[]);
+        assert!(call.ran());
+        assert!(warnings(&call.out).len() <= 1, "{:?}", call.out);
+        m.settle();
+        if stderr(&call.out).contains("shared cache skipped") {
+            skipped = Some(call);
+            break;
+        }
+    }
+    let skipped = skipped.expect("the breaker never opened");
+    assert_eq!(warnings(&skipped.out), Vec::<String>::new());
+    assert!(m.stat("remote_errors") >= 3);
+    assert!(m.stat("breaker_trips") >= 1);
+    m.settle();
 }
