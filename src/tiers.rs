@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::digest::Digest;
 use crate::events::{Event, Kind};
 use crate::index::{usage, Entry};
-use crate::remote::{Fetched, Remote, Tally};
+use crate::remote::{Fetched, Listed, Remote, Tally};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
 
@@ -98,16 +98,69 @@ impl<'a> Tiers<'a> {
 
     /// After a local miss of the traced call `call` (`--trace`): the keys of the runs the
     /// shared tier records for it, newest first (each then brought, checked and kept by
-    /// `bring` like any result).
+    /// `bring` like any result). A failing server, an open breaker or an unusable
+    /// manifest is no run (and at most one warning): the command runs.
     pub fn runs_of(&self, call: &Digest) -> Vec<Digest> {
-        let _ = (call, &self.remote);
-        Vec::new()
+        let Some(remote) = &self.remote else {
+            return Vec::new();
+        };
+        let verbose = self.settings.verbose.value;
+        let mut tally = Tally::default();
+        let runs = match remote.fetch_runs(call, &mut tally) {
+            Listed::Runs(runs) => {
+                if verbose && runs.is_empty() {
+                    crate::console::note(format_args!(
+                        "memo: remote miss {}: the shared cache records no run of this traced call",
+                        call.short()
+                    ));
+                } else if verbose {
+                    crate::console::note(format_args!(
+                        "memo: the shared cache records {} run{} of traced call {}",
+                        runs.len(),
+                        if runs.len() == 1 { "" } else { "s" },
+                        call.short()
+                    ));
+                }
+                runs
+            }
+            Listed::Failed => {
+                if verbose {
+                    crate::console::note(format_args!(
+                        "memo: shared cache lookup of {} failed (see the warning)",
+                        call.short()
+                    ));
+                }
+                Vec::new()
+            }
+            Listed::Skipped(left) => {
+                if verbose {
+                    crate::console::note(format_args!(
+                        "memo: shared cache skipped: it failed repeatedly (trying again in {})",
+                        crate::config::format_duration(left)
+                    ));
+                }
+                Vec::new()
+            }
+        };
+        self.cache.record_tally(tally);
+        runs
     }
 
     /// The traced call `call` has a new run (stored and passed to `stored` first): its
-    /// manifest goes to the shared tier after the run's entry.
+    /// manifest is queued, to go to the shared tier after the run's entry, merged with
+    /// the manifest the server holds.
     pub fn stored_manifest(&self, call: &Digest) {
-        let _ = (call, &self.remote);
+        let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) else {
+            return;
+        };
+        if let Err(e) = remote.add_pending_manifest(call) {
+            crate::console::warn_once(format!("cannot queue the upload to the shared cache ({e})"));
+            return;
+        }
+        // The uploader `stored` started may be done before this marker was written: one
+        // more is started (it leaves at once if that one is still at work, which looks
+        // again before it exits).
+        self.start_uploader(remote);
     }
 
     /// A result was stored locally under `key` (its encoded entry hashing to `entry`):
@@ -122,6 +175,11 @@ impl<'a> Tiers<'a> {
             crate::console::warn_once(format!("cannot queue the upload to the shared cache ({e})"));
             return;
         }
+        self.start_uploader(remote);
+    }
+
+    /// Starts a detached `memo remote upload`.
+    fn start_uploader(&self, remote: &Remote) {
         let args = ["remote".into(), "upload".into()];
         if let Err(e) = self
             .cache

@@ -86,8 +86,13 @@ pub fn push(settings: &Settings) -> anyhow::Result<i32> {
         .upload_pending(&cache.store, &cache.locks_dir(), Uploader::Push, &mut tally)
         .map_err(|e| Fatal::failure(format!("memo: cannot take the upload lock: {e}")))?;
     cache.record_tally(tally);
+    let manifests = match report.manifests {
+        0 => String::new(),
+        1 => " and 1 manifest of a traced call".into(),
+        n => format!(" and {n} manifests of traced calls"),
+    };
     crate::outln!(
-        "uploaded {} result{} to {}",
+        "uploaded {} result{}{manifests} to {}",
         report.uploaded,
         if report.uploaded == 1 { "" } else { "s" },
         remote.shown()

@@ -35,7 +35,7 @@ pub enum Fetched {
 }
 
 /// One namespace's answer.
-enum Step {
+pub(super) enum Step {
     Found(Fetched),
     Absent,
     /// The server failed: stop asking it.
@@ -46,7 +46,7 @@ enum Step {
 }
 
 /// What a download brought.
-enum Download {
+pub(super) enum Download {
     Absent,
     /// The bytes' digest and size.
     Got(Digest, u64),
@@ -105,7 +105,7 @@ impl Remote {
 
     /// Downloads `path` (at most `limit` bytes) into `sink`, hashing it. `Err(step)`
     /// when the caller must stop with that step.
-    fn download(
+    pub(super) fn download(
         &self,
         path: &str,
         limit: u64,

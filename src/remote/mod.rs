@@ -12,6 +12,7 @@ mod check;
 pub mod envelope;
 mod fetch;
 pub mod http;
+mod manifest;
 pub mod proto;
 pub mod queue;
 pub mod s3;
@@ -19,6 +20,7 @@ mod upload;
 
 pub use check::{CheckReport, CheckStep};
 pub use fetch::Fetched;
+pub use manifest::Listed;
 pub use upload::{PushReport, Uploader};
 
 use std::path::{Path, PathBuf};

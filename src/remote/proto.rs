@@ -15,11 +15,16 @@ use crate::index::{Blob, Entry, NodeKind, Streams};
 /// The output file of the ActionResult that names memo's envelope.
 pub const META_PATH: &str = ".memo/entry";
 
+/// The output file of a traced call's manifest record that names its envelope: the
+/// record is an ActionResult with that one file, so bazel-remote takes it in `ac/` and
+/// serves it only while the envelope is in `cas/`.
+pub const MANIFEST_PATH: &str = ".memo/manifest";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
     #[error("not an ActionResult: {0}")]
     Malformed(String),
-    #[error("the ActionResult names no memo entry")]
+    #[error("the ActionResult names no memo record")]
     NoMeta,
 }
 
@@ -85,30 +90,58 @@ pub fn encode(entry: &Entry, meta: &Digest, meta_size: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The ActionResult of a traced call's manifest: exit code 0 and one output file,
+/// `MANIFEST_PATH`, whose digest names the manifest's envelope (`meta_size` bytes).
+pub fn encode_manifest(meta: &Digest, meta_size: u64) -> Vec<u8> {
+    ActionResult {
+        output_files: vec![OutputFile {
+            path: MANIFEST_PATH.to_string(),
+            digest: Some(wire_digest(meta, meta_size)),
+            is_executable: false,
+            contents: Vec::new(),
+        }],
+        exit_code: 0,
+        stdout_raw: Vec::new(),
+        stdout_digest: None,
+        stderr_raw: Vec::new(),
+        stderr_digest: None,
+        execution_metadata: None,
+        output_symlinks: Vec::new(),
+    }
+    .encode_to_vec()
+}
+
 /// The digest and size of the envelope an ActionResult names.
 pub fn meta_of(bytes: &[u8]) -> Result<(Digest, u64), ProtoError> {
+    named_by(bytes, META_PATH)
+}
+
+/// The digest and size of the envelope a manifest's ActionResult names.
+pub fn manifest_meta_of(bytes: &[u8]) -> Result<(Digest, u64), ProtoError> {
+    named_by(bytes, MANIFEST_PATH)
+}
+
+/// The digest and size of the first output file at `path`.
+fn named_by(bytes: &[u8], path: &str) -> Result<(Digest, u64), ProtoError> {
     let result = ActionResult::decode(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     let file = result
         .output_files
         .iter()
-        .find(|f| f.path == META_PATH)
+        .find(|f| f.path == path)
         .ok_or(ProtoError::NoMeta)?;
     let digest = file
         .digest
         .as_ref()
-        .ok_or_else(|| ProtoError::Malformed(format!("{META_PATH} has no digest")))?;
+        .ok_or_else(|| ProtoError::Malformed(format!("{path} has no digest")))?;
     // `Digest::from_str` takes exactly 64 lowercase hex digits, as bazel-remote does.
     let hash: Digest = digest.hash.parse().map_err(|_| {
         ProtoError::Malformed(format!(
-            "{META_PATH} has a bad hash {:?}",
+            "{path} has a bad hash {:?}",
             digest.hash.chars().take(80).collect::<String>()
         ))
     })?;
     let size = u64::try_from(digest.size_bytes).map_err(|_| {
-        ProtoError::Malformed(format!(
-            "{META_PATH} has a negative size {}",
-            digest.size_bytes
-        ))
+        ProtoError::Malformed(format!("{path} has a negative size {}", digest.size_bytes))
     })?;
     Ok((hash, size))
 }
@@ -479,6 +512,18 @@ mod tests {
             let result = decoded(&encode(&e, &digest, size));
             assert_eq!(bazel_remote_refusal(&result), None);
         }
+    }
+
+    #[test]
+    fn a_manifest_record_passes_bazel_remote_validation_and_is_no_entry() {
+        let (digest, size) = meta();
+        let bytes = encode_manifest(&digest, size);
+        assert_eq!(bazel_remote_refusal(&decoded(&bytes)), None);
+        assert_eq!(manifest_meta_of(&bytes), Ok((digest, size)));
+        // Neither record can stand in for the other.
+        assert_eq!(meta_of(&bytes), Err(ProtoError::NoMeta));
+        let entry_record = encode(&entry(separate()), &digest, size);
+        assert_eq!(manifest_meta_of(&entry_record), Err(ProtoError::NoMeta));
     }
 
     fn with_meta_digest(hash: &str, size_bytes: i64) -> Vec<u8> {

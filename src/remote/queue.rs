@@ -1,7 +1,8 @@
 //! The shared tier's bookkeeping in the cache directory, under `remote/`:
 //! `pending/<key>.<target>` marks a result stored here and not yet uploaded to that
 //! remote and namespace (the detached uploader and `memo remote push` work through
-//! them), and `corrupt/<digest>` marks an
+//! them), `pending/<call>.<target>.manifest` the manifest of a traced call that has a
+//! new run, and `corrupt/<digest>` marks an
 //! object this machine found damaged on the server, which its next upload sends again
 //! whatever HEAD says.
 //!
@@ -120,6 +121,67 @@ pub fn remove_pending(root: &Path, pending: &Pending, target: &str) {
     }
 }
 
+/// A traced call whose manifest waits for upload, as found on disk (the inode as for
+/// `Pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PendingManifest {
+    pub call: Digest,
+    ino: u64,
+}
+
+const MANIFEST_SUFFIX: &str = ".manifest";
+
+fn pending_manifest_path(root: &Path, call: &Digest, target: &str) -> PathBuf {
+    dir(root, "pending").join(format!("{}.{target}{MANIFEST_SUFFIX}", call.to_hex()))
+}
+
+/// Marks the manifest of the traced call `call` for upload to `target`. Always a new
+/// file, as for `add_pending`.
+pub fn add_pending_manifest(root: &Path, call: &Digest, target: &str) -> io::Result<()> {
+    let dir = dir(root, "pending");
+    create_private_dir_all(&dir)?;
+    let staged = tempfile::Builder::new().prefix(".new-").tempfile_in(&dir)?;
+    staged
+        .persist(pending_manifest_path(root, call, target))
+        .map(drop)
+        .map_err(|e| e.error)
+}
+
+/// The manifests waiting for upload to `target`, oldest first.
+pub fn pending_manifests(root: &Path, target: &str) -> Vec<PendingManifest> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(read) = fs::read_dir(dir(root, "pending")) else {
+        return Vec::new();
+    };
+    let wanted = format!(".{target}{MANIFEST_SUFFIX}");
+    let mut found: Vec<(std::time::SystemTime, PendingManifest)> = read
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let call = name.to_str()?.strip_suffix(&wanted)?.parse().ok()?;
+            let meta = e.metadata().ok()?;
+            Some((
+                meta.modified().ok()?,
+                PendingManifest {
+                    call,
+                    ino: meta.ino(),
+                },
+            ))
+        })
+        .collect();
+    found.sort_by_key(|(time, p)| (*time, p.call));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Removes the marker of `pending`, unless it was written again since it was listed.
+pub fn remove_pending_manifest(root: &Path, pending: &PendingManifest, target: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let path = pending_manifest_path(root, &pending.call, target);
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == pending.ino) {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Notes that the server's copy of `digest` is damaged.
 pub fn mark_corrupt(root: &Path, digest: &Digest) {
     let _ = mark(root, "corrupt", digest);
@@ -172,6 +234,29 @@ mod tests {
         let again = pending(root, &t);
         remove_pending(root, &again[0], &t);
         assert!(pending(root, &t).is_empty());
+    }
+
+    #[test]
+    fn pending_manifests_are_apart_from_pending_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let call = Digest::of_bytes(b"call");
+        let (main, pr) = (target("http://h/", "main"), target("http://h/", "pr"));
+        add_pending(root, &call, &main, &call).unwrap();
+        add_pending_manifest(root, &call, &main).unwrap();
+        add_pending_manifest(root, &call, &pr).unwrap();
+        assert_eq!(pending(root, &main).len(), 1, "a manifest is no result");
+        let found = pending_manifests(root, &main);
+        assert_eq!(found.iter().map(|p| p.call).collect::<Vec<_>>(), vec![call]);
+        // Written again after listing: it stays.
+        add_pending_manifest(root, &call, &main).unwrap();
+        remove_pending_manifest(root, &found[0], &main);
+        assert_eq!(pending_manifests(root, &main).len(), 1);
+        let again = pending_manifests(root, &main);
+        remove_pending_manifest(root, &again[0], &main);
+        assert!(pending_manifests(root, &main).is_empty());
+        assert_eq!(pending_manifests(root, &pr).len(), 1);
+        assert_eq!(pending(root, &main).len(), 1);
     }
 
     #[test]

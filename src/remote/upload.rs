@@ -16,8 +16,8 @@ use crate::lock::Lock;
 use crate::store::local::LocalStore;
 use crate::store::Store;
 
-/// Why one pending result was not uploaded.
-enum UploadFailure {
+/// Why one pending result (or manifest) was not uploaded.
+pub(super) enum UploadFailure {
     /// The result is no longer stored here, or its local copy is damaged: nothing good
     /// to send, and its marker goes.
     Gone,
@@ -36,14 +36,24 @@ pub enum Uploader {
     Push,
 }
 
+/// The markers one uploader has worked on.
+#[derive(Default)]
+struct Handled {
+    results: HashSet<queue::Pending>,
+    manifests: HashSet<queue::PendingManifest>,
+}
+
 /// What `upload_pending` did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PushReport {
     pub uploaded: u64,
+    /// Manifests of traced calls uploaded (or found already up to date).
+    pub manifests: u64,
     pub dropped: u64,
     /// Refused by the server (too large for it, say): not tried again.
     pub refused: u64,
-    /// Still pending: the server failed, or the breaker is open.
+    /// Still pending (results and manifests): the server failed, the breaker is open,
+    /// or a manifest waits for a run it names.
     pub left: u64,
 }
 
@@ -63,7 +73,7 @@ fn refuses_this_result(e: &TransportError) -> bool {
 }
 
 /// A body that can be read again from its start.
-trait ReadSeek: io::Read + io::Seek {}
+pub(super) trait ReadSeek: io::Read + io::Seek {}
 impl<T: io::Read + io::Seek> ReadSeek for T {}
 
 /// An object above this size that times out is the link's slowness, not a dead server.
@@ -74,7 +84,7 @@ impl Remote {
     /// missing collections (Apache, nginx without `create_full_put_path`) answers 409:
     /// then the collections are made (MKCOL), and the PUT is tried once more from the
     /// body's start.
-    fn put_creating(
+    pub(super) fn put_creating(
         &self,
         path: &str,
         len: u64,
@@ -91,6 +101,30 @@ impl Remote {
         }
     }
 
+    /// What a failed PUT or HEAD for the result (or manifest) `key` means for the pass.
+    pub(super) fn upload_failure(
+        &self,
+        e: TransportError,
+        key: &Digest,
+        tally: &mut Tally,
+    ) -> UploadFailure {
+        if refuses_this_result(&e) {
+            // Too large for the server (413), or another answer about this request
+            // alone: this result is never going to be taken, the next ones may be.
+            tally.error(
+                Some(key),
+                format!(
+                    "remote {} refused result {} ({e}); it is not uploaded",
+                    self.shown(),
+                    key.short()
+                ),
+            );
+            return UploadFailure::Refused;
+        }
+        self.fault(&e, Some(key), tally);
+        UploadFailure::Server
+    }
+
     /// Where this machine's results go: see `queue::target`.
     pub fn target(&self) -> String {
         queue::target(&self.shown(), &self.namespace)
@@ -102,7 +136,8 @@ impl Remote {
         queue::add_pending(&self.root, key, &self.target(), entry)
     }
 
-    /// Uploads every result pending for this remote and namespace. `Uploader::Detached`
+    /// Uploads every result pending for this remote and namespace, then the manifests
+    /// of traced calls whose runs are all up. `Uploader::Detached`
     /// (the background uploader a miss starts) leaves the work to an uploader already
     /// at it, and tries nothing while the breaker is open; `Uploader::Push` (`memo
     /// remote push`) waits for its turn and tries regardless. A server failure stops the
@@ -120,7 +155,7 @@ impl Remote {
         let lock_name = format!("remote-upload-{target}");
         let mut report = PushReport::default();
         // Each marker once per process: one that cannot be removed must not loop.
-        let mut handled = HashSet::new();
+        let mut handled = Handled::default();
         loop {
             let lock = match uploader {
                 Uploader::Push => Lock::wait(locks, &lock_name)?,
@@ -139,52 +174,90 @@ impl Remote {
             // Let go of the lock, then look once more: a marker written while this
             // uploader held it may belong to an uploader that found it busy and left.
             let left = queue::pending(&self.root, &target);
-            if left.iter().all(|p| handled.contains(p)) {
+            let manifests = queue::pending_manifests(&self.root, &target);
+            if left.iter().all(|p| handled.results.contains(p))
+                && manifests.iter().all(|p| handled.manifests.contains(p))
+            {
                 return Ok(report);
             }
         }
     }
 
-    /// Uploads pending results until none is left that this process has not handled.
-    /// `Break` when the pass must stop (the server failed, or the breaker is open).
+    /// Uploads pending results, then pending manifests, until none is left that this
+    /// process has not handled. `Break` when the pass must stop (the server failed, or
+    /// the breaker is open).
     fn upload_pass(
         &self,
         store: &LocalStore,
         target: &str,
         uploader: Uploader,
-        handled: &mut HashSet<queue::Pending>,
+        handled: &mut Handled,
         report: &mut PushReport,
         tally: &mut Tally,
     ) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow;
         loop {
-            let todo: Vec<queue::Pending> = queue::pending(&self.root, target)
-                .into_iter()
-                .filter(|p| !handled.contains(p))
+            let pending = queue::pending(&self.root, target);
+            let todo: Vec<queue::Pending> = pending
+                .iter()
+                .filter(|p| !handled.results.contains(p))
+                .copied()
                 .collect();
-            if todo.is_empty() {
+            let manifests: Vec<queue::PendingManifest> =
+                queue::pending_manifests(&self.root, target)
+                    .into_iter()
+                    .filter(|p| !handled.manifests.contains(p))
+                    .collect();
+            if todo.is_empty() && manifests.is_empty() {
                 return ControlFlow::Continue(());
             }
             if uploader == Uploader::Detached && matches!(self.breaker.allow(), Allow::Open(_)) {
-                report.left += todo.len() as u64;
+                report.left += (todo.len() + manifests.len()) as u64;
                 return ControlFlow::Break(());
             }
-            for (done, pending) in todo.iter().enumerate() {
-                handled.insert(*pending);
-                match self.upload(store, pending, tally) {
-                    Ok(()) => report.uploaded += 1,
-                    Err(UploadFailure::Gone) => report.dropped += 1,
-                    Err(UploadFailure::Refused) => report.refused += 1,
+            if !todo.is_empty() {
+                // Results first: a manifest goes up after the runs it names.
+                for (done, pending) in todo.iter().enumerate() {
+                    handled.results.insert(*pending);
+                    match self.upload(store, pending, tally) {
+                        Ok(()) => report.uploaded += 1,
+                        Err(UploadFailure::Gone) => report.dropped += 1,
+                        Err(UploadFailure::Refused) => report.refused += 1,
+                        Err(UploadFailure::Slow) => {
+                            report.left += 1;
+                            continue;
+                        }
+                        Err(UploadFailure::Server) => {
+                            report.left += (todo.len() - done + manifests.len()) as u64;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    queue::remove_pending(&self.root, pending, target);
+                }
+                self.breaker.success();
+                continue;
+            }
+            // The runs still pending here (a slow one, say): their manifests wait.
+            let runs_pending: HashSet<Digest> = pending.iter().map(|p| p.key).collect();
+            for (done, pending) in manifests.iter().enumerate() {
+                handled.manifests.insert(*pending);
+                match self.upload_manifest(store, pending, &runs_pending, tally) {
+                    Ok(true) => report.manifests += 1,
+                    Ok(false) => {
+                        report.left += 1;
+                        continue;
+                    }
+                    Err(UploadFailure::Gone | UploadFailure::Refused) => {}
                     Err(UploadFailure::Slow) => {
                         report.left += 1;
                         continue;
                     }
                     Err(UploadFailure::Server) => {
-                        report.left += (todo.len() - done) as u64;
+                        report.left += (manifests.len() - done) as u64;
                         return ControlFlow::Break(());
                     }
                 }
-                queue::remove_pending(&self.root, pending, target);
+                queue::remove_pending_manifest(&self.root, pending, target);
             }
             self.breaker.success();
         }
@@ -210,23 +283,7 @@ impl Remote {
             return Err(UploadFailure::Gone);
         }
         let entry = Entry::decode(&bytes).map_err(|_| UploadFailure::Gone)?;
-        let server = |e: TransportError, tally: &mut Tally| {
-            if refuses_this_result(&e) {
-                // Too large for the server (413), or another answer about this request
-                // alone: this result is never going to be taken, the next ones may be.
-                tally.error(
-                    Some(key),
-                    format!(
-                        "remote {} refused result {} ({e}); it is not uploaded",
-                        self.shown(),
-                        key.short()
-                    ),
-                );
-                return UploadFailure::Refused;
-            }
-            self.fault(&e, Some(key), tally);
-            UploadFailure::Server
-        };
+        let server = |e: TransportError, tally: &mut Tally| self.upload_failure(e, key, tally);
         let mut sent = 0u64;
         let mut seen = HashSet::new();
         for blob in entry.blobs().filter(|b| b.inline.is_none()) {

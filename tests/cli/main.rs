@@ -33,4 +33,5 @@ mod tty;
 mod remote_accept;
 mod remote_hostile;
 mod remote_hostile2;
+mod remote_trace;
 mod remote_transport;

@@ -185,7 +185,7 @@ impl Machine {
 /// Runs `cmd` with stdout and stderr on files (a detached child that kept a pipe open
 /// could not delay the test), killing it and failing after `HANG_GUARD`.
 #[track_caller]
-fn run_guarded(mut cmd: Command) -> Output {
+pub(crate) fn run_guarded(mut cmd: Command) -> Output {
     let out_file = tempfile::NamedTempFile::new().unwrap();
     let err_file = tempfile::NamedTempFile::new().unwrap();
     let mut child = cmd
@@ -216,7 +216,7 @@ fn run_guarded(mut cmd: Command) -> Output {
 }
 
 /// The executable and environment block of every process this user may read.
-fn processes() -> impl Iterator<Item = (Option<PathBuf>, Vec<u8>)> {
+pub(crate) fn processes() -> impl Iterator<Item = (Option<PathBuf>, Vec<u8>)> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -235,7 +235,7 @@ fn processes() -> impl Iterator<Item = (Option<PathBuf>, Vec<u8>)> {
 
 /// Polls `check` every 50 ms for up to 30 s.
 #[track_caller]
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if check() {
@@ -246,7 +246,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
         .iter()
@@ -255,7 +255,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// memo's warning lines on stderr.
-fn warnings(out: &Output) -> Vec<String> {
+pub(crate) fn warnings(out: &Output) -> Vec<String> {
     stderr(out)
         .lines()
         .filter(|l| l.starts_with("memo: warning"))
