@@ -852,3 +852,28 @@ fn a_refused_trace_still_runs_the_command() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_lookup_repeated_after_the_run_changed_the_name_is_seen_again() {
+    require_tracing!();
+    let dir = workdir();
+    let file = dir.path().join("f");
+    let run = sh(&format!(
+        "cd {} && test -e f; test -e f; touch f; test -e f",
+        shell_quote(dir.path())
+    ));
+    let found: Vec<&Access> = events_at(&run.trace, &file);
+    assert_eq!(
+        found.iter().filter(|a| ***a == Access::Absent).count(),
+        1,
+        "a repeated lookup is recorded once: {found:?}"
+    );
+    let created = found
+        .iter()
+        .position(|a| **a == Access::Write { created: true });
+    let stat = found.iter().rposition(|a| matches!(a, Access::Stat { .. }));
+    assert!(
+        matches!((created, stat), (Some(c), Some(s)) if c < s),
+        "{found:?}"
+    );
+}

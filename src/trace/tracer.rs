@@ -86,6 +86,14 @@ pub(crate) struct Tracer {
     /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
     /// whenever any thread changes directory (threads may share one).
     cwds: HashMap<pid_t, PathBuf>,
+    /// Lookups made since the run last changed a name (see `first_look`).
+    looked_up: HashSet<(PathBuf, Looking)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Looking {
+    Stat { follow: bool },
+    Open { follow: bool },
 }
 
 impl Tracer {
@@ -97,6 +105,7 @@ impl Tracer {
             announced: HashSet::new(),
             pending: HashMap::new(),
             cwds: HashMap::new(),
+            looked_up: HashSet::new(),
         }
     }
 
@@ -107,6 +116,16 @@ impl Tracer {
     }
 
     fn emit(&mut self, pid: pid_t, path: PathBuf, access: Access, meta: Option<Meta>) {
+        if matches!(
+            access,
+            Access::Write { .. }
+                | Access::Create
+                | Access::Remove
+                | Access::RenameFrom { .. }
+                | Access::RenameTo { .. }
+        ) {
+            self.looked_up.clear();
+        }
         self.trace.events.push(Event {
             pid,
             path,
@@ -480,6 +499,9 @@ impl Tracer {
     /// same way while the caller waits: the syscall-exit stop it saves is half the cost
     /// of tracing a compiler, which stats every directory of every header it finds.
     fn look_up(&mut self, pid: pid_t, path: PathBuf, follow: bool) {
+        let Some(path) = self.first_look(path, Looking::Stat { follow }) else {
+            return;
+        };
         match look(&path, follow) {
             Looked::Found { meta, .. } => self.emit(pid, path, Access::Stat { follow }, Some(meta)),
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
@@ -496,6 +518,9 @@ impl Tracer {
             self.look_up(pid, path, follow);
             return;
         }
+        let Some(path) = self.first_look(path, Looking::Open { follow }) else {
+            return;
+        };
         match look(&path, follow) {
             Looked::Found { meta, target_mode } => {
                 let kind = target_mode.unwrap_or(meta.mode) & libc::S_IFMT;
@@ -513,6 +538,20 @@ impl Tracer {
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
             Looked::Unknown => {}
         }
+    }
+
+    /// The path, unless the same lookup was already made with nothing changed by the
+    /// run since: a compiler stats /usr and /usr/include for every header it looks
+    /// for, and the first answer is the observation (a change made meanwhile by
+    /// someone else is for the check after the run).
+    fn first_look(&mut self, path: PathBuf, looking: Looking) -> Option<PathBuf> {
+        let key = (path, looking);
+        if self.looked_up.contains(&key) {
+            return None;
+        }
+        let path = key.0.clone();
+        self.looked_up.insert(key);
+        Some(path)
     }
 
     /// A lookup that did not fail for absence: `Stat` if the path is there.
