@@ -877,3 +877,57 @@ fn a_lookup_repeated_after_the_run_changed_the_name_is_seen_again() {
         "{found:?}"
     );
 }
+
+/// Run by `a_refused_filter_still_runs_the_command`, under a filter that denies seccomp().
+#[test]
+#[ignore]
+fn refused_filter_inside() {
+    let run = sh("echo still ran; exit 3");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(3), "still ran\n")
+    );
+    assert!(
+        matches!(&run.trace.untrusted, Some(Untrusted::Refused(why)) if why.contains("seccomp")),
+        "{:?}",
+        run.trace.untrusted
+    );
+    // Detached: its children are not stopped forever by a tracer that no longer looks.
+    let run = sh("sh -c 'echo child'; exit 0");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(0), "child\n")
+    );
+}
+
+#[test]
+fn a_refused_filter_still_runs_the_command() {
+    require_tracing!();
+    let test_binary = std::env::current_exe().unwrap();
+    // A filter that fails seccomp() with EPERM, installed by python before it becomes
+    // the test binary again.
+    let script = format!(
+        "import ctypes, os, struct\n\
+         insns = struct.pack('HBBI', 0x20, 0, 0, 0) + struct.pack('HBBI', 0x15, 0, 1, {nr}) \
+           + struct.pack('HBBI', 0x06, 0, 0, 0x00050000 | 1) + struct.pack('HBBI', 0x06, 0, 0, 0x7fff0000)\n\
+         buf = ctypes.create_string_buffer(insns)\n\
+         class Prog(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]\n\
+         prog = Prog(4, ctypes.addressof(buf))\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         assert libc.prctl(38, 1, 0, 0, 0) == 0\n\
+         assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()\n\
+         os.execv({bin:?}, [{bin:?}, '--ignored', '--exact', 'trace::tests::refused_filter_inside'])\n",
+        nr = libc::SYS_seccomp,
+        bin = test_binary.to_str().unwrap()
+    );
+    let output = Command::new(which("python3"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -69,7 +69,8 @@ enum Resolved {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     Continue,
-    /// The main process finished its exec of the command (spawn waits for this).
+    /// The main process finished its exec of the command (spawn waits for this) and is
+    /// held stopped there: the caller resumes or detaches it.
     MainExecuted,
     /// The main process is gone; the code or signal.
     MainEnded(Status),
@@ -86,6 +87,8 @@ pub(crate) struct Tracer {
     /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
     /// whenever any thread changes directory (threads may share one).
     cwds: HashMap<pid_t, PathBuf>,
+    /// The main process's first exec (the command's) was seen.
+    main_executed: bool,
     /// Lookups made since the run last changed a name (see `first_look`).
     looked_up: HashSet<(PathBuf, Looking)>,
 }
@@ -105,6 +108,7 @@ impl Tracer {
             announced: HashSet::new(),
             pending: HashMap::new(),
             cwds: HashMap::new(),
+            main_executed: false,
             looked_up: HashSet::new(),
         }
     }
@@ -209,12 +213,13 @@ impl Tracer {
                 if let Some(Pending::Exec { path }) = pending {
                     self.executed(pid, path);
                 }
-                sys::resume(pid, 0);
-                if pid == self.main {
-                    Step::MainExecuted
-                } else {
-                    Step::Continue
+                if pid == self.main && !self.main_executed {
+                    // Held at this stop: spawn decides whether to go on tracing it.
+                    self.main_executed = true;
+                    return Step::MainExecuted;
                 }
+                sys::resume(pid, 0);
+                Step::Continue
             }
             _ => {
                 sys::resume(pid, 0);
