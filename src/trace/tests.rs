@@ -696,8 +696,19 @@ fn measure_overhead() {
         "cd {} && gcc -c small.c -o small.o",
         shell_quote(dir.path())
     );
-    let cases: [(&str, Vec<&str>); 3] = [
+    for name in ["a", "b", "c"] {
+        let source = format!("#include \"small.h\"\nint {name}(void) {{ return N; }}\n");
+        fs::write(dir.path().join(format!("{name}.c")), source).unwrap();
+    }
+    fs::write(
+        dir.path().join("Makefile"),
+        "lib.a: a.o b.o c.o\n\tar rcs $@ $^\n%.o: %.c small.h\n\tgcc -c $< -o $@\n",
+    )
+    .unwrap();
+    let make = format!("cd {} && make -s -B", shell_quote(dir.path()));
+    let cases: [(&str, Vec<&str>); 4] = [
         ("gcc -c", vec!["sh", "-c", &gcc]),
+        ("make (3 files)", vec!["sh", "-c", &make]),
         (
             "python3 imports",
             vec!["python3", "-c", "import json, csv, email"],
@@ -706,7 +717,7 @@ fn measure_overhead() {
     ];
     for (name, argv) in cases {
         let (mut plain, mut with_trace, mut stops) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..15 {
+        for _ in 0..21 {
             let started = Instant::now();
             let status = Command::new(which(argv[0]))
                 .args(&argv[1..])
