@@ -10,45 +10,29 @@
 use std::fmt;
 use std::path::PathBuf;
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod calls;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod filter;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod interpreter;
-mod paths;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod shepherd;
-mod spawn;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod sys;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod tracer;
+/// Items built only where tracing is (Linux on x86_64 and aarch64); elsewhere `spawn`
+/// says `Unsupported`.
+macro_rules! where_tracing_works {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+            $item
+        )*
+    };
+}
 
-#[cfg(all(
-    test,
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod tests;
+where_tracing_works! {
+    mod calls;
+    mod filter;
+    mod interpreter;
+    mod paths;
+    mod shepherd;
+    mod sys;
+    mod tracer;
+    #[cfg(test)]
+    mod tests;
+}
+mod spawn;
 
 pub use spawn::{is_supported, spawn, Ended, Launch, Tracee};
 

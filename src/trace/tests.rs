@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,24 +35,33 @@ fn which(program: &str) -> PathBuf {
 fn traced(argv: &[&str]) -> Run {
     let program = which(argv[0]);
     let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-    let mut stdout = tempfile::tempfile().unwrap();
+    // The command's stdout is a pipe read by another thread while `run` waits, as memo
+    // reads it.
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just made both; each is owned once.
+    let (mut read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        read_end.read_to_string(&mut text).unwrap();
+        text
+    });
     let launch = Launch {
         program: &program,
         argv: &argv,
         stdin: None,
-        stdout: stdout.as_raw_fd(),
+        stdout: write_end.as_raw_fd(),
         stderr: 2,
         inherit: None,
     };
-    let (ended, trace) = spawn(&launch).expect("spawn").run();
-    let mut text = String::new();
-    use std::io::Seek;
-    stdout.rewind().unwrap();
-    stdout.read_to_string(&mut text).unwrap();
+    let tracee = spawn(&launch).expect("spawn");
+    drop(write_end);
+    let (ended, trace) = tracee.run();
     Run {
         ended: ended.expect("wait"),
         trace,
-        stdout: text,
+        stdout: reader.join().unwrap(),
     }
 }
 
@@ -430,7 +439,7 @@ fn a_daemon_outlives_the_command_returns_quickly_and_keeps_working() {
     // The background job's calls after the command ended are trapped by the filter it
     // inherited: they must still work (the helper process traces it on).
     let run = sh(&format!(
-        "(sleep 1; cat /etc/hostname > {}) >/dev/null 2>&1 &",
+        "(sleep 1; cat /etc/hostname > {}) >/dev/null 2>&1 </dev/null &",
         shell_quote(&late)
     ));
     assert!(
@@ -941,4 +950,57 @@ fn a_refused_filter_still_runs_the_command() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn each_untrusted_reason_reads_as_one_plain_line() {
+    let shown = |why: Untrusted| why.to_string();
+    assert_eq!(shown(Untrusted::Connected), "it connected to a socket");
+    assert_eq!(shown(Untrusted::Outlived), "a process it started outlived it");
+    assert_eq!(shown(Untrusted::IoUring), "it used io_uring");
+    assert_eq!(
+        shown(Untrusted::Refused("PTRACE_TRACEME: Operation not permitted".into())),
+        "ptrace was refused: PTRACE_TRACEME: Operation not permitted"
+    );
+    assert_eq!(
+        shown(Untrusted::Privileged {
+            program: PathBuf::from("/usr/bin/passwd"),
+            privilege: Privilege::Setuid
+        }),
+        "it executed a setuid program /usr/bin/passwd"
+    );
+    assert_eq!(
+        shown(Untrusted::SpecialFile {
+            path: PathBuf::from("/dev/tty0"),
+            kind: Special::Device
+        }),
+        "it opened the device /dev/tty0"
+    );
+    assert_eq!(
+        shown(Untrusted::SpecialFile {
+            path: PathBuf::from("/tmp/p"),
+            kind: Special::Fifo
+        }),
+        "it read the named pipe /tmp/p"
+    );
+    assert_eq!(
+        shown(Untrusted::ModifiedAfterRead(PathBuf::from("/w/a"))),
+        "/w/a was modified after it was read"
+    );
+    assert_eq!(
+        shown(Untrusted::ChangedDuringRun(PathBuf::from("/w/a"))),
+        "/w/a changed during the run"
+    );
+    for why in [
+        Untrusted::Unsupported,
+        Untrusted::ForeignAbi,
+        Untrusted::Untraced,
+        Untrusted::TracesItself,
+        Untrusted::Namespaces,
+        Untrusted::UnreadablePath,
+    ] {
+        let line = shown(why);
+        let starts_lowercase = line.chars().next().is_some_and(char::is_lowercase);
+        assert!(starts_lowercase && !line.contains('\n'), "{line}");
+    }
 }
