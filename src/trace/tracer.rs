@@ -340,15 +340,16 @@ impl Tracer {
                 }
             }
             Call::Clone { flags } => {
-                self.check_clone_flags(flags);
+                // The low byte of clone()'s flags is the exit signal, not CLONE_NEWTIME.
+                self.check_clone_flags(flags, calls::CLONE_SUSPICIOUS);
                 return None;
             }
             Call::Clone3 { args } => {
                 match sys::read_u64(pid, args) {
-                    // clone3 also knows CLONE_NEWTIME, which clone() cannot take.
-                    Some(flags) => {
-                        self.check_clone_flags(flags | (flags & libc::CLONE_NEWTIME as u64) << 32)
-                    }
+                    Some(flags) => self.check_clone_flags(
+                        flags,
+                        calls::CLONE_SUSPICIOUS | libc::CLONE_NEWTIME as u64,
+                    ),
                     None => self.untrust(Untrusted::UnreadablePath),
                 }
                 return None;
@@ -382,10 +383,10 @@ impl Tracer {
         })
     }
 
-    fn check_clone_flags(&mut self, flags: u64) {
+    fn check_clone_flags(&mut self, flags: u64, suspicious: u64) {
         if flags & libc::CLONE_UNTRACED as u64 != 0 {
             self.untrust(Untrusted::Untraced);
-        } else if flags & (calls::CLONE_SUSPICIOUS | (libc::CLONE_NEWTIME as u64) << 32) != 0 {
+        } else if flags & suspicious != 0 {
             self.untrust(Untrusted::Namespaces);
         }
     }
