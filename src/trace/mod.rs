@@ -10,46 +10,30 @@
 use std::fmt;
 use std::path::PathBuf;
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod calls;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod filter;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod interpreter;
-pub mod observe;
-mod paths;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod shepherd;
-mod spawn;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod sys;
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod tracer;
+/// Items built only where tracing is (Linux on x86_64 and aarch64); elsewhere `spawn`
+/// says `Unsupported`.
+macro_rules! where_tracing_works {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+            $item
+        )*
+    };
+}
 
-#[cfg(all(
-    test,
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod tests;
+where_tracing_works! {
+    mod calls;
+    mod filter;
+    mod interpreter;
+    mod paths;
+    mod shepherd;
+    mod sys;
+    mod tracer;
+    #[cfg(test)]
+    mod tests;
+}
+pub mod observe;
+mod spawn;
 
 pub use spawn::{is_supported, spawn, Ended, Launch, Tracee};
 
@@ -61,38 +45,54 @@ pub struct Event {
     pub pid: i32,
     pub path: PathBuf,
     pub access: Access,
-    /// What the path was just after the call (or just before, for `Remove` and
-    /// `RenameFrom`), as `lstat` saw it while the caller was stopped; `None` when it
-    /// does not exist or cannot be seen.
+    /// As `lstat` saw the path while the caller was stopped: for lookups and read-only
+    /// opens (decided at the call's entry) what the call found; for writes, creations
+    /// and `RenameTo` just after the call; for `Remove` and `RenameFrom` just before.
+    /// `None` when it does not exist or cannot be seen. For `Exec` and `Read` of a
+    /// symlink it is the symlink's own.
     pub meta: Option<Meta>,
 }
 
+/// What a call did to a path. A lookup or read-only open repeated with no write,
+/// creation, removal or rename by the run in between is reported once (the first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Opened for reading only (a file or a directory), and it existed.
+    /// Opened for reading only (open, openat, openat2 without write access, O_CREAT or
+    /// O_TRUNC; uselib) and a file or directory was there; or loaded by the kernel for
+    /// an exec (the `#!` program, the ELF interpreter). Decided at the call's entry: an
+    /// open that then fails for a reason other than absence is reported all the same.
     Read,
-    /// Executed (execve/execveat that succeeded): the program, and the interpreter the
-    /// kernel loaded for it (a `#!` line's program, the ELF interpreter) as `Read`.
+    /// Executed (execve/execveat that succeeded; seen at PTRACE_EVENT_EXEC).
     Exec,
-    /// Its attributes were looked up (stat family, access, statx) and it existed.
-    /// `follow` is whether a final symlink was followed.
+    /// Found by a lookup: stat, lstat, fstatat and statx of a name, access, faccessat,
+    /// faccessat2, getxattr, listxattr, chdir, name_to_handle_at, an O_PATH open, a
+    /// readlink of a non-symlink, an open with O_NOFOLLOW of a symlink, an exec that
+    /// failed other than for absence, a create that found the name taken (mkdir,
+    /// symlink, mknod, link, O_EXCL: EEXIST), the source of a hard link. `follow` is
+    /// whether a final symlink was followed.
     Stat { follow: bool },
-    /// A lookup (open, stat, access, exec, readlink, ...) found nothing there (ENOENT or
-    /// ENOTDIR).
+    /// A lookup found nothing there (ENOENT or ENOTDIR, a dangling symlink followed),
+    /// including the failed execs of a PATH search and the removal, rename or change
+    /// of a missing name.
     Absent,
-    /// A directory's entries were read (getdents on a descriptor opened on it).
+    /// A directory's entries were read (getdents/getdents64 on a descriptor opened on
+    /// it; one event per call).
     List,
-    /// A symlink's target was read.
+    /// A symlink's target was read (readlink, readlinkat; the target as read by the
+    /// tracer at the call).
     ReadLink { target: PathBuf },
-    /// Opened for writing, truncated, or its data or attributes changed (chmod, utimes,
-    /// chown, setxattr). `created` is whether the call created it (it did not exist
-    /// before the call).
+    /// Opened with write access, O_TRUNC or O_CREAT (and a file or directory is
+    /// there), or truncate, chmod, fchmod, fchmodat(2), chown family, utime(s),
+    /// utimensat, futimesat, setxattr or removexattr family. `created` is whether an
+    /// O_CREAT open found no name there at the call's entry.
     Write { created: bool },
-    /// Created as a directory, symlink, hard link or special file.
+    /// Created as a directory, symlink, hard link or special file (mkdir(at),
+    /// symlink(at), link(at), mknod(at)).
     Create,
-    /// Removed (unlink, rmdir).
+    /// Removed (unlink, unlinkat, rmdir).
     Remove,
-    /// Renamed away from this path (`to` is where it went).
+    /// Renamed away from this path (`to` is where it went): rename, renameat,
+    /// renameat2 (RENAME_EXCHANGE reports both directions).
     RenameFrom { to: PathBuf },
     /// Renamed onto this path.
     RenameTo { from: PathBuf },
@@ -114,17 +114,20 @@ pub struct Meta {
 /// traced, but its result is not stored. `Display` is one line for the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Untrusted {
-    /// ptrace or seccomp was refused (already traced, a container policy): the errno text.
+    /// PTRACE_TRACEME, PTRACE_SETOPTIONS, PR_SET_NO_NEW_PRIVS or seccomp() failed (already
+    /// traced, a container policy): which, and the errno text. The command ran untraced.
     Refused(String),
     /// Tracing is not built for this platform.
     Unsupported,
-    /// A 32-bit (or x32) system call.
+    /// A system call of another ABI: a foreign audit arch (int 0x80 from a 64-bit
+    /// process) or an x32 number.
     ForeignAbi,
-    /// A clone with CLONE_UNTRACED.
+    /// A clone or clone3 with CLONE_UNTRACED.
     Untraced,
-    /// The command used ptrace or seccomp itself.
+    /// The command called ptrace(), seccomp() or prctl(PR_SET_SECCOMP).
     TracesItself,
-    /// The command tried io_uring (denied with ENOSYS).
+    /// The command tried io_uring (io_uring_setup is stopped and made to fail with
+    /// ENOSYS; io_uring_enter and io_uring_register fail with ENOSYS in the filter).
     IoUring,
     /// The exec of a setuid, setgid or file-capability program (under tracing it runs
     /// without its privileges).
@@ -132,16 +135,21 @@ pub enum Untrusted {
         program: PathBuf,
         privilege: Privilege,
     },
-    /// unshare, setns, mount, umount, pivot_root, chroot, or a clone into new namespaces.
+    /// unshare, setns, mount, umount2, pivot_root, chroot, the new mount API (fsopen,
+    /// fsmount, fspick, move_mount, open_tree, mount_setattr), or a clone or clone3 with
+    /// CLONE_NEW*.
     Namespaces,
-    /// A process it started was still running when the command exited.
+    /// A process it started was still running when the command's main process exited
+    /// (it is left running, traced by a helper process so its calls keep working).
     Outlived,
-    /// A successful connect().
+    /// A connect() that succeeded or returned EINPROGRESS.
     Connected,
-    /// Opened a named FIFO, a socket or a device other than /dev/null, /dev/zero,
-    /// /dev/random, /dev/urandom, /dev/full, /dev/tty and terminals.
+    /// Opened, in any mode, a FIFO or socket that has a name in the file system, or a
+    /// device other than /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom,
+    /// /dev/tty, /dev/ptmx and pseudo-terminals.
     SpecialFile { path: PathBuf, kind: Special },
-    /// A path argument could not be read from the process's memory.
+    /// A path argument (or open_how, clone_args) could not be read from the process's
+    /// memory, and the call did not fail with EFAULT or ENAMETOOLONG.
     UnreadablePath,
     /// A file it read was modified in place afterwards (decided by `observe`).
     ModifiedAfterRead(PathBuf),
@@ -153,7 +161,8 @@ pub enum Untrusted {
 /// What the tracer saw.
 #[derive(Debug, Default)]
 pub struct Trace {
-    /// In the order the calls completed.
+    /// In the order they were decided: lookups and read-only opens at the call's
+    /// entry, everything else at its exit.
     pub events: Vec<Event>,
     /// The first reason found, if any.
     pub untrusted: Option<Untrusted>,

@@ -331,6 +331,7 @@ mod linux {
                 refused: Some(Untrusted::Refused(why)),
             });
         }
+        sys::resume(pid, 0);
         Ok(Tracee {
             pid,
             tracer: Some(tracer),

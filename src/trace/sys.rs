@@ -180,7 +180,8 @@ pub(crate) fn syscall_result(pid: pid_t) -> Option<Result<i64, i32>> {
 }
 
 /// Makes the call the thread is stopped at (a seccomp stop) fail with ENOSYS without
-/// running: the call number becomes -1, and the return register already holds -ENOSYS.
+/// running: the call number becomes -1 (on x86_64 the return register already holds
+/// -ENOSYS at entry; on aarch64 it is set here). Only x86_64 is tested.
 pub(crate) fn skip_call(pid: pid_t) -> io::Result<()> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -189,19 +190,25 @@ pub(crate) fn skip_call(pid: pid_t) -> io::Result<()> {
     }
     #[cfg(target_arch = "aarch64")]
     {
+        // arm64 keeps x0 (the first argument) on a skipped call: set it to -ENOSYS
+        // first (see el0_svc_common in arch/arm64/kernel/syscall.c).
+        const NT_PRSTATUS: usize = 1;
         const NT_ARM_SYSTEM_CALL: usize = 0x404;
+        // SAFETY: a plain-integer struct, all zeros is a valid value.
+        let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: &mut regs as *mut _ as *mut c_void,
+            iov_len: std::mem::size_of::<libc::user_regs_struct>(),
+        };
+        ptrace(libc::PTRACE_GETREGSET, pid, NT_PRSTATUS, &mut iov as *mut _ as usize)?;
+        regs.regs[0] = (-(libc::ENOSYS as i64)) as u64;
+        ptrace(libc::PTRACE_SETREGSET, pid, NT_PRSTATUS, &mut iov as *mut _ as usize)?;
         let mut nr: c_int = -1;
         let mut iov = libc::iovec {
             iov_base: &mut nr as *mut _ as *mut c_void,
-            iov_len: 4,
+            iov_len: std::mem::size_of::<c_int>(),
         };
-        ptrace(
-            libc::PTRACE_SETREGSET,
-            pid,
-            NT_ARM_SYSTEM_CALL,
-            &mut iov as *mut _ as usize,
-        )
-        .map(drop)
+        ptrace(libc::PTRACE_SETREGSET, pid, NT_ARM_SYSTEM_CALL, &mut iov as *mut _ as usize).map(drop)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,24 +35,33 @@ fn which(program: &str) -> PathBuf {
 fn traced(argv: &[&str]) -> Run {
     let program = which(argv[0]);
     let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-    let mut stdout = tempfile::tempfile().unwrap();
+    // The command's stdout is a pipe read by another thread while `run` waits, as memo
+    // reads it.
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just made both; each is owned once.
+    let (mut read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        read_end.read_to_string(&mut text).unwrap();
+        text
+    });
     let launch = Launch {
         program: &program,
         argv: &argv,
         stdin: None,
-        stdout: stdout.as_raw_fd(),
+        stdout: write_end.as_raw_fd(),
         stderr: 2,
         inherit: None,
     };
-    let (ended, trace) = spawn(&launch).expect("spawn").run();
-    let mut text = String::new();
-    use std::io::Seek;
-    stdout.rewind().unwrap();
-    stdout.read_to_string(&mut text).unwrap();
+    let tracee = spawn(&launch).expect("spawn");
+    drop(write_end);
+    let (ended, trace) = tracee.run();
     Run {
         ended: ended.expect("wait"),
         trace,
-        stdout: text,
+        stdout: reader.join().unwrap(),
     }
 }
 
@@ -430,7 +439,7 @@ fn a_daemon_outlives_the_command_returns_quickly_and_keeps_working() {
     // The background job's calls after the command ended are trapped by the filter it
     // inherited: they must still work (the helper process traces it on).
     let run = sh(&format!(
-        "(sleep 1; cat /etc/hostname > {}) >/dev/null 2>&1 &",
+        "(sleep 1; cat /etc/hostname > {}) >/dev/null 2>&1 </dev/null &",
         shell_quote(&late)
     ));
     assert!(
@@ -696,8 +705,19 @@ fn measure_overhead() {
         "cd {} && gcc -c small.c -o small.o",
         shell_quote(dir.path())
     );
-    let cases: [(&str, Vec<&str>); 3] = [
+    for name in ["a", "b", "c"] {
+        let source = format!("#include \"small.h\"\nint {name}(void) {{ return N; }}\n");
+        fs::write(dir.path().join(format!("{name}.c")), source).unwrap();
+    }
+    fs::write(
+        dir.path().join("Makefile"),
+        "lib.a: a.o b.o c.o\n\tar rcs $@ $^\n%.o: %.c small.h\n\tgcc -c $< -o $@\n",
+    )
+    .unwrap();
+    let make = format!("cd {} && make -s -B", shell_quote(dir.path()));
+    let cases: [(&str, Vec<&str>); 4] = [
         ("gcc -c", vec!["sh", "-c", &gcc]),
+        ("make (3 files)", vec!["sh", "-c", &make]),
         (
             "python3 imports",
             vec!["python3", "-c", "import json, csv, email"],
@@ -706,7 +726,7 @@ fn measure_overhead() {
     ];
     for (name, argv) in cases {
         let (mut plain, mut with_trace, mut stops) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..15 {
+        for _ in 0..21 {
             let started = Instant::now();
             let status = Command::new(which(argv[0]))
                 .args(&argv[1..])
@@ -851,4 +871,136 @@ fn a_refused_trace_still_runs_the_command() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn a_lookup_repeated_after_the_run_changed_the_name_is_seen_again() {
+    require_tracing!();
+    let dir = workdir();
+    let file = dir.path().join("f");
+    let run = sh(&format!(
+        "cd {} && test -e f; test -e f; touch f; test -e f",
+        shell_quote(dir.path())
+    ));
+    let found: Vec<&Access> = events_at(&run.trace, &file);
+    assert_eq!(
+        found.iter().filter(|a| ***a == Access::Absent).count(),
+        1,
+        "a repeated lookup is recorded once: {found:?}"
+    );
+    let created = found
+        .iter()
+        .position(|a| **a == Access::Write { created: true });
+    let stat = found.iter().rposition(|a| matches!(a, Access::Stat { .. }));
+    assert!(
+        matches!((created, stat), (Some(c), Some(s)) if c < s),
+        "{found:?}"
+    );
+}
+
+/// Run by `a_refused_filter_still_runs_the_command`, under a filter that denies seccomp().
+#[test]
+#[ignore]
+fn refused_filter_inside() {
+    let run = sh("echo still ran; exit 3");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(3), "still ran\n")
+    );
+    assert!(
+        matches!(&run.trace.untrusted, Some(Untrusted::Refused(why)) if why.contains("seccomp")),
+        "{:?}",
+        run.trace.untrusted
+    );
+    // Detached: its children are not stopped forever by a tracer that no longer looks.
+    let run = sh("sh -c 'echo child'; exit 0");
+    assert_eq!(
+        (run.ended, run.stdout.as_str()),
+        (Ended::Exited(0), "child\n")
+    );
+}
+
+#[test]
+fn a_refused_filter_still_runs_the_command() {
+    require_tracing!();
+    let test_binary = std::env::current_exe().unwrap();
+    // A filter that fails seccomp() with EPERM, installed by python before it becomes
+    // the test binary again.
+    let script = format!(
+        "import ctypes, os, struct\n\
+         insns = struct.pack('HBBI', 0x20, 0, 0, 0) + struct.pack('HBBI', 0x15, 0, 1, {nr}) \
+           + struct.pack('HBBI', 0x06, 0, 0, 0x00050000 | 1) + struct.pack('HBBI', 0x06, 0, 0, 0x7fff0000)\n\
+         buf = ctypes.create_string_buffer(insns)\n\
+         class Prog(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]\n\
+         prog = Prog(4, ctypes.addressof(buf))\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         assert libc.prctl(38, 1, 0, 0, 0) == 0\n\
+         assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0, ctypes.get_errno()\n\
+         os.execv({bin:?}, [{bin:?}, '--ignored', '--exact', 'trace::tests::refused_filter_inside'])\n",
+        nr = libc::SYS_seccomp,
+        bin = test_binary.to_str().unwrap()
+    );
+    let output = Command::new(which("python3"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn each_untrusted_reason_reads_as_one_plain_line() {
+    let shown = |why: Untrusted| why.to_string();
+    assert_eq!(shown(Untrusted::Connected), "it connected to a socket");
+    assert_eq!(shown(Untrusted::Outlived), "a process it started outlived it");
+    assert_eq!(shown(Untrusted::IoUring), "it used io_uring");
+    assert_eq!(
+        shown(Untrusted::Refused("PTRACE_TRACEME: Operation not permitted".into())),
+        "ptrace was refused: PTRACE_TRACEME: Operation not permitted"
+    );
+    assert_eq!(
+        shown(Untrusted::Privileged {
+            program: PathBuf::from("/usr/bin/passwd"),
+            privilege: Privilege::Setuid
+        }),
+        "it executed a setuid program /usr/bin/passwd"
+    );
+    assert_eq!(
+        shown(Untrusted::SpecialFile {
+            path: PathBuf::from("/dev/tty0"),
+            kind: Special::Device
+        }),
+        "it opened the device /dev/tty0"
+    );
+    assert_eq!(
+        shown(Untrusted::SpecialFile {
+            path: PathBuf::from("/tmp/p"),
+            kind: Special::Fifo
+        }),
+        "it read the named pipe /tmp/p"
+    );
+    assert_eq!(
+        shown(Untrusted::ModifiedAfterRead(PathBuf::from("/w/a"))),
+        "/w/a was modified after it was read"
+    );
+    assert_eq!(
+        shown(Untrusted::ChangedDuringRun(PathBuf::from("/w/a"))),
+        "/w/a changed during the run"
+    );
+    for why in [
+        Untrusted::Unsupported,
+        Untrusted::ForeignAbi,
+        Untrusted::Untraced,
+        Untrusted::TracesItself,
+        Untrusted::Namespaces,
+        Untrusted::UnreadablePath,
+    ] {
+        let line = shown(why);
+        let starts_lowercase = line.chars().next().is_some_and(char::is_lowercase);
+        assert!(starts_lowercase && !line.contains('\n'), "{line}");
+    }
 }

@@ -69,7 +69,8 @@ enum Resolved {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     Continue,
-    /// The main process finished its exec of the command (spawn waits for this).
+    /// The main process finished its exec of the command (spawn waits for this) and is
+    /// held stopped there: the caller resumes or detaches it.
     MainExecuted,
     /// The main process is gone; the code or signal.
     MainEnded(Status),
@@ -86,6 +87,16 @@ pub(crate) struct Tracer {
     /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
     /// whenever any thread changes directory (threads may share one).
     cwds: HashMap<pid_t, PathBuf>,
+    /// The main process's first exec (the command's) was seen.
+    main_executed: bool,
+    /// Lookups made since the run last changed a name (see `first_look`).
+    looked_up: HashSet<(PathBuf, Looking)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Looking {
+    Stat { follow: bool },
+    Open { follow: bool },
 }
 
 impl Tracer {
@@ -97,6 +108,8 @@ impl Tracer {
             announced: HashSet::new(),
             pending: HashMap::new(),
             cwds: HashMap::new(),
+            main_executed: false,
+            looked_up: HashSet::new(),
         }
     }
 
@@ -107,6 +120,16 @@ impl Tracer {
     }
 
     fn emit(&mut self, pid: pid_t, path: PathBuf, access: Access, meta: Option<Meta>) {
+        if matches!(
+            access,
+            Access::Write { .. }
+                | Access::Create
+                | Access::Remove
+                | Access::RenameFrom { .. }
+                | Access::RenameTo { .. }
+        ) {
+            self.looked_up.clear();
+        }
         self.trace.events.push(Event {
             pid,
             path,
@@ -190,12 +213,13 @@ impl Tracer {
                 if let Some(Pending::Exec { path }) = pending {
                     self.executed(pid, path);
                 }
-                sys::resume(pid, 0);
-                if pid == self.main {
-                    Step::MainExecuted
-                } else {
-                    Step::Continue
+                if pid == self.main && !self.main_executed {
+                    // Held at this stop: spawn decides whether to go on tracing it.
+                    self.main_executed = true;
+                    return Step::MainExecuted;
                 }
+                sys::resume(pid, 0);
+                Step::Continue
             }
             _ => {
                 sys::resume(pid, 0);
@@ -316,15 +340,16 @@ impl Tracer {
                 }
             }
             Call::Clone { flags } => {
-                self.check_clone_flags(flags);
+                // The low byte of clone()'s flags is the exit signal, not CLONE_NEWTIME.
+                self.check_clone_flags(flags, calls::CLONE_SUSPICIOUS);
                 return None;
             }
             Call::Clone3 { args } => {
                 match sys::read_u64(pid, args) {
-                    // clone3 also knows CLONE_NEWTIME, which clone() cannot take.
-                    Some(flags) => {
-                        self.check_clone_flags(flags | (flags & libc::CLONE_NEWTIME as u64) << 32)
-                    }
+                    Some(flags) => self.check_clone_flags(
+                        flags,
+                        calls::CLONE_SUSPICIOUS | libc::CLONE_NEWTIME as u64,
+                    ),
                     None => self.untrust(Untrusted::UnreadablePath),
                 }
                 return None;
@@ -358,10 +383,10 @@ impl Tracer {
         })
     }
 
-    fn check_clone_flags(&mut self, flags: u64) {
+    fn check_clone_flags(&mut self, flags: u64, suspicious: u64) {
         if flags & libc::CLONE_UNTRACED as u64 != 0 {
             self.untrust(Untrusted::Untraced);
-        } else if flags & (calls::CLONE_SUSPICIOUS | (libc::CLONE_NEWTIME as u64) << 32) != 0 {
+        } else if flags & suspicious != 0 {
             self.untrust(Untrusted::Namespaces);
         }
     }
@@ -480,6 +505,9 @@ impl Tracer {
     /// same way while the caller waits: the syscall-exit stop it saves is half the cost
     /// of tracing a compiler, which stats every directory of every header it finds.
     fn look_up(&mut self, pid: pid_t, path: PathBuf, follow: bool) {
+        let Some(path) = self.first_look(path, Looking::Stat { follow }) else {
+            return;
+        };
         match look(&path, follow) {
             Looked::Found { meta, .. } => self.emit(pid, path, Access::Stat { follow }, Some(meta)),
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
@@ -496,6 +524,9 @@ impl Tracer {
             self.look_up(pid, path, follow);
             return;
         }
+        let Some(path) = self.first_look(path, Looking::Open { follow }) else {
+            return;
+        };
         match look(&path, follow) {
             Looked::Found { meta, target_mode } => {
                 let kind = target_mode.unwrap_or(meta.mode) & libc::S_IFMT;
@@ -513,6 +544,20 @@ impl Tracer {
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
             Looked::Unknown => {}
         }
+    }
+
+    /// The path, unless the same lookup was already made with nothing changed by the
+    /// run since: a compiler stats /usr and /usr/include for every header it looks
+    /// for, and the first answer is the observation (a change made meanwhile by
+    /// someone else is for the check after the run).
+    fn first_look(&mut self, path: PathBuf, looking: Looking) -> Option<PathBuf> {
+        let key = (path, looking);
+        if self.looked_up.contains(&key) {
+            return None;
+        }
+        let path = key.0.clone();
+        self.looked_up.insert(key);
+        Some(path)
     }
 
     /// A lookup that did not fail for absence: `Stat` if the path is there.
