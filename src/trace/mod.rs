@@ -149,7 +149,7 @@ pub enum Untrusted {
     /// /dev/tty, /dev/ptmx and pseudo-terminals.
     SpecialFile { path: PathBuf, kind: Special },
     /// A path argument (or open_how, clone_args) could not be read from the process's
-    /// memory, and the call did not fail with EFAULT or ENAMETOOLONG.
+    /// memory (even when the call then failed with EFAULT: memo cannot vouch for it).
     UnreadablePath,
     /// A file it read was modified in place afterwards (decided by `observe`).
     ModifiedAfterRead(PathBuf),

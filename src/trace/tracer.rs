@@ -52,7 +52,7 @@ enum Pending {
     },
     Connect,
     ChangedDir,
-    /// A path argument could not be read: untrusted unless the call failed with EFAULT.
+    /// A path argument could not be read: untrusted, whatever the call returns.
     Unreadable,
 }
 
@@ -492,11 +492,9 @@ impl Tracer {
                     self.untrust(Untrusted::Connected);
                 }
             }
-            Pending::Unreadable => {
-                if !matches!(result, Err(libc::EFAULT) | Err(libc::ENAMETOOLONG)) {
-                    self.untrust(Untrusted::UnreadablePath);
-                }
-            }
+            // Even when the kernel could not read it either (EFAULT): a path memo cannot
+            // read is a call it cannot vouch for.
+            Pending::Unreadable => self.untrust(Untrusted::UnreadablePath),
         }
     }
 
@@ -588,6 +586,13 @@ impl Tracer {
             || flag(libc::O_TRUNC)
             || created;
         let meta = lstat(&path);
+        let existed = !flag(libc::O_CREAT) || existed;
+        if writes && existed && !flag(libc::O_TRUNC) && kind.is_file() {
+            // Written without being emptied first (O_APPEND, O_RDWR, a write in place):
+            // what it holds afterwards depends on what it held, which is read as much as
+            // written.
+            self.emit(pid, path.clone(), Access::Read, meta);
+        }
         let access = if writes {
             Access::Write { created }
         } else {

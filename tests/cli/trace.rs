@@ -1146,6 +1146,30 @@ fn a_command_that_modifies_a_file_it_read_is_not_cached() {
 }
 
 #[test]
+fn a_command_that_appends_to_a_file_it_did_not_create_is_not_cached() {
+    if !traceable() {
+        return;
+    }
+    // `>>` keeps what the file held: the result depends on it, though nothing read it.
+    let env = TestEnv::new();
+    env.write("log.txt", "earlier\n");
+    stamped_tool(&env, "echo more >> log.txt");
+    let (reason, _) = assert_not_cached(&env, &[], 0);
+    assert_mentions(&reason, &["log.txt was modified after it was read"]);
+    // One it creates itself first is an output like any other.
+    let env = TestEnv::new();
+    stamped_tool(
+        &env,
+        "rm -f new.txt; echo one > new.txt; echo two >> new.txt",
+    );
+    assert!(ran(&env, &[]));
+    std::fs::remove_file(env.path("new.txt")).unwrap();
+    let hit = traced(&env, &[]);
+    assert!(!hit.ran(), "{}", hit.stderr());
+    assert_eq!(env.read("new.txt"), b"one\ntwo\n");
+}
+
+#[test]
 fn an_input_changed_by_someone_else_during_the_run_is_not_cached() {
     if !traceable() {
         return;
