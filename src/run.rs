@@ -1172,6 +1172,7 @@ fn observe_traced(
     finished: &Finished,
 ) -> Result<Observed, NotStored> {
     let untrusted = |why: crate::trace::Untrusted| {
+        let why = key::escape_control(&why.to_string());
         crate::console::note(format_args!("memo: not cached (--trace): {why}"));
         NotStored {
             reason: format!("--trace: {why}"),

@@ -206,7 +206,11 @@ impl fmt::Display for Untrusted {
                     Privilege::Setgid => "a setgid program",
                     Privilege::Capabilities => "a program with file capabilities",
                 };
-                write!(f, "it executed {what} {}", program.display())
+                write!(
+                    f,
+                    "it executed {what} {}, which runs without its privileges when traced",
+                    program.display()
+                )
             }
             Untrusted::Namespaces => f.write_str("it used namespaces, mount or chroot"),
             Untrusted::Outlived => f.write_str("a process it started outlived it"),

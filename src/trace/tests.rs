@@ -967,7 +967,7 @@ fn each_untrusted_reason_reads_as_one_plain_line() {
             program: PathBuf::from("/usr/bin/passwd"),
             privilege: Privilege::Setuid
         }),
-        "it executed a setuid program /usr/bin/passwd"
+        "it executed a setuid program /usr/bin/passwd, which runs without its privileges when traced"
     );
     assert_eq!(
         shown(Untrusted::SpecialFile {
