@@ -34,17 +34,79 @@ impl Cache {
 
     /// Counts and logs; failures here must never affect the user's command. The bytes
     /// the digest table grew by since the last call count toward the cache's size.
-    pub fn record(&self, mut delta: Counters, event: Event) {
+    ///
+    /// The counts of activity travel in the event's journal record: one append, no
+    /// file rewritten. Only a change to what is stored (`entries`, `bytes`) updates a
+    /// stats shard, which the automatic trim reads after every store.
+    pub fn record(&self, mut delta: Counters, mut event: Event) {
         delta.bytes += self.store.digest_cache().take_growth() as i64;
-        let _ = self.stats.add(&delta);
-        let _ = self.log.append(&event);
+        let (content, activity) = delta.split_content();
+        if content != Counters::default() {
+            let _ = self.stats.add(&content);
+        }
+        event.counts = Some(activity);
+        self.append(&event);
+    }
+
+    /// Appends `event` to the journal (the event log), folds the journal into the
+    /// summary when it has grown past a multiple of `FOLD_EVERY`, and rotates it once
+    /// past `MAX_LOG_BYTES`, folding it first, so that no record is dropped unfolded.
+    pub fn append(&self, event: &Event) {
+        crate::index::summary::append(self.root(), &self.log, event);
+    }
+
+    /// Every counter: what is stored from the stats shards, past activity from the
+    /// shards (remote counts, older memos) and the summary with the journal's tail.
+    pub fn counters(&self) -> Counters {
+        self.counters_and_top().0
+    }
+
+    /// `counters`, and the entries that saved the most time (see `summary::current_top`).
+    pub fn counters_and_top(&self) -> (Counters, Vec<crate::index::summary::Top>) {
+        let summary = crate::index::summary::summary_path(self.root());
+        if !summary.exists() && crate::fsutil::is_real_dir(&self.root().join("usage")) {
+            // A cache of an earlier memo: its usage files become the summary once.
+            let _ = crate::index::summary::fold(self.root(), &self.log, true, |_| {});
+        }
+        let mut total = self.stats.total();
+        let (activity, top) = crate::index::summary::current_top(self.root(), &self.log);
+        total.add(&activity);
+        (total, top)
+    }
+
+    /// Every entry's usage record, as of now, for the entries that exist: those the
+    /// summary does not know (fetched from the shared cache, or stored while the
+    /// summary was damaged) get a record made from the entry.
+    pub fn usages(&self) -> Vec<(Digest, crate::index::usage::Usage)> {
+        let mut known = crate::index::summary::current(self.root(), &self.log).usage;
+        crate::fsutil::files_in_shards(&self.root().join("entries"))
+            .into_iter()
+            .filter_map(|(name, _)| name.parse::<Digest>().ok())
+            .filter_map(|key| match known.remove(&key) {
+                Some(usage) => Some((key, usage)),
+                None => {
+                    let bytes = self.store.get_entry(&key).ok()??;
+                    let entry = crate::index::Entry::decode(&bytes).ok()?;
+                    Some((key, crate::index::usage::Usage::of_entry(&entry, 0)))
+                }
+            })
+            .collect()
+    }
+
+    /// `memo stats --zero`: resets the counters of past activity, keeps what describes
+    /// the content.
+    pub fn zero_activity(&self) -> io::Result<()> {
+        crate::index::summary::fold(self.root(), &self.log, true, |summary| {
+            summary.header.counters = Counters::default();
+        })?;
+        self.stats.zero_activity()
     }
 
     /// Counts, logs and says (once, like every warning) what a remote operation did.
     pub fn record_tally(&self, tally: crate::remote::Tally) {
         let _ = self.stats.add(&tally.counters);
         for event in &tally.events {
-            let _ = self.log.append(event);
+            self.append(event);
         }
         for warning in &tally.warnings {
             crate::console::warn_once(warning);
@@ -69,13 +131,12 @@ impl Cache {
         }
     }
 
-    /// Removes the result stored under `key`: its entry file, then its usage record.
-    /// Its objects stay until gc finds them unreferenced. `Err` (NotFound included) when
-    /// the entry could not be removed; the usage record is then left alone.
+    /// Removes the result stored under `key`: its entry file. Its usage record goes
+    /// from the summary with the event the caller logs (or at the next gc), its objects
+    /// once gc finds them unreferenced. `Err` (NotFound included) when the entry could
+    /// not be removed.
     pub fn remove_result(&self, key: &Digest) -> io::Result<()> {
-        fs::remove_file(self.store.entry_path(key))?;
-        let _ = fs::remove_file(crate::index::usage::usage_path(self.root(), key));
-        Ok(())
+        fs::remove_file(self.store.entry_path(key))
     }
 
     pub fn locks_dir(&self) -> PathBuf {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::bytes::ByteString;
 use crate::cache::Cache;
 use crate::digest::Digest;
-use crate::index::{usage, Entry};
+use crate::index::Entry;
 use crate::key::{self, KeyMaterial, StreamMode};
 use crate::store::Store;
 
@@ -149,7 +149,7 @@ fn shown(bytes: &ByteString) -> String {
 pub fn closest_entry(cache: &Cache, now: &KeyMaterial) -> Option<(Digest, Entry, Vec<String>)> {
     let id = key::command_id(now);
     let mut best: Option<(Digest, Entry, Vec<String>)> = None;
-    for (candidate, record) in usage::all(cache.root()) {
+    for (candidate, record) in cache.usages() {
         if record.command_id != Some(id) {
             continue;
         }

@@ -41,7 +41,7 @@ pub enum Kind {
     BreakerTrip,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
@@ -59,6 +59,14 @@ pub struct Event {
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What the event adds to the counters of past activity. Present on every record
+    /// of the journal (docs/format.md): the summary folds only such lines, so the lines
+    /// of an older memo, which counted elsewhere, are never counted twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<crate::stats::Counters>,
+    /// A store's usage record (what `memo ls` shows of the entry), for the summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::index::usage::Usage>,
 }
 
 impl Event {
@@ -84,8 +92,27 @@ impl Event {
             saved_ms: None,
             size: None,
             message: None,
+            counts: None,
+            usage: None,
         }
     }
+
+    /// The event as `memo log` shows it: without the journal's bookkeeping.
+    pub fn for_people(&self) -> Event {
+        Event {
+            counts: None,
+            usage: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// A place in the journal: the log file (by inode) and the offset after the last line
+/// folded from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub inode: u64,
+    pub offset: u64,
 }
 
 pub fn now_ms() -> u64 {
@@ -110,17 +137,59 @@ impl EventLog {
         self.path.with_file_name("log.1.jsonl")
     }
 
-    pub fn append(&self, event: &Event) -> io::Result<()> {
+    /// Appends `event` as one line, with one `write` on an O_APPEND file, and returns
+    /// where the line starts and ends. Bounding the log is the caller's (see
+    /// `Cache::append`): it folds the journal before rotating it.
+    pub fn append(&self, event: &Event) -> io::Result<(u64, u64)> {
+        use std::io::Seek;
         let mut line = serde_json::to_vec(event).expect("events serialize");
         line.push(b'\n');
         // A FIFO or device planted as the log is replaced by a fresh log.
         let (mut file, _) = crate::fsutil::open_or_replace(&self.path, Access::Append)?;
         crate::fsutil::share(&file)?;
-        file.write_all(&line)?;
-        if file.metadata()?.len() > MAX_LOG_BYTES {
-            self.rotate()?;
+        let written = file.write(&line)?;
+        if written < line.len() {
+            // A short write (a full disk): end the torn line so that the next record
+            // starts a line of its own, and say so.
+            let _ = file.write(b"\n");
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "log line cut short",
+            ));
         }
-        Ok(())
+        // With O_APPEND the offset is now the end of this very line.
+        let end = file.stream_position()?;
+        Ok((end.saturating_sub(line.len() as u64), end))
+    }
+
+    /// The size of the current log file (not counting the rotated one).
+    pub fn current_size(&self) -> u64 {
+        fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// The journal's records after `from`, oldest first, and the position after the
+    /// last whole line read. A record cut short (its writer was killed or the disk was
+    /// full) is skipped; so is any line that is not one.
+    pub fn read_since(&self, from: Position) -> (Vec<Event>, Position) {
+        use std::os::unix::fs::MetadataExt;
+        let inode_of = |p: &Path| fs::symlink_metadata(p).ok().map(|m| m.ino());
+        let mut events = Vec::new();
+        let current = inode_of(&self.path);
+        let mut start = 0;
+        if from.inode != 0 && inode_of(&self.rotated()) == Some(from.inode) {
+            // Rotated since: the rest of the old file, then the new one from its start.
+            let _ = read_records(&self.rotated(), from.offset, &mut events);
+        } else if current == Some(from.inode) {
+            start = from.offset;
+        }
+        let Some(inode) = current else {
+            return (events, Position::default());
+        };
+        let offset = match read_records(&self.path, start, &mut events) {
+            Ok(offset) => offset,
+            Err(_) => start,
+        };
+        (events, Position { inode, offset })
     }
 
     /// Moves the log aside (dropping the older one). Concurrent appenders then write to
@@ -198,6 +267,45 @@ pub fn decode_line(line: &[u8]) -> Option<Event> {
     serde_json::from_slice(line).ok()
 }
 
+/// How much of a journal file one fold reads: a log is rotated near `MAX_LOG_BYTES`.
+const MAX_FOLD_BYTES: u64 = 2 * MAX_LOG_BYTES;
+
+/// Appends to `events` the records of the log file at `path` from `offset` on (a
+/// record is a line with `counts`), and returns the offset after its last whole line.
+/// A line that is not a record may be a record cut short with another appended to it:
+/// the last record start in it is tried too.
+fn read_records(path: &Path, offset: u64, events: &mut Vec<Event>) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = crate::fsutil::open_regular(path, Access::Read)?;
+    let len = file.metadata()?.len();
+    // A file shorter than the position is not the one the position was taken in.
+    let offset = if offset > len { 0 } else { offset };
+    let start = offset.max(len.saturating_sub(MAX_FOLD_BYTES));
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.take(MAX_FOLD_BYTES).read_to_end(&mut bytes)?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    for line in bytes[..whole].split(|&b| b == b'\n') {
+        if let Some(event) = decode_record(line) {
+            events.push(event);
+        }
+    }
+    Ok(start + whole as u64)
+}
+
+/// A journal record, from a whole line or from the end of a line where a torn record
+/// was followed by a whole one.
+fn decode_record(line: &[u8]) -> Option<Event> {
+    const RECORD_START: &[u8] = b"{\"time_ms\":";
+    let event = decode_line(line).or_else(|| {
+        let at = line
+            .windows(RECORD_START.len())
+            .rposition(|w| w == RECORD_START)?;
+        decode_line(&line[at..])
+    })?;
+    event.counts.is_some().then_some(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,17 +344,5 @@ mod tests {
         let (events, bad) = log.latest(10);
         assert_eq!(events.len(), 1);
         assert_eq!(bad, 3);
-    }
-
-    #[test]
-    fn the_log_is_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::new(dir.path());
-        let mut e = Event::new(Kind::Error);
-        e.message = Some("x".repeat(10_000));
-        for _ in 0..1000 {
-            log.append(&e).unwrap();
-        }
-        assert!(log.size() <= 2 * MAX_LOG_BYTES + 20_000, "{}", log.size());
     }
 }

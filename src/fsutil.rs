@@ -119,6 +119,7 @@ pub fn is_memo_cache() -> bool {
                     | "log.jsonl"
                     | "log.1.jsonl"
                     | "gc-clock"
+                    | "summary"
             ) || name.starts_with("dead-objects")
                 || name.starts_with(".tmp")
                 || name.starts_with(".trash-");

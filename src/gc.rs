@@ -117,7 +117,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let grace = options.grace.unwrap_or(ORPHAN_GRACE);
     let mut report = Report::default();
 
-    // 1. Read every entry; what cannot be decoded is removed as corrupt.
+    // 1. Read every entry; what cannot be decoded is removed as corrupt. Usage comes
+    // from the summary, folded first (a hit since the fold counts from its clock).
+    let _ = crate::index::summary::fold(root, &cache.log, true, |_| {});
+    let mut usages = crate::index::summary::read(root).usage;
     let entry_files = files_in_shards(&root.join("entries"));
     let mut scanned = Vec::new();
     // Each object's size, as its entries record it (for `--verify`).
@@ -138,7 +141,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             }
             continue;
         };
-        let usage = usage::read(&usage::usage_path(root, &key))
+        let usage = usages
+            .remove(&key)
             .unwrap_or_else(|| usage::Usage::of_entry(&entry, 0));
         let mut objects: Vec<Digest> = entry
             .blobs()
@@ -330,22 +334,20 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         event.command = Some(removed.command.clone());
         event.size = Some(removed.size);
         event.message = Some(removed.reason.to_string());
-        let _ = cache.log.append(&event);
+        event.counts = Some(Counters::default());
+        cache.append(&event);
     }
     for (path, size) in orphan_paths.iter().zip(orphan_sizes) {
         let _ = fs::remove_file(path);
         bar.advance(size);
     }
     drop(bar);
-    for (name, path) in files_in_shards(&root.join("usage")) {
-        // Only names memo gives: anything else is not memo's to judge.
-        let Ok(key) = name.parse::<Digest>() else {
-            continue;
-        };
-        if !cache.store.entry_path(&key).exists() {
-            let _ = fs::remove_file(path);
-        }
-    }
+    // The records of entries that are gone (evicted above, or removed without a
+    // record in the journal) leave the summary.
+    let kept_keys: HashSet<Digest> = kept.iter().map(|s| s.key).collect();
+    let _ = crate::index::summary::fold(root, &cache.log, true, |summary| {
+        summary.usage.retain(|key, _| kept_keys.contains(key));
+    });
     report.temp_files = sweep_staging(&root.join("tmp"), grace, started);
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name();
@@ -367,9 +369,6 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, true, false);
     }
     let _ = remove_path(&root.join(DEAD_LIST_TAKEN));
-    if cache.log.size() > crate::events::MAX_LOG_BYTES {
-        let _ = cache.log.rotate();
-    }
     let clock_path = cache::clock_path(root);
     crate::fsutil::write_file_atomic(&clock_path, format!("{clock}\n").as_bytes())
         .map_err(|e| naming(&clock_path, e))?;
@@ -590,7 +589,7 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
         )));
     }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
-    let before = cache.stats.total();
+    let before = cache.counters();
     for sub in ["entries", "manifests", "objects", "usage", "digests", "tmp"] {
         // Renamed away first (atomic), so a memo storing right now writes into a fresh
         // empty directory instead of racing the deletion ("directory not empty").
@@ -612,7 +611,8 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
         .map_err(|e| naming(&stats_dir, e))?;
     let mut event = Event::new(Kind::Clear);
     event.size = Some(before.bytes.max(0) as u64);
-    let _ = cache.log.append(&event);
+    event.counts = Some(Counters::default());
+    cache.append(&event);
     Ok((before.entries.max(0) as u64, before.bytes.max(0) as u64))
 }
 

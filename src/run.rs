@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
 use crate::events::{now_ms, Event, Kind};
 use crate::exit::{Code, Fatal};
-use crate::index::{usage, Blob, Entry, Streams, INLINE_MAX};
+use crate::index::{Blob, Entry, Streams, INLINE_MAX};
 use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
 use crate::lock::Lock;
@@ -747,18 +747,10 @@ fn note_failed_refresh(cache: &Cache, key: &Digest, material: &KeyMaterial, why:
     );
 }
 
+/// A hit is one record appended to the journal: the summary folds it into the
+/// entry's usage and the counters later (`index::summary`).
 fn note_hit(cache: &Cache, key: &Digest, entry: &Entry, saved: Duration) {
     let saved_ms = saved.as_millis() as u64;
-    let clock = cache::read_clock(cache.root());
-    let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
-        if u.command.is_empty() {
-            *u = usage::Usage::of_entry(entry, 0);
-        }
-        u.hits += 1;
-        u.saved_ms += saved_ms;
-        u.last_access_ms = now_ms();
-        u.clock = clock;
-    });
     let mut event = Event::of_command(Kind::Hit, key, &entry.material);
     event.duration_ms = Some(entry.duration_ms);
     event.saved_ms = Some(saved_ms);

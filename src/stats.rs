@@ -17,38 +17,77 @@ use crate::fsutil::{read_json_locked, update_json_locked};
 
 const SHARDS: u32 = 16;
 
+/// Every counter is left out of its JSON when zero: a journal record carries one or two.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counters {
+    #[serde(skip_serializing_if = "is_zero")]
     pub hits: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub misses: i64,
     /// Runs made with `--force`: the result was not looked up, so neither hit nor miss.
+    #[serde(skip_serializing_if = "is_zero")]
     pub forced: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub stores: i64,
     /// Original run time of every replayed result minus the time replaying took.
+    #[serde(skip_serializing_if = "is_zero")]
     pub time_saved_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub evictions: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub corrupt: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub errors: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub entries: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub bytes: i64,
     /// The shared tier: entries found there (each also counts as a hit when replayed),
     /// lookups that found none, results uploaded, bytes moved each way, failed calls,
     /// entries refused for a missing or wrong signature, and circuit-breaker trips.
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_hits: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_misses: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub uploads: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_bytes_down: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_bytes_up: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_errors: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub remote_rejected: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub breaker_trips: i64,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 impl Counters {
+    /// The counters that describe what is stored (`entries`, `bytes`), kept in the
+    /// shards, and the rest, the counts of past activity, which go to the journal.
+    pub fn split_content(self) -> (Counters, Counters) {
+        let content = Counters {
+            entries: self.entries,
+            bytes: self.bytes,
+            ..Counters::default()
+        };
+        let activity = Counters {
+            entries: 0,
+            bytes: 0,
+            ..self
+        };
+        (content, activity)
+    }
+
     /// Saturating: a damaged or forged shard may hold any number, and the sum must
     /// never overflow.
-    fn add(&mut self, other: &Counters) {
+    pub fn add(&mut self, other: &Counters) {
         let fields = [
             (&mut self.hits, other.hits),
             (&mut self.misses, other.misses),

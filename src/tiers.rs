@@ -4,11 +4,11 @@
 //! tier takes it in the background. Owns writing an entry into the local tier with its
 //! bookkeeping, for a run and for a result brought from the shared tier alike.
 
-use crate::cache::{self, Cache, Warner};
+use crate::cache::{Cache, Warner};
 use crate::config::Settings;
 use crate::digest::Digest;
 use crate::events::{Event, Kind};
-use crate::index::{usage, Entry};
+use crate::index::{usage::Usage, Entry};
 use crate::remote::{Fetched, Listed, Remote, Tally};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
@@ -222,15 +222,6 @@ pub fn install(
             .filter(|b| b.inline.is_none())
             .map(|b| b.size)
             .sum::<u64>();
-    let clock = cache::read_clock(cache.root());
-    let _ = usage::update(&usage::usage_path(cache.root(), key), |u| {
-        let hits = if previous.is_some() { u.hits } else { 0 };
-        let saved_ms = if previous.is_some() { u.saved_ms } else { 0 };
-        *u = usage::Usage::of_entry(entry, size);
-        u.hits = hits;
-        u.saved_ms = saved_ms;
-        u.clock = clock;
-    });
     let added = added as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
     let delta = Counters {
         stores: ran as i64,
@@ -238,10 +229,13 @@ pub fn install(
         bytes: added,
         ..Default::default()
     };
+    // The usage record rides in the store's journal record (a fetch from the shared
+    // cache logs no store: `memo ls` reads such an entry itself).
     if ran {
         let mut event = Event::of_command(Kind::Store, key, &entry.material);
         event.duration_ms = Some(entry.duration_ms);
         event.size = Some(size);
+        event.usage = Some(Usage::of_entry(entry, size));
         cache.record(delta, event);
     } else {
         cache.record_counters(delta);

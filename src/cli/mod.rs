@@ -448,7 +448,12 @@ fn list_keys(settings: &Settings) {
     if !root.is_dir() {
         return;
     }
-    let mut usages = crate::index::usage::all(root);
+    let log = crate::events::EventLog::new(root);
+    let mut usages: Vec<_> = crate::index::summary::current(root, &log)
+        .usage
+        .into_iter()
+        .filter(|(key, _)| crate::fsutil::sharded_path(&root.join("entries"), key).exists())
+        .collect();
     usages.sort_by_key(|(_, usage)| std::cmp::Reverse(usage.last_access_ms));
     for (key, _) in usages {
         crate::outln!("{}", key.short());

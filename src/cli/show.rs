@@ -14,7 +14,8 @@ use crate::digest::Digest;
 use crate::events::{now_ms, Event, Kind};
 use crate::exit::Fatal;
 use crate::gc;
-use crate::index::usage::{self, Usage};
+use crate::index::summary::Top;
+use crate::index::usage::{Facts, Usage};
 use crate::index::{Entry, NodeKind, Output, Streams};
 use crate::key::StreamMode;
 use crate::key::{escape_control, FileKind};
@@ -54,9 +55,7 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
 
 /// Every usage record, with the key it belongs to, for entries that exist.
 fn usages(cache: &Cache) -> Vec<(Digest, Usage)> {
-    let mut found = usage::all(cache.root());
-    found.retain(|(key, _)| cache.store.entry_path(key).exists());
-    found
+    cache.usages()
 }
 
 #[derive(Serialize)]
@@ -99,7 +98,6 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
     if zero {
         if let Some(cache) = &cache {
             cache
-                .stats
                 .zero_activity()
                 .map_err(io_error("cannot reset the counters"))?;
         }
@@ -108,17 +106,22 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
             return Ok(0);
         }
     }
-    let c: Counters = cache.as_ref().map(|c| c.stats.total()).unwrap_or_default();
+    // The folded counters and the summary's list of the entries that saved the most
+    // time: nothing here reads a file per entry.
+    let (c, mut top): (Counters, Vec<Top>) = cache
+        .as_ref()
+        .map(|c| c.counters_and_top())
+        .unwrap_or_default();
     let root = cache_root(cache.as_ref(), settings);
-    let lookups = c.hits + c.misses;
+    let lookups = c.hits.saturating_add(c.misses);
     let hit_rate = if lookups > 0 {
         c.hits as f64 / lookups as f64
     } else {
         0.0
     };
-    let mut top = cache.as_ref().map(usages).unwrap_or_default();
-    top.retain(|(_, u)| u.saved_ms > 0);
-    top.sort_by_key(|(_, u)| std::cmp::Reverse(u.saved_ms));
+    if let Some(cache) = &cache {
+        top.retain(|t| cache.store.entry_path(&t.key).exists());
+    }
     top.truncate(5);
     if json {
         let out = StatsJson {
@@ -145,11 +148,11 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
             breaker_trips: c.breaker_trips,
             top: top
                 .iter()
-                .map(|(k, u)| TopCommand {
-                    key: k.to_hex(),
-                    command: u.command.clone(),
-                    hits: u.hits,
-                    time_saved_seconds: u.saved_ms as f64 / 1000.0,
+                .map(|t| TopCommand {
+                    key: t.key.to_hex(),
+                    command: t.command.clone(),
+                    hits: t.hits,
+                    time_saved_seconds: t.saved_ms as f64 / 1000.0,
                 })
                 .collect(),
         };
@@ -203,12 +206,12 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
     if !top.is_empty() {
         crate::outln!();
         crate::outln!("commands that saved the most time:");
-        for (_, u) in &top {
+        for t in &top {
             crate::outln!(
                 "  {:>8}  {:>4} hits  {}",
-                format_duration(Duration::from_millis(u.saved_ms)),
-                u.hits,
-                escape_control(&u.command)
+                format_duration(Duration::from_millis(t.saved_ms)),
+                t.hits,
+                escape_control(&t.command)
             );
         }
     }
@@ -286,17 +289,6 @@ pub fn clear(settings: &Settings) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The inputs of an entry: those declared, and for a traced run the files it read.
-fn inputs_of(entry: &Entry) -> usize {
-    let read = entry.observed.as_ref().map_or(0, |o| {
-        o.observations
-            .iter()
-            .filter(|obs| matches!(obs, crate::traced::Observation::Read { .. }))
-            .count()
-    });
-    entry.material.inputs.len() + read
-}
-
 #[derive(Serialize)]
 struct Listed<'a> {
     key: String,
@@ -328,12 +320,16 @@ fn read_entry(cache: &Cache, key: &Digest) -> Option<Entry> {
 
 pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
     let cache = open(settings)?;
-    let mut all: Vec<(Digest, Usage, Option<Entry>)> = match &cache {
+    // What the summary keeps of each entry; only an entry it does not know is read.
+    let mut all: Vec<(Digest, Usage, Option<Facts>)> = match &cache {
         Some(cache) => usages(cache)
             .into_iter()
-            .map(|(key, u)| {
-                let entry = read_entry(cache, &key);
-                (key, u, entry)
+            .map(|(key, mut u)| {
+                let facts = u
+                    .facts
+                    .take()
+                    .or_else(|| read_entry(cache, &key).map(|e| Facts::of_entry(&e)));
+                (key, u, facts)
             })
             .collect(),
         None => Vec::new(),
@@ -346,10 +342,10 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
             .map(|(k, u, entry)| Listed {
                 key: k.to_hex(),
                 command: &u.command,
-                cwd: entry.as_ref().and_then(|e| e.material.cwd.as_ref()),
-                inputs: entry.as_ref().map(inputs_of),
-                traced: entry.as_ref().is_some_and(|e| e.observed.is_some()),
-                outputs: entry.as_ref().map(|e| e.outputs.len()),
+                cwd: entry.as_ref().and_then(|e| e.cwd.as_ref()),
+                inputs: entry.as_ref().map(|e| e.inputs),
+                traced: entry.as_ref().is_some_and(|e| e.traced),
+                outputs: entry.as_ref().map(|e| e.outputs),
                 exit_code: entry.as_ref().map(|e| e.exit_code),
                 created_ms: u.created_ms,
                 last_access_ms: u.last_access_ms,
@@ -366,9 +362,8 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let directory = |entry: &Option<Entry>| match entry {
+    let directory = |entry: &Option<Facts>| match entry {
         Some(e) => e
-            .material
             .cwd
             .as_ref()
             .map_or("(any)".to_string(), |c| escape_control(&c.display())),
@@ -400,8 +395,8 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
             format_size(u.size),
             u.hits,
             format_duration(Duration::from_millis(u.saved_ms)),
-            count(entry.as_ref().map(inputs_of)),
-            count(entry.as_ref().map(|e| e.outputs.len())),
+            count(entry.as_ref().map(|e| e.inputs)),
+            count(entry.as_ref().map(|e| e.outputs)),
             directory(entry),
             escape_control(&u.command)
         );
@@ -454,7 +449,8 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
             event.key = Some(hex);
             event.command = Some(u.command.clone());
             event.message = Some("memo rm".into());
-            let _ = cache.log.append(&event);
+            event.counts = Some(Counters::default());
+            cache.append(&event);
         }
     }
     let _ = cache.stats.add(&Counters {
@@ -479,7 +475,7 @@ pub fn log(settings: &Settings, count: usize, json: bool) -> anyhow::Result<i32>
         if json {
             crate::outln!(
                 "{}",
-                serde_json::to_string(event).expect("events serialize")
+                serde_json::to_string(&event.for_people()).expect("events serialize")
             );
         } else {
             crate::outln!("{}", describe(event));
@@ -693,7 +689,10 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
     if args.stdout || args.stderr {
         return print_stream(&cache, &key, &entry, args.stderr);
     }
-    let usage = usage::read(&usage::usage_path(cache.root(), &key)).unwrap_or_default();
+    let usage = crate::index::summary::current(cache.root(), &cache.log)
+        .usage
+        .remove(&key)
+        .unwrap_or_default();
     let size = if usage.size > 0 {
         usage.size
     } else {

@@ -1,15 +1,16 @@
 //! How an entry has been used: hits, time saved, last access, and what gc's
-//! Greedy-Dual-Size-Frequency policy needs to rank it. One small file per entry under
-//! `usage/`, beside (not inside) the entry, so a hit rewrites a few hundred bytes, never
-//! the entry itself. Updated under an exclusive `flock`: concurrent hits are all counted.
+//! Greedy-Dual-Size-Frequency policy needs to rank it, with what `memo ls` shows of the
+//! entry. The records live in the summary (`index::summary`), folded from the journal:
+//! a hit appends one line and rewrites nothing. (Before, each entry had a file of its
+//! own under `usage/`; the first fold reads those once and removes them.)
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytes::ByteString;
 use crate::digest::Digest;
-use crate::fsutil::{read_json_locked, update_json_locked};
+use crate::fsutil::read_json_locked;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -28,6 +29,43 @@ pub struct Usage {
     pub last_access_ms: u64,
     /// gc's clock (its "L") at the last access: the aging term of the priority.
     pub clock: f64,
+    /// What `memo ls` shows of the entry; `None` where it is not known (a record from
+    /// before it was kept, or one a hit made for an entry fetched from the shared
+    /// cache), and `ls` then reads the entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
+}
+
+/// What `memo ls` shows of an entry besides its usage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Facts {
+    /// The working directory it ran in; `None` with `--ignore-cwd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<ByteString>,
+    /// Inputs the key names, with the files a traced run read.
+    pub inputs: usize,
+    pub outputs: usize,
+    pub traced: bool,
+    pub exit_code: i32,
+}
+
+impl Facts {
+    pub fn of_entry(entry: &super::Entry) -> Facts {
+        let read = entry.observed.as_ref().map_or(0, |o| {
+            o.observations
+                .iter()
+                .filter(|obs| matches!(obs, crate::traced::Observation::Read { .. }))
+                .count()
+        });
+        Facts {
+            cwd: entry.material.cwd.clone(),
+            inputs: entry.material.inputs.len() + read,
+            outputs: entry.outputs.len(),
+            traced: entry.observed.is_some(),
+            exit_code: entry.exit_code,
+        }
+    }
 }
 
 impl Usage {
@@ -40,6 +78,7 @@ impl Usage {
             duration_ms: entry.duration_ms,
             size,
             last_access_ms: entry.created_unix_ms,
+            facts: Some(Facts::of_entry(entry)),
             ..Default::default()
         }
     }
@@ -56,36 +95,13 @@ impl Usage {
     }
 }
 
-pub fn usage_path(cache_root: &Path, key: &Digest) -> PathBuf {
-    crate::fsutil::sharded_path(&cache_root.join("usage"), key)
-}
-
-/// Every readable usage record in the cache at `cache_root`, with its key.
-pub fn all(cache_root: &Path) -> Vec<(Digest, Usage)> {
+/// The usage records an older memo kept one file each under `usage/`, with their
+/// keys; a missing or garbled one is left out.
+pub fn read_legacy(cache_root: &Path) -> Vec<(Digest, Usage)> {
     crate::fsutil::files_in_shards(&cache_root.join("usage"))
         .into_iter()
-        .filter_map(|(name, path)| Some((name.parse().ok()?, read(&path)?)))
+        .filter_map(|(name, path)| Some((name.parse().ok()?, read_json_locked(&path)?)))
         .collect()
-}
-
-/// Reads a usage record; a missing or garbled one reads as `None`.
-pub fn read(path: &Path) -> Option<Usage> {
-    read_json_locked(path)
-}
-
-/// Applies `change` to the record at `path` (a default one if there is none) under an
-/// exclusive lock.
-pub fn update(path: &Path, change: impl FnOnce(&mut Usage)) -> io::Result<()> {
-    update_json_locked(path, |usage: &mut Usage, was_corrupt| {
-        if was_corrupt {
-            crate::console::warn_once(format!(
-                "usage record {} was damaged; its counts restart from zero",
-                path.display()
-            ));
-        }
-        change(usage)
-    })
-    .map(drop)
 }
 
 #[cfg(test)]
@@ -108,21 +124,5 @@ mod tests {
             ..Default::default()
         };
         assert!(keep.priority() > evict.priority());
-    }
-
-    #[test]
-    fn concurrent_hits_are_all_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = usage_path(dir.path(), &Digest::of_bytes(b"k"));
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..25 {
-                        update(&path, |u| u.hits += 1).unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(read(&path).unwrap().hits, 200);
     }
 }

@@ -9,6 +9,7 @@ mod ergonomics;
 mod errors;
 mod excludes;
 mod explain;
+mod journal;
 mod keys;
 mod manage;
 mod messages;

@@ -125,12 +125,14 @@ fn a_signal_after_the_command_exited_stops_memo_at_once_with_128_plus_n() {
         // Separate files for stdout and stderr, as in the `env.run` that replays it.
         let (mut child, _, _) = spawn_to_files(&env, &run_tool(&[]));
         env.wait_for_file("started");
-        // memo counts the store in the counter file its pid picks, under a lock: holding
-        // that lock keeps memo storing, deterministically, after its command has exited.
+        // memo counts the stored entry in the counter file its pid picks, under a lock:
+        // holding that lock keeps memo storing, deterministically, after its command has
+        // exited. (The miss itself only appended to the journal: no shard yet.)
         let shard = env
             .cache()
             .join("stats")
             .join(format!("{:02}", child.id() % 16));
+        fs::create_dir_all(shard.parent().unwrap()).unwrap();
         let held = HeldLock::take(&shard);
         env.write("go", "");
         env.eventually("the entry is written", || !env.entries().is_empty());

@@ -398,19 +398,17 @@ fn plant_file(path: &Path) {
 fn cache_places(env: &TestEnv, entry: &Path, object: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let cache = env.cache();
     let shard_of = |p: &Path| p.parent().unwrap().to_path_buf();
-    let usage = files_under(&cache.join("usage"));
-    assert_eq!(usage.len(), 1);
-    let mut dirs: Vec<PathBuf> = [
-        "entries", "objects", "tmp", "locks", "usage", "stats", "digests",
-    ]
-    .iter()
-    .map(|d| cache.join(d))
-    .collect();
-    dirs.extend([shard_of(entry), shard_of(object), shard_of(&usage[0])]);
+    assert!(cache.join("summary").is_file(), "gc folded the journal");
+    let mut dirs: Vec<PathBuf> = ["entries", "objects", "tmp", "locks", "stats", "digests"]
+        .iter()
+        .map(|d| cache.join(d))
+        .collect();
+    dirs.extend([shard_of(entry), shard_of(object)]);
     let mut files = vec![
         entry.to_path_buf(),
         object.to_path_buf(),
-        usage[0].clone(),
+        cache.join("summary"),
+        cache.join("locks").join("summary"),
         cache.join("locks").join("gc"),
         cache.join("gc-clock"),
         cache.join("log.jsonl"),

@@ -1,0 +1,423 @@
+//! The summary: every entry's usage record and the counters of past activity, folded
+//! from the journal (the event log), as ccache folds its per-process stats files.
+//!
+//! Owns `summary` in the cache directory and the fold. A hit, a miss or a store appends
+//! one record to the journal (`events`) and rewrites nothing; the fold adds the records
+//! after its last position to the summary and writes it whole, through a temp file and
+//! a rename, under the `summary` lock. It runs each time the journal grows past a
+//! multiple of `FOLD_EVERY`, before the journal is rotated, and at the start of gc.
+//! Readers add the records the fold has not reached yet (a bounded tail) in memory.
+//!
+//! The file is JSON lines: a header (format version, journal position, counters, and
+//! the entries that saved the most time, for `memo stats` to read alone), then one
+//! `[key, usage]` line per entry. It is a cache of facts whose truth is elsewhere: a
+//! damaged summary reads as empty, and listing falls back to the entries themselves.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::events::{Event, EventLog, Kind, Position, MAX_LOG_BYTES};
+use crate::index::usage::{self, Usage};
+use crate::lock::Lock;
+use crate::stats::Counters;
+
+pub const SUMMARY_VERSION: u32 = 1;
+/// How many of the entries that saved the most time the header names.
+const TOP: usize = 32;
+/// The journal is folded each time it grows past a multiple of this many bytes: a
+/// reader's unfolded tail stays about this small.
+pub const FOLD_EVERY: u64 = 256 * 1024;
+/// A summary larger than this is damage (a million entries take about 300 MB).
+const MAX_SUMMARY_BYTES: u64 = 4 << 30;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Header {
+    pub version: u32,
+    /// How far the journal has been folded.
+    pub position: Position,
+    /// The counters of past activity (what is stored, `entries` and `bytes`, is
+    /// counted in the stats shards instead).
+    pub counters: Counters,
+    /// The entries that saved the most time, most first.
+    pub top: Vec<Top>,
+    /// Whether `top` names every entry that saved any time.
+    pub top_complete: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Top {
+    pub key: Digest,
+    pub command: String,
+    pub hits: u64,
+    pub saved_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub header: Header,
+    pub usage: HashMap<Digest, Usage>,
+}
+
+pub fn summary_path(cache_root: &Path) -> PathBuf {
+    cache_root.join("summary")
+}
+
+/// The header alone: what `memo stats` needs, read without the entries' lines.
+pub fn read_header(cache_root: &Path) -> Header {
+    let Ok(file) =
+        crate::fsutil::open_regular(&summary_path(cache_root), crate::fsutil::Access::Read)
+    else {
+        return Header::default();
+    };
+    let mut line = Vec::new();
+    let _ = io::BufReader::new(file.take(16 << 20)).read_until(b'\n', &mut line);
+    decode_header(&line).unwrap_or_default()
+}
+
+fn decode_header(line: &[u8]) -> Option<Header> {
+    serde_json::from_slice::<Header>(line)
+        .ok()
+        .filter(|h| h.version == SUMMARY_VERSION)
+}
+
+/// The summary as last written (with the records of an older memo's `usage/` files
+/// when there is none yet); an unreadable one reads as empty.
+pub fn read(cache_root: &Path) -> Summary {
+    let path = summary_path(cache_root);
+    let bytes = match crate::fsutil::read_regular_whole(&path, MAX_SUMMARY_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Summary {
+                header: Header {
+                    version: SUMMARY_VERSION,
+                    ..Header::default()
+                },
+                usage: usage::read_legacy(cache_root).into_iter().collect(),
+            }
+        }
+        Err(_) => return Summary::default(),
+    };
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let Some(header) = lines.next().and_then(decode_header) else {
+        crate::console::warn_once(format!(
+            "summary {} was damaged; its counts restart from zero",
+            path.display()
+        ));
+        return Summary::default();
+    };
+    let usage = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice::<(Digest, Usage)>(l).ok())
+        .collect();
+    Summary { header, usage }
+}
+
+impl Summary {
+    /// Adds the journal's records to the summary. `clock` is gc's clock now, the
+    /// aging term of every entry used since the last fold.
+    pub fn apply(&mut self, events: &[Event], clock: f64) {
+        for event in events {
+            let Some(counts) = &event.counts else {
+                continue;
+            };
+            self.header.counters.add(&counts.split_content().1);
+            let key = event.key.as_deref().and_then(|k| k.parse::<Digest>().ok());
+            match (event.event, key) {
+                (Kind::Hit, Some(key)) => {
+                    let usage = self.usage.entry(key).or_insert_with(|| Usage {
+                        command: event.command.clone().unwrap_or_default(),
+                        created_ms: event.time_ms,
+                        duration_ms: event.duration_ms.unwrap_or(0),
+                        ..Usage::default()
+                    });
+                    usage.hits += 1;
+                    usage.saved_ms += event.saved_ms.unwrap_or(0);
+                    usage.last_access_ms = usage.last_access_ms.max(event.time_ms);
+                    usage.clock = clock;
+                }
+                (Kind::Store, Some(key)) => {
+                    if let Some(fresh) = &event.usage {
+                        let usage = self.usage.entry(key).or_default();
+                        // A replaced entry keeps the hits of the one it replaces.
+                        *usage = Usage {
+                            hits: usage.hits,
+                            saved_ms: usage.saved_ms,
+                            clock,
+                            ..fresh.clone()
+                        };
+                    }
+                }
+                (Kind::Evict | Kind::Corrupt, Some(key)) => {
+                    self.usage.remove(&key);
+                }
+                (Kind::Clear, _) => self.usage.clear(),
+                _ => {}
+            }
+        }
+    }
+
+    fn update_top(&mut self) {
+        let mut saved: Vec<(&Digest, &Usage)> =
+            self.usage.iter().filter(|(_, u)| u.saved_ms > 0).collect();
+        self.header.top_complete = saved.len() <= TOP;
+        saved.sort_by_key(|(_, u)| std::cmp::Reverse(u.saved_ms));
+        self.header.top = saved
+            .into_iter()
+            .take(TOP)
+            .map(|(key, u)| Top {
+                key: *key,
+                command: u.command.clone(),
+                hits: u.hits,
+                saved_ms: u.saved_ms,
+            })
+            .collect();
+    }
+
+    fn encode(&mut self) -> Vec<u8> {
+        self.header.version = SUMMARY_VERSION;
+        self.update_top();
+        let mut out = serde_json::to_vec(&self.header).expect("the header serializes");
+        out.push(b'\n');
+        for record in &self.usage {
+            serde_json::to_writer(&mut out, &record).expect("usage serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// The summary with the records the fold has not reached yet, as of now.
+pub fn current(cache_root: &Path, log: &EventLog) -> Summary {
+    let mut summary = read(cache_root);
+    let (events, _) = log.read_since(summary.header.position);
+    summary.apply(&events, crate::cache::read_clock(cache_root));
+    summary
+}
+
+/// The counters of past activity and the entries that saved the most time (most first,
+/// at most `TOP`), as of now, without reading every entry's record.
+pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
+    let header = read_header(cache_root);
+    let (events, _) = log.read_since(header.position);
+    let mut counters = header.counters;
+    let mut top: HashMap<Digest, Top> = header.top.into_iter().map(|t| (t.key, t)).collect();
+    for event in &events {
+        let Some(counts) = &event.counts else {
+            continue;
+        };
+        counters.add(&counts.split_content().1);
+        let key = event.key.as_deref().and_then(|k| k.parse::<Digest>().ok());
+        match (event.event, key) {
+            // An entry not in the header's list, when the list is not complete, shows
+            // what it saved since the fold: a lower bound, until the next fold.
+            (Kind::Hit, Some(key)) => {
+                let t = top.entry(key).or_insert_with(|| Top {
+                    key,
+                    command: event.command.clone().unwrap_or_default(),
+                    hits: 0,
+                    saved_ms: 0,
+                });
+                t.hits += 1;
+                t.saved_ms += event.saved_ms.unwrap_or(0);
+            }
+            (Kind::Evict | Kind::Corrupt, Some(key)) => {
+                top.remove(&key);
+            }
+            (Kind::Clear, _) => top.clear(),
+            _ => {}
+        }
+    }
+    let mut top: Vec<Top> = top.into_values().filter(|t| t.saved_ms > 0).collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.saved_ms));
+    (counters, top)
+}
+
+/// Folds the journal into the summary. With `wait` false, does nothing when another
+/// process holds the lock (it is folding already). `prune` keeps only the records of
+/// entries for which it returns true (gc, which has listed them).
+pub fn fold(
+    cache_root: &Path,
+    log: &EventLog,
+    wait: bool,
+    change: impl FnOnce(&mut Summary),
+) -> io::Result<()> {
+    let locks = cache_root.join("locks");
+    let _lock = if wait {
+        Lock::wait(&locks, "summary")?
+    } else {
+        match Lock::try_take(&locks, "summary", false)? {
+            Some(lock) => lock,
+            None => return Ok(()),
+        }
+    };
+    fold_locked(cache_root, log, change)
+}
+
+/// `fold` for a caller that holds the `summary` lock.
+pub fn fold_locked(
+    cache_root: &Path,
+    log: &EventLog,
+    change: impl FnOnce(&mut Summary),
+) -> io::Result<()> {
+    let mut summary = read(cache_root);
+    let (events, position) = log.read_since(summary.header.position);
+    summary.apply(&events, crate::cache::read_clock(cache_root));
+    summary.header.position = position;
+    change(&mut summary);
+    crate::fsutil::write_file_atomic(&summary_path(cache_root), &summary.encode())?;
+    // An older memo's records are in the summary now. Only the files memo named go
+    // (a `usage/` of the user's, in a directory that is not memo's, stays).
+    let legacy = cache_root.join("usage");
+    if crate::fsutil::is_real_dir(&legacy) {
+        for (name, path) in crate::fsutil::files_in_shards(&legacy) {
+            if name.parse::<Digest>().is_ok() {
+                let _ = std::fs::remove_file(&path);
+                if let Some(shard) = path.parent() {
+                    let _ = std::fs::remove_dir(shard);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&legacy);
+    }
+    Ok(())
+}
+
+/// Appends `event` to the journal, folds the journal into the summary when it has
+/// grown past a multiple of `FOLD_EVERY`, and rotates it once past `MAX_LOG_BYTES`,
+/// folding it first under the lock, so that no record is dropped unfolded. Failures
+/// are ignored: bookkeeping never fails the user's command.
+pub fn append(cache_root: &Path, log: &EventLog, event: &Event) {
+    let Ok((start, end)) = log.append(event) else {
+        return;
+    };
+    if end > MAX_LOG_BYTES {
+        let Ok(_lock) = Lock::wait(&cache_root.join("locks"), "summary") else {
+            return;
+        };
+        // Another process may have rotated it while this one waited.
+        if log.current_size() > MAX_LOG_BYTES && fold_locked(cache_root, log, |_| {}).is_ok() {
+            let _ = log.rotate();
+        }
+    } else if start / FOLD_EVERY != end / FOLD_EVERY {
+        let _ = fold(cache_root, log, false, |_| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(key: &Digest, saved_ms: u64) -> Event {
+        let mut event = Event::new(Kind::Hit);
+        event.key = Some(key.to_hex());
+        event.command = Some("echo".into());
+        event.saved_ms = Some(saved_ms);
+        event.counts = Some(Counters {
+            hits: 1,
+            time_saved_ms: saved_ms as i64,
+            ..Counters::default()
+        });
+        event
+    }
+
+    #[test]
+    fn folds_hits_into_counters_and_usage_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let key = Digest::of_bytes(b"k");
+        for saved in [5, 7] {
+            log.append(&hit(&key, saved)).unwrap();
+        }
+        // A line of an older memo (no counts) is not folded.
+        let mut old = hit(&key, 100);
+        old.counts = None;
+        log.append(&old).unwrap();
+        let (counters, top) = current_top(dir.path(), &log);
+        assert_eq!((counters.hits, counters.time_saved_ms), (2, 12));
+        assert_eq!(top[0].saved_ms, 12);
+        fold(dir.path(), &log, true, |_| {}).unwrap();
+        log.append(&hit(&key, 1)).unwrap();
+        let summary = current(dir.path(), &log);
+        assert_eq!(summary.usage[&key].hits, 3);
+        assert_eq!(summary.header.counters.hits, 3);
+        let (counters, top) = current_top(dir.path(), &log);
+        assert_eq!((counters.hits, top[0].saved_ms, top[0].hits), (3, 13, 3));
+    }
+
+    #[test]
+    fn a_torn_record_is_skipped_and_the_next_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let key = Digest::of_bytes(b"k");
+        log.append(&hit(&key, 1)).unwrap();
+        let line = serde_json::to_vec(&hit(&key, 2)).unwrap();
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("log.jsonl"))
+            .unwrap();
+        file.write_all(&line[..line.len() / 2]).unwrap();
+        let (counters, _) = current_top(dir.path(), &log);
+        assert_eq!(counters.hits, 1, "a record without its newline waits");
+        log.append(&hit(&key, 4)).unwrap();
+        let (counters, _) = current_top(dir.path(), &log);
+        assert_eq!((counters.hits, counters.time_saved_ms), (2, 5));
+    }
+
+    #[test]
+    fn the_journal_is_bounded_and_every_record_folded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut event = Event::new(Kind::Error);
+        event.message = Some("x".repeat(10_000));
+        event.counts = Some(Counters {
+            errors: 1,
+            ..Counters::default()
+        });
+        for _ in 0..1000 {
+            append(dir.path(), &log, &event);
+        }
+        assert!(log.size() <= 2 * MAX_LOG_BYTES + 20_000, "{}", log.size());
+        assert_eq!(current_top(dir.path(), &log).0.errors, 1000);
+        assert!(
+            read_header(dir.path()).counters.errors > 500,
+            "folded on the way"
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_are_all_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let key = Digest::of_bytes(b"k");
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..2000 {
+                        append(dir.path(), &log, &hit(&key, 1));
+                    }
+                });
+            }
+        });
+        let summary = current(dir.path(), &log);
+        assert_eq!(summary.usage[&key].hits, 8000);
+        assert_eq!(summary.header.counters.hits, 8000);
+        assert!(
+            read_header(dir.path()).counters.hits > 0,
+            "folded on the way"
+        );
+    }
+
+    #[test]
+    fn a_damaged_summary_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(summary_path(dir.path()), b"{\"version\": nonsense\n").unwrap();
+        assert!(read(dir.path()).usage.is_empty());
+        assert_eq!(read_header(dir.path()), Header::default());
+    }
+}
