@@ -129,6 +129,24 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         let Ok(key) = name.parse::<Digest>() else {
             continue; // a staging leftover or a stranger's file: not ours to judge
         };
+        // An entry the summary knows, whose file still has the size it had when it was
+        // stored, is not read: its objects are in the summary. (`--verify` reads all.)
+        let known = usages.remove(&key);
+        if let Some(stored) = known.as_ref().and_then(|u| u.stored.as_ref()) {
+            let unchanged = !options.verify
+                && fs::symlink_metadata(&path)
+                    .is_ok_and(|m| m.is_file() && m.len() == stored.bytes);
+            if unchanged {
+                let usage = known.clone().expect("known");
+                scanned.push(Scanned {
+                    key,
+                    entry_bytes: stored.bytes,
+                    objects: stored.objects.clone(),
+                    usage,
+                });
+                continue;
+            }
+        }
         // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
         let decoded =
             crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
@@ -141,9 +159,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             }
             continue;
         };
-        let usage = usages
-            .remove(&key)
-            .unwrap_or_else(|| usage::Usage::of_entry(&entry, 0));
+        let usage = known.unwrap_or_else(|| usage::Usage::of_entry(&entry, 0));
         let mut objects: Vec<Digest> = entry
             .blobs()
             .filter(|b| b.inline.is_none())
@@ -327,6 +343,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         .collect();
     // The bytes go with the objects; an entry's own file is small.
     let mut bar = Progress::new(orphan_sizes.iter().sum(), "gc: evicting");
+    // Logged all at once, a few lines to a write, and folded at the end.
+    let mut evicted = Vec::with_capacity(report.removed.len());
     for removed in &report.removed {
         let _ = cache.remove_result(&removed.key);
         let mut event = Event::new(Kind::Evict);
@@ -335,7 +353,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         event.size = Some(removed.size);
         event.message = Some(removed.reason.to_string());
         event.counts = Some(Counters::default());
-        cache.append(&event);
+        evicted.push(event);
+    }
+    if !evicted.is_empty() {
+        let _ = cache.log.append_all(&evicted);
     }
     for (path, size) in orphan_paths.iter().zip(orphan_sizes) {
         let _ = fs::remove_file(path);
@@ -343,10 +364,13 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     }
     drop(bar);
     // The records of entries that are gone (evicted above, or removed without a
-    // record in the journal) leave the summary.
+    // record in the journal) leave the summary; one stored since gc listed the entries
+    // stays.
     let kept_keys: HashSet<Digest> = kept.iter().map(|s| s.key).collect();
-    let _ = crate::index::summary::fold(root, &cache.log, true, |summary| {
-        summary.usage.retain(|key, _| kept_keys.contains(key));
+    let _ = crate::index::summary::fold_and_bound(root, &cache.log, |summary| {
+        summary
+            .usage
+            .retain(|key, _| kept_keys.contains(key) || cache.store.entry_path(key).exists());
     });
     report.temp_files = sweep_staging(&root.join("tmp"), grace, started);
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {

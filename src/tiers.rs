@@ -8,7 +8,8 @@ use crate::cache::{Cache, Warner};
 use crate::config::Settings;
 use crate::digest::Digest;
 use crate::events::{Event, Kind};
-use crate::index::{usage::Usage, Entry};
+use crate::index::usage::{Stored, Usage};
+use crate::index::Entry;
 use crate::remote::{Fetched, Listed, Remote, Tally};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
@@ -235,7 +236,10 @@ pub fn install(
         let mut event = Event::of_command(Kind::Store, key, &entry.material);
         event.duration_ms = Some(entry.duration_ms);
         event.size = Some(size);
-        event.usage = Some(Usage::of_entry(entry, size));
+        event.usage = Some(Usage {
+            stored: Some(Stored::of_entry(entry, encoded.len() as u64)),
+            ..Usage::of_entry(entry, size)
+        });
         cache.record(delta, event);
     } else {
         cache.record_counters(delta);

@@ -258,6 +258,21 @@ pub fn fold(
     fold_locked(cache_root, log, change)
 }
 
+/// Folds the journal under the lock, applies `change`, and rotates the journal if it
+/// has grown past `MAX_LOG_BYTES` (gc, after logging its evictions all at once).
+pub fn fold_and_bound(
+    cache_root: &Path,
+    log: &EventLog,
+    change: impl FnOnce(&mut Summary),
+) -> io::Result<()> {
+    let _lock = Lock::wait(&cache_root.join("locks"), "summary")?;
+    fold_locked(cache_root, log, change)?;
+    if log.current_size() > MAX_LOG_BYTES {
+        log.rotate()?;
+    }
+    Ok(())
+}
+
 /// `fold` for a caller that holds the `summary` lock.
 pub fn fold_locked(
     cache_root: &Path,

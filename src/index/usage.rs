@@ -34,6 +34,34 @@ pub struct Usage {
     /// cache), and `ls` then reads the entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub facts: Option<Facts>,
+    /// What gc needs of the entry file, so that it reads none whose file still has
+    /// this size; `None` where not known (gc then reads the entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Stored>,
+}
+
+/// The size of an entry file and the objects it refers to, each once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stored {
+    pub bytes: u64,
+    pub objects: Vec<Digest>,
+}
+
+impl Stored {
+    pub fn of_entry(entry: &super::Entry, encoded_bytes: u64) -> Stored {
+        let mut objects: Vec<Digest> = entry
+            .blobs()
+            .filter(|b| b.inline.is_none())
+            .map(|b| b.digest)
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        Stored {
+            bytes: encoded_bytes,
+            objects,
+        }
+    }
 }
 
 /// What `memo ls` shows of an entry besides its usage.

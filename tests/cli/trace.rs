@@ -480,10 +480,18 @@ fn make_of_a_small_project_hits_when_nothing_changed_and_misses_after_an_edit() 
     assert_eq!(first.printed(), "util 1\n");
     assert!(!ran(&env, &[]), "nothing changed");
 
-    env.write(
+    let edited_source = env.write(
         "util.c",
         "#include \"util.h\"\nint util(void) { return 2; }\n",
     );
+    // make compares timestamps: the edit must be newer than the util.o the hit just
+    // restored, even when both fall in one tick of the file system's clock.
+    fs::File::options()
+        .write(true)
+        .open(&edited_source)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(2))
+        .unwrap();
     let edited = traced(&env, &[]);
     assert!(edited.ran(), "util.c changed");
     assert_eq!(edited.printed(), "util 2\n");
