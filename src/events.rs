@@ -107,12 +107,39 @@ impl Event {
     }
 }
 
-/// A place in the journal: the log file (by inode) and the offset after the last line
-/// folded from it.
+/// A place in the journal: the offset after the last line folded, the inode of the log
+/// file it was taken in, and a check of the bytes before it. The inode says which file
+/// (the current one or the rotated one) unless it was reused; the check then tells,
+/// and tells alone in a copy of the cache (`cp -a`, a backup restored), whose files
+/// have new inodes: a copy still knows what it has folded and counts nothing twice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Position {
     pub inode: u64,
     pub offset: u64,
+    pub check: u64,
+}
+
+/// How many bytes before a position its check covers: a few records, which carry their
+/// time in milliseconds and their key.
+const CHECKED_BYTES: u64 = 256;
+
+/// FNV-1a: a check, not a defence (whoever can write the log can write the summary).
+fn check_of(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The check of the bytes before `offset` in the file at `path`; `None` if it is
+/// shorter (or missing).
+fn check_at(path: &Path, offset: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = crate::fsutil::open_regular(path, Access::Read).ok()?;
+    let start = offset.saturating_sub(CHECKED_BYTES);
+    let mut bytes = vec![0; (offset - start) as usize];
+    file.read_exact_at(&mut bytes, start).ok()?;
+    Some(check_of(&bytes))
 }
 
 pub fn now_ms() -> u64 {
@@ -195,23 +222,30 @@ impl EventLog {
     pub fn read_since(&self, from: Position) -> (Vec<Event>, Position) {
         use std::os::unix::fs::MetadataExt;
         let inode_of = |p: &Path| fs::symlink_metadata(p).ok().map(|m| m.ino());
+        let holds = |path: &Path| check_at(path, from.offset) == Some(from.check);
+        let (rotated, current) = (self.rotated(), self.path.clone());
+        let by_inode = [&rotated, &current]
+            .into_iter()
+            .find(|p| inode_of(p) == Some(from.inode) && holds(p));
+        // A copy: the file whose bytes before the offset are the same.
+        let taken_in = by_inode.or_else(|| [&rotated, &current].into_iter().find(|p| holds(p)));
         let mut events = Vec::new();
-        let current = inode_of(&self.path);
         let mut start = 0;
-        if from.inode != 0 && inode_of(&self.rotated()) == Some(from.inode) {
-            // Rotated since: the rest of the old file, then the new one from its start.
-            let _ = read_records(&self.rotated(), from.offset, &mut events);
-        } else if current == Some(from.inode) {
-            start = from.offset;
+        if from.offset > 0 {
+            if taken_in == Some(&rotated) {
+                // Rotated since: the rest of the old file, then the new one from its start.
+                let _ = read_records(&rotated, from.offset, &mut events);
+            } else if taken_in == Some(&current) {
+                start = from.offset;
+            }
         }
-        let Some(inode) = current else {
-            return (events, Position::default());
+        let offset = read_records(&current, start, &mut events).unwrap_or(start);
+        let position = Position {
+            inode: inode_of(&current).unwrap_or_default(),
+            offset,
+            check: check_at(&current, offset).unwrap_or_default(),
         };
-        let offset = match read_records(&self.path, start, &mut events) {
-            Ok(offset) => offset,
-            Err(_) => start,
-        };
-        (events, Position { inode, offset })
+        (events, position)
     }
 
     /// Moves the log aside (dropping the older one). Concurrent appenders then write to

@@ -225,3 +225,35 @@ fn a_cache_of_the_previous_layout_keeps_its_usage_and_counts() {
         (Some(6), Some(1))
     );
 }
+
+#[test]
+fn a_copy_of_the_cache_counts_nothing_twice() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    assert_success(&env.run(run_tool(&[])));
+    assert_success(&env.run(run_tool(&[])));
+    assert_success(&env.run(["gc"]));
+    assert_success(&env.run(run_tool(&[])));
+    // A copy has new inodes: the summary must still know what it has folded.
+    let original = env.root.path().join("cache.orig");
+    fs::rename(env.cache(), &original).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(env.cache())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let stats = env.stats();
+    assert_eq!(
+        (stats["hits"].as_i64(), stats["misses"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_success(&env.run(["gc"]));
+    let stats = env.stats();
+    assert_eq!(
+        (stats["hits"].as_i64(), stats["misses"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(listed_hits(&env), [2]);
+}
