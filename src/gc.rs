@@ -119,8 +119,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
 
     // 1. Read every entry; what cannot be decoded is removed as corrupt. Usage comes
     // from the summary, folded first (a hit since the fold counts from its clock).
-    let _ = crate::index::summary::fold(root, &cache.log, true, |_| {});
-    let mut usages = crate::index::summary::read(root).usage;
+    let mut usages = crate::index::summary::fold_and_read(root, &cache.log)
+        .unwrap_or_else(|_| crate::index::summary::current(root, &cache.log))
+        .usage;
     let entry_files = files_in_shards(&root.join("entries"));
     let mut scanned = Vec::new();
     // Each object's size, as its entries record it (for `--verify`).

@@ -255,7 +255,14 @@ pub fn fold(
             None => return Ok(()),
         }
     };
-    fold_locked(cache_root, log, change)
+    fold_locked(cache_root, log, change).map(drop)
+}
+
+/// `fold` that waits for the lock and returns the summary it wrote (gc, which reads it
+/// next).
+pub fn fold_and_read(cache_root: &Path, log: &EventLog) -> io::Result<Summary> {
+    let _lock = Lock::wait(&cache_root.join("locks"), "summary")?;
+    fold_locked(cache_root, log, |_| {})
 }
 
 /// Folds the journal under the lock, applies `change`, and rotates the journal if it
@@ -278,7 +285,7 @@ pub fn fold_locked(
     cache_root: &Path,
     log: &EventLog,
     change: impl FnOnce(&mut Summary),
-) -> io::Result<()> {
+) -> io::Result<Summary> {
     let mut summary = read(cache_root);
     let (events, position) = log.read_since(summary.header.position);
     summary.apply(&events, crate::cache::read_clock(cache_root));
@@ -299,7 +306,7 @@ pub fn fold_locked(
         }
         let _ = std::fs::remove_dir(&legacy);
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// Appends `event` to the journal, folds the journal into the summary when it has
