@@ -291,7 +291,16 @@ pub fn fold_locked(
     summary.apply(&events, crate::cache::read_clock(cache_root));
     summary.header.position = position;
     change(&mut summary);
-    crate::fsutil::write_file_atomic(&summary_path(cache_root), &summary.encode())?;
+    let path = summary_path(cache_root);
+    if !crate::fsutil::is_memo_cache() && !holds_a_summary(&path) {
+        // A file of the user's named `summary` in a directory that is not memo's own
+        // (`MEMO_DIR=$HOME`): never replaced. The counts stay in the journal.
+        return Err(io::Error::other(format!(
+            "{} is not memo's summary; left alone",
+            path.display()
+        )));
+    }
+    crate::fsutil::write_file_atomic(&path, &summary.encode())?;
     // An older memo's records are in the summary now. Only the files memo named go
     // (a `usage/` of the user's, in a directory that is not memo's, stays).
     let legacy = cache_root.join("usage");
@@ -307,6 +316,14 @@ pub fn fold_locked(
         let _ = std::fs::remove_dir(&legacy);
     }
     Ok(summary)
+}
+
+/// Whether `path` is missing or holds what memo writes there (a header line first).
+fn holds_a_summary(path: &Path) -> bool {
+    match crate::fsutil::read_regular(path, 16) {
+        Ok(bytes) => bytes.starts_with(b"{\"version\":"),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
 }
 
 /// Appends `event` to the journal, folds the journal into the summary when it has

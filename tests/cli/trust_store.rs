@@ -821,6 +821,7 @@ fn gc_and_clear_never_remove_a_users_files_from_a_directory_that_is_not_memos() 
         "usage/2024/report.pdf",
         "objects/old/a.bin",
         "entries/ab/letter.txt",
+        "summary",
     ];
     for rel in mine {
         let path = home.join(rel);
