@@ -233,6 +233,22 @@ impl DigestCache {
         Ok((digest, StatSignature::of(&file.metadata()?)))
     }
 
+    /// `digest_path` for a file whose metadata (followed) the caller has just read: no
+    /// second `statx`.
+    pub fn digest_path_with(
+        &self,
+        path: &std::path::Path,
+        meta: &Metadata,
+    ) -> io::Result<(Digest, StatSignature)> {
+        let sig = StatSignature::of(meta);
+        if let Some(digest) = self.lookup(&sig) {
+            return Ok((digest, sig));
+        }
+        let mut file = File::open(path)?;
+        let (digest, _) = self.digest_file(&mut file)?;
+        Ok((digest, StatSignature::of(&file.metadata()?)))
+    }
+
     /// Bytes the table has grown by in this process since the last call.
     pub fn take_growth(&self) -> u64 {
         self.grown.replace(0)

@@ -352,7 +352,7 @@ pub fn gather_inputs(
         for (path, found) in listed {
             let (contents, executable) = match &found {
                 Found::File(meta, _) => {
-                    let (digest, sig) = cache.digest_path(&path).map_err(|e| {
+                    let (digest, sig) = cache.digest_path_with(&path, meta).map_err(|e| {
                         Fatal::failure(format!(
                             "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
                             path.display()
@@ -650,8 +650,10 @@ pub fn expand(spec: &OsStr, filter: &Filter) -> Result<Expansion, Fatal> {
     }
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
-    if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, &filter.below(&path), false, &mut listed)?;
+    if let Ok(found) = fs::symlink_metadata(&path) {
+        // Not a symlink: what was found is what following it would find.
+        let known = (!found.file_type().is_symlink()).then_some(found);
+        list_path(&path, &filter.below(&path), false, known, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -713,7 +715,7 @@ pub fn expand(spec: &OsStr, filter: &Filter) -> Result<Expansion, Fatal> {
         if !scope.is_idle() && scope.leaves_out_match(&matched)? {
             continue;
         }
-        list_path(&matched, &scope, true, &mut listed)?;
+        list_path(&matched, &scope, true, None, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
@@ -725,6 +727,7 @@ fn list_path(
     path: &Path,
     scope: &Scope,
     root_link: bool,
+    known: Option<Metadata>,
     out: &mut Vec<(PathBuf, Found)>,
 ) -> Result<(), Fatal> {
     let link_of = |entry: &Path, depth: usize| {
@@ -733,12 +736,15 @@ fn list_path(
         }
         fs::read_link(entry).ok()
     };
-    let meta = fs::metadata(path).map_err(|e| {
-        Fatal::failure(format!(
-            "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
-            path.display()
-        ))
-    })?;
+    let meta = match known {
+        Some(meta) => meta,
+        None => fs::metadata(path).map_err(|e| {
+            Fatal::failure(format!(
+                "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
+                path.display()
+            ))
+        })?,
+    };
     if !meta.is_dir() {
         return list_file(path, meta, link_of(path, 0), out);
     }
