@@ -233,6 +233,17 @@ impl DigestCache {
         Ok((digest, StatSignature::of(&file.metadata()?)))
     }
 
+    /// The digest on record for a file of this signature, if any.
+    pub fn known(&self, sig: &StatSignature) -> Option<Digest> {
+        self.lookup(sig)
+    }
+
+    /// Remembers the digest of a file the caller hashed in full while its signature held
+    /// still (the racy-timestamp rule applies, as to any file).
+    pub fn remember_hashed(&self, sig: &StatSignature, digest: Digest) {
+        self.remember(sig, digest);
+    }
+
     /// `digest_path` for a file whose metadata (followed) the caller has just read: no
     /// second `statx`.
     pub fn digest_path_with(
