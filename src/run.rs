@@ -533,6 +533,19 @@ fn try_hit(
     let Some(entry) = lookup(cache, key, material, req, warner) else {
         return Ok(None);
     };
+    replay_entry(cache, key, entry, started, req, warner)
+}
+
+/// `try_hit` once the entry is read and known to be for this call.
+fn replay_entry(
+    cache: &Cache,
+    key: &Digest,
+    entry: Entry,
+    started: Instant,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Result<Option<i32>, Fatal> {
+    let material = &entry.material;
     let verbose = req.settings.verbose.value;
     let fresh = freshness(&entry, req);
     if let Freshness::Expired(late) = fresh {
@@ -1158,8 +1171,12 @@ fn try_traced_hit(
     req: &RunRequest,
     warner: &Warner,
 ) -> Result<Option<i32>, Fatal> {
+    let started = Instant::now();
     match find_traced(cache, key, base, warner) {
-        Found::Holds(run, entry) => try_hit(cache, &run, &entry.material, req, warner),
+        // Read and checked against its key by `find_traced`: not read again.
+        Found::Holds(run, entry) if exit_replayable(&entry, req) => {
+            replay_entry(cache, &run, *entry, started, req, warner)
+        }
         _ => Ok(None),
     }
 }

@@ -59,12 +59,38 @@ pub enum Observation {
         path: ByteString,
         names: Vec<ByteString>,
         ignored: Vec<ByteString>,
+        /// The directory's identity and times when recorded, when they were settled
+        /// (older than the racy margin): while they hold, no name can have come or gone,
+        /// and the check reads no listing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<DirStamp>,
     },
     /// A symlink whose target was read.
     Link {
         path: ByteString,
         target: ByteString,
     },
+}
+
+/// A directory's identity and change times: any name added, removed or renamed in it
+/// moves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl DirStamp {
+    fn of(sig: &StatSignature) -> DirStamp {
+        DirStamp {
+            dev: sig.dev,
+            ino: sig.ino,
+            mtime_ns: sig.mtime_ns as i64,
+            ctime_ns: sig.ctime_ns as i64,
+        }
+    }
 }
 
 /// What a look at a path found. A directory is recorded by its kind alone: its time
@@ -248,10 +274,16 @@ impl Observed {
                 .map(ByteString::from)
                 .collect();
             let names = list(dir, &ignored).map_err(|_| changed(dir))?;
+            let stamp = fs::metadata(dir)
+                .ok()
+                .map(|m| StatSignature::of(&m))
+                .filter(|sig| !sig.is_racy(std::time::SystemTime::now()))
+                .map(|sig| DirStamp::of(&sig));
             observations.push(Observation::Listed {
                 path: stored(dir),
                 names,
                 ignored: ignored.into_iter().collect(),
+                stamp,
             });
         }
         for (path, target) in &folded.links {
@@ -311,8 +343,16 @@ impl Observed {
                     path,
                     names,
                     ignored,
+                    stamp,
                 } => {
                     let dir = path.to_path_buf();
+                    let settled = |stamp: &DirStamp| {
+                        fs::metadata(&dir)
+                            .is_ok_and(|m| DirStamp::of(&StatSignature::of(&m)) == *stamp)
+                    };
+                    if stamp.as_ref().is_some_and(settled) {
+                        continue;
+                    }
                     let ignored: BTreeSet<ByteString> = ignored.iter().cloned().collect();
                     let now = match list(&dir, &ignored) {
                         Ok(now) => now,
