@@ -321,6 +321,68 @@ fn a_different_path_that_finds_another_program_is_a_miss() {
     assert_eq!(second.printed(), "two\n");
 }
 
+// DEFECT (critical: a wrong hit that also reverts the user's edit): a file the command
+// only changed the attributes of (`chmod +x build.sh`, `chown`, `utime`, a `truncate` to
+// its own size) is taken as written by the run, so it becomes an output and is no longer
+// observed. `chmod +x build.sh && ./build.sh`, common in CI scripts, then hits after
+// build.sh was edited, replays the old script's output, and restores the old build.sh
+// over the edited one. Right: a change of mode, owner or times is not a write of content;
+// the file is still an input (executed, read) and, if it was not written, not an output.
+#[test]
+fn a_script_the_command_makes_executable_is_still_an_input_and_is_not_reverted() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("build.sh", "echo one\n");
+    stamped_tool(&env, "chmod +x build.sh && ./build.sh");
+    assert_eq!(record(&env), "one\n");
+    env.write("build.sh", "echo two\n");
+    fs::set_permissions(
+        env.path("build.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let second = traced(&env, &["-v"]);
+    assert_success(&second.out);
+    assert_eq!(
+        env.read("build.sh"),
+        b"echo two\n",
+        "the hit put the old script back over the edited one"
+    );
+    assert!(second.ran(), "a wrong hit: {}", second.stderr());
+    assert_eq!(second.printed(), "two\n");
+}
+
+// DEFECT (critical, as above, through utime(2) and chown(2)): a file whose times or
+// owner the command set and then read is an output, not an input: an edit of it is a
+// wrong hit that restores the old content over the edit.
+#[test]
+fn a_file_whose_times_or_owner_the_command_set_is_still_an_input() {
+    if !traceable() || !python_available() {
+        return;
+    }
+    for change in ["os.utime('f')", "os.chown('f', os.getuid(), os.getgid())"] {
+        let env = TestEnv::new();
+        env.write("f", "one\n");
+        env.write(
+            "change.py",
+            format!("import os\n{change}\nprint(open('f').read(), end='')\n"),
+        );
+        stamped_tool(&env, "python3 change.py");
+        assert_eq!(record(&env), "one\n");
+        env.write("f", "two, longer\n");
+        let second = traced(&env, &["-v"]);
+        assert_success(&second.out);
+        assert_eq!(
+            env.read("f"),
+            b"two, longer\n",
+            "{change}: the edit was reverted"
+        );
+        assert!(second.ran(), "{change}: a wrong hit: {}", second.stderr());
+    }
+}
+
 // Held: a thread that changes directory changes it for the whole process (CLONE_FS), and
 // a later relative open by another thread is observed where it really went.
 #[test]
