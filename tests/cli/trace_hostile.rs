@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -380,6 +381,72 @@ fn a_file_whose_times_or_owner_the_command_set_is_still_an_input() {
             "{change}: the edit was reverted"
         );
         assert!(second.ran(), "{change}: a wrong hit: {}", second.stderr());
+    }
+}
+
+// DEFECT (wrong hit, medium): "/dev: devices are never observations" is applied to every
+// path under /dev, so a regular file there (`/dev/shm/...`, where Python's multiprocessing,
+// browsers and CI jobs keep data) is neither observed nor makes the run untrusted: an edit
+// of it is a wrong hit. Right: a regular file is observed wherever it is; only device
+// nodes are left out (or make the run untrusted).
+#[test]
+fn a_regular_file_under_dev_shm_is_observed() {
+    if !traceable() {
+        return;
+    }
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm here");
+        return;
+    }
+    let env = TestEnv::new();
+    let name = env
+        .root
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let file = shm.join(format!("memo-hostile-{name}"));
+    fs::write(&file, "one\n").unwrap();
+    stamped_tool(&env, &format!("cat {}", file.display()));
+    let first = record(&env);
+    fs::write(&file, "two, longer\n").unwrap();
+    let second = traced(&env, &["-v"]);
+    fs::remove_file(&file).unwrap();
+    assert_eq!(first, "one\n");
+    assert!(second.ran(), "a wrong hit: {}", second.stderr());
+    assert_eq!(second.printed(), "two, longer\n");
+}
+
+// DEFECT (wrong hit, medium): the paths left out of the observations (/proc, /sys, /dev
+// and memo's cache directory) are told by a lexical prefix, before `..` is resolved, so a
+// file named as `/proc/../<path>` or `<cache>/../<path>` is not observed at all and an edit
+// of it is a wrong hit. Right: a path is left out by where it leads (`..` resolved as the
+// kernel resolves it), not by how it is spelt.
+#[test]
+fn a_path_that_climbs_out_of_an_excluded_directory_is_observed() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    fs::create_dir_all(env.cache()).unwrap();
+    let work = env.work();
+    let target = env.path("f");
+    let spellings = [
+        format!("/proc/../{}", target.strip_prefix("/").unwrap().display()),
+        format!("/sys/../{}", target.strip_prefix("/").unwrap().display()),
+        format!("/dev/../{}", target.strip_prefix("/").unwrap().display()),
+        format!("{}/../work/f", env.cache().display()),
+    ];
+    for spelling in spellings {
+        let _ = fs::remove_dir_all(env.cache().join("manifests"));
+        env.write("f", "one\n");
+        stamped_tool(&env, &format!("cat {spelling}"));
+        assert_eq!(record(&env), "one\n", "{spelling}");
+        env.write("f", "two, longer\n");
+        let second = traced(&env, &["-v"]);
+        assert!(second.ran(), "{spelling}: a wrong hit: {}", second.stderr());
     }
 }
 
