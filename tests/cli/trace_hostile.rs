@@ -431,7 +431,6 @@ fn a_path_that_climbs_out_of_an_excluded_directory_is_observed() {
     }
     let env = TestEnv::new();
     fs::create_dir_all(env.cache()).unwrap();
-    let work = env.work();
     let target = env.path("f");
     let spellings = [
         format!("/proc/../{}", target.strip_prefix("/").unwrap().display()),
