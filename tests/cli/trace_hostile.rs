@@ -449,6 +449,33 @@ fn a_path_that_climbs_out_of_an_excluded_directory_is_observed() {
     }
 }
 
+// DEFECT (wrong hit, low): the issue says a directory's own stat records only its type
+// "not its mtime" (which moves whenever a file inside is added); the implementation leaves
+// out its mode too, which does not move that way. A command that looks at a directory's
+// permissions (`stat -c %a`, `ls -ld`, `test -w` for a user other than root, `find -perm`)
+// replays the old answer after a chmod. Right: a directory's stat records its type and
+// mode (not its mtime or size).
+#[test]
+fn a_directory_whose_mode_changed_is_a_miss() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    fs::create_dir(env.path("d")).unwrap();
+    let set_mode = |mode| {
+        fs::set_permissions(
+            env.path("d"),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap()
+    };
+    set_mode(0o755);
+    stamped_tool(&env, "stat -c %a d");
+    assert_eq!(record(&env), "755\n");
+    set_mode(0o700);
+    assert_reruns_and_prints(&env, "700\n");
+}
+
 // Held: a thread that changes directory changes it for the whole process (CLONE_FS), and
 // a later relative open by another thread is observed where it really went.
 #[test]
