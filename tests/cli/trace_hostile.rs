@@ -476,6 +476,30 @@ fn a_directory_whose_mode_changed_is_a_miss() {
     assert_reruns_and_prints(&env, "700\n");
 }
 
+// DEFECT (wrong hit, medium): a listing is recorded as its entry names only, but getdents
+// also tells each entry's type (d_type), which programs use without a stat: Python's
+// `os.scandir`/`os.walk`, `glob('*/')`, Rust's `DirEntry::file_type`, `find -type` and
+// ripgrep/fd. A file replaced by a directory of the same name (or a symlink by a file)
+// keeps the names and is a wrong hit. Right: a listing records each name with its type.
+#[test]
+fn a_listed_entry_that_changed_type_is_a_miss() {
+    if !traceable() || !python_available() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("d/x", "");
+    env.write("d/y", "");
+    env.write(
+        "scan.py",
+        "import os\nfor e in sorted(os.scandir('d'), key=lambda e: e.name):\n    print(e.name, e.is_dir())\n",
+    );
+    stamped_tool(&env, "python3 scan.py");
+    assert_eq!(record(&env), "x False\ny False\n");
+    fs::remove_file(env.path("d/x")).unwrap();
+    fs::create_dir(env.path("d/x")).unwrap();
+    assert_reruns_and_prints(&env, "x True\ny False\n");
+}
+
 // Held: a thread that changes directory changes it for the whole process (CLONE_FS), and
 // a later relative open by another thread is observed where it really went.
 #[test]
