@@ -500,6 +500,46 @@ fn a_listed_entry_that_changed_type_is_a_miss() {
     assert_reruns_and_prints(&env, "x True\ny False\n");
 }
 
+// DEFECT (wrong hit, medium, with --ignore-cwd): a file the command names by an absolute
+// path that happens to lie under memo's working directory is recorded relative to it, so
+// a call from another checkout with --ignore-cwd checks that checkout's file while the
+// command still reads the absolute one. (Running memo from $HOME makes every
+// `~/.config/...` such a path.) Right: only a path the command named relative to a working
+// directory under memo's is recorded relative; one it named absolutely stays absolute.
+#[test]
+fn an_absolute_path_under_the_first_checkout_is_not_checked_in_another_checkout() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    let first = env.root.path().join("first");
+    let second = env.root.path().join("second");
+    for dir in [&first, &second] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("f"), "same\n").unwrap();
+        let tool = dir.join("tool");
+        fs::write(
+            &tool,
+            format!("#!/bin/sh\ndate +%s%N\ncat {}/f\n", first.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let in_dir = |dir: &Path| {
+        let mut cmd = env.memo(["run", "--trace", "-v", "--ignore-cwd", "--", "./tool"]);
+        cmd.current_dir(dir);
+        call(cmd)
+    };
+    let recorded = in_dir(&first);
+    assert_success(&recorded.out);
+    assert_eq!(recorded.printed(), "same\n");
+    fs::write(first.join("f"), "changed\n").unwrap();
+    let other = in_dir(&second);
+    assert_success(&other.out);
+    assert!(other.ran(), "a wrong hit: {}", other.stderr());
+    assert_eq!(other.printed(), "changed\n");
+}
+
 // Held: a thread that changes directory changes it for the whole process (CLONE_FS), and
 // a later relative open by another thread is observed where it really went.
 #[test]
