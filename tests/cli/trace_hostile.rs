@@ -540,6 +540,37 @@ fn an_absolute_path_under_the_first_checkout_is_not_checked_in_another_checkout(
     assert_eq!(other.printed(), "changed\n");
 }
 
+// Held: a header found through a symlinked include directory (`-I inc`, `inc -> incA`)
+// is observed through the link: pointing the link at another directory is a miss.
+#[test]
+fn a_header_found_through_a_symlinked_include_directory_misses_when_the_link_moves() {
+    if !traceable() {
+        return;
+    }
+    let gcc = Command::new("gcc")
+        .arg("--version")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output();
+    if !gcc.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no gcc here");
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("incA/c.h", "#define V 1\n");
+    env.write("incB/c.h", "#define V 2\n");
+    symlink("incA", env.path("inc")).unwrap();
+    env.write(
+        "m.c",
+        "#include <stdio.h>\n#include \"c.h\"\nint main(void) { printf(\"%d\\n\", V); return 0; }\n",
+    );
+    stamped_tool(&env, "gcc -I inc m.c -o prog && ./prog");
+    assert_eq!(record(&env), "1\n");
+    assert!(!ran(&env));
+    fs::remove_file(env.path("inc")).unwrap();
+    symlink("incB", env.path("inc")).unwrap();
+    assert_reruns_and_prints(&env, "2\n");
+}
+
 // Held: a thread that changes directory changes it for the whole process (CLONE_FS), and
 // a later relative open by another thread is observed where it really went.
 #[test]
