@@ -540,6 +540,25 @@ fn an_absolute_path_under_the_first_checkout_is_not_checked_in_another_checkout(
     assert_eq!(other.printed(), "changed\n");
 }
 
+// DEFECT (wrong hit, high): a file read through a symlink the run itself made (`ln -sf
+// in link; cat link`) is taken as a read of the run's own output `link`, so the file it
+// leads to, which the run never wrote, is not observed: an edit of `in` is a wrong hit.
+// Symlink forests are common (a `current.conf` pointing at the chosen config, a venv's
+// links, Bazel-style trees). Right: a read through a link is a read of where it leads; a
+// target the run did not write is observed by its content.
+#[test]
+fn a_file_read_through_a_symlink_the_run_made_is_observed() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("in", "one\n");
+    stamped_tool(&env, "ln -sf in link; cat link");
+    assert_eq!(record(&env), "one\n");
+    env.write("in", "two, longer\n");
+    assert_reruns_and_prints(&env, "two, longer\n");
+}
+
 // Held: a header found through a symlinked include directory (`-I inc`, `inc -> incA`)
 // is observed through the link: pointing the link at another directory is a miss.
 #[test]
