@@ -559,6 +559,25 @@ fn a_file_read_through_a_symlink_the_run_made_is_observed() {
     assert_reruns_and_prints(&env, "two, longer\n");
 }
 
+// DEFECT (wrong hit, low): an open that fails with ELOOP (a symlink that leads to itself)
+// records nothing, so when the loop is replaced by a real file the call still hits and
+// replays "none". ENOENT and ENOTDIR are recorded (as absent) and miss as they should.
+// Right: every failed lookup is an observation of what was there (the link, recorded with
+// its target, or the path's type), or the run is untrusted.
+#[test]
+fn a_symlink_loop_replaced_by_a_file_is_a_miss() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    symlink("loop", env.path("loop")).unwrap();
+    stamped_tool(&env, "cat loop 2>/dev/null || echo none");
+    assert_eq!(record(&env), "none\n");
+    fs::remove_file(env.path("loop")).unwrap();
+    env.write("loop", "a file now\n");
+    assert_reruns_and_prints(&env, "a file now\n");
+}
+
 // Held: a header found through a symlinked include directory (`-I inc`, `inc -> incA`)
 // is observed through the link: pointing the link at another directory is a miss.
 #[test]
