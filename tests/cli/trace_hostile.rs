@@ -724,6 +724,31 @@ fn a_hit_restores_an_empty_directory_the_run_created() {
     assert!(env.path("logs").is_dir(), "the hit left no logs/");
 }
 
+// Held: identical traced calls at once run the command once; the others wait and
+// replay its result (the stamp is the same in every call's output).
+#[test]
+fn identical_traced_calls_at_once_run_the_command_once() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("f", "x\n");
+    stamped_tool(&env, "sleep 1; cat f");
+    let children: Vec<Child> = (0..4)
+        .map(|_| env.spawn_piped(["run", "--trace", "--", "./tool"]))
+        .collect();
+    let stamps: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert_success(&out);
+            assert!(stdout(&out).ends_with("x\n"), "{}", stdout(&out));
+            stdout(&out).lines().next().unwrap().to_string()
+        })
+        .collect();
+    assert!(stamps.iter().all(|s| *s == stamps[0]), "{stamps:?}");
+}
+
 // Held: a manifest under cache/manifests that is a FIFO or a symlink to /dev/zero does not
 // hang memo: the call runs the command and stores a fresh result.
 #[test]
