@@ -19,6 +19,7 @@ mod remote;
 mod show_entry;
 mod store;
 mod trace;
+mod trace_hostile;
 mod trust_accept;
 mod trust_capture;
 mod trust_cli;
