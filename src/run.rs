@@ -122,6 +122,12 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         // What a program draws on a terminal depends on the terminal's type (colours).
         env.extend(inputs::select_env(&["TERM".to_string()], &vars)?);
     }
+    if traced(req) {
+        // The variables that decide which programs and libraries the command finds: a
+        // PATH that leads elsewhere finds other files, which no observation names.
+        let steering = ["PATH", "LD_LIBRARY_PATH", "LD_PRELOAD"].map(String::from);
+        env.extend(inputs::select_env(&steering, &vars)?);
+    }
     let key_command = match &req.key_cmd {
         Some(cmd) => Some(run_key_command(cmd)?),
         None => None,
@@ -475,7 +481,14 @@ fn run_with_cache(
     }
     let code = finished.outcome.exit_code();
     let duration = finished.duration;
-    let storable = match overlap {
+    let resized = match material.streams {
+        // Laid out for one width, then another: no width to key it on.
+        StreamMode::Terminal { columns } if !req.refresh => capture::pty::terminal_size()
+            .is_some_and(|(now, _)| now != columns)
+            .then(|| "the terminal was resized during the run".to_string()),
+        _ => None,
+    };
+    let storable = match overlap.or(resized) {
         Some(reason) => Err(NotStored {
             reason,
             warn: false,
@@ -1203,12 +1216,17 @@ fn observe_traced(
     if let Some(why) = &trace.untrusted {
         return Err(untrusted(why.clone()));
     }
-    let root = cache.root().to_path_buf();
+    // The cache by the absolute path of its directory, however it was named.
+    let root = std::path::absolute(cache.root()).unwrap_or_else(|_| cache.root().to_path_buf());
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let excluded = |p: &Path| {
+        // Judged on the path with `..` resolved: `/proc/../etc/x` is /etc/x.
+        let p = &crate::trace::observe::without_dot_dot(p);
         p.starts_with("/proc")
             || p.starts_with("/sys")
-            || p.starts_with("/dev")
+            || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
             || p.starts_with(&root)
+            || p.starts_with(cache.root())
     };
     let folded = crate::trace::observe::fold(&trace.events, &excluded).map_err(untrusted)?;
     let cwd = base.cwd.as_ref().map(ByteString::to_path_buf);
@@ -1216,7 +1234,12 @@ fn observe_traced(
         .written
         .iter()
         .filter(|p| {
-            fs::symlink_metadata(p).is_ok_and(|m| m.is_file() || m.file_type().is_symlink())
+            fs::symlink_metadata(p).is_ok_and(|m| {
+                // A directory the run made and left empty (`mkdir -p logs`) is one too.
+                let empty_dir =
+                    || m.is_dir() && fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+                m.is_file() || m.file_type().is_symlink() || empty_dir()
+            })
         })
         .map(
             |p| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {

@@ -93,12 +93,12 @@ impl DirStamp {
     }
 }
 
-/// What a look at a path found. A directory is recorded by its kind alone: its time
+/// What a look at a path found. A directory is recorded by its kind and mode: its time
 /// and size change whenever a file in it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub kind: NodeKind,
-    /// Permission bits (0 for a directory).
+    /// Permission bits.
     pub mode: u32,
     pub size: u64,
     /// Nanoseconds since the epoch (i64 holds them until 2262).
@@ -126,7 +126,7 @@ impl Node {
         match kind {
             NodeKind::Dir => Node {
                 kind,
-                mode: 0,
+                mode: mode & 0o7777,
                 size: 0,
                 mtime_ns: 0,
             },
@@ -221,9 +221,16 @@ impl Observed {
             _ => ByteString::from(p),
         };
         let mut observations = Vec::new();
-        // The tracer's `Meta` is what lstat saw then: compared with lstat now.
+        // The tracer's `Meta` is what lstat saw then: compared with lstat now. A file
+        // whose mode or times the run itself changed is compared on identity and size.
         let unchanged = |path: &Path, meta: &Meta| {
-            fs::symlink_metadata(path).is_ok_and(|now| same_file(&StatSignature::of(&now), meta))
+            fs::symlink_metadata(path).is_ok_and(|now| {
+                let now = StatSignature::of(&now);
+                match folded.attributes_changed.contains(path) {
+                    true => now.dev == meta.dev && now.ino == meta.ino && now.size == meta.size,
+                    false => same_file(&now, meta),
+                }
+            })
         };
         for (path, meta) in &folded.read {
             if !unchanged(path, meta) {
@@ -245,6 +252,61 @@ impl Observed {
                 digest,
                 executed: folded.executed.contains(path),
             });
+        }
+        // A file read through a symlink the run made is read where the link leads.
+        for link in &folded.read_through_own_links {
+            let Ok(target) = fs::canonicalize(link) else {
+                continue;
+            };
+            if folded.touched.contains(&target) || folded.read.contains_key(&target) {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(&target) else {
+                continue;
+            };
+            if meta.is_file() {
+                let (digest, _) = digests.digest_path(&target).map_err(|_| changed(&target))?;
+                observations.push(Observation::Read {
+                    path: stored(&target),
+                    digest,
+                    executed: false,
+                });
+            }
+        }
+        // A file renamed away (`mv in out`) was read in a way: its contents are at `out`
+        // now, unless the run changed them there afterwards.
+        for (from, to) in &folded.renamed_inputs {
+            match fs::symlink_metadata(to) {
+                Ok(meta) if meta.is_file() => {
+                    let (digest, _) = digests.digest_path(to).map_err(|_| changed(to))?;
+                    observations.push(Observation::Read {
+                        path: stored(from),
+                        digest,
+                        executed: false,
+                    });
+                }
+                _ => observations.push(Observation::Absent { path: stored(from) }),
+            }
+        }
+        // Followed through a symlink (`cd current`, a directory opened by a link): where
+        // the link points is part of what was found.
+        let mut links_seen: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let followed = folded.read.keys().chain(
+            folded
+                .stat
+                .iter()
+                .filter(|(_, (follow, _))| *follow)
+                .map(|(p, _)| p),
+        );
+        for path in followed {
+            if folded.links.contains_key(path) {
+                continue;
+            }
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                if let Ok(target) = fs::read_link(path) {
+                    links_seen.push((path.clone(), target));
+                }
+            }
         }
         for (path, (follow, meta)) in &folded.stat {
             if Node::of_metadata(&fs::symlink_metadata(path).map_err(|_| changed(path))?)
@@ -293,6 +355,12 @@ impl Observed {
             }
             observations.push(Observation::Link {
                 path: stored(path),
+                target: ByteString::from(target.as_path()),
+            });
+        }
+        for (path, target) in links_seen {
+            observations.push(Observation::Link {
+                path: stored(&path),
                 target: ByteString::from(target.as_path()),
             });
         }

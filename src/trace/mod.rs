@@ -82,10 +82,13 @@ pub enum Access {
     /// tracer at the call).
     ReadLink { target: PathBuf },
     /// Opened with write access, O_TRUNC or O_CREAT (and a file or directory is
-    /// there), or truncate, chmod, fchmod, fchmodat(2), chown family, utime(s),
-    /// utimensat, futimesat, setxattr or removexattr family. `created` is whether an
-    /// O_CREAT open found no name there at the call's entry.
+    /// there), or truncate. `created` is whether an O_CREAT open found no name there at
+    /// the call's entry.
     Write { created: bool },
+    /// Its attributes changed, not its data: chmod, fchmod, fchmodat(2), the chown
+    /// family, utime(s), utimensat, futimesat, the setxattr and removexattr families. A
+    /// file the run only made executable or touched stays an input, and is no output.
+    Attributes,
     /// Created as a directory, symlink, hard link or special file (mkdir(at),
     /// symlink(at), link(at), mknod(at)).
     Create,

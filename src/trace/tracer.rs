@@ -31,6 +31,8 @@ enum Pending {
     },
     Change {
         path: PathBuf,
+        /// truncate: the data changed, not only the attributes.
+        data: bool,
     },
     Make {
         path: PathBuf,
@@ -314,9 +316,17 @@ impl Tracer {
                 self.emit(pid, path, Access::List, meta);
                 return None;
             }
-            Call::Change { at } => Pending::Change { path: path!(at) },
+            Call::Change { at } => Pending::Change {
+                path: path!(at),
+                data: false,
+            },
+            Call::Truncate { at } => Pending::Change {
+                path: path!(at),
+                data: true,
+            },
             Call::ChangeFd { fd } => Pending::Change {
                 path: descriptor_path(pid, fd)?,
+                data: false,
             },
             Call::Make { at } => Pending::Make { path: path!(at) },
             Call::Link { from, to } => Pending::Link {
@@ -419,10 +429,14 @@ impl Tracer {
                     self.exists(pid, path, true);
                 }
             }
-            Pending::Change { path } => match result {
+            Pending::Change { path, data } => match result {
                 Ok(_) => {
                     let meta = lstat(&path);
-                    self.emit(pid, path, Access::Write { created: false }, meta);
+                    let access = match data {
+                        true => Access::Write { created: false },
+                        false => Access::Attributes,
+                    };
+                    self.emit(pid, path, access, meta);
                 }
                 Err(_) if absent => self.emit(pid, path, Access::Absent, None),
                 Err(_) => {}
@@ -438,7 +452,12 @@ impl Tracer {
             },
             Pending::Link { from, to } => match result {
                 Ok(_) => {
-                    self.exists(pid, from, false);
+                    // The new name holds the same data: the source is read, by content.
+                    let source = lstat(&from);
+                    match source.is_some_and(|m| m.mode & libc::S_IFMT == libc::S_IFREG) {
+                        true => self.emit(pid, from, Access::Read, source),
+                        false => self.exists(pid, from, false),
+                    }
                     let meta = lstat(&to);
                     self.emit(pid, to, Access::Create, meta);
                 }
@@ -757,9 +776,11 @@ fn descriptor_path(pid: pid_t, fd: i32) -> Option<PathBuf> {
 
 fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resolved {
     if at.path == 0 {
+        // A NULL path names nothing and the kernel fails the call with EFAULT: Rust's
+        // standard library probes statx that way before its first real statx.
         return match at.empty_is_dirfd {
             true => descriptor_path(pid, at.dirfd).map_or(Resolved::Nothing, Resolved::Descriptor),
-            false => Resolved::Unreadable,
+            false => Resolved::Nothing,
         };
     }
     let Some(bytes) = sys::read_string(pid, at.path) else {
