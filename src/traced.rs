@@ -58,6 +58,10 @@ pub enum Observation {
     Listed {
         path: ByteString,
         names: Vec<ByteString>,
+        /// Each name's type as the listing gives it (`f`ile, `d`irectory, `l`ink, `o`ther),
+        /// which programs use without a stat (`os.scandir`, `find -type`).
+        #[serde(default)]
+        types: String,
         ignored: Vec<ByteString>,
         /// The directory's identity and times when recorded, when they were settled
         /// (older than the racy margin): while they hold, no name can have come or gone,
@@ -335,7 +339,7 @@ impl Observed {
                 .filter_map(|p| p.file_name())
                 .map(ByteString::from)
                 .collect();
-            let names = list(dir, &ignored).map_err(|_| changed(dir))?;
+            let (names, types) = list(dir, &ignored).map_err(|_| changed(dir))?;
             let stamp = fs::metadata(dir)
                 .ok()
                 .map(|m| StatSignature::of(&m))
@@ -344,6 +348,7 @@ impl Observed {
             observations.push(Observation::Listed {
                 path: stored(dir),
                 names,
+                types,
                 ignored: ignored.into_iter().collect(),
                 stamp,
             });
@@ -410,6 +415,7 @@ impl Observed {
                 Observation::Listed {
                     path,
                     names,
+                    types,
                     ignored,
                     stamp,
                 } => {
@@ -422,12 +428,27 @@ impl Observed {
                         continue;
                     }
                     let ignored: BTreeSet<ByteString> = ignored.iter().cloned().collect();
-                    let now = match list(&dir, &ignored) {
+                    let (now, now_types) = match list(&dir, &ignored) {
                         Ok(now) => now,
                         Err(_) => return Err(Mismatch::Removed(dir)),
                     };
                     if now != *names {
                         return Err(listing_change(dir, names, &now));
+                    }
+                    if !types.is_empty() && now_types != *types {
+                        let changed = names
+                            .iter()
+                            .zip(types.chars().zip(now_types.chars()))
+                            .find(|(_, (a, b))| a != b)
+                            .map(|(name, _)| name.clone());
+                        let detail = match changed {
+                            Some(name) => format!(
+                                "{} changed type",
+                                shown_path(&dir.join(name.to_path_buf()))
+                            ),
+                            None => "its entries' types differ".into(),
+                        };
+                        return Err(Mismatch::Listing { dir, detail });
                     }
                 }
                 _ => {}
@@ -502,17 +523,25 @@ fn look(path: &Path, follow: bool) -> io::Result<fs::Metadata> {
     }
 }
 
-/// The sorted names in `dir`, less `ignored`.
-fn list(dir: &Path, ignored: &BTreeSet<ByteString>) -> io::Result<Vec<ByteString>> {
-    let mut names = Vec::new();
+/// The sorted names in `dir`, less `ignored`, and their types, one letter each.
+fn list(dir: &Path, ignored: &BTreeSet<ByteString>) -> io::Result<(Vec<ByteString>, String)> {
+    let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
-        let name = ByteString::from(entry?.file_name().as_os_str());
-        if !ignored.contains(&name) {
-            names.push(name);
+        let entry = entry?;
+        let name = ByteString::from(entry.file_name().as_os_str());
+        if ignored.contains(&name) {
+            continue;
         }
+        let kind = match entry.file_type() {
+            Ok(t) if t.is_file() => 'f',
+            Ok(t) if t.is_dir() => 'd',
+            Ok(t) if t.is_symlink() => 'l',
+            _ => 'o',
+        };
+        found.push((name, kind));
     }
-    names.sort();
-    Ok(names)
+    found.sort();
+    Ok(found.into_iter().unzip())
 }
 
 /// Names the first name added to or gone from a listing.

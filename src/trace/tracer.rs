@@ -528,7 +528,15 @@ impl Tracer {
         match look(&path, follow) {
             Looked::Found { meta, .. } => self.emit(pid, path, Access::Stat { follow }, Some(meta)),
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
-            Looked::Unknown => {}
+            // Neither found nor absent (a symlink loop, a denied directory): what is
+            // there is the observation, so that replacing it is seen.
+            Looked::Unknown => match fs::read_link(&path) {
+                Ok(target) => {
+                    let meta = lstat(&path);
+                    self.emit(pid, path, Access::ReadLink { target }, meta);
+                }
+                Err(_) => self.exists(pid, path, false),
+            },
         }
     }
 
@@ -559,7 +567,15 @@ impl Tracer {
                 }
             }
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
-            Looked::Unknown => {}
+            // Neither found nor absent (a symlink loop, a denied directory): what is
+            // there is the observation, so that replacing it is seen.
+            Looked::Unknown => match fs::read_link(&path) {
+                Ok(target) => {
+                    let meta = lstat(&path);
+                    self.emit(pid, path, Access::ReadLink { target }, meta);
+                }
+                Err(_) => self.exists(pid, path, false),
+            },
         }
     }
 
