@@ -1248,7 +1248,13 @@ fn observe_traced(
             },
         )
         .collect();
-    Observed::record(&folded, outputs, cache.store.digest_cache()).map_err(untrusted)
+    Observed::record(
+        &folded,
+        &trace.named_relative,
+        outputs,
+        cache.store.digest_cache(),
+    )
+    .map_err(untrusted)
 }
 
 fn save(

@@ -215,13 +215,18 @@ impl Observed {
     /// `outputs` are the written files kept as outputs.
     pub fn record(
         folded: &Folded,
+        named_relative: &std::collections::HashSet<PathBuf>,
         outputs: Vec<ByteString>,
         digests: &DigestCache,
     ) -> Result<Observed, Untrusted> {
         let changed = |p: &Path| Untrusted::ChangedDuringRun(p.to_path_buf());
         let cwd = std::env::current_dir().ok();
+        // Relative to the working directory only where the command named it relatively:
+        // a path it named absolutely is that very file from any checkout.
         let stored = |p: &Path| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
-            Some(rest) if !rest.as_os_str().is_empty() => ByteString::from(rest),
+            Some(rest) if !rest.as_os_str().is_empty() && named_relative.contains(p) => {
+                ByteString::from(rest)
+            }
             _ => ByteString::from(p),
         };
         let mut observations = Vec::new();
@@ -653,7 +658,7 @@ mod tests {
         folded.touched.insert(d.join("out.o"));
         fs::write(d.join("out.o"), "o").unwrap();
         let digests = DigestCache::new(None);
-        let observed = Observed::record(&folded, vec![], &digests).unwrap();
+        let observed = Observed::record(&folded, &Default::default(), vec![], &digests).unwrap();
         assert_eq!(observed.check(&digests), Ok(()));
 
         // The run's own output comes and goes without changing the listing.

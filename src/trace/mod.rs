@@ -171,6 +171,10 @@ pub struct Trace {
     pub untrusted: Option<Untrusted>,
     /// How many times a traced process stopped for the tracer (tests check the filter).
     pub stops: u64,
+    /// Paths the command named relative to a directory (its working directory, a
+    /// directory descriptor) at least once: only those may be kept relative to memo's
+    /// working directory, for checkouts to share results.
+    pub named_relative: std::collections::HashSet<PathBuf>,
 }
 
 /// What made an executed program privileged.

@@ -257,7 +257,7 @@ impl Tracer {
     fn entry(&mut self, pid: pid_t, call: Call) -> Option<Pending> {
         macro_rules! path {
             ($at:expr) => {
-                match resolve_with(pid, $at, &mut self.cwds) {
+                match resolve_with(pid, $at, &mut self.cwds, &mut self.trace.named_relative) {
                     Resolved::Path(path) | Resolved::Descriptor(path) => path,
                     Resolved::Nothing => return None,
                     Resolved::Unreadable => return Some(Pending::Unreadable),
@@ -290,7 +290,7 @@ impl Tracer {
                 }
             }
             Call::Exec { at } => Pending::Exec { path: path!(at) },
-            Call::Lookup { at, follow } => match resolve_with(pid, at, &mut self.cwds) {
+            Call::Lookup { at, follow } => match resolve_with(pid, at, &mut self.cwds, &mut self.trace.named_relative) {
                 Resolved::Path(path) => {
                     self.look_up(pid, path, follow);
                     return None;
@@ -366,7 +366,7 @@ impl Tracer {
             }
             Call::ChangeDir { at } => {
                 if let Some(at) = at {
-                    match resolve_with(pid, at, &mut self.cwds) {
+                    match resolve_with(pid, at, &mut self.cwds, &mut self.trace.named_relative) {
                         Resolved::Path(path) => self.look_up(pid, path, true),
                         Resolved::Unreadable => return Some(Pending::Unreadable),
                         Resolved::Descriptor(_) | Resolved::Nothing => {}
@@ -790,7 +790,12 @@ fn descriptor_path(pid: pid_t, fd: i32) -> Option<PathBuf> {
     paths::is_file_system_path(&target).then_some(target)
 }
 
-fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resolved {
+fn resolve_with(
+    pid: pid_t,
+    at: At,
+    cwds: &mut HashMap<pid_t, PathBuf>,
+    named_relative: &mut HashSet<PathBuf>,
+) -> Resolved {
     if at.path == 0 {
         // A NULL path names nothing and the kernel fails the call with EFAULT: Rust's
         // standard library probes statx that way before its first real statx.
@@ -830,7 +835,11 @@ fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resol
         descriptor_path(pid, at.dirfd)
     };
     match base {
-        Some(base) => Resolved::Path(paths::join_lexically(&base, &path)),
+        Some(base) => {
+            let joined = paths::join_lexically(&base, &path);
+            named_relative.insert(joined.clone());
+            Resolved::Path(joined)
+        }
         None => Resolved::Nothing,
     }
 }
