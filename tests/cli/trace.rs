@@ -13,34 +13,12 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
 
 /// The prefix of the one line memo writes when a traced run cannot be trusted.
 const NOT_CACHED: &str = "memo: not cached (--trace): ";
-
-/// Whether this machine lets memo trace. Checked once, with `memo run --trace -- true`;
-/// when it does not, says why on stderr (each test calls it, so each says it).
-fn traceable() -> bool {
-    static REFUSED: OnceLock<Option<String>> = OnceLock::new();
-    let refused = REFUSED.get_or_init(|| {
-        let env = TestEnv::new();
-        let out = env.run(["run", "--trace", "--", "true"]);
-        stderr(&out)
-            .lines()
-            .find(|l| l.contains("ptrace was refused"))
-            .map(str::to_string)
-    });
-    match refused {
-        Some(line) => {
-            eprintln!("skipped: the kernel refuses ptrace here ({line})");
-            false
-        }
-        None => true,
-    }
-}
 
 /// Whether `program` runs here (`program args` exits 0); says on stderr when not, so
 /// that the caller can skip.

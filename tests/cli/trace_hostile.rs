@@ -13,7 +13,6 @@ use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
@@ -22,26 +21,6 @@ use crate::support::*;
 // Helpers, copied from tests/cli/trace.rs and tests/cli/tty.rs.
 
 const NOT_CACHED: &str = "memo: not cached (--trace): ";
-
-/// Whether this machine lets memo trace; says why not on stderr.
-fn traceable() -> bool {
-    static REFUSED: OnceLock<Option<String>> = OnceLock::new();
-    let refused = REFUSED.get_or_init(|| {
-        let env = TestEnv::new();
-        let out = env.run(["run", "--trace", "--", "true"]);
-        stderr(&out)
-            .lines()
-            .find(|l| l.contains("ptrace was refused"))
-            .map(str::to_string)
-    });
-    match refused {
-        Some(line) => {
-            eprintln!("skipped: the kernel refuses ptrace here ({line})");
-            false
-        }
-        None => true,
-    }
-}
 
 fn now_ns() -> u128 {
     SystemTime::now()

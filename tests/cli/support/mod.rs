@@ -428,3 +428,24 @@ pub fn warning_lines(out: &Output) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Whether this machine lets memo trace (`memo run --trace`); says why not on stderr, once
+/// per test, so that the caller can skip.
+pub fn traceable() -> bool {
+    static REFUSED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let refused = REFUSED.get_or_init(|| {
+        let env = TestEnv::new();
+        let out = env.run(["run", "--trace", "--", "true"]);
+        stderr(&out)
+            .lines()
+            .find(|l| l.contains("ptrace was refused"))
+            .map(str::to_string)
+    });
+    match refused {
+        Some(line) => {
+            eprintln!("skipped: the kernel refuses ptrace here ({line})");
+            false
+        }
+        None => true,
+    }
+}
