@@ -12,76 +12,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use crate::support::stamped::*;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------
-// Helpers, copied from tests/cli/trace.rs and tests/cli/tty.rs.
-
-const NOT_CACHED: &str = "memo: not cached (--trace): ";
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Writes `./tool`: a shell script that prints a stamp on its first line, then runs `body`.
-fn stamped_tool(env: &TestEnv, body: &str) {
-    env.script("tool", &format!("date +%s%N\n{body}\n"));
-}
-
-struct Call {
-    out: Output,
-    started_ns: u128,
-}
-
-impl Call {
-    /// Whether the command really ran in this call (its stamp is newer than the call).
-    #[track_caller]
-    fn ran(&self) -> bool {
-        let text = stdout(&self.out);
-        let stamp: u128 = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no stamp on the first line of stdout; exit status {:?}\nstdout: {text}\nstderr: {}",
-                    self.out.status,
-                    stderr(&self.out)
-                )
-            });
-        stamp >= self.started_ns
-    }
-
-    /// What the command printed after its stamp.
-    fn printed(&self) -> String {
-        let text = stdout(&self.out);
-        text.split_once('\n')
-            .map_or(String::new(), |(_, rest)| rest.to_string())
-    }
-
-    fn stderr(&self) -> String {
-        stderr(&self.out)
-    }
-
-    fn not_cached_reason(&self) -> Option<String> {
-        self.stderr()
-            .lines()
-            .find(|l| l.starts_with(NOT_CACHED))
-            .map(|l| l[NOT_CACHED.len()..].to_string())
-    }
-}
-
-fn call(mut cmd: Command) -> Call {
-    let started_ns = now_ns();
-    let out = cmd.output().unwrap();
-    Call { out, started_ns }
-}
+// Helpers.
 
 /// `memo run --trace ARGS -- ./tool`.
 fn traced(env: &TestEnv, args: &[&str]) -> Call {

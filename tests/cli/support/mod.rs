@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod stamped;
 
 use std::ffi::OsStr;
 use std::fs;
