@@ -68,6 +68,11 @@ pub enum Observation {
         /// and the check reads no listing.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stamp: Option<DirStamp>,
+        /// For a large directory, the digest of its names and types in place of them
+        /// (`names` and `types` then empty): it keeps the entry small, at the cost of
+        /// saying only that the listing changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<Digest>,
     },
     /// A symlink whose target was read.
     Link {
@@ -350,12 +355,21 @@ impl Observed {
                 .map(|m| StatSignature::of(&m))
                 .filter(|sig| !sig.is_racy(std::time::SystemTime::now()))
                 .map(|sig| DirStamp::of(&sig));
+            let (names, types, digest) = match names.len() > NAMES_KEPT {
+                true => (
+                    Vec::new(),
+                    String::new(),
+                    Some(listing_digest(&names, &types)),
+                ),
+                false => (names, types, None),
+            };
             observations.push(Observation::Listed {
                 path: stored(dir),
                 names,
                 types,
                 ignored: ignored.into_iter().collect(),
                 stamp,
+                digest,
             });
         }
         for (path, target) in &folded.links {
@@ -423,6 +437,7 @@ impl Observed {
                     types,
                     ignored,
                     stamp,
+                    digest,
                 } => {
                     let dir = path.to_path_buf();
                     let settled = |stamp: &DirStamp| {
@@ -437,6 +452,13 @@ impl Observed {
                         Ok(now) => now,
                         Err(_) => return Err(Mismatch::Removed(dir)),
                     };
+                    if let Some(digest) = digest {
+                        if listing_digest(&now, &now_types) != *digest {
+                            let detail = "names came or went".to_string();
+                            return Err(Mismatch::Listing { dir, detail });
+                        }
+                        continue;
+                    }
                     if now != *names {
                         return Err(listing_change(dir, names, &now));
                     }
@@ -526,6 +548,19 @@ fn look(path: &Path, follow: bool) -> io::Result<fs::Metadata> {
     } else {
         fs::symlink_metadata(path)
     }
+}
+
+/// How many names a listing keeps; a larger one keeps their digest.
+const NAMES_KEPT: usize = 64;
+
+fn listing_digest(names: &[ByteString], types: &str) -> Digest {
+    let mut bytes = Vec::new();
+    for name in names {
+        bytes.extend_from_slice(&(name.as_bytes().len() as u64).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+    }
+    bytes.extend_from_slice(types.as_bytes());
+    Digest::of_bytes(&bytes)
 }
 
 /// The sorted names in `dir`, less `ignored`, and their types, one letter each.
