@@ -1110,7 +1110,13 @@ pub enum Found {
 pub fn find_traced(cache: &Cache, key: &Digest, base: &KeyMaterial, warner: &Warner) -> Found {
     let digests = cache.store.digest_cache();
     let mut first_mismatch = None;
-    for run in crate::traced::Manifest::read(cache.root(), key).runs {
+    let manifest = crate::traced::Manifest::read_checked(cache.root(), key).unwrap_or_else(|why| {
+        warner.warn(format!(
+            "the list of this traced call's runs: {why}; it is written anew by the next run"
+        ));
+        crate::traced::Manifest { runs: Vec::new() }
+    });
+    for run in manifest.runs {
         let Some(entry) = read_entry(cache, &run, warner) else {
             continue;
         };

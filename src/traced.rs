@@ -618,15 +618,34 @@ impl Manifest {
 
     /// The manifest at `root` for `key`; a missing or damaged one is empty.
     pub fn read(root: &Path, key: &Digest) -> Manifest {
-        let bytes =
-            crate::fsutil::read_regular(&Manifest::path(root, key), 1 << 20).unwrap_or_default();
+        Manifest::read_checked(root, key).unwrap_or(Manifest { runs: Vec::new() })
+    }
+
+    /// The manifest at `root` for `key` (empty when there is none), or `Err` with why
+    /// the file there cannot be one.
+    pub fn read_checked(root: &Path, key: &Digest) -> Result<Manifest, String> {
+        let path = Manifest::path(root, key);
+        let bytes = match crate::fsutil::read_regular(&path, 1 << 20) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {} ({e})", path.display())),
+        };
+        if bytes.is_empty() {
+            return Ok(Manifest { runs: Vec::new() });
+        }
         let text = String::from_utf8_lossy(&bytes);
         let mut lines = text.lines();
-        let runs = match lines.next() {
-            Some(MANIFEST_MAGIC) => lines.filter_map(|l| l.parse().ok()).collect(),
-            _ => Vec::new(),
-        };
-        Manifest { runs }
+        if lines.next() != Some(MANIFEST_MAGIC) {
+            return Err(format!("{} is not a manifest", path.display()));
+        }
+        let mut runs = Vec::new();
+        for line in lines {
+            match line.parse() {
+                Ok(run) => runs.push(run),
+                Err(_) => return Err(format!("{} is damaged", path.display())),
+            }
+        }
+        Ok(Manifest { runs })
     }
 
     /// Puts `run` first and writes the manifest (the caller holds the call's lock).

@@ -1304,3 +1304,33 @@ fn a_32_bit_system_call_is_not_cached() {
     // Whatever the tracer does with the call, the run is not stored.
     assert!(printed.starts_with("int 0x80 "), "{printed}");
 }
+
+#[test]
+fn a_damaged_manifest_is_one_warning_and_the_next_run_writes_it_anew() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("cfg", "x\n");
+    stamped_tool(&env, "cat cfg");
+    assert!(ran(&env, &[]));
+    let manifests = files_under(&env.cache().join("manifests"));
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    fs::write(&manifests[0], "garbage\nnot a key\n").unwrap();
+    let damaged = traced(&env, &[]);
+    assert_success(&damaged.out);
+    assert!(damaged.ran());
+    assert_eq!(damaged.printed(), "x\n");
+    let warnings: Vec<String> = damaged
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", damaged.stderr());
+    assert!(warnings[0].contains("is not a manifest"), "{}", warnings[0]);
+    // Written anew: the next call is a hit, without a warning.
+    let hit = traced(&env, &[]);
+    assert!(!hit.ran(), "{}", hit.stderr());
+    assert!(!hit.stderr().contains("warning"), "{}", hit.stderr());
+}
