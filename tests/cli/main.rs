@@ -5,6 +5,7 @@
 mod support;
 
 mod capture;
+mod compression;
 mod ergonomics;
 mod errors;
 mod excludes;
