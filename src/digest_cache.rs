@@ -221,6 +221,12 @@ impl DigestCache {
         self.remember(&StatSignature::of(&meta), digest);
     }
 
+    /// What is on record for the open file as it is now, without reading it: the store
+    /// records a tag (not a digest) for a compressed object it verified.
+    pub fn recorded(&self, file: &File) -> Option<Digest> {
+        self.lookup(&StatSignature::of(&file.metadata().ok()?))
+    }
+
     /// The digest of the file at `path` and its signature when hashed. A file whose
     /// digest is on record is not even opened.
     pub fn digest_path(&self, path: &std::path::Path) -> io::Result<(Digest, StatSignature)> {

@@ -17,16 +17,28 @@ pub const MEMO: &str = env!("CARGO_BIN_EXE_memo");
 
 pub struct TestEnv {
     pub root: tempfile::TempDir,
+    /// Whether memo stores every object raw (`MEMO_DEBUG_STORE_RAW`), for the tests that
+    /// damage an object's raw bytes in place.
+    pub raw_objects: bool,
 }
 
 impl TestEnv {
     pub fn new() -> TestEnv {
         let env = TestEnv {
             root: tempfile::tempdir().unwrap(),
+            raw_objects: false,
         };
         fs::create_dir(env.work()).unwrap();
         fs::create_dir(env.root.path().join("home")).unwrap();
         env
+    }
+
+    /// A test environment whose memo never compresses an object.
+    pub fn with_raw_objects() -> TestEnv {
+        TestEnv {
+            raw_objects: true,
+            ..TestEnv::new()
+        }
     }
 
     pub fn work(&self) -> PathBuf {
@@ -90,6 +102,9 @@ impl TestEnv {
             .env("HOME", self.root.path().join("home"))
             .env("MEMO_DIR", self.cache())
             .stdin(Stdio::null());
+        if self.raw_objects {
+            cmd.env("MEMO_DEBUG_STORE_RAW", "1");
+        }
         cmd
     }
 
