@@ -777,6 +777,61 @@ mod tests {
     use super::*;
     use crate::remote::backend::Auth;
 
+    /// bazel-remote's zstd download: a skippable frame, then one frame per MiB.
+    fn bazel_remote_body(raw: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        body.extend_from_slice(&8u32.to_le_bytes());
+        body.extend_from_slice(&[7u8; 8]);
+        for chunk in raw.chunks(1 << 20) {
+            body.extend(zstd::bulk::compress(chunk, 1).unwrap());
+        }
+        body
+    }
+
+    fn decode(body: &[u8], limit: u64, piece: usize) -> Result<Vec<u8>, TransportError> {
+        let mut out = Vec::new();
+        let mut sink = ZstdSink::new(&mut out, limit);
+        for part in body.chunks(piece) {
+            sink.write_all(part)
+                .map_err(|e| ZstdSink::error(e, "cas/x", limit))?;
+        }
+        sink.finish("cas/x")?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_zstd_download_in_bazel_remotes_form_is_decompressed_whole() {
+        let raw: Vec<u8> = (0..3 * (1 << 20) + 12345u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let body = bazel_remote_body(&raw);
+        // Whatever pieces the body arrives in.
+        for piece in [1 << 16, 7, body.len()] {
+            assert_eq!(decode(&body, raw.len() as u64, piece).unwrap(), raw);
+        }
+    }
+
+    #[test]
+    fn a_zstd_download_cut_short_damaged_or_too_large_fails() {
+        let raw = vec![b'x'; 2 << 20];
+        let body = bazel_remote_body(&raw);
+        let cut = decode(&body[..body.len() - 3], raw.len() as u64, 4096);
+        assert!(
+            matches!(cut, Err(TransportError::Other(ref m)) if m.contains("ends inside a frame")),
+            "{cut:?}"
+        );
+        let mut damaged = body.clone();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 0xff;
+        assert!(decode(&damaged, raw.len() as u64, 4096).is_err());
+        let big = decode(&body, raw.len() as u64 - 1, 4096);
+        assert!(
+            matches!(big, Err(TransportError::TooLarge { .. })),
+            "{big:?}"
+        );
+    }
+
     fn open(url: &str) -> Result<HttpBackend, UrlError> {
         HttpBackend::open(url, &Options::default())
     }

@@ -33,7 +33,6 @@ mod tty;
 // Kept apart from the sorted list above only so that this branch merges cleanly with the
 // one adding `mod remote;` there; fold it in after the merge.
 mod remote_accept;
-mod remote_compression;
 mod remote_hostile;
 mod remote_hostile2;
 mod remote_trace;
