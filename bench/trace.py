@@ -152,7 +152,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="interleaved runs per case")
     parser.add_argument("--quick", action="store_true", help="5 runs per case")
+    parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="CPU",
+        help="run everything (memo, its tracer and the baselines) on this one CPU",
+    )
     args = parser.parse_args()
+    if args.pin is not None:
+        # Inherited by every process started from here on.
+        os.sched_setaffinity(0, {args.pin})
     runs = 5 if args.quick else args.runs
     if not os.access(MEMO, os.X_OK):
         sys.exit("bench: build first: cargo build --release")

@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::events::{Event, EventLog, Kind};
 use crate::stats::{Counters, Stats};
 use crate::store::local::LocalStore;
-use crate::store::{Store, StoreError};
+use crate::store::{Object, Store, StoreError};
 
 pub struct Cache {
     pub store: LocalStore,
@@ -350,7 +350,7 @@ impl Store for Counting<'_> {
         }
         Ok(new)
     }
-    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<Object, StoreError> {
         self.inner.open_object(digest, size)
     }
 }

@@ -52,12 +52,13 @@ struct FileConfig {
     umask: Option<String>,
     remote: Option<String>,
     remote_mode: Option<String>,
+    remote_compression: Option<String>,
     remote_namespace: Option<String>,
     remote_read: Option<String>,
 }
 
 /// Every key of the config file with the form its value takes, as errors show it.
-const FILE_KEYS: [(&str, &str); 13] = [
+const FILE_KEYS: [(&str, &str); 14] = [
     ("cache_dir", "a directory in quotes, like \"~/.cache/memo\""),
     ("max_size", "a size in quotes, like \"500M\" or \"2GiB\""),
     (
@@ -78,6 +79,7 @@ const FILE_KEYS: [(&str, &str); 13] = [
         "a URL in quotes, like \"https://cache.example.com/memo\"",
     ),
     ("remote_mode", "\"read-write\" or \"read-only\""),
+    ("remote_compression", "\"zstd\" or \"off\""),
     ("remote_namespace", "a name in quotes, like \"ci\""),
     (
         "remote_read",
@@ -125,6 +127,7 @@ impl FileConfig {
                 "umask" => config.umask = Some(text(value)?),
                 "remote" => config.remote = Some(text(value)?),
                 "remote_mode" => config.remote_mode = Some(text(value)?),
+                "remote_compression" => config.remote_compression = Some(text(value)?),
                 "remote_namespace" => config.remote_namespace = Some(text(value)?),
                 "remote_read" => config.remote_read = Some(text(value)?),
                 _ => unreachable!("every key of FILE_KEYS is taken above"),
@@ -276,6 +279,9 @@ pub struct RemoteSettings {
     /// `None`: no shared cache (unset, empty or `off`).
     pub url: Setting<Option<String>>,
     pub mode: Setting<RemoteMode>,
+    /// Whether objects travel as zstd (`Content-Encoding: zstd`), for a server that
+    /// takes it (bazel-remote); off, the raw bytes.
+    pub compression: Setting<bool>,
     /// Where this machine writes.
     pub namespace: Setting<String>,
     /// Where this machine reads, in order.
@@ -295,6 +301,14 @@ fn parse_remote_url(text: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     Ok(Some(text.to_string()))
+}
+
+fn parse_remote_compression(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "zstd" => Ok(true),
+        "off" | "none" | "" => Ok(false),
+        _ => Err("expected zstd or off".into()),
+    }
 }
 
 fn parse_remote_mode(text: &str) -> Result<RemoteMode, String> {
@@ -601,6 +615,15 @@ fn remote_settings(flags: &Flags, file: &FileConfig, path: &Path) -> Result<Remo
         RemoteMode::ReadWrite,
         parse_remote_mode,
     )?;
+    let compression = resolve(
+        None,
+        "",
+        "MEMO_REMOTE_COMPRESSION",
+        file.remote_compression.as_deref(),
+        path,
+        false,
+        parse_remote_compression,
+    )?;
     let namespace = resolve(
         None,
         "",
@@ -622,6 +645,7 @@ fn remote_settings(flags: &Flags, file: &FileConfig, path: &Path) -> Result<Remo
     Ok(RemoteSettings {
         url,
         mode,
+        compression,
         namespace,
         read,
         signing_key: std::env::var_os("MEMO_REMOTE_SIGNING_KEY")

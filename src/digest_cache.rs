@@ -221,10 +221,43 @@ impl DigestCache {
         self.remember(&StatSignature::of(&meta), digest);
     }
 
+    /// What is on record for the open file as it is now, without reading it: the store
+    /// records a tag (not a digest) for a compressed object it verified.
+    pub fn recorded(&self, file: &File) -> Option<Digest> {
+        self.lookup(&StatSignature::of(&file.metadata().ok()?))
+    }
+
     /// The digest of the file at `path` and its signature when hashed. A file whose
     /// digest is on record is not even opened.
     pub fn digest_path(&self, path: &std::path::Path) -> io::Result<(Digest, StatSignature)> {
         let sig = StatSignature::of(&fs::metadata(path)?);
+        if let Some(digest) = self.lookup(&sig) {
+            return Ok((digest, sig));
+        }
+        let mut file = File::open(path)?;
+        let (digest, _) = self.digest_file(&mut file)?;
+        Ok((digest, StatSignature::of(&file.metadata()?)))
+    }
+
+    /// The digest on record for a file of this signature, if any.
+    pub fn known(&self, sig: &StatSignature) -> Option<Digest> {
+        self.lookup(sig)
+    }
+
+    /// Remembers the digest of a file the caller hashed in full while its signature held
+    /// still (the racy-timestamp rule applies, as to any file).
+    pub fn remember_hashed(&self, sig: &StatSignature, digest: Digest) {
+        self.remember(sig, digest);
+    }
+
+    /// `digest_path` for a file whose metadata (followed) the caller has just read: no
+    /// second `statx`.
+    pub fn digest_path_with(
+        &self,
+        path: &std::path::Path,
+        meta: &Metadata,
+    ) -> io::Result<(Digest, StatSignature)> {
+        let sig = StatSignature::of(meta);
         if let Some(digest) = self.lookup(&sig) {
             return Ok((digest, sig));
         }

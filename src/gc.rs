@@ -203,8 +203,12 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             continue;
         }
         if options.verify {
-            let wrong_size = recorded_size.get(&digest).is_some_and(|&s| s != meta.len());
-            if wrong_size || !verify_object(cache, &digest, &path, &meta, &mut bar) {
+            // Raw or compressed: the store reads its own objects.
+            let recorded = recorded_size.get(&digest).copied();
+            if !cache
+                .store
+                .verify_object_file(&digest, recorded, &path, &mut bar)
+            {
                 report.damaged_objects.push(digest);
                 if !options.dry_run {
                     let _ = fs::remove_file(&path);
@@ -487,30 +491,6 @@ fn take_dead_list(root: &Path, dry_run: bool) -> Vec<Digest> {
 
 /// A dead list longer than this is read in part (the rest waits for the grace period).
 const DEAD_LIST_MAX: u64 = 16 * 1024 * 1024;
-
-/// Whether the object at `path` hashes to `digest`, read in full. A symlink or anything
-/// but a regular file is damage. A good object's digest is remembered again.
-fn verify_object(
-    cache: &Cache,
-    digest: &Digest,
-    path: &Path,
-    meta: &fs::Metadata,
-    progress: &mut Progress,
-) -> bool {
-    if !meta.is_file() {
-        return false;
-    }
-    let Ok(file) = open_regular(path, Access::Read) else {
-        return false;
-    };
-    match Digest::of_reader(progress.reader(&file)) {
-        Ok((actual, _)) if actual == *digest => {
-            cache.store.digest_cache().record_written(&file, actual);
-            true
-        }
-        _ => false,
-    }
-}
 
 /// Whether the writer of the staging file at `path` is gone: its lock can be taken (the
 /// store locks each staging file while it writes, and a dead writer's lock is gone), or

@@ -320,6 +320,105 @@ fn link_digest(target: &Path, contents: &Digest) -> Digest {
     Digest::of_bytes(&text)
 }
 
+/// The digest and signature of every file in `listed`, in order: from the digest cache
+/// where it knows the file, else hashed, on as many threads as there are cores (at most
+/// four) when several files need it: reading and hashing big inputs is most of a miss's
+/// preparation.
+fn hash_files(
+    listed: &[(PathBuf, Found)],
+    cache: &DigestCache,
+) -> Vec<io::Result<(Digest, StatSignature)>> {
+    let files: Vec<(&Path, &Metadata)> = listed
+        .iter()
+        .filter_map(|(path, found)| match found {
+            Found::File(meta, _) => Some((path.as_path(), meta)),
+            _ => None,
+        })
+        .collect();
+    let mut results: Vec<Option<io::Result<(Digest, StatSignature)>>> = files
+        .iter()
+        .map(|(_, meta)| {
+            let sig = StatSignature::of(meta);
+            cache.known(&sig).map(|digest| Ok((digest, sig)))
+        })
+        .collect();
+    let todo: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_none()).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(todo.len());
+    if threads < 2 {
+        for i in todo {
+            let (path, meta) = files[i];
+            results[i] = Some(cache.digest_path_with(path, meta));
+        }
+    } else {
+        let total = todo.iter().map(|&i| files[i].1.len()).sum();
+        let progress = std::sync::Mutex::new(crate::progress::Progress::new(total, "hashing"));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<(usize, io::Result<Hashed>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = todo.get(k) else { break };
+                            out.push((i, hash_one(files[i].0, &progress)));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a hashing thread panicked"))
+                .collect()
+        });
+        for (i, result) in done {
+            let before = StatSignature::of(files[i].1);
+            results[i] = Some(result.map(|(digest, size, after)| {
+                // Remembered only if the file held still while it was read.
+                if before == after && size == after.size {
+                    cache.remember_hashed(&after, digest);
+                }
+                (digest, after)
+            }));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every file has a result"))
+        .collect()
+}
+
+/// A file hashed in full: its digest, how many bytes were read, its signature after.
+type Hashed = (Digest, u64, StatSignature);
+
+/// Reads and hashes one file in large pieces, counting them on the shared bar.
+fn hash_one(
+    path: &Path,
+    progress: &std::sync::Mutex<crate::progress::Progress>,
+) -> io::Result<Hashed> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = crate::digest::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        if let Ok(mut bar) = progress.lock() {
+            bar.advance(n as u64);
+        }
+    }
+    let (digest, size) = hasher.finish();
+    Ok((digest, size, StatSignature::of(&file.metadata()?)))
+}
+
 /// Expands every `--input` spec (file, directory or glob), hashes what it names and the
 /// executable, and notes what the race guard will compare after the run. `filter` says
 /// what the listings leave out (see `Filter`).
@@ -333,6 +432,7 @@ pub fn gather_inputs(
     let started = SystemTime::now();
     let mut files = Vec::new();
     let mut signatures = HashMap::new();
+    let mut all: Vec<(PathBuf, Found)> = Vec::new();
     for spec in specs {
         let listed = match expand(spec, &filter)? {
             Expansion::Missing => {
@@ -349,28 +449,31 @@ pub fn gather_inputs(
             }
             Expansion::Listed(listed) => listed,
         };
-        for (path, found) in listed {
-            let (contents, executable) = match &found {
-                Found::File(meta, _) => {
-                    let (digest, sig) = cache.digest_path(&path).map_err(|e| {
+        all.extend(listed);
+    }
+    let mut hashed = hash_files(&all, cache).into_iter();
+    for (path, found) in all {
+        let (contents, executable) = match &found {
+            Found::File(meta, _) => {
+                let hashed = hashed.next().expect("one result per file");
+                let (digest, sig) = hashed.map_err(|e| {
                         Fatal::failure(format!(
                             "memo: input '{}' cannot be read ({e}); fix its permissions or drop that --input",
                             path.display()
                         ))
                     })?;
-                    signatures.insert(path.clone(), (sig, digest));
-                    (digest, is_executable(meta))
-                }
-                _ => (Digest::of_bytes(b""), false),
-            };
-            let (kind, digest) = found.keyed(&contents);
-            files.push(InputFile {
-                path: ByteString::from(path.as_path()),
-                kind,
-                executable,
-                digest,
-            });
-        }
+                signatures.insert(path.clone(), (sig, digest));
+                (digest, is_executable(meta))
+            }
+            _ => (Digest::of_bytes(b""), false),
+        };
+        let (kind, digest) = found.keyed(&contents);
+        files.push(InputFile {
+            path: ByteString::from(path.as_path()),
+            kind,
+            executable,
+            digest,
+        });
     }
     files.sort();
     files.dedup();
@@ -650,8 +753,10 @@ pub fn expand(spec: &OsStr, filter: &Filter) -> Result<Expansion, Fatal> {
     }
     let path = clean(Path::new(spec));
     let mut listed = Vec::new();
-    if fs::symlink_metadata(&path).is_ok() {
-        list_path(&path, &filter.below(&path), false, &mut listed)?;
+    if let Ok(found) = fs::symlink_metadata(&path) {
+        // Not a symlink: what was found is what following it would find.
+        let known = (!found.file_type().is_symlink()).then_some(found);
+        list_path(&path, &filter.below(&path), false, known, &mut listed)?;
         return Ok(Expansion::Listed(listed));
     }
     if !is_glob(spec) {
@@ -713,7 +818,7 @@ pub fn expand(spec: &OsStr, filter: &Filter) -> Result<Expansion, Fatal> {
         if !scope.is_idle() && scope.leaves_out_match(&matched)? {
             continue;
         }
-        list_path(&matched, &scope, true, &mut listed)?;
+        list_path(&matched, &scope, true, None, &mut listed)?;
     }
     Ok(Expansion::Listed(listed))
 }
@@ -725,6 +830,7 @@ fn list_path(
     path: &Path,
     scope: &Scope,
     root_link: bool,
+    known: Option<Metadata>,
     out: &mut Vec<(PathBuf, Found)>,
 ) -> Result<(), Fatal> {
     let link_of = |entry: &Path, depth: usize| {
@@ -733,12 +839,15 @@ fn list_path(
         }
         fs::read_link(entry).ok()
     };
-    let meta = fs::metadata(path).map_err(|e| {
-        Fatal::failure(format!(
-            "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
-            path.display()
-        ))
-    })?;
+    let meta = match known {
+        Some(meta) => meta,
+        None => fs::metadata(path).map_err(|e| {
+            Fatal::failure(format!(
+                "memo: input '{}' cannot be read ({e}); fix it or drop that --input",
+                path.display()
+            ))
+        })?,
+    };
     if !meta.is_dir() {
         return list_file(path, meta, link_of(path, 0), out);
     }

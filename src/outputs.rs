@@ -27,7 +27,7 @@ use crate::bytes::ByteString;
 use crate::digest::{Digest, Hasher, CHUNK};
 use crate::fsutil::{file_mode, is_executable};
 use crate::index::{Blob, Node, NodeKind, Output, INLINE_MAX, INLINE_TOTAL_MAX};
-use crate::store::{Store, StoreError};
+use crate::store::{Object, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -278,6 +278,8 @@ pub enum BlobReader {
     Inline(io::Cursor<Vec<u8>>),
     /// A concrete file, so that copying it to stdout can use the kernel's zero-copy paths.
     Object(File),
+    /// A compressed object, decompressed as it is read.
+    Compressed(Box<crate::store::compression::Decoder>),
 }
 
 impl BlobReader {
@@ -292,8 +294,55 @@ impl BlobReader {
                 // To a file: copy_file_range, which std uses here.
                 io::copy(&mut file, dest)
             }
+            BlobReader::Compressed(mut decoder) => {
+                if is_pipe(dest) {
+                    grow_pipe(dest);
+                }
+                copy_in_large_blocks(&mut decoder, dest)
+            }
         }
     }
+}
+
+/// Copies `source` to `dest` in blocks of `PIPE_CHUNK`, each written whole: std's copy
+/// would write a pipe 8 KiB at a time.
+fn copy_in_large_blocks(source: &mut impl Read, dest: &mut File) -> io::Result<u64> {
+    let mut buf = vec![0u8; PIPE_CHUNK];
+    let mut copied = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(copied);
+        }
+        dest.write_all(&buf[..filled])?;
+        copied += filled as u64;
+    }
+}
+
+/// Asks for a pipe buffer of `PIPE_CHUNK` (best effort; it helps the reader too).
+fn grow_pipe(dest: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a valid descriptor; a refusal leaves the pipe as it was.
+        unsafe {
+            libc::fcntl(
+                dest.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_CHUNK as libc::c_int,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dest;
 }
 
 fn is_pipe(file: &File) -> bool {
@@ -316,14 +365,7 @@ fn copy_to_pipe(file: &mut File, dest: &mut File) -> io::Result<u64> {
     {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if size >= PIPE_CHUNK as u64 {
-            // SAFETY: fcntl on a valid descriptor; a refusal leaves the pipe as it was.
-            unsafe {
-                libc::fcntl(
-                    dest.as_raw_fd(),
-                    libc::F_SETPIPE_SZ,
-                    PIPE_CHUNK as libc::c_int,
-                )
-            };
+            grow_pipe(dest);
         }
         loop {
             // SAFETY: both descriptors are valid; offsets are the files' own (null).
@@ -370,6 +412,7 @@ impl Read for BlobReader {
         match self {
             BlobReader::Inline(bytes) => bytes.read(buf),
             BlobReader::Object(file) => file.read(buf),
+            BlobReader::Compressed(decoder) => decoder.read(buf),
         }
     }
 }
@@ -384,14 +427,17 @@ pub fn open_blob(blob: &Blob, store: &dyn Store) -> Result<BlobReader, StoreErro
             Ok(BlobReader::Inline(io::Cursor::new(bytes.0.clone())))
         }
         Some(_) => Err(corrupt()),
-        None => {
-            let file = store.open_object(&blob.digest, blob.size)?;
-            let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            if size != blob.size {
-                return Err(corrupt());
+        None => match store.open_object(&blob.digest, blob.size)? {
+            Object::Raw(file) => {
+                let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                if size != blob.size {
+                    return Err(corrupt());
+                }
+                Ok(BlobReader::Object(file))
             }
-            Ok(BlobReader::Object(file))
-        }
+            // open_object checked the raw size while it verified the bytes.
+            Object::Compressed(decoder) => Ok(BlobReader::Compressed(decoder)),
+        },
     }
 }
 
@@ -553,6 +599,9 @@ fn copy_measured(
         let n = match &mut source {
             BlobReader::Inline(bytes) => io::copy(&mut bytes.take(STEP), dest)?,
             BlobReader::Object(file) => io::copy(&mut file.take(STEP), dest)?,
+            BlobReader::Compressed(decoder) => {
+                copy_in_large_blocks(&mut decoder.as_mut().take(STEP), dest)?
+            }
         };
         if n == 0 {
             return Ok(total);

@@ -122,6 +122,12 @@ pub fn prepare(req: &RunRequest, warner: &Warner, look_only: bool) -> Result<Pre
         // What a program draws on a terminal depends on the terminal's type (colours).
         env.extend(inputs::select_env(&["TERM".to_string()], &vars)?);
     }
+    if traced(req) {
+        // The variables that decide which programs and libraries the command finds: a
+        // PATH that leads elsewhere finds other files, which no observation names.
+        let steering = ["PATH", "LD_LIBRARY_PATH", "LD_PRELOAD"].map(String::from);
+        env.extend(inputs::select_env(&steering, &vars)?);
+    }
     let key_command = match &req.key_cmd {
         Some(cmd) => Some(run_key_command(cmd)?),
         None => None,
@@ -475,7 +481,14 @@ fn run_with_cache(
     }
     let code = finished.outcome.exit_code();
     let duration = finished.duration;
-    let storable = match overlap {
+    let resized = match material.streams {
+        // Laid out for one width, then another: no width to key it on.
+        StreamMode::Terminal { columns } if !req.refresh => capture::pty::terminal_size()
+            .is_some_and(|(now, _)| now != columns)
+            .then(|| "the terminal was resized during the run".to_string()),
+        _ => None,
+    };
+    let storable = match overlap.or(resized) {
         Some(reason) => Err(NotStored {
             reason,
             warn: false,
@@ -533,6 +546,19 @@ fn try_hit(
     let Some(entry) = lookup(cache, key, material, req, warner) else {
         return Ok(None);
     };
+    replay_entry(cache, key, entry, started, req, warner)
+}
+
+/// `try_hit` once the entry is read and known to be for this call.
+fn replay_entry(
+    cache: &Cache,
+    key: &Digest,
+    entry: Entry,
+    started: Instant,
+    req: &RunRequest,
+    warner: &Warner,
+) -> Result<Option<i32>, Fatal> {
+    let material = &entry.material;
     let verbose = req.settings.verbose.value;
     let fresh = freshness(&entry, req);
     if let Freshness::Expired(late) = fresh {
@@ -1076,7 +1102,13 @@ pub enum Found {
 pub fn find_traced(cache: &Cache, key: &Digest, base: &KeyMaterial, warner: &Warner) -> Found {
     let digests = cache.store.digest_cache();
     let mut first_mismatch = None;
-    for run in crate::traced::Manifest::read(cache.root(), key).runs {
+    let manifest = crate::traced::Manifest::read_checked(cache.root(), key).unwrap_or_else(|why| {
+        warner.warn(format!(
+            "the list of this traced call's runs: {why}; it is written anew by the next run"
+        ));
+        crate::traced::Manifest { runs: Vec::new() }
+    });
+    for run in manifest.runs {
         let Some(entry) = read_entry(cache, &run, warner) else {
             continue;
         };
@@ -1150,8 +1182,12 @@ fn try_traced_hit(
     req: &RunRequest,
     warner: &Warner,
 ) -> Result<Option<i32>, Fatal> {
+    let started = Instant::now();
     match find_traced(cache, key, base, warner) {
-        Found::Holds(run, entry) => try_hit(cache, &run, &entry.material, req, warner),
+        // Read and checked against its key by `find_traced`: not read again.
+        Found::Holds(run, entry) if exit_replayable(&entry, req) => {
+            replay_entry(cache, &run, *entry, started, req, warner)
+        }
         _ => Ok(None),
     }
 }
@@ -1178,12 +1214,17 @@ fn observe_traced(
     if let Some(why) = &trace.untrusted {
         return Err(untrusted(why.clone()));
     }
-    let root = cache.root().to_path_buf();
+    // The cache by the absolute path of its directory, however it was named.
+    let root = std::path::absolute(cache.root()).unwrap_or_else(|_| cache.root().to_path_buf());
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let excluded = |p: &Path| {
+        // Judged on the path with `..` resolved: `/proc/../etc/x` is /etc/x.
+        let p = &crate::trace::observe::without_dot_dot(p);
         p.starts_with("/proc")
             || p.starts_with("/sys")
-            || p.starts_with("/dev")
+            || (p.starts_with("/dev") && !p.starts_with("/dev/shm"))
             || p.starts_with(&root)
+            || p.starts_with(cache.root())
     };
     let folded = crate::trace::observe::fold(&trace.events, &excluded).map_err(untrusted)?;
     let cwd = base.cwd.as_ref().map(ByteString::to_path_buf);
@@ -1191,7 +1232,12 @@ fn observe_traced(
         .written
         .iter()
         .filter(|p| {
-            fs::symlink_metadata(p).is_ok_and(|m| m.is_file() || m.file_type().is_symlink())
+            fs::symlink_metadata(p).is_ok_and(|m| {
+                // A directory the run made and left empty (`mkdir -p logs`) is one too.
+                let empty_dir =
+                    || m.is_dir() && fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+                m.is_file() || m.file_type().is_symlink() || empty_dir()
+            })
         })
         .map(
             |p| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
@@ -1200,7 +1246,13 @@ fn observe_traced(
             },
         )
         .collect();
-    Observed::record(&folded, outputs, cache.store.digest_cache()).map_err(untrusted)
+    Observed::record(
+        &folded,
+        &trace.named_relative,
+        outputs,
+        cache.store.digest_cache(),
+    )
+    .map_err(untrusted)
 }
 
 fn save(

@@ -58,7 +58,21 @@ pub enum Observation {
     Listed {
         path: ByteString,
         names: Vec<ByteString>,
+        /// Each name's type as the listing gives it (`f`ile, `d`irectory, `l`ink, `o`ther),
+        /// which programs use without a stat (`os.scandir`, `find -type`).
+        #[serde(default)]
+        types: String,
         ignored: Vec<ByteString>,
+        /// The directory's identity and times when recorded, when they were settled
+        /// (older than the racy margin): while they hold, no name can have come or gone,
+        /// and the check reads no listing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<DirStamp>,
+        /// For a large directory, the digest of its names and types in place of them
+        /// (`names` and `types` then empty): it keeps the entry small, at the cost of
+        /// saying only that the listing changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<Digest>,
     },
     /// A symlink whose target was read.
     Link {
@@ -67,12 +81,33 @@ pub enum Observation {
     },
 }
 
-/// What a look at a path found. A directory is recorded by its kind alone: its time
+/// A directory's identity and change times: any name added, removed or renamed in it
+/// moves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl DirStamp {
+    fn of(sig: &StatSignature) -> DirStamp {
+        DirStamp {
+            dev: sig.dev,
+            ino: sig.ino,
+            mtime_ns: sig.mtime_ns as i64,
+            ctime_ns: sig.ctime_ns as i64,
+        }
+    }
+}
+
+/// What a look at a path found. A directory is recorded by its kind and mode: its time
 /// and size change whenever a file in it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub kind: NodeKind,
-    /// Permission bits (0 for a directory).
+    /// Permission bits.
     pub mode: u32,
     pub size: u64,
     /// Nanoseconds since the epoch (i64 holds them until 2262).
@@ -100,7 +135,7 @@ impl Node {
         match kind {
             NodeKind::Dir => Node {
                 kind,
-                mode: 0,
+                mode: mode & 0o7777,
                 size: 0,
                 mtime_ns: 0,
             },
@@ -185,19 +220,31 @@ impl Observed {
     /// `outputs` are the written files kept as outputs.
     pub fn record(
         folded: &Folded,
+        named_relative: &std::collections::HashSet<PathBuf>,
         outputs: Vec<ByteString>,
         digests: &DigestCache,
     ) -> Result<Observed, Untrusted> {
         let changed = |p: &Path| Untrusted::ChangedDuringRun(p.to_path_buf());
         let cwd = std::env::current_dir().ok();
+        // Relative to the working directory only where the command named it relatively:
+        // a path it named absolutely is that very file from any checkout.
         let stored = |p: &Path| match cwd.as_deref().and_then(|c| p.strip_prefix(c).ok()) {
-            Some(rest) if !rest.as_os_str().is_empty() => ByteString::from(rest),
+            Some(rest) if !rest.as_os_str().is_empty() && named_relative.contains(p) => {
+                ByteString::from(rest)
+            }
             _ => ByteString::from(p),
         };
         let mut observations = Vec::new();
-        // The tracer's `Meta` is what lstat saw then: compared with lstat now.
+        // The tracer's `Meta` is what lstat saw then: compared with lstat now. A file
+        // whose mode or times the run itself changed is compared on identity and size.
         let unchanged = |path: &Path, meta: &Meta| {
-            fs::symlink_metadata(path).is_ok_and(|now| same_file(&StatSignature::of(&now), meta))
+            fs::symlink_metadata(path).is_ok_and(|now| {
+                let now = StatSignature::of(&now);
+                match folded.attributes_changed.contains(path) {
+                    true => now.dev == meta.dev && now.ino == meta.ino && now.size == meta.size,
+                    false => same_file(&now, meta),
+                }
+            })
         };
         for (path, meta) in &folded.read {
             if !unchanged(path, meta) {
@@ -219,6 +266,61 @@ impl Observed {
                 digest,
                 executed: folded.executed.contains(path),
             });
+        }
+        // A file read through a symlink the run made is read where the link leads.
+        for link in &folded.read_through_own_links {
+            let Ok(target) = fs::canonicalize(link) else {
+                continue;
+            };
+            if folded.touched.contains(&target) || folded.read.contains_key(&target) {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(&target) else {
+                continue;
+            };
+            if meta.is_file() {
+                let (digest, _) = digests.digest_path(&target).map_err(|_| changed(&target))?;
+                observations.push(Observation::Read {
+                    path: stored(&target),
+                    digest,
+                    executed: false,
+                });
+            }
+        }
+        // A file renamed away (`mv in out`) was read in a way: its contents are at `out`
+        // now, unless the run changed them there afterwards.
+        for (from, to) in &folded.renamed_inputs {
+            match fs::symlink_metadata(to) {
+                Ok(meta) if meta.is_file() => {
+                    let (digest, _) = digests.digest_path(to).map_err(|_| changed(to))?;
+                    observations.push(Observation::Read {
+                        path: stored(from),
+                        digest,
+                        executed: false,
+                    });
+                }
+                _ => observations.push(Observation::Absent { path: stored(from) }),
+            }
+        }
+        // Followed through a symlink (`cd current`, a directory opened by a link): where
+        // the link points is part of what was found.
+        let mut links_seen: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let followed = folded.read.keys().chain(
+            folded
+                .stat
+                .iter()
+                .filter(|(_, (follow, _))| *follow)
+                .map(|(p, _)| p),
+        );
+        for path in followed {
+            if folded.links.contains_key(path) {
+                continue;
+            }
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                if let Ok(target) = fs::read_link(path) {
+                    links_seen.push((path.clone(), target));
+                }
+            }
         }
         for (path, (follow, meta)) in &folded.stat {
             if Node::of_metadata(&fs::symlink_metadata(path).map_err(|_| changed(path))?)
@@ -247,11 +349,27 @@ impl Observed {
                 .filter_map(|p| p.file_name())
                 .map(ByteString::from)
                 .collect();
-            let names = list(dir, &ignored).map_err(|_| changed(dir))?;
+            let (names, types) = list(dir, &ignored).map_err(|_| changed(dir))?;
+            let stamp = fs::metadata(dir)
+                .ok()
+                .map(|m| StatSignature::of(&m))
+                .filter(|sig| !sig.is_racy(std::time::SystemTime::now()))
+                .map(|sig| DirStamp::of(&sig));
+            let (names, types, digest) = match names.len() > NAMES_KEPT {
+                true => (
+                    Vec::new(),
+                    String::new(),
+                    Some(listing_digest(&names, &types)),
+                ),
+                false => (names, types, None),
+            };
             observations.push(Observation::Listed {
                 path: stored(dir),
                 names,
+                types,
                 ignored: ignored.into_iter().collect(),
+                stamp,
+                digest,
             });
         }
         for (path, target) in &folded.links {
@@ -261,6 +379,12 @@ impl Observed {
             }
             observations.push(Observation::Link {
                 path: stored(path),
+                target: ByteString::from(target.as_path()),
+            });
+        }
+        for (path, target) in links_seen {
+            observations.push(Observation::Link {
+                path: stored(&path),
                 target: ByteString::from(target.as_path()),
             });
         }
@@ -310,16 +434,48 @@ impl Observed {
                 Observation::Listed {
                     path,
                     names,
+                    types,
                     ignored,
+                    stamp,
+                    digest,
                 } => {
                     let dir = path.to_path_buf();
+                    let settled = |stamp: &DirStamp| {
+                        fs::metadata(&dir)
+                            .is_ok_and(|m| DirStamp::of(&StatSignature::of(&m)) == *stamp)
+                    };
+                    if stamp.as_ref().is_some_and(settled) {
+                        continue;
+                    }
                     let ignored: BTreeSet<ByteString> = ignored.iter().cloned().collect();
-                    let now = match list(&dir, &ignored) {
+                    let (now, now_types) = match list(&dir, &ignored) {
                         Ok(now) => now,
                         Err(_) => return Err(Mismatch::Removed(dir)),
                     };
+                    if let Some(digest) = digest {
+                        if listing_digest(&now, &now_types) != *digest {
+                            let detail = "names came or went".to_string();
+                            return Err(Mismatch::Listing { dir, detail });
+                        }
+                        continue;
+                    }
                     if now != *names {
                         return Err(listing_change(dir, names, &now));
+                    }
+                    if !types.is_empty() && now_types != *types {
+                        let changed = names
+                            .iter()
+                            .zip(types.chars().zip(now_types.chars()))
+                            .find(|(_, (a, b))| a != b)
+                            .map(|(name, _)| name.clone());
+                        let detail = match changed {
+                            Some(name) => format!(
+                                "{} changed type",
+                                shown_path(&dir.join(name.to_path_buf()))
+                            ),
+                            None => "its entries' types differ".into(),
+                        };
+                        return Err(Mismatch::Listing { dir, detail });
                     }
                 }
                 _ => {}
@@ -394,17 +550,38 @@ fn look(path: &Path, follow: bool) -> io::Result<fs::Metadata> {
     }
 }
 
-/// The sorted names in `dir`, less `ignored`.
-fn list(dir: &Path, ignored: &BTreeSet<ByteString>) -> io::Result<Vec<ByteString>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = ByteString::from(entry?.file_name().as_os_str());
-        if !ignored.contains(&name) {
-            names.push(name);
-        }
+/// How many names a listing keeps; a larger one keeps their digest.
+const NAMES_KEPT: usize = 64;
+
+fn listing_digest(names: &[ByteString], types: &str) -> Digest {
+    let mut bytes = Vec::new();
+    for name in names {
+        bytes.extend_from_slice(&(name.as_bytes().len() as u64).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
     }
-    names.sort();
-    Ok(names)
+    bytes.extend_from_slice(types.as_bytes());
+    Digest::of_bytes(&bytes)
+}
+
+/// The sorted names in `dir`, less `ignored`, and their types, one letter each.
+fn list(dir: &Path, ignored: &BTreeSet<ByteString>) -> io::Result<(Vec<ByteString>, String)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = ByteString::from(entry.file_name().as_os_str());
+        if ignored.contains(&name) {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            Ok(t) if t.is_file() => 'f',
+            Ok(t) if t.is_dir() => 'd',
+            Ok(t) if t.is_symlink() => 'l',
+            _ => 'o',
+        };
+        found.push((name, kind));
+    }
+    found.sort();
+    Ok(found.into_iter().unzip())
 }
 
 /// Names the first name added to or gone from a listing.
@@ -441,15 +618,34 @@ impl Manifest {
 
     /// The manifest at `root` for `key`; a missing or damaged one is empty.
     pub fn read(root: &Path, key: &Digest) -> Manifest {
-        let bytes =
-            crate::fsutil::read_regular(&Manifest::path(root, key), 1 << 20).unwrap_or_default();
+        Manifest::read_checked(root, key).unwrap_or(Manifest { runs: Vec::new() })
+    }
+
+    /// The manifest at `root` for `key` (empty when there is none), or `Err` with why
+    /// the file there cannot be one.
+    pub fn read_checked(root: &Path, key: &Digest) -> Result<Manifest, String> {
+        let path = Manifest::path(root, key);
+        let bytes = match crate::fsutil::read_regular(&path, 1 << 20) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {} ({e})", path.display())),
+        };
+        if bytes.is_empty() {
+            return Ok(Manifest { runs: Vec::new() });
+        }
         let text = String::from_utf8_lossy(&bytes);
         let mut lines = text.lines();
-        let runs = match lines.next() {
-            Some(MANIFEST_MAGIC) => lines.filter_map(|l| l.parse().ok()).collect(),
-            _ => Vec::new(),
-        };
-        Manifest { runs }
+        if lines.next() != Some(MANIFEST_MAGIC) {
+            return Err(format!("{} is not a manifest", path.display()));
+        }
+        let mut runs = Vec::new();
+        for line in lines {
+            match line.parse() {
+                Ok(run) => runs.push(run),
+                Err(_) => return Err(format!("{} is damaged", path.display())),
+            }
+        }
+        Ok(Manifest { runs })
     }
 
     /// Puts `run` first and writes the manifest (the caller holds the call's lock).
@@ -516,7 +712,7 @@ mod tests {
         folded.touched.insert(d.join("out.o"));
         fs::write(d.join("out.o"), "o").unwrap();
         let digests = DigestCache::new(None);
-        let observed = Observed::record(&folded, vec![], &digests).unwrap();
+        let observed = Observed::record(&folded, &Default::default(), vec![], &digests).unwrap();
         assert_eq!(observed.check(&digests), Ok(()));
 
         // The run's own output comes and goes without changing the listing.

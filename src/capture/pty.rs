@@ -52,6 +52,13 @@ pub fn open(columns: u16, rows: u16) -> io::Result<Pty> {
             ws_ypixel: 0,
         };
         check(libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size))?;
+        // No "\n" to "\r\n" here: memo's own terminal does that when the bytes reach it,
+        // on the run and on every replay, so the recording holds what the command wrote.
+        let mut modes: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(slave.as_raw_fd(), &mut modes) == 0 {
+            modes.c_oflag &= !libc::ONLCR;
+            libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &modes);
+        }
         Ok(Pty { master, slave })
     }
 }

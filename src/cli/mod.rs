@@ -32,7 +32,7 @@ use crate::run::{self, RunRequest};
                   cannot be executed; 127 when it is not found.\n\
                   Environment: MEMO_DIR, MEMO_MAX_SIZE, MEMO_TTL, MEMO_STALE, MEMO_VERBOSE, \
                   MEMO_CACHE_FAILURES, MEMO_UMASK, MEMO_CONFIG, MEMO_DISABLE=1 (bypass memo entirely); \
-                  for the shared cache MEMO_REMOTE, MEMO_REMOTE_MODE, MEMO_REMOTE_NAMESPACE, \
+                  for the shared cache MEMO_REMOTE, MEMO_REMOTE_MODE, MEMO_REMOTE_COMPRESSION, MEMO_REMOTE_NAMESPACE, \
                   MEMO_REMOTE_READ, MEMO_REMOTE_SIGNING_KEY, MEMO_REMOTE_USER, MEMO_REMOTE_PASSWORD, \
                   MEMO_REMOTE_TOKEN, MEMO_REMOTE_CA (docs/remote.md)."
 )]

@@ -60,6 +60,8 @@ pub struct Options {
     pub auth: Auth,
     /// PEM file of extra trusted certificate authorities (`MEMO_REMOTE_CA`).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Whether objects may travel as zstd (`MEMO_REMOTE_COMPRESSION=zstd`).
+    pub compression: bool,
 }
 
 pub trait Backend: Send + Sync {
@@ -80,6 +82,20 @@ pub trait Backend: Send + Sync {
     /// Uploads exactly `len` bytes read from `body`, with a Content-Length (never chunked),
     /// streaming with bounded memory.
     fn put(&self, path: &str, body: &mut dyn Read, len: u64) -> Result<(), TransportError>;
+    /// Uploads `len` bytes of one zstd frame of an object whose raw bytes are `raw_size`
+    /// long, for a server that stores the raw bytes under `path` (bazel-remote: with
+    /// `Content-Encoding: zstd` and `X-Digest-SizeBytes`). `Ok(false)`: this backend
+    /// sends raw bytes only, and nothing was sent.
+    fn put_zstd(
+        &self,
+        path: &str,
+        body: &mut dyn Read,
+        len: u64,
+        raw_size: u64,
+    ) -> Result<bool, TransportError> {
+        let _ = (path, body, len, raw_size);
+        Ok(false)
+    }
     /// Creates the collections (directories) `path` lies in, for a WebDAV server that
     /// answers 409 to a PUT into a missing one. Object stores have none: nothing to do.
     fn make_parents(&self, path: &str) -> Result<(), TransportError> {

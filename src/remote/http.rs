@@ -103,10 +103,14 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
         budget: Duration,
+        headers: &[(&str, &str)],
     ) -> Result<ureq::http::Response<ureq::Body>, TransportError> {
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(())
@@ -129,7 +133,7 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<Option<u64>, TransportError> {
-        let response = self.send_empty("HEAD", url, authorization, what, request_budget(0))?;
+        let response = self.send_empty("HEAD", url, authorization, what, request_budget(0), &[])?;
         match response.status().as_u16() {
             // Without a Content-Length the size is unknown: as good as absent to an
             // uploader, which then sends the object rather than trust it.
@@ -139,7 +143,10 @@ impl Client {
         }
     }
 
-    /// Streams the object at `url` into `sink` (see `Backend::get`).
+    /// Streams the object at `url` into `sink` (see `Backend::get`). With `accept_zstd`,
+    /// asks for `Accept-Encoding: zstd`, and a body sent with `Content-Encoding: zstd`
+    /// (zstd frames, skippable ones among them, as bazel-remote sends) is decompressed
+    /// on its way to `sink`; `limit` then bounds the decompressed bytes.
     pub(crate) fn get(
         &self,
         url: &str,
@@ -147,14 +154,39 @@ impl Client {
         what: &str,
         limit: u64,
         sink: &mut dyn Write,
+        accept_zstd: bool,
     ) -> Result<Option<u64>, TransportError> {
         let started = Instant::now();
-        let response = self.send_empty("GET", url, authorization, what, request_budget(limit))?;
+        let headers: &[(&str, &str)] = if accept_zstd {
+            &[("Accept-Encoding", "zstd")]
+        } else {
+            &[]
+        };
+        let response = self.send_empty(
+            "GET",
+            url,
+            authorization,
+            what,
+            request_budget(limit),
+            headers,
+        )?;
         match response.status().as_u16() {
             200 => {}
             404 => return missing(response),
             status => return Err(status_error(status, "GET", what)),
         }
+        let is_zstd = accept_zstd
+            && response
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("zstd"));
+        let mut decoding = None;
+        let sink: &mut dyn Write = if is_zstd {
+            decoding.insert(ZstdSink::new(sink, limit))
+        } else {
+            sink
+        };
         let expected = content_length(response.headers());
         if let Some(expected) = expected {
             if expected > limit {
@@ -188,7 +220,7 @@ impl Client {
                 });
             }
             sink.write_all(&buffer[..n])
-                .map_err(TransportError::Local)?;
+                .map_err(|e| ZstdSink::error(e, what, limit))?;
             if started.elapsed() > budget {
                 return Err(TransportError::Timeout(budget));
             }
@@ -197,10 +229,14 @@ impl Client {
             return Err(truncated(what, got, expected));
         }
         sink.flush().map_err(TransportError::Local)?;
-        Ok(Some(got))
+        match decoding {
+            Some(decoding) => decoding.finish(what).map(Some),
+            None => Ok(Some(got)),
+        }
     }
 
-    /// Uploads exactly `len` bytes from `body` with a Content-Length (see `Backend::put`).
+    /// Uploads exactly `len` bytes from `body` with a Content-Length (see `Backend::put`),
+    /// and `headers` besides.
     pub(crate) fn put(
         &self,
         url: &str,
@@ -208,6 +244,7 @@ impl Client {
         what: &str,
         body: &mut dyn Read,
         len: u64,
+        headers: &[(&str, String)],
     ) -> Result<(), TransportError> {
         let mut source = Source {
             inner: body,
@@ -232,6 +269,9 @@ impl Client {
         if let Some(value) = authorization {
             request = request.header("Authorization", value);
         }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
         let result = request.send(ureq::SendBody::from_reader(&mut source));
         if let Some(error) = source.error.take() {
             return Err(TransportError::Local(error));
@@ -251,7 +291,8 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<(), TransportError> {
-        let response = self.send_empty("MKCOL", url, authorization, what, request_budget(0))?;
+        let response =
+            self.send_empty("MKCOL", url, authorization, what, request_budget(0), &[])?;
         match response.status().as_u16() {
             200 | 201 | 204 | 301 | 405 => Ok(()),
             status => Err(status_error(status, "MKCOL", what)),
@@ -266,12 +307,110 @@ impl Client {
         authorization: Option<&str>,
         what: &str,
     ) -> Result<bool, TransportError> {
-        let response = self.send_empty("DELETE", url, authorization, what, request_budget(0))?;
+        let response =
+            self.send_empty("DELETE", url, authorization, what, request_budget(0), &[])?;
         match response.status().as_u16() {
             200 | 202 | 204 | 404 => Ok(true),
             405 | 501 => Ok(false),
             status => Err(status_error(status, "DELETE", what)),
         }
+    }
+}
+
+/// A sink that decompresses a zstd body (any number of frames, skippable ones skipped)
+/// into the download's sink, refusing more than `limit` decompressed bytes.
+struct ZstdSink<'a> {
+    inner: &'a mut dyn Write,
+    decoder: zstd::stream::raw::Decoder<'static>,
+    out: Vec<u8>,
+    decoded: u64,
+    limit: u64,
+    /// What zstd said last: 0 once a frame is complete.
+    hint: usize,
+}
+
+/// The error a sink's own failure carries, told apart from the decoder's.
+#[derive(Debug)]
+enum ZstdFault {
+    TooLarge,
+    Damaged(String),
+}
+
+impl std::fmt::Display for ZstdFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZstdFault::TooLarge => f.write_str("too large"),
+            ZstdFault::Damaged(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ZstdFault {}
+
+impl<'a> ZstdSink<'a> {
+    fn new(inner: &'a mut dyn Write, limit: u64) -> ZstdSink<'a> {
+        ZstdSink {
+            inner,
+            decoder: zstd::stream::raw::Decoder::new().expect("a zstd decoder"),
+            out: vec![0u8; BUFFER_SIZE],
+            decoded: 0,
+            limit,
+            hint: 1,
+        }
+    }
+
+    /// The transport error for a failed write into the sink.
+    fn error(e: io::Error, what: &str, limit: u64) -> TransportError {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ZstdFault>())
+        {
+            Some(ZstdFault::TooLarge) => TransportError::TooLarge {
+                path: what.to_string(),
+                limit,
+            },
+            Some(ZstdFault::Damaged(why)) => {
+                TransportError::Other(format!("the zstd body of {what} is damaged ({why})"))
+            }
+            None => TransportError::Local(e),
+        }
+    }
+
+    /// The decompressed length, once the body ended on a complete frame.
+    fn finish(self, what: &str) -> Result<u64, TransportError> {
+        if self.hint != 0 {
+            return Err(TransportError::Other(format!(
+                "the zstd body of {what} ends inside a frame"
+            )));
+        }
+        Ok(self.decoded)
+    }
+}
+
+impl Write for ZstdSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let mut input = InBuffer::around(buf);
+        loop {
+            let mut output = OutBuffer::around(&mut self.out[..]);
+            self.hint = self
+                .decoder
+                .run(&mut input, &mut output)
+                .map_err(|e| io::Error::other(ZstdFault::Damaged(e.to_string())))?;
+            let n = output.pos();
+            self.decoded += n as u64;
+            if self.decoded > self.limit {
+                return Err(io::Error::other(ZstdFault::TooLarge));
+            }
+            self.inner.write_all(&self.out[..n])?;
+            if input.pos() == buf.len() && n < self.out.len() {
+                return Ok(buf.len());
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -428,6 +567,8 @@ pub struct HttpBackend {
     /// The URL as given, its password masked.
     described: String,
     authorization: Option<String>,
+    /// `MEMO_REMOTE_COMPRESSION=zstd`: objects may travel as zstd.
+    compression: bool,
 }
 
 impl HttpBackend {
@@ -497,6 +638,7 @@ impl HttpBackend {
             base,
             described,
             authorization,
+            compression: options.compression,
         })
     }
 
@@ -551,12 +693,15 @@ impl Backend for HttpBackend {
         limit: u64,
         sink: &mut dyn Write,
     ) -> Result<Option<u64>, TransportError> {
+        // Only objects: bazel-remote compresses `cas/`, never `ac/`.
+        let accept_zstd = self.compression && path.starts_with("cas/");
         self.client.get(
             &self.url(path),
             self.authorization.as_deref(),
             path,
             limit,
             sink,
+            accept_zstd,
         )
     }
 
@@ -567,7 +712,33 @@ impl Backend for HttpBackend {
             path,
             body,
             len,
+            &[],
         )
+    }
+
+    fn put_zstd(
+        &self,
+        path: &str,
+        body: &mut dyn Read,
+        len: u64,
+        raw_size: u64,
+    ) -> Result<bool, TransportError> {
+        if !self.compression {
+            return Ok(false);
+        }
+        self.client
+            .put(
+                &self.url(path),
+                self.authorization.as_deref(),
+                path,
+                body,
+                len,
+                &[
+                    ("Content-Encoding", "zstd".to_string()),
+                    ("X-Digest-SizeBytes", raw_size.to_string()),
+                ],
+            )
+            .map(|()| true)
     }
 
     fn delete(&self, path: &str) -> Result<bool, TransportError> {
@@ -606,6 +777,61 @@ mod tests {
     use super::*;
     use crate::remote::backend::Auth;
 
+    /// bazel-remote's zstd download: a skippable frame, then one frame per MiB.
+    fn bazel_remote_body(raw: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        body.extend_from_slice(&8u32.to_le_bytes());
+        body.extend_from_slice(&[7u8; 8]);
+        for chunk in raw.chunks(1 << 20) {
+            body.extend(zstd::bulk::compress(chunk, 1).unwrap());
+        }
+        body
+    }
+
+    fn decode(body: &[u8], limit: u64, piece: usize) -> Result<Vec<u8>, TransportError> {
+        let mut out = Vec::new();
+        let mut sink = ZstdSink::new(&mut out, limit);
+        for part in body.chunks(piece) {
+            sink.write_all(part)
+                .map_err(|e| ZstdSink::error(e, "cas/x", limit))?;
+        }
+        sink.finish("cas/x")?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_zstd_download_in_bazel_remotes_form_is_decompressed_whole() {
+        let raw: Vec<u8> = (0..3 * (1 << 20) + 12345u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let body = bazel_remote_body(&raw);
+        // Whatever pieces the body arrives in.
+        for piece in [1 << 16, 7, body.len()] {
+            assert_eq!(decode(&body, raw.len() as u64, piece).unwrap(), raw);
+        }
+    }
+
+    #[test]
+    fn a_zstd_download_cut_short_damaged_or_too_large_fails() {
+        let raw = vec![b'x'; 2 << 20];
+        let body = bazel_remote_body(&raw);
+        let cut = decode(&body[..body.len() - 3], raw.len() as u64, 4096);
+        assert!(
+            matches!(cut, Err(TransportError::Other(ref m)) if m.contains("ends inside a frame")),
+            "{cut:?}"
+        );
+        let mut damaged = body.clone();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 0xff;
+        assert!(decode(&damaged, raw.len() as u64, 4096).is_err());
+        let big = decode(&body, raw.len() as u64 - 1, 4096);
+        assert!(
+            matches!(big, Err(TransportError::TooLarge { .. })),
+            "{big:?}"
+        );
+    }
+
     fn open(url: &str) -> Result<HttpBackend, UrlError> {
         HttpBackend::open(url, &Options::default())
     }
@@ -640,6 +866,7 @@ mod tests {
                 bearer: None,
             },
             ca_file: None,
+            compression: false,
         };
         let backend = HttpBackend::open("http://u:p@h/", &options).unwrap();
         assert_eq!(
@@ -656,6 +883,7 @@ mod tests {
                 bearer: Some("t".into()),
             },
             ca_file: None,
+            compression: false,
         };
         let err = HttpBackend::open("http://u:p@h/", &options).err().unwrap();
         assert!(err.0.contains("MEMO_REMOTE_TOKEN"), "{err}");

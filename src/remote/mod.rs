@@ -119,6 +119,7 @@ pub fn options(settings: &RemoteSettings) -> Options {
             bearer: settings.token.clone(),
         },
         ca_file: settings.ca_file.clone(),
+        compression: settings.compression.value,
     }
 }
 

@@ -138,7 +138,8 @@ impl Backend for S3Backend {
             .bucket
             .get_object(Some(&self.credentials), &key)
             .sign(Self::validity(limit));
-        self.client.get(url.as_str(), None, path, limit, sink)
+        self.client
+            .get(url.as_str(), None, path, limit, sink, false)
     }
 
     fn put(&self, path: &str, body: &mut dyn Read, len: u64) -> Result<(), TransportError> {
@@ -147,7 +148,7 @@ impl Backend for S3Backend {
             .bucket
             .put_object(Some(&self.credentials), &key)
             .sign(Self::validity(len));
-        self.client.put(url.as_str(), None, path, body, len)
+        self.client.put(url.as_str(), None, path, body, len, &[])
     }
 
     fn delete(&self, path: &str) -> Result<bool, TransportError> {

@@ -3,7 +3,7 @@
 //! envelope, then the entry.
 
 use std::collections::HashSet;
-use std::io::{self, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 
 use super::backend::TransportError;
@@ -14,7 +14,7 @@ use crate::events::{Event, Kind};
 use crate::index::Entry;
 use crate::lock::Lock;
 use crate::store::local::LocalStore;
-use crate::store::Store;
+use crate::store::{Object, Store};
 
 /// Why one pending result (or manifest) was not uploaded.
 pub(super) enum UploadFailure {
@@ -98,6 +98,39 @@ impl Remote {
                 self.backend.put(path, body, len)
             }
             done => done,
+        }
+    }
+
+    /// PUTs a compressed local object as it is stored (one zstd frame), where the
+    /// backend takes zstd (`MEMO_REMOTE_COMPRESSION=zstd` on HTTP). `None`: not sent (a
+    /// raw object, or a backend that takes raw bytes only); `object` is then at its start.
+    fn put_compressed(
+        &self,
+        path: &str,
+        raw_size: u64,
+        object: &mut Object,
+    ) -> Option<Result<(), TransportError>> {
+        let Object::Compressed(decoder) = object else {
+            return None;
+        };
+        let mut frame = match decoder.get_ref().get_ref().try_clone() {
+            Ok(file) => file,
+            Err(e) => return Some(Err(TransportError::Local(e))),
+        };
+        let len = match frame
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| frame.metadata())
+        {
+            Ok(meta) => meta.len(),
+            Err(e) => return Some(Err(TransportError::Local(e))),
+        };
+        match self.backend.put_zstd(path, &mut frame, len, raw_size) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => match object.seek(SeekFrom::Start(0)) {
+                Ok(_) => None,
+                Err(e) => Some(Err(TransportError::Local(e))),
+            },
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -300,10 +333,13 @@ impl Remote {
                 }
             }
             // Opening checks the local copy against its digest: damaged bytes are never sent.
-            let mut file = store
+            let mut object = store
                 .open_object(&blob.digest, blob.size)
                 .map_err(|_| UploadFailure::Gone)?;
-            match self.put_creating(&path, blob.size, &mut file) {
+            let sent_compressed = self.put_compressed(&path, blob.size, &mut object);
+            match sent_compressed
+                .unwrap_or_else(|| self.put_creating(&path, blob.size, &mut object))
+            {
                 // A large object the link is too slow for: said, and left pending for a
                 // later try, while the results after it still go up.
                 Err(TransportError::Timeout(budget)) if blob.size > SLOW_OBJECT => {

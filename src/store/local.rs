@@ -1,7 +1,7 @@
 //! The local store: a private directory on this machine.
 //!
 //! Layout (docs/format.md): `entries/ab/<key>` and `objects/ab/<digest>`, sharded by the
-//! first two hex digits; `tmp/` for files being written, always renamed into place so a
+//! first two hex digits (an object raw or zstd-compressed, as `compression` decides); `tmp/` for files being written, always renamed into place so a
 //! crash never leaves a half-written file visible; `digests/` for the digest cache.
 //!
 //! Nothing is fsynced: a process crash cannot tear a renamed file, and what a power loss
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use super::{Store, StoreError};
+use super::compression::{self, Layout};
+use super::{Object, Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
 use crate::fsutil::{
@@ -73,10 +74,87 @@ impl LocalStore {
         self.sharded("objects", digest)
     }
 
-    /// Whether an object of this size is stored under `digest` (by its metadata only:
-    /// its bytes are checked when it is opened).
+    /// Whether an object of this size is stored under `digest` (by its length and, for
+    /// a compressed one, its first bytes: its contents are checked when it is opened).
     pub fn has_object(&self, digest: &Digest, size: u64) -> bool {
-        fs::symlink_metadata(self.object_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+        let path = self.object_path(digest);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == size => true,
+            Ok(m) if m.is_file() && m.len() < size => open_regular(&path, Access::Read)
+                .and_then(|f| compression::layout_of(&f, m.len(), size))
+                .is_ok_and(|layout| layout == Layout::Compressed),
+            _ => false,
+        }
+    }
+
+    /// Whether the object file at `path` holds the raw bytes named `digest` (and
+    /// `recorded_size` of them, when an entry records it), raw or compressed, read in
+    /// full through `progress`: for `gc --verify`, which distrusts the digest cache.
+    pub fn verify_object_file(
+        &self,
+        digest: &Digest,
+        recorded_size: Option<u64>,
+        path: &Path,
+        progress: &mut crate::progress::Progress,
+    ) -> bool {
+        let Ok(file) = open_regular(path, Access::Read) else {
+            return false;
+        };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let compressed = match recorded_size {
+            Some(size) => match compression::layout_of(&file, len, size) {
+                Ok(Layout::Raw) => false,
+                Ok(Layout::Compressed) => true,
+                _ => return false,
+            },
+            // An orphan: raw if its bytes hash to its name, else perhaps compressed.
+            None => match Digest::of_reader(progress.reader(&file)) {
+                Ok((actual, _)) if actual == *digest => {
+                    self.digests.record_written(&file, actual);
+                    return true;
+                }
+                _ => compression::layout_of(&file, len, u64::MAX)
+                    .is_ok_and(|l| l == Layout::Compressed),
+            },
+        };
+        let found = if compressed {
+            compression::digest_compressed(&file, progress)
+        } else {
+            Digest::of_reader(progress.reader(&file))
+        };
+        match found {
+            Ok((actual, size)) if actual == *digest && recorded_size.is_none_or(|s| s == size) => {
+                let recorded = if compressed {
+                    compression::verified_tag(digest)
+                } else {
+                    actual
+                };
+                self.digests.record_written(&file, recorded);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The staged raw object, or a compressed copy of it when that is worth keeping
+    /// instead (then `true`). Compressing is best effort: where it fails (a full disk),
+    /// the raw bytes are stored.
+    fn compressed(&self, staged: NamedTempFile) -> (NamedTempFile, bool) {
+        let Ok(size) = staged.as_file().metadata().map(|m| m.len()) else {
+            return (staged, false);
+        };
+        if !compression::is_worth_compressing(staged.as_file(), size).unwrap_or(false) {
+            return (staged, false);
+        }
+        let Ok(mut copy) = self.stage() else {
+            return (staged, false);
+        };
+        match compression::compress(staged.as_file(), size, copy.as_file_mut()) {
+            Ok(Some(_)) => (copy, true),
+            _ => (staged, false),
+        }
     }
 
     fn persist(&self, staged: NamedTempFile, dest: &Path) -> Result<File, StoreError> {
@@ -162,12 +240,18 @@ impl Store for LocalStore {
         {
             return Ok(false);
         }
+        let (staged, compressed) = self.compressed(staged);
         let file = self.persist(staged, &path)?;
-        self.digests.record_written(&file, *digest);
+        let recorded = if compressed {
+            compression::verified_tag(digest)
+        } else {
+            *digest
+        };
+        self.digests.record_written(&file, recorded);
         Ok(!existing.is_some_and(|m| m.is_file()))
     }
 
-    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError> {
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<Object, StoreError> {
         let path = self.object_path(digest);
         let mut file = match open_regular(&path, Access::Read) {
             Ok(f) => f,
@@ -184,29 +268,49 @@ impl Store for LocalStore {
             }
             Err(e) => return Err(StoreError::io("cannot read", path, e)),
         };
+        let corrupt = |file: &File| {
+            remove_if_same(&path, file);
+            Err(StoreError::CorruptObject {
+                digest: digest.to_hex(),
+            })
+        };
         // Checked before hashing: a giant planted here (a sparse file of many gigabytes)
         // would otherwise be read in full on every call.
         let found = file
             .metadata()
             .map_err(|e| StoreError::io("cannot read", &path, e))?
             .len();
-        if found != size {
-            remove_if_same(&path, &file);
-            return Err(StoreError::CorruptObject {
-                digest: digest.to_hex(),
-            });
+        match compression::layout_of(&file, found, size)
+            .map_err(|e| StoreError::io("cannot read", &path, e))?
+        {
+            Layout::Raw => {}
+            Layout::Damaged => return corrupt(&file),
+            Layout::Compressed => {
+                // Verified once (the digest cache then vouches for this very file), by
+                // decompressing it in full: nothing is replayed before that.
+                let tag = compression::verified_tag(digest);
+                if self.digests.recorded(&file) != Some(tag) {
+                    let mut progress = crate::progress::Progress::new(size, "verifying");
+                    match compression::digest_compressed(&file, &mut progress) {
+                        Ok(found) if found == (*digest, size) => {
+                            self.digests.record_written(&file, tag)
+                        }
+                        _ => return corrupt(&file),
+                    }
+                }
+                let decoder = compression::decoder(file)
+                    .map_err(|e| StoreError::io("cannot read", &path, e))?;
+                return Ok(Object::Compressed(Box::new(decoder)));
+            }
         }
         let (actual, _) = self
             .digests
             .digest_file(&mut file)
             .map_err(|e| StoreError::io("cannot read", &path, e))?;
         if actual != *digest {
-            remove_if_same(&path, &file);
-            return Err(StoreError::CorruptObject {
-                digest: digest.to_hex(),
-            });
+            return corrupt(&file);
         }
-        Ok(file)
+        Ok(Object::Raw(file))
     }
 }
 

@@ -5,6 +5,7 @@
 //! The store knows bytes and digests, not commands: what an entry means is `index`'s
 //! business, what a key is `key`'s.
 
+pub mod compression;
 pub mod local;
 
 use std::fs::File;
@@ -59,8 +60,45 @@ pub trait Store {
     /// Adds a staged file whose contents hash to `digest`. Returns whether the object is
     /// new to the store (false: the same bytes were there already).
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError>;
-    /// Opens the object named `digest`, positioned at its start, after checking that it
-    /// holds `size` bytes and that they hash to `digest`. A corrupt object is removed and
-    /// reported as such (one of the wrong size before a byte of it is read).
-    fn open_object(&self, digest: &Digest, size: u64) -> Result<File, StoreError>;
+    /// Opens the object named `digest`, positioned at the start of its raw bytes, after
+    /// checking that it holds `size` raw bytes and that they hash to `digest`. A corrupt
+    /// object is removed and reported as such (one of an impossible size before a byte
+    /// of it is read).
+    fn open_object(&self, digest: &Digest, size: u64) -> Result<Object, StoreError>;
+}
+
+/// A verified object, open for reading its raw bytes.
+pub enum Object {
+    /// Stored as they are: a concrete file, so that copying it can use the kernel's
+    /// zero-copy paths.
+    Raw(File),
+    /// Stored as one zstd frame, decompressed as it is read.
+    Compressed(Box<compression::Decoder>),
+}
+
+impl std::io::Read for Object {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Object::Raw(file) => file.read(buf),
+            Object::Compressed(decoder) => decoder.read(buf),
+        }
+    }
+}
+
+/// Only back to the start, for a compressed object (a body sent again).
+impl std::io::Seek for Object {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Object::Raw(file) => file.seek(to),
+            Object::Compressed(_) if to != std::io::SeekFrom::Start(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "seek in a compressed object",
+            )),
+            Object::Compressed(decoder) => {
+                let file = decoder.get_ref().get_ref().try_clone()?;
+                **decoder = compression::decoder(file)?;
+                Ok(0)
+            }
+        }
+    }
 }

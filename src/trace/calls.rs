@@ -218,9 +218,12 @@ pub(crate) enum Call {
     List {
         fd: i32,
     },
-    /// The data or attributes of an existing path changed (chmod, chown, utimes,
-    /// truncate, setxattr).
+    /// The attributes of an existing path changed (chmod, chown, utimes, setxattr).
     Change {
+        at: At,
+    },
+    /// An existing file's data was cut or extended (truncate).
+    Truncate {
         at: At,
     },
     /// The same through a descriptor.
@@ -327,7 +330,7 @@ pub(crate) fn decode(nr: c_long, a: [u64; 6]) -> Option<Call> {
             from: At::dir_flags(a[0], a[1], a[4]),
             to: At::dir(a[2], a[3]),
         },
-        libc::SYS_truncate => Change { at: At::cwd(a[0]) },
+        libc::SYS_truncate => Truncate { at: At::cwd(a[0]) },
         libc::SYS_fchmodat => Change {
             at: At::dir(a[0], a[1]),
         },

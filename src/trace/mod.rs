@@ -82,10 +82,13 @@ pub enum Access {
     /// tracer at the call).
     ReadLink { target: PathBuf },
     /// Opened with write access, O_TRUNC or O_CREAT (and a file or directory is
-    /// there), or truncate, chmod, fchmod, fchmodat(2), chown family, utime(s),
-    /// utimensat, futimesat, setxattr or removexattr family. `created` is whether an
-    /// O_CREAT open found no name there at the call's entry.
+    /// there), or truncate. `created` is whether an O_CREAT open found no name there at
+    /// the call's entry.
     Write { created: bool },
+    /// Its attributes changed, not its data: chmod, fchmod, fchmodat(2), the chown
+    /// family, utime(s), utimensat, futimesat, the setxattr and removexattr families. A
+    /// file the run only made executable or touched stays an input, and is no output.
+    Attributes,
     /// Created as a directory, symlink, hard link or special file (mkdir(at),
     /// symlink(at), link(at), mknod(at)).
     Create,
@@ -168,6 +171,10 @@ pub struct Trace {
     pub untrusted: Option<Untrusted>,
     /// How many times a traced process stopped for the tracer (tests check the filter).
     pub stops: u64,
+    /// Paths the command named relative to a directory (its working directory, a
+    /// directory descriptor) at least once: only those may be kept relative to memo's
+    /// working directory, for checkouts to share results.
+    pub named_relative: std::collections::HashSet<PathBuf>,
 }
 
 /// What made an executed program privileged.

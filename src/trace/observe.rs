@@ -34,6 +34,29 @@ pub struct Folded {
     /// Every path the run created, wrote, renamed or removed (outputs and temporaries):
     /// a listing leaves their names out.
     pub touched: BTreeSet<PathBuf>,
+    /// Paths whose attributes (mode, times, owner) the run changed without writing
+    /// them: still inputs by content, but no look at their attributes is an observation.
+    pub attributes_changed: BTreeSet<PathBuf>,
+    /// Symlinks the run made and then read through: what they lead to is read.
+    pub read_through_own_links: BTreeSet<PathBuf>,
+    /// Files the run renamed away before touching them otherwise (`mv in out`): their
+    /// contents, now at the new name, are an input.
+    pub renamed_inputs: BTreeMap<PathBuf, PathBuf>,
+}
+
+/// `path` with `..` taken lexically (`/proc/../x` is `/x`), for deciding where a path is.
+pub fn without_dot_dot(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Folds `events`, in the order the calls completed, leaving out paths `excluded` says
@@ -50,16 +73,39 @@ pub fn fold(events: &[Event], excluded: &dyn Fn(&Path) -> bool) -> Result<Folded
                 f.changed_by_run(path)?;
                 f.written.insert(path.clone());
             }
+            Access::RenameFrom { to }
+                if !f.touched.contains(path) && !f.read.contains_key(path) =>
+            {
+                f.changed_by_run(path)?;
+                f.renamed_inputs.insert(path.clone(), to.clone());
+            }
             Access::Remove | Access::RenameFrom { .. } => {
                 f.changed_by_run(path)?;
                 f.written.remove(path);
                 // What was under a removed or renamed directory went with it.
                 f.written.retain(|w| !w.starts_with(path));
             }
+            Access::Attributes => {
+                if !f.touched.contains(path) {
+                    f.stat.remove(path);
+                    f.attributes_changed.insert(path.clone());
+                }
+            }
+            Access::Read | Access::Exec
+                if f.touched.contains(path)
+                    && event
+                        .meta
+                        .is_some_and(|m| m.mode & libc::S_IFMT == libc::S_IFLNK) =>
+            {
+                f.read_through_own_links.insert(path.clone());
+            }
             _ if f.touched.contains(path) => {}
             Access::Read | Access::Exec => f.found_read(event)?,
             Access::Stat { follow } => {
-                if f.read.contains_key(path) || f.stat.contains_key(path) {
+                if f.read.contains_key(path)
+                    || f.stat.contains_key(path)
+                    || f.attributes_changed.contains(path)
+                {
                     continue;
                 }
                 if f.absent.contains(path) {

@@ -50,10 +50,36 @@ pub(crate) fn as_seen_by(pid: i32, path: PathBuf) -> PathBuf {
             if !rest.as_os_str().is_empty() {
                 seen.push(rest);
             }
-            return seen;
+            return through_proc_links(seen);
         }
     }
-    path
+    through_proc_links(path)
+}
+
+/// `/proc/PID/cwd/x`, `/proc/PID/root/x` and `/proc/PID/fd/N/x` lead into the file
+/// system: the path they stand for, read from the link now (the process is stopped), so
+/// that what is read through them is observed like any file. Links to pipes and sockets,
+/// and every other /proc path, stay as they are.
+fn through_proc_links(path: PathBuf) -> PathBuf {
+    let parts: Vec<&OsStr> = path.iter().collect();
+    let numeric = |s: &OsStr| !s.is_empty() && s.as_bytes().iter().all(u8::is_ascii_digit);
+    let link_len = match parts.as_slice() {
+        [_, proc, pid, what, ..] if *proc == "proc" && numeric(pid) && (*what == "cwd" || *what == "root") => 4,
+        [_, proc, pid, fd, n, ..] if *proc == "proc" && numeric(pid) && *fd == "fd" && numeric(n) => 5,
+        _ => return path,
+    };
+    let link: PathBuf = parts[..link_len].iter().collect();
+    let Ok(target) = std::fs::read_link(&link) else {
+        return path;
+    };
+    if !is_file_system_path(&target) {
+        return path;
+    }
+    let rest: PathBuf = parts[link_len..].iter().collect();
+    if rest.as_os_str().is_empty() {
+        return target;
+    }
+    join_lexically(&target, &rest)
 }
 
 pub(crate) fn from_bytes(bytes: &[u8]) -> PathBuf {

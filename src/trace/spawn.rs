@@ -391,6 +391,12 @@ mod linux {
         };
         // SAFETY: plain system calls on descriptors and integers.
         unsafe {
+            // As std's Command does: the command starts with SIGPIPE at its default (memo,
+            // like every Rust program, ignores it) and no signal blocked.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             for (target, source) in plan.stdio.iter().enumerate() {
                 let target = target as c_int;
                 let done = if *source == target {

@@ -31,6 +31,8 @@ enum Pending {
     },
     Change {
         path: PathBuf,
+        /// truncate: the data changed, not only the attributes.
+        data: bool,
     },
     Make {
         path: PathBuf,
@@ -255,7 +257,7 @@ impl Tracer {
     fn entry(&mut self, pid: pid_t, call: Call) -> Option<Pending> {
         macro_rules! path {
             ($at:expr) => {
-                match resolve_with(pid, $at, &mut self.cwds) {
+                match resolve_with(pid, $at, &mut self.cwds, &mut self.trace.named_relative) {
                     Resolved::Path(path) | Resolved::Descriptor(path) => path,
                     Resolved::Nothing => return None,
                     Resolved::Unreadable => return Some(Pending::Unreadable),
@@ -288,7 +290,7 @@ impl Tracer {
                 }
             }
             Call::Exec { at } => Pending::Exec { path: path!(at) },
-            Call::Lookup { at, follow } => match resolve_with(pid, at, &mut self.cwds) {
+            Call::Lookup { at, follow } => match resolve_with(pid, at, &mut self.cwds, &mut self.trace.named_relative) {
                 Resolved::Path(path) => {
                     self.look_up(pid, path, follow);
                     return None;
@@ -314,9 +316,17 @@ impl Tracer {
                 self.emit(pid, path, Access::List, meta);
                 return None;
             }
-            Call::Change { at } => Pending::Change { path: path!(at) },
+            Call::Change { at } => Pending::Change {
+                path: path!(at),
+                data: false,
+            },
+            Call::Truncate { at } => Pending::Change {
+                path: path!(at),
+                data: true,
+            },
             Call::ChangeFd { fd } => Pending::Change {
                 path: descriptor_path(pid, fd)?,
+                data: false,
             },
             Call::Make { at } => Pending::Make { path: path!(at) },
             Call::Link { from, to } => Pending::Link {
@@ -356,7 +366,7 @@ impl Tracer {
             }
             Call::ChangeDir { at } => {
                 if let Some(at) = at {
-                    match resolve_with(pid, at, &mut self.cwds) {
+                    match resolve_with(pid, at, &mut self.cwds, &mut self.trace.named_relative) {
                         Resolved::Path(path) => self.look_up(pid, path, true),
                         Resolved::Unreadable => return Some(Pending::Unreadable),
                         Resolved::Descriptor(_) | Resolved::Nothing => {}
@@ -419,10 +429,14 @@ impl Tracer {
                     self.exists(pid, path, true);
                 }
             }
-            Pending::Change { path } => match result {
+            Pending::Change { path, data } => match result {
                 Ok(_) => {
                     let meta = lstat(&path);
-                    self.emit(pid, path, Access::Write { created: false }, meta);
+                    let access = match data {
+                        true => Access::Write { created: false },
+                        false => Access::Attributes,
+                    };
+                    self.emit(pid, path, access, meta);
                 }
                 Err(_) if absent => self.emit(pid, path, Access::Absent, None),
                 Err(_) => {}
@@ -438,7 +452,12 @@ impl Tracer {
             },
             Pending::Link { from, to } => match result {
                 Ok(_) => {
-                    self.exists(pid, from, false);
+                    // The new name holds the same data: the source is read, by content.
+                    let source = lstat(&from);
+                    match source.is_some_and(|m| m.mode & libc::S_IFMT == libc::S_IFREG) {
+                        true => self.emit(pid, from, Access::Read, source),
+                        false => self.exists(pid, from, false),
+                    }
                     let meta = lstat(&to);
                     self.emit(pid, to, Access::Create, meta);
                 }
@@ -509,7 +528,15 @@ impl Tracer {
         match look(&path, follow) {
             Looked::Found { meta, .. } => self.emit(pid, path, Access::Stat { follow }, Some(meta)),
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
-            Looked::Unknown => {}
+            // Neither found nor absent (a symlink loop, a denied directory): what is
+            // there is the observation, so that replacing it is seen.
+            Looked::Unknown => match fs::read_link(&path) {
+                Ok(target) => {
+                    let meta = lstat(&path);
+                    self.emit(pid, path, Access::ReadLink { target }, meta);
+                }
+                Err(_) => self.exists(pid, path, false),
+            },
         }
     }
 
@@ -540,7 +567,15 @@ impl Tracer {
                 }
             }
             Looked::Absent => self.emit(pid, path, Access::Absent, None),
-            Looked::Unknown => {}
+            // Neither found nor absent (a symlink loop, a denied directory): what is
+            // there is the observation, so that replacing it is seen.
+            Looked::Unknown => match fs::read_link(&path) {
+                Ok(target) => {
+                    let meta = lstat(&path);
+                    self.emit(pid, path, Access::ReadLink { target }, meta);
+                }
+                Err(_) => self.exists(pid, path, false),
+            },
         }
     }
 
@@ -755,11 +790,18 @@ fn descriptor_path(pid: pid_t, fd: i32) -> Option<PathBuf> {
     paths::is_file_system_path(&target).then_some(target)
 }
 
-fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resolved {
+fn resolve_with(
+    pid: pid_t,
+    at: At,
+    cwds: &mut HashMap<pid_t, PathBuf>,
+    named_relative: &mut HashSet<PathBuf>,
+) -> Resolved {
     if at.path == 0 {
+        // A NULL path names nothing and the kernel fails the call with EFAULT: Rust's
+        // standard library probes statx that way before its first real statx.
         return match at.empty_is_dirfd {
             true => descriptor_path(pid, at.dirfd).map_or(Resolved::Nothing, Resolved::Descriptor),
-            false => Resolved::Unreadable,
+            false => Resolved::Nothing,
         };
     }
     let Some(bytes) = sys::read_string(pid, at.path) else {
@@ -793,7 +835,11 @@ fn resolve_with(pid: pid_t, at: At, cwds: &mut HashMap<pid_t, PathBuf>) -> Resol
         descriptor_path(pid, at.dirfd)
     };
     match base {
-        Some(base) => Resolved::Path(paths::join_lexically(&base, &path)),
+        Some(base) => {
+            let joined = paths::join_lexically(&base, &path);
+            named_relative.insert(joined.clone());
+            Resolved::Path(joined)
+        }
         None => Resolved::Nothing,
     }
 }

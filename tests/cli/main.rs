@@ -5,6 +5,7 @@
 mod support;
 
 mod capture;
+mod compression;
 mod ergonomics;
 mod errors;
 mod excludes;
@@ -20,6 +21,7 @@ mod remote;
 mod show_entry;
 mod store;
 mod trace;
+mod trace_hostile;
 mod trust_accept;
 mod trust_capture;
 mod trust_cli;

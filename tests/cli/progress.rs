@@ -36,6 +36,10 @@ fn on_terminal(env: &TestEnv, args: &str) -> (i32, String) {
         .env("MEMO_PROGRESS_AFTER_MS", "0")
         // indicatif draws nothing on a terminal it believes is dumb (TERM unset or "dumb").
         .env("TERM", "xterm")
+        .env(
+            "MEMO_DEBUG_STORE_RAW",
+            if env.raw_objects { "1" } else { "0" },
+        )
         .stdin(Stdio::null())
         .output()
         .expect("script (util-linux) runs");
@@ -83,7 +87,7 @@ fn storing_and_restoring_a_large_output_show_a_bar_on_a_terminal() {
 
 #[test]
 fn gc_shows_bars_in_bytes_verified_and_evicted_on_a_terminal() {
-    let env = TestEnv::new();
+    let env = TestEnv::with_raw_objects();
     env.tool(&format!("head -c {BIG_BYTES} /dev/zero > out"));
     let (code, output) = on_terminal(&env, "run -o out -- ./tool");
     assert_eq!(code, 0, "{output}");

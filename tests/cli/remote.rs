@@ -456,6 +456,37 @@ fn machine_b_replays_a_result_from_nginx_without_running_it() {
     assert!(b.event_kinds().iter().any(|k| k == "remote-hit"));
 }
 
+/// Objects are compressed in each local store, but the server holds (and is sent) the
+/// raw bytes under their digest: a plain WebDAV server stores a body as it is given.
+#[test]
+fn compressed_objects_travel_raw_and_are_compressed_again_on_arrival() {
+    let Some(nginx) = shared_nginx() else { return };
+    let a = machine_a_stores(&nginx.url("compressed-raw"));
+    let raw = a.env.read("out.bin");
+    let sha = sha256_hex(&raw);
+    let local = |m: &Machine| fs::read(m.env.cache().join("objects").join(&sha[..2]).join(&sha));
+    let on_a = local(&a).unwrap();
+    assert_eq!(on_a[..4], [0x28, 0xB5, 0x2F, 0xFD], "not compressed on A");
+    assert!(on_a.len() < raw.len() / 10);
+    let on_server = fs::read(nginx.data_path("compressed-raw", &format!("cas/{sha}"))).unwrap();
+    assert_eq!(
+        on_server, raw,
+        "the server holds other bytes than the raw output"
+    );
+
+    let b = Machine::new("B", &nginx.url("compressed-raw"));
+    let out = b.call_standard();
+    assert_replayed(&out, &b, &a);
+    assert!(warnings(&out).is_empty(), "{out:?}");
+    assert_eq!(
+        local(&b).unwrap()[..4],
+        [0x28, 0xB5, 0x2F, 0xFD],
+        "not compressed on B"
+    );
+    let again = b.call_standard();
+    assert_replayed(&again, &b, &a);
+}
+
 #[test]
 fn machine_b_replays_a_result_from_s3_without_running_it() {
     let Some(moto) = shared_moto() else { return };

@@ -11,7 +11,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::remote::{eventually, processes, run_guarded, sha256_hex, warnings};
@@ -21,26 +20,6 @@ use crate::support::*;
 /// The traced command: a stamp, then the config it reads with `cat`, also copied to
 /// out.txt, a file nobody declared.
 const TOOL: &str = "date +%s%N\ncat conf\ncat conf > out.txt\n";
-
-/// Whether this machine lets memo trace; says why not on stderr.
-fn traceable() -> bool {
-    static REFUSED: OnceLock<Option<String>> = OnceLock::new();
-    let refused = REFUSED.get_or_init(|| {
-        let env = TestEnv::new();
-        let out = env.run(["run", "--trace", "--", "true"]);
-        stderr(&out)
-            .lines()
-            .find(|l| l.contains("ptrace was refused"))
-            .map(str::to_string)
-    });
-    match refused {
-        Some(line) => {
-            eprintln!("skipped: the kernel refuses ptrace here ({line})");
-            false
-        }
-        None => true,
-    }
-}
 
 fn now_ns() -> u128 {
     SystemTime::now()

@@ -468,6 +468,7 @@ fn basic_auth_from_the_url_or_the_options() {
                 bearer: None,
             },
             ca_file: None,
+            compression: false,
         },
     );
     assert_eq!(in_options.head("cas/a").unwrap(), Some(1));
@@ -501,6 +502,7 @@ fn bearer_token_from_the_options() {
                 bearer: Some(servers::BEARER_TOKEN.to_string()),
             },
             ca_file: None,
+            compression: false,
         },
     );
     put_bytes(backend.as_ref(), "cas/b", b"bb").unwrap();
@@ -518,6 +520,7 @@ fn https_with_the_test_ca_and_without_it() {
         Options {
             auth: Auth::default(),
             ca_file: Some(nginx.ca_file()),
+            compression: false,
         },
     );
     round_trip(trusted.as_ref());

@@ -142,7 +142,7 @@ fn show_without_salt_key_command_or_env_says_so_and_counts_hits() {
 
 #[test]
 fn show_stdout_and_stderr_print_the_recorded_bytes_exactly() {
-    let env = TestEnv::new();
+    let env = TestEnv::with_raw_objects();
     // Big enough to be stored as an object rather than inside the entry, with bytes
     // that are not text and no final newline.
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

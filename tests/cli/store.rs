@@ -115,7 +115,7 @@ fn a_truncated_entry_is_a_miss() {
 
 #[test]
 fn a_corrupt_object_is_never_replayed() {
-    let env = TestEnv::new();
+    let env = TestEnv::with_raw_objects();
     env.tool("head -c 200000 /dev/zero | tr '\\0' x");
     assert!(env.ran_tool(&[]));
     let object = env.objects().pop().unwrap();

@@ -12,35 +12,11 @@
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
+use crate::support::stamped::*;
 use crate::support::*;
-
-/// The prefix of the one line memo writes when a traced run cannot be trusted.
-const NOT_CACHED: &str = "memo: not cached (--trace): ";
-
-/// Whether this machine lets memo trace. Checked once, with `memo run --trace -- true`;
-/// when it does not, says why on stderr (each test calls it, so each says it).
-fn traceable() -> bool {
-    static REFUSED: OnceLock<Option<String>> = OnceLock::new();
-    let refused = REFUSED.get_or_init(|| {
-        let env = TestEnv::new();
-        let out = env.run(["run", "--trace", "--", "true"]);
-        stderr(&out)
-            .lines()
-            .find(|l| l.contains("ptrace was refused"))
-            .map(str::to_string)
-    });
-    match refused {
-        Some(line) => {
-            eprintln!("skipped: the kernel refuses ptrace here ({line})");
-            false
-        }
-        None => true,
-    }
-}
 
 /// Whether `program` runs here (`program args` exits 0); says on stderr when not, so
 /// that the caller can skip.
@@ -54,74 +30,6 @@ fn available(program: &str, args: &[&str]) -> bool {
         eprintln!("skipped: `{program} {}` does not work here", args.join(" "));
     }
     ok
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Writes `./tool`: a shell script that prints a stamp (the wall clock in nanoseconds)
-/// on its first line, then runs `body`.
-fn stamped_tool(env: &TestEnv, body: &str) {
-    env.script("tool", &format!("date +%s%N\n{body}\n"));
-}
-
-/// One call of memo on a command that prints a stamp first.
-struct Call {
-    out: Output,
-    /// When memo was started.
-    started_ns: u128,
-}
-
-impl Call {
-    /// Whether the command really ran in this call (a miss): its stamp is newer than the
-    /// call. A hit replays the stamp of the run it recorded.
-    #[track_caller]
-    fn ran(&self) -> bool {
-        let text = stdout(&self.out);
-        let stamp: u128 = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no stamp on the first line of stdout; exit status {:?}\nstdout: {text}\nstderr: {}",
-                    self.out.status,
-                    stderr(&self.out)
-                )
-            });
-        stamp >= self.started_ns
-    }
-
-    /// What the command printed after its stamp.
-    fn printed(&self) -> String {
-        let text = stdout(&self.out);
-        text.split_once('\n')
-            .map_or(String::new(), |(_, rest)| rest.to_string())
-    }
-
-    fn stderr(&self) -> String {
-        stderr(&self.out)
-    }
-
-    /// The reason of the one `memo: not cached (--trace): ` line, if there is one.
-    #[track_caller]
-    fn not_cached_reason(&self) -> Option<String> {
-        let err = self.stderr();
-        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with(NOT_CACHED)).collect();
-        assert!(lines.len() <= 1, "more than one not-cached line: {err}");
-        lines.first().map(|l| l[NOT_CACHED.len()..].to_string())
-    }
-}
-
-/// Runs the prepared memo command (its program may be another one that starts memo).
-fn call(mut cmd: Command) -> Call {
-    let started_ns = now_ns();
-    let out = cmd.output().unwrap();
-    Call { out, started_ns }
 }
 
 /// `run --trace ARGS -- ./tool`.
@@ -1403,4 +1311,34 @@ fn a_32_bit_system_call_is_not_cached() {
     let (_, printed) = assert_not_cached(&env, &[], 0);
     // Whatever the tracer does with the call, the run is not stored.
     assert!(printed.starts_with("int 0x80 "), "{printed}");
+}
+
+#[test]
+fn a_damaged_manifest_is_one_warning_and_the_next_run_writes_it_anew() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("cfg", "x\n");
+    stamped_tool(&env, "cat cfg");
+    assert!(ran(&env, &[]));
+    let manifests = files_under(&env.cache().join("manifests"));
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    fs::write(&manifests[0], "garbage\nnot a key\n").unwrap();
+    let damaged = traced(&env, &[]);
+    assert_success(&damaged.out);
+    assert!(damaged.ran());
+    assert_eq!(damaged.printed(), "x\n");
+    let warnings: Vec<String> = damaged
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", damaged.stderr());
+    assert!(warnings[0].contains("is not a manifest"), "{}", warnings[0]);
+    // Written anew: the next call is a hit, without a warning.
+    let hit = traced(&env, &[]);
+    assert!(!hit.ran(), "{}", hit.stderr());
+    assert!(!hit.stderr().contains("warning"), "{}", hit.stderr());
 }

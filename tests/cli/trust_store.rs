@@ -570,7 +570,7 @@ fn stats_count_the_digest_records_every_command_writes() {
 
 #[test]
 fn giant_sparse_records_and_logs_never_block_memo() {
-    let env = TestEnv::new();
+    let env = TestEnv::with_raw_objects();
     store_big_stdout(&env);
     memo_within_deadline(&env, &["gc", "--max-size", "1G"]);
     let cache = env.cache();
@@ -607,7 +607,7 @@ fn giant_sparse_records_and_logs_never_block_memo() {
 
 #[test]
 fn a_giant_sparse_file_planted_as_an_object_is_a_miss_not_a_hang() {
-    let env = TestEnv::new();
+    let env = TestEnv::with_raw_objects();
     let (_, object) = store_big_stdout(&env);
     let file = fs::OpenOptions::new().append(true).open(&object).unwrap();
     if file.set_len(64 << 30).is_err() {

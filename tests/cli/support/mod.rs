@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod stamped;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -16,16 +17,28 @@ pub const MEMO: &str = env!("CARGO_BIN_EXE_memo");
 
 pub struct TestEnv {
     pub root: tempfile::TempDir,
+    /// Whether memo stores every object raw (`MEMO_DEBUG_STORE_RAW`), for the tests that
+    /// damage an object's raw bytes in place.
+    pub raw_objects: bool,
 }
 
 impl TestEnv {
     pub fn new() -> TestEnv {
         let env = TestEnv {
             root: tempfile::tempdir().unwrap(),
+            raw_objects: false,
         };
         fs::create_dir(env.work()).unwrap();
         fs::create_dir(env.root.path().join("home")).unwrap();
         env
+    }
+
+    /// A test environment whose memo never compresses an object.
+    pub fn with_raw_objects() -> TestEnv {
+        TestEnv {
+            raw_objects: true,
+            ..TestEnv::new()
+        }
     }
 
     pub fn work(&self) -> PathBuf {
@@ -89,6 +102,9 @@ impl TestEnv {
             .env("HOME", self.root.path().join("home"))
             .env("MEMO_DIR", self.cache())
             .stdin(Stdio::null());
+        if self.raw_objects {
+            cmd.env("MEMO_DEBUG_STORE_RAW", "1");
+        }
         cmd
     }
 
@@ -427,4 +443,25 @@ pub fn warning_lines(out: &Output) -> Vec<String> {
         .filter(|l| l.contains("warning"))
         .map(str::to_string)
         .collect()
+}
+
+/// Whether this machine lets memo trace (`memo run --trace`); says why not on stderr, once
+/// per test, so that the caller can skip.
+pub fn traceable() -> bool {
+    static REFUSED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let refused = REFUSED.get_or_init(|| {
+        let env = TestEnv::new();
+        let out = env.run(["run", "--trace", "--", "true"]);
+        stderr(&out)
+            .lines()
+            .find(|l| l.contains("ptrace was refused"))
+            .map(str::to_string)
+    });
+    match refused {
+        Some(line) => {
+            eprintln!("skipped: the kernel refuses ptrace here ({line})");
+            false
+        }
+        None => true,
+    }
 }
