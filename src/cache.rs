@@ -355,17 +355,4 @@ impl Store for Counting<'_> {
     }
 }
 
-/// Where gc keeps its clock between runs.
-pub fn clock_path(root: &Path) -> PathBuf {
-    root.join("gc-clock")
-}
-
-/// gc's clock ("L" of Greedy-Dual-Size-Frequency): 0 until the first eviction.
-pub fn read_clock(root: &Path) -> f64 {
-    crate::fsutil::read_regular(&clock_path(root), 64)
-        .ok()
-        .and_then(|t| String::from_utf8(t).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-        .unwrap_or(0.0)
-}
+pub use crate::index::usage::{clock_path, read_clock};

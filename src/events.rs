@@ -66,7 +66,7 @@ pub struct Event {
     pub counts: Option<crate::stats::Counters>,
     /// A store's usage record (what `memo ls` shows of the entry), for the summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::index::usage::Usage>,
+    pub usage: Option<crate::usage_record::Usage>,
 }
 
 impl Event {

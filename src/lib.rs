@@ -29,6 +29,7 @@ pub mod store;
 pub mod tiers;
 pub mod trace;
 pub mod traced;
+pub mod usage_record;
 
 #[cfg(test)]
 mod decoders_proptest;

@@ -195,7 +195,7 @@ impl Summary {
 pub fn current(cache_root: &Path, log: &EventLog) -> Summary {
     let mut summary = read(cache_root);
     let (events, _) = log.read_since(summary.header.position);
-    summary.apply(&events, crate::cache::read_clock(cache_root));
+    summary.apply(&events, super::usage::read_clock(cache_root));
     summary
 }
 
@@ -288,7 +288,7 @@ pub fn fold_locked(
 ) -> io::Result<Summary> {
     let mut summary = read(cache_root);
     let (events, position) = log.read_since(summary.header.position);
-    summary.apply(&events, crate::cache::read_clock(cache_root));
+    summary.apply(&events, super::usage::read_clock(cache_root));
     summary.header.position = position;
     change(&mut summary);
     let path = summary_path(cache_root);

@@ -4,49 +4,11 @@
 //! a hit appends one line and rewrites nothing. (Before, each entry had a file of its
 //! own under `usage/`; the first fold reads those once and removes them.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::bytes::ByteString;
 use crate::digest::Digest;
 use crate::fsutil::read_json_locked;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Usage {
-    /// The command line, for people (`memo ls`, `memo stats`).
-    pub command: String,
-    /// Digest of argv and cwd: which entries are "the same command" for `memo explain`.
-    pub command_id: Option<Digest>,
-    pub created_ms: u64,
-    /// How long the command took: the cost of recomputing it.
-    pub duration_ms: u64,
-    /// The entry file plus every object it refers to (shared ones counted in full).
-    pub size: u64,
-    pub hits: u64,
-    pub saved_ms: u64,
-    pub last_access_ms: u64,
-    /// gc's clock (its "L") at the last access: the aging term of the priority.
-    pub clock: f64,
-    /// What `memo ls` shows of the entry; `None` where it is not known (a record from
-    /// before it was kept, or one a hit made for an entry fetched from the shared
-    /// cache), and `ls` then reads the entry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub facts: Option<Facts>,
-    /// What gc needs of the entry file, so that it reads none whose file still has
-    /// this size; `None` where not known (gc then reads the entry).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stored: Option<Stored>,
-}
-
-/// The size of an entry file and the objects it refers to, each once.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Stored {
-    pub bytes: u64,
-    pub objects: Vec<Digest>,
-}
+pub use crate::usage_record::{Facts, Stored, Usage};
 
 impl Stored {
     pub fn of_entry(entry: &super::Entry, encoded_bytes: u64) -> Stored {
@@ -62,20 +24,6 @@ impl Stored {
             objects,
         }
     }
-}
-
-/// What `memo ls` shows of an entry besides its usage.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Facts {
-    /// The working directory it ran in; `None` with `--ignore-cwd`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<ByteString>,
-    /// Inputs the key names, with the files a traced run read.
-    pub inputs: usize,
-    pub outputs: usize,
-    pub traced: bool,
-    pub exit_code: i32,
 }
 
 impl Facts {
@@ -130,6 +78,21 @@ pub fn read_legacy(cache_root: &Path) -> Vec<(Digest, Usage)> {
         .into_iter()
         .filter_map(|(name, path)| Some((name.parse().ok()?, read_json_locked(&path)?)))
         .collect()
+}
+
+/// Where gc keeps its clock between runs.
+pub fn clock_path(root: &Path) -> PathBuf {
+    root.join("gc-clock")
+}
+
+/// gc's clock ("L" of Greedy-Dual-Size-Frequency): 0 until the first eviction.
+pub fn read_clock(root: &Path) -> f64 {
+    crate::fsutil::read_regular(&clock_path(root), 64)
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
