@@ -26,6 +26,10 @@ const CACHEDIR_TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 /// as it does an existing directory that is empty (`MEMO_DIR=$(mktemp -d)`). Any other
 /// existing directory is left as it is: it may be one a user pointed memo at.
 pub fn create_cache_root(root: &Path) -> io::Result<()> {
+    // The common case, a cache memo made before: one lookup of its tag, no listing.
+    if fs::symlink_metadata(root.join(CACHEDIR_TAG)).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
     let fresh = match fs::read_dir(root) {
         Ok(mut listing) => listing.next().is_none(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

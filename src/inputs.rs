@@ -343,10 +343,14 @@ fn hash_files(
         })
         .collect();
     let todo: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_none()).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(todo.len());
+    // Asked only when there is something to share: finding the cores reads cgroup files.
+    let threads = match todo.len() {
+        0 | 1 => 1,
+        n => std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(4)
+            .min(n),
+    };
     if threads < 2 {
         for i in todo {
             let (path, meta) = files[i];
