@@ -138,7 +138,7 @@ mod linux {
                 return (wait_untraced(self.pid), trace);
             };
             let ended = loop {
-                match sys::wait(-1, 0) {
+                match wait_briefly_spinning() {
                     Ok(Some((pid, status))) => {
                         if let Step::MainEnded(status) = tracer.handle(pid, status) {
                             break Ok(ended_of(status));
@@ -197,6 +197,38 @@ mod linux {
             Ok(result)
         }
     }
+
+    /// Waits for the next stop, polling for a few microseconds first: the command
+    /// usually stops again soon after it was resumed (a compiler's run of lookups), and a
+    /// tracer that is still running takes that stop without the cost of being woken on
+    /// another, idle CPU, which on a virtual machine is most of a stop's price.
+    /// On a single CPU (or when memo is pinned to one) it never polls: it would only
+    /// keep the command from running.
+    fn wait_briefly_spinning() -> io::Result<Option<(pid_t, Status)>> {
+        static SEVERAL_CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let several = *SEVERAL_CPUS.get_or_init(|| {
+            // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+                    && libc::CPU_COUNT(&set) > 1
+            }
+        });
+        if !several {
+            return sys::wait(-1, 0);
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_micros(SPIN_MICROS) {
+            if let Some(found) = sys::wait(-1, libc::WNOHANG)? {
+                return Ok(Some(found));
+            }
+            std::hint::spin_loop();
+        }
+        sys::wait(-1, 0)
+    }
+
+    /// How long the tracer polls before it sleeps in waitpid.
+    const SPIN_MICROS: u64 = 50;
 
     pub fn spawn(launch: &Launch) -> io::Result<Tracee> {
         // Everything the child touches is made here, before fork.
