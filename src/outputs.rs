@@ -329,20 +329,8 @@ fn copy_in_large_blocks(source: &mut impl Read, dest: &mut File) -> io::Result<u
 
 /// Asks for a pipe buffer of `PIPE_CHUNK` (best effort; it helps the reader too).
 fn grow_pipe(dest: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: fcntl on a valid descriptor; a refusal leaves the pipe as it was.
-        unsafe {
-            libc::fcntl(
-                dest.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_CHUNK as libc::c_int,
-            )
-        };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = dest;
+    use std::os::fd::AsRawFd;
+    crate::capture::streams::grow_pipe(dest.as_raw_fd(), PIPE_CHUNK);
 }
 
 fn is_pipe(file: &File) -> bool {
@@ -394,17 +382,7 @@ fn copy_to_pipe(file: &mut File, dest: &mut File) -> io::Result<u64> {
             }
         }
     }
-    let mut buf = vec![0u8; PIPE_CHUNK];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => return Ok(copied),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        dest.write_all(&buf[..n])?;
-        copied += n as u64;
-    }
+    Ok(copied + copy_in_large_blocks(file, dest)?)
 }
 
 impl Read for BlobReader {

@@ -389,15 +389,7 @@ fn inode(fd: RawFd) -> Option<u64> {
 /// Asks for a 1 MiB pipe buffer (the default is 64 KiB): fewer context switches between
 /// the command and memo when output is large. Best effort; the limit may be lower.
 fn enlarge_pipe(reader: &io::PipeReader) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: fcntl on a valid, open descriptor.
-    unsafe {
-        libc::fcntl(
-            reader.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            TEE_CHUNK as libc::c_int,
-        );
-    }
+    streams::grow_pipe(reader.as_raw_fd(), TEE_CHUNK);
 }
 
 /// How much the tee reads at a time: the pipe buffer size it asks for.

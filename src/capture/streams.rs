@@ -81,6 +81,19 @@ pub fn forward_later(source: io::PipeReader, dest: RawFd) {
 pub struct Patient(pub RawFd);
 
 /// Whether `fd` has O_NONBLOCK set (by whoever opened it: it belongs to the open file).
+/// Asks for a pipe buffer of `bytes` on the pipe `fd` (the default is 64 KiB): fewer
+/// trips through it for large output. Best effort: a refusal or a smaller system limit
+/// leaves it as it is, and on anything but a pipe it does nothing.
+pub fn grow_pipe(fd: RawFd, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor the caller holds open; no memory is passed.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, bytes as libc::c_int);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, bytes);
+}
+
 pub fn is_nonblocking(fd: RawFd) -> bool {
     // SAFETY: F_GETFL on any number is harmless; an error reads as "blocking".
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
