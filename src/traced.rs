@@ -235,22 +235,35 @@ impl Observed {
             _ => ByteString::from(p),
         };
         let mut observations = Vec::new();
+        // Followed through a symlink (`cd current`, a directory opened by a link): where
+        // the link points is part of what was found. Noted as each path is looked at.
+        let mut links_seen: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut note_link = |path: &Path, now: &fs::Metadata| {
+            if now.file_type().is_symlink() && !folded.links.contains_key(path) {
+                if let Ok(target) = fs::read_link(path) {
+                    links_seen.push((path.to_path_buf(), target));
+                }
+            }
+        };
         // The tracer's `Meta` is what lstat saw then: compared with lstat now. A file
         // whose mode or times the run itself changed is compared on identity and size.
-        let unchanged = |path: &Path, meta: &Meta| {
-            fs::symlink_metadata(path).is_ok_and(|now| {
-                let now = StatSignature::of(&now);
-                match folded.attributes_changed.contains(path) {
-                    true => now.dev == meta.dev && now.ino == meta.ino && now.size == meta.size,
-                    false => same_file(&now, meta),
-                }
-            })
+        let unchanged = |path: &Path, now: &fs::Metadata, meta: &Meta| {
+            let now = StatSignature::of(now);
+            match folded.attributes_changed.contains(path) {
+                true => now.dev == meta.dev && now.ino == meta.ino && now.size == meta.size,
+                false => same_file(&now, meta),
+            }
         };
         for (path, meta) in &folded.read {
-            if !unchanged(path, meta) {
+            let now = fs::symlink_metadata(path).map_err(|_| changed(path))?;
+            if !unchanged(path, &now, meta) {
                 return Err(changed(path));
             }
-            let target = fs::metadata(path).map_err(|_| changed(path))?;
+            note_link(path, &now);
+            let target = match now.file_type().is_symlink() {
+                true => fs::metadata(path).map_err(|_| changed(path))?,
+                false => now,
+            };
             if target.is_dir() {
                 // A symlink to a directory, opened to be listed: a look at its kind.
                 observations.push(Observation::Stat {
@@ -260,7 +273,9 @@ impl Observed {
                 });
                 continue;
             }
-            let (digest, _) = digests.digest_path(path).map_err(|_| changed(path))?;
+            let (digest, _) = digests
+                .digest_path_with(path, &target)
+                .map_err(|_| changed(path))?;
             observations.push(Observation::Read {
                 path: stored(path),
                 digest,
@@ -302,33 +317,18 @@ impl Observed {
                 _ => observations.push(Observation::Absent { path: stored(from) }),
             }
         }
-        // Followed through a symlink (`cd current`, a directory opened by a link): where
-        // the link points is part of what was found.
-        let mut links_seen: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let followed = folded.read.keys().chain(
-            folded
-                .stat
-                .iter()
-                .filter(|(_, (follow, _))| *follow)
-                .map(|(p, _)| p),
-        );
-        for path in followed {
-            if folded.links.contains_key(path) {
-                continue;
-            }
-            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-                if let Ok(target) = fs::read_link(path) {
-                    links_seen.push((path.clone(), target));
-                }
-            }
-        }
         for (path, (follow, meta)) in &folded.stat {
-            if Node::of_metadata(&fs::symlink_metadata(path).map_err(|_| changed(path))?)
-                != Node::of_meta(meta)
-            {
+            let lstat = fs::symlink_metadata(path).map_err(|_| changed(path))?;
+            if Node::of_metadata(&lstat) != Node::of_meta(meta) {
                 return Err(changed(path));
             }
-            let now = look(path, *follow).map_err(|_| changed(path))?;
+            let now = match *follow && lstat.file_type().is_symlink() {
+                true => {
+                    note_link(path, &lstat);
+                    fs::metadata(path).map_err(|_| changed(path))?
+                }
+                false => lstat,
+            };
             observations.push(Observation::Stat {
                 path: stored(path),
                 follow: *follow,
