@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -878,37 +878,6 @@ fn a_rust_program_whose_first_stat_fails_is_cached() {
 
 // ---------------------------------------------------------------------------------------
 // --tty.
-
-/// Opens a pseudo-terminal `columns` wide: (master, slave).
-fn open_pty(columns: u16) -> (File, OwnedFd) {
-    // SAFETY: plain system calls on descriptors owned here.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let slave = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        assert!(slave >= 0, "open the slave");
-        set_size(slave, columns);
-        (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
-    }
-}
-
-fn set_size(fd: i32, columns: u16) {
-    let size = libc::winsize {
-        ws_row: 30,
-        ws_col: columns,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize we own.
-    assert_eq!(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }, 0);
-}
 
 /// memo started with stdin, stdout and stderr on a fresh terminal 80 columns wide which
 /// is its controlling terminal (as in an interactive shell): the master, and memo.

@@ -3,38 +3,10 @@
 //! only to a terminal. memo is given a real pseudo-terminal here, opened by the test
 //! (to choose its width) or by `script` (util-linux).
 
-use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 use crate::support::*;
-
-/// Opens a pseudo-terminal `columns` wide: (master, slave).
-fn open_pty(columns: u16) -> (File, OwnedFd) {
-    // SAFETY: plain system calls on descriptors owned here.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let slave = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        assert!(slave >= 0, "open the slave");
-        let size = libc::winsize {
-            ws_row: 30,
-            ws_col: columns,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        assert_eq!(libc::ioctl(slave, libc::TIOCSWINSZ, &size), 0);
-        (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
-    }
-}
 
 /// Runs `cmd` with stdout and stderr on a terminal `columns` wide; returns its exit code
 /// and everything it wrote there.
