@@ -161,6 +161,16 @@ fn ctrl_c_while_hashing_ends_memo_with_130_and_stores_nothing() {
     assert!(env.entries().is_empty(), "nothing is stored");
 }
 
+/// The file name of the largest object in the cache.
+fn largest_object(env: &TestEnv) -> String {
+    let object = env
+        .objects()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    object.file_name().unwrap().to_string_lossy().into_owned()
+}
+
 /// Starts `memo ARGS` in its own process group, waits until it reads from a file named
 /// `name`, and sends the group SIGINT, as a Ctrl-C does.
 fn interrupt_while_reading(env: &TestEnv, args: &[&str], name: &str) -> std::process::Output {
@@ -206,12 +216,7 @@ fn ctrl_c_while_restoring_an_output_ends_memo_with_130_and_leaves_no_partial_fil
     env.tool("head -c 1G /dev/zero > out");
     let args = ["run", "-o", "out", "--", "./tool"];
     assert!(env.run(args).status.success());
-    let object = env
-        .objects()
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .unwrap();
-    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    let name = largest_object(&env);
     fs::remove_file(env.path("out")).unwrap();
     let out = interrupt_while_reading(&env, &args, &name);
     assert_eq!(out.status.code(), Some(130), "{out:?}");
@@ -232,12 +237,7 @@ fn ctrl_c_while_gc_verifies_ends_memo_with_130_and_loses_nothing() {
     env.tool("head -c 1G /dev/zero > out");
     let args = ["run", "-o", "out", "--", "./tool"];
     assert!(env.run(args).status.success());
-    let object = env
-        .objects()
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .unwrap();
-    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    let name = largest_object(&env);
     let out = interrupt_while_reading(&env, &["gc", "--verify"], &name);
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     // The result is whole: a hit restores it without running the command.
