@@ -19,8 +19,10 @@ import sys
 import tempfile
 import time
 
+from release import memo_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMO = os.path.join(ROOT, "target", "release", "memo")
+MEMO = memo_binary()
 GIB = 1 << 30
 
 

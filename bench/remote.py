@@ -2,7 +2,7 @@
 """memo shared-cache benchmarks: a remote hit and a miss's wait, against baselines measured
 in the same run, with a real nginx WebDAV server on 127.0.0.1.
 
-Builds nothing: it measures target/release/memo as it is. Needs python3 and nginx from
+Builds nothing: it measures the release build of memo as it is. Needs python3 and nginx from
 Debian (`apt-get install nginx-light`; the PUT/DELETE module is built in). Run by hand
 from the repository root (about 2 GiB of free disk in the temp dir, a few minutes):
 
@@ -39,8 +39,10 @@ import sys
 import tempfile
 import time
 
+from release import memo_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMO = os.path.join(ROOT, "target", "release", "memo")
+MEMO = memo_binary()
 MIB = 1 << 20
 
 NGINX_CONF = """{load}

@@ -24,8 +24,10 @@ import tempfile
 import threading
 import time
 
+from release import memo_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMO = os.path.join(ROOT, "target", "release", "memo")
+MEMO = memo_binary()
 
 TOOL = """#!/bin/sh
 head -c 100000 /dev/zero | tr '\\0' "$1" > "out-$1.tmp" && mv "out-$1.tmp" "out-$1"

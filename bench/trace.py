@@ -2,7 +2,7 @@
 """memo --trace benchmarks: what tracing costs a miss and a hit, against baselines
 measured in the same run.
 
-Builds nothing: it measures target/release/memo as it is. Needs gcc, make and python3
+Builds nothing: it measures the release build of memo as it is. Needs gcc, make and python3
 (strace is used only if `memo show` does not list what a run observed). Run by hand from
 the repository root (a minute or two):
 
@@ -32,8 +32,10 @@ import sys
 import tempfile
 import time
 
+from release import memo_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMO = os.path.join(ROOT, "target", "release", "memo")
+MEMO = memo_binary()
 
 HELLO_C = """#include <stdio.h>
 #include <string.h>
