@@ -37,6 +37,16 @@ use crate::run::{self, RunRequest};
                   MEMO_REMOTE_TOKEN, MEMO_REMOTE_CA (docs/remote.md)."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
     /// Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -45,9 +55,25 @@ pub struct Cli {
     /// or s3://BUCKET/PREFIX; 'off' for none [env: MEMO_REMOTE]
     #[arg(long, global = true, value_name = "URL")]
     pub remote: Option<String>,
+}
+
+/// `memo run` alone: the same global options and [`RunArgs`] without the other
+/// subcommands, whose definitions cost a small hit a third of its start-up. Only a
+/// command line it accepts is taken from it; anything else (help, errors) goes through
+/// [`Cli`], so what the user sees comes from one definition.
+#[derive(Debug, Parser)]
+#[command(name = "memo")]
+struct RunOnly {
+    #[command(flatten)]
+    global: Global,
 
     #[command(subcommand)]
-    pub command: Command,
+    command: RunOnlyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunOnlyCommand {
+    Run(RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,12 +430,12 @@ fn program_exists(program: &std::ffi::OsStr) -> bool {
 /// pipe), or a regular file with bytes left to read. Not a terminal or /dev/null.
 fn stdin_has_input() -> bool {
     use std::io::Seek;
-    use std::os::fd::AsFd;
+    use std::os::fd::FromRawFd;
     use std::os::unix::fs::FileTypeExt;
-    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    let mut file = std::fs::File::from(fd);
+    // SAFETY: fd 0 stays open for the whole process (std checked it at start-up, and
+    // memo never closes it); ManuallyDrop keeps this File from closing it. Borrowing it
+    // so spares a dup and a close on every call.
+    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
     let Ok(meta) = file.metadata() else {
         return false;
     };
@@ -508,13 +534,6 @@ fn check_outputs(outputs: &[PathBuf], cache_dir: &std::path::Path) -> Result<(),
     Ok(())
 }
 
-/// The options every subcommand takes.
-#[derive(Clone)]
-struct Global {
-    cache_dir: Option<PathBuf>,
-    remote: Option<String>,
-}
-
 fn settings(global: Global, max_size: Option<u64>) -> Result<Settings, Fatal> {
     load(&Flags {
         cache_dir: global.cache_dir,
@@ -541,10 +560,7 @@ fn load(flags: &Flags) -> Result<Settings, Fatal> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let global = Global {
-        cache_dir: cli.cache_dir,
-        remote: cli.remote,
-    };
+    let global = cli.global;
     let plain = || settings(global.clone(), None);
     match cli.command {
         Command::Run(args) => {
@@ -610,18 +626,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 /// Parses the command line and runs it; every error becomes one line on stderr.
 pub fn main() -> ExitCode {
     crate::capture::streams::startup();
-    let mut definition = Cli::command();
-    definition.build();
-    let argv = match path_lists::spread(&definition, std::env::args_os().collect()) {
-        Ok(argv) => argv,
-        Err(fatal) => {
-            crate::console::note(&fatal.message);
-            return ExitCode::from(fatal.code as u8);
-        }
-    };
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(err) => return usage_error(err),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match parse_run_only(&argv) {
+        Some(cli) => cli,
+        None => match parse(argv) {
+            Ok(cli) => cli,
+            Err(code) => return code,
+        },
     };
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -636,6 +647,48 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Why a command line was refused: by the pass over path lists, or by clap.
+enum Refusal {
+    PathList(Fatal),
+    Clap(clap::Error),
+}
+
+/// `argv` through the definition of `T` (path lists spread first).
+fn parse_as<T: CommandFactory + clap::FromArgMatches>(argv: Vec<OsString>) -> Result<T, Refusal> {
+    let mut definition = T::command();
+    definition.build();
+    let argv = path_lists::spread(&definition, argv).map_err(Refusal::PathList)?;
+    definition
+        .try_get_matches_from_mut(argv)
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .map_err(Refusal::Clap)
+}
+
+/// The whole command line through the whole definition; a refusal is said on stderr.
+fn parse(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
+    parse_as::<Cli>(argv).map_err(|refusal| match refusal {
+        Refusal::PathList(fatal) => {
+            crate::console::note(&fatal.message);
+            ExitCode::from(fatal.code as u8)
+        }
+        Refusal::Clap(err) => usage_error(err),
+    })
+}
+
+/// `memo run ...` through [`RunOnly`]; `None` for any other command line, and for one
+/// it does not accept as it stands.
+fn parse_run_only(argv: &[OsString]) -> Option<Cli> {
+    if argv.get(1).map(OsString::as_os_str) != Some("run".as_ref()) {
+        return None;
+    }
+    let RunOnly { global, command } = parse_as::<RunOnly>(argv.to_vec()).ok()?;
+    let RunOnlyCommand::Run(args) = command;
+    Some(Cli {
+        global,
+        command: Command::Run(args),
+    })
 }
 
 fn usage_error(err: clap::Error) -> ExitCode {
@@ -688,6 +741,82 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        RunOnly::command().debug_assert();
+    }
+
+    /// The short definition for `memo run` takes a command line exactly as the whole one
+    /// does, or leaves it to the whole one.
+    #[test]
+    fn run_only_parses_as_the_whole_definition_or_not_at_all() {
+        // (command line, whether the short definition takes it)
+        let lines: &[(&[&str], bool)] = &[
+            (&["memo", "run", "--", "cat", "f"], true),
+            (&["memo", "run", "cat", "f"], true),
+            (
+                &[
+                    "memo", "run", "-i", "a", "b", "-o", "c", "--", "cc", "-o", "c", "a",
+                ],
+                true,
+            ),
+            (&["memo", "run", "-i", "a", "ls", "-l"], true),
+            (
+                &[
+                    "memo",
+                    "run",
+                    "--cache-dir",
+                    "/c",
+                    "--remote",
+                    "off",
+                    "--",
+                    "x",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "memo", "run", "--ttl", "5m", "--stale", "1h", "-v", "--", "x",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "memo",
+                    "run",
+                    "--env",
+                    "A",
+                    "--stdin",
+                    "--gitignore",
+                    "--ignore-cwd",
+                    "--",
+                    "x",
+                ],
+                true,
+            ),
+            (
+                &["memo", "run", "--trace", "--tty", "--refresh", "--", "x"],
+                true,
+            ),
+            (&["memo", "run", "--", "--help"], true),
+            (&["memo", "run", "--ttl", "forever", "--", "x"], false),
+            (&["memo", "run", "--bogus", "--", "x"], false),
+            (&["memo", "run", "a", "b", "--", "x"], false),
+            (&["memo", "run", "--help"], false),
+            (&["memo", "run", "-h"], false),
+            (&["memo", "run"], false),
+            (&["memo", "--cache-dir", "/c", "run", "--", "x"], false),
+            (&["memo", "explain", "--", "x"], false),
+            (&["memo", "runx", "--", "x"], false),
+        ];
+        for (line, fast) in lines {
+            let argv: Vec<OsString> = line.iter().map(OsString::from).collect();
+            let whole = parse_as::<Cli>(argv.clone()).ok();
+            let short = parse_run_only(&argv);
+            assert_eq!(short.is_some(), *fast, "{line:?}");
+            if let Some(short) = short {
+                let whole = whole.expect("the whole definition takes it too");
+                assert_eq!(format!("{short:?}"), format!("{whole:?}"), "{line:?}");
+            }
+        }
     }
 
     #[test]
