@@ -301,6 +301,11 @@ pub enum Access {
 /// opened is checked with fstat before a byte is read. Every open of a file inside the cache goes through
 /// here; a refusal is an error for which `is_not_regular` holds.
 pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
+    open_regular_measured(path, access).map(|(file, _)| file)
+}
+
+/// `open_regular`, with the metadata its fstat read, so that a caller need not ask again.
+pub fn open_regular_measured(path: &Path, access: Access) -> io::Result<(fs::File, fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     if access != Access::Read {
         // O_NOFOLLOW guards the last component only: a symlink planted as a directory
@@ -333,13 +338,14 @@ pub fn open_regular(path: &Path, access: Access) -> io::Result<fs::File> {
         }
         other => other?,
     };
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(not_regular(path));
     }
     // O_NONBLOCK stays set: on a regular file it changes nothing (reads and writes of a
     // regular file never return EAGAIN, and flock takes its own LOCK_NB), and clearing
     // it would cost two system calls on every open of a hit.
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// For a file below the cache root: makes sure every directory between the root and it
@@ -358,31 +364,33 @@ fn ensure_real_parent(path: &Path) -> io::Result<()> {
 /// The contents of a regular file in the cache (see `open_regular`), at most `limit`
 /// bytes of them.
 pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let (file, meta) = open_regular_measured(path, Access::Read)?;
+    read_measured(file, meta.len().min(limit))
+}
+
+/// The first `len` bytes of a file that held at least that many when it was measured:
+/// one `read` for a file of the cache, no second one to find its end. Bytes appended
+/// since are not read, as if the read had come first; a file cut short since gives
+/// what is left.
+fn read_measured(file: fs::File, len: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_regular(path, Access::Read)?;
-    let len = file.metadata()?.len().min(limit);
-    // Sized up front: one read instead of a doubling series of them.
-    let mut bytes = Vec::with_capacity(len as usize + 1);
-    file.take(limit).read_to_end(&mut bytes)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
 /// The whole contents of a regular file in the cache (see `open_regular`), or an error
 /// of kind `FileTooLarge`, without reading it, when it holds more than `limit` bytes.
 pub fn read_regular_whole(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = open_regular(path, Access::Read)?;
-    let len = file.metadata()?.len();
+    let (file, meta) = open_regular_measured(path, Access::Read)?;
+    let len = meta.len();
     if len > limit {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
             format!("{} holds {len} bytes, more than {limit}", path.display()),
         ));
     }
-    let mut bytes = Vec::with_capacity(len as usize + 1);
-    // Bounded all the same: the file may grow meanwhile.
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    read_measured(file, len)
 }
 
 /// Removes what is at `path` if it is not a regular file (what `open_regular` refused),

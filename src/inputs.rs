@@ -88,12 +88,19 @@ pub fn resolve_executable(program: &OsStr, path_var: Option<&OsStr>) -> Result<E
     };
     // execvp tries every entry and, if none runs, reports EACCES when one was refused.
     let mut refused = false;
+    let mut tried: Vec<PathBuf> = Vec::new();
     for dir in std::env::split_paths(&search) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
             dir
         };
+        // A directory listed twice answers the same twice (a PATH that a profile
+        // script extended on every sourcing lists many).
+        if tried.contains(&dir) {
+            continue;
+        }
+        tried.push(dir.clone());
         let candidate = dir.join(program);
         match fs::metadata(&candidate) {
             Ok(meta) if meta.is_file() && may_execute(&candidate) => {
