@@ -54,6 +54,21 @@ pub(super) enum Download {
     Wrong,
 }
 
+/// What the download of a sealed envelope through its ac record brought.
+pub(super) enum Sealed {
+    /// The envelope's bytes, checked against the digest and size its record names.
+    Got(Vec<u8>),
+    /// No record, or the envelope it names is gone (the server evicted it): a miss.
+    Absent,
+    /// The record is unusable, for this reason.
+    Unusable(String),
+    /// The envelope does not match the digest its record names.
+    Damaged(Digest),
+}
+
+/// Reads an ac record for the digest and size of the envelope it names.
+pub(super) type ReadsMeta = fn(&[u8]) -> Result<(Digest, u64), proto::ProtoError>;
+
 /// `sink` with every byte also hashed.
 struct Hashing<'a> {
     sink: &'a mut dyn Write,
@@ -144,6 +159,48 @@ impl Remote {
         }
     }
 
+    /// The envelope behind `ac/<name>`: the record (at most `record_limit` bytes), read
+    /// by `meta_of` for the envelope's digest and size (at most `envelope_limit`), then
+    /// that envelope from `cas/`, checked against them. `Err(step)` when the caller must
+    /// stop with that step.
+    pub(super) fn download_sealed(
+        &self,
+        name: &Digest,
+        record_limit: u64,
+        meta_of: ReadsMeta,
+        envelope_limit: u64,
+        key: &Digest,
+        tally: &mut Tally,
+    ) -> Result<Sealed, Step> {
+        let mut record = Vec::new();
+        let ac_path = format!("ac/{}", name.to_hex());
+        match self.download(&ac_path, record_limit, &mut record, key, tally)? {
+            Download::Absent => return Ok(Sealed::Absent),
+            Download::Wrong => {
+                return Ok(Sealed::Unusable("the server sent a damaged record".into()))
+            }
+            Download::Got(..) => {}
+        }
+        let (meta, meta_size) = match meta_of(&record) {
+            Ok(found) => found,
+            Err(e) => return Ok(Sealed::Unusable(e.to_string())),
+        };
+        if meta_size > envelope_limit {
+            return Ok(Sealed::Unusable(
+                "it names an envelope larger than any memo writes".into(),
+            ));
+        }
+        let mut sealed = Vec::new();
+        let cas_path = format!("cas/{}", meta.to_hex());
+        Ok(
+            match self.download(&cas_path, meta_size, &mut sealed, key, tally)? {
+                Download::Absent => Sealed::Absent,
+                Download::Got(d, n) if (d, n) == (meta, meta_size) => Sealed::Got(sealed),
+                _ => Sealed::Damaged(meta),
+            },
+        )
+    }
+
     /// The object `digest` on the server is damaged: said, and marked so that this
     /// machine's next upload of it sends it again.
     fn damaged(&self, digest: &Digest, key: &Digest, namespace: &str, tally: &mut Tally) -> Step {
@@ -177,40 +234,22 @@ impl Remote {
             );
             Step::Absent
         };
-        let ac_path = format!("ac/{}", envelope::ac_name(namespace, key).to_hex());
-        let mut ac = Vec::new();
-        match self.download(&ac_path, MAX_AC_BYTES, &mut ac, key, tally) {
-            Ok(Download::Absent) => return Step::Absent,
-            Ok(Download::Wrong) => {
-                return unusable(tally, "the server sent a damaged record".into())
-            }
-            Ok(Download::Got(..)) => {}
-            Err(step) => return step,
-        }
-        let (meta, meta_size) = match proto::meta_of(&ac) {
-            Ok(found) => found,
-            Err(e) => return unusable(tally, e.to_string()),
-        };
-        if meta_size > MAX_RECORD_BYTES {
-            return unusable(
-                tally,
-                "it names an envelope larger than any memo writes".into(),
-            );
-        }
-        let mut sealed = Vec::new();
-        match self.download(
-            &format!("cas/{}", meta.to_hex()),
-            meta_size,
-            &mut sealed,
+        let name = envelope::ac_name(namespace, key);
+        let sealed = match self.download_sealed(
+            &name,
+            MAX_AC_BYTES,
+            proto::meta_of,
+            MAX_RECORD_BYTES,
             key,
             tally,
         ) {
-            // The server evicted the envelope: an incomplete entry, a plain miss.
-            Ok(Download::Absent) => return Step::Absent,
-            Ok(Download::Got(d, n)) if (d, n) == (meta, meta_size) => {}
-            Ok(_) => return self.damaged(&meta, key, namespace, tally),
+            Ok(Sealed::Got(sealed)) => sealed,
+            // No entry, or the server evicted its envelope (an incomplete entry): a miss.
+            Ok(Sealed::Absent) => return Step::Absent,
+            Ok(Sealed::Unusable(why)) => return unusable(tally, why),
+            Ok(Sealed::Damaged(meta)) => return self.damaged(&meta, key, namespace, tally),
             Err(step) => return step,
-        }
+        };
         let bytes = match envelope::open(&sealed, namespace, key, self.signing_key.as_deref()) {
             Ok(bytes) => bytes,
             Err(e @ (EnvelopeError::Unsigned | EnvelopeError::BadSignature)) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::breaker::Allow;
 use super::envelope::{self, EnvelopeError};
-use super::fetch::Download;
+use super::fetch::Sealed;
 use super::upload::UploadFailure;
 use super::{proto, queue, Remote, Tally};
 use crate::digest::Digest;
@@ -86,42 +86,18 @@ impl Remote {
             Ok(None)
         };
         let name = envelope::manifest_name(namespace, call);
-        let mut record = Vec::new();
-        match self.download(
-            &format!("ac/{}", name.to_hex()),
+        let sealed = match self.download_sealed(
+            &name,
             MAX_MANIFEST_BYTES,
-            &mut record,
+            proto::manifest_meta_of,
+            MAX_MANIFEST_BYTES,
             call,
             tally,
         ) {
-            Ok(Download::Absent) => return Ok(None),
-            Ok(Download::Wrong) => {
-                return unusable(tally, "the server sent a damaged record".into())
-            }
-            Ok(Download::Got(..)) => {}
-            Err(_) => return Err(()),
-        }
-        let (meta, meta_size) = match proto::manifest_meta_of(&record) {
-            Ok(found) => found,
-            Err(e) => return unusable(tally, e.to_string()),
-        };
-        if meta_size > MAX_MANIFEST_BYTES {
-            return unusable(
-                tally,
-                "it names an envelope larger than any memo writes".into(),
-            );
-        }
-        let mut sealed = Vec::new();
-        match self.download(
-            &format!("cas/{}", meta.to_hex()),
-            meta_size,
-            &mut sealed,
-            call,
-            tally,
-        ) {
-            Ok(Download::Absent) => return Ok(None),
-            Ok(Download::Got(d, n)) if (d, n) == (meta, meta_size) => {}
-            Ok(_) => {
+            Ok(Sealed::Got(sealed)) => sealed,
+            Ok(Sealed::Absent) => return Ok(None),
+            Ok(Sealed::Unusable(why)) => return unusable(tally, why),
+            Ok(Sealed::Damaged(meta)) => {
                 queue::mark_corrupt(&self.root, &meta);
                 return unusable(
                     tally,
@@ -129,7 +105,7 @@ impl Remote {
                 );
             }
             Err(_) => return Err(()),
-        }
+        };
         match envelope::open_manifest(
             &sealed,
             namespace,
