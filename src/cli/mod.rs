@@ -45,7 +45,7 @@ pub struct Cli {
 }
 
 /// The options every subcommand takes.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct Global {
     /// Cache directory [default: $MEMO_DIR, else $XDG_CACHE_HOME/memo, else ~/.cache/memo]
     #[arg(long, global = true, value_name = "DIR")]
@@ -173,7 +173,7 @@ pub const RUN_ARGS_HELP: &str = "Where the command starts: with '--', everything
     take one path each and the first word that is not an option starts the command (memo run \
     -i a.c ls -l runs 'ls -l').";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(arg_required_else_help = true, after_help = RUN_ARGS_HELP)]
 pub struct RunArgs {
     /// A file, directory or glob whose contents the result depends on; before '--',
@@ -683,6 +683,17 @@ fn parse_run_only(argv: &[OsString]) -> Option<Cli> {
     if argv.get(1).map(OsString::as_os_str) != Some("run".as_ref()) {
         return None;
     }
+    // `memo run -- CMD ARGS...`: no option of memo's, nothing for clap to do (every
+    // field of RunArgs defaults to empty, as clap leaves it).
+    if argv.len() > 3 && argv[2] == "--" {
+        return Some(Cli {
+            global: Global::default(),
+            command: Command::Run(RunArgs {
+                command: argv[3..].to_vec(),
+                ..RunArgs::default()
+            }),
+        });
+    }
     let RunOnly { global, command } = parse_as::<RunOnly>(argv.to_vec()).ok()?;
     let RunOnlyCommand::Run(args) = command;
     Some(Cli {
@@ -797,6 +808,9 @@ mod tests {
                 true,
             ),
             (&["memo", "run", "--", "--help"], true),
+            (&["memo", "run", "--", "--", "x"], true),
+            (&["memo", "run", "--", "-i", "x", "--"], true),
+            (&["memo", "run", "--"], false),
             (&["memo", "run", "--ttl", "forever", "--", "x"], false),
             (&["memo", "run", "--bogus", "--", "x"], false),
             (&["memo", "run", "a", "b", "--", "x"], false),
