@@ -92,15 +92,17 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
+    text.as_bytes().chunks(2).map(hex_byte).collect()
+}
+
+/// The byte two lowercase hex digits spell.
+fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    Some(digit(pair[0])? << 4 | digit(pair[1])?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +112,14 @@ pub struct BadDigest(String);
 impl FromStr for Digest {
     type Err = BadDigest;
     fn from_str(text: &str) -> Result<Digest, BadDigest> {
-        let bytes = from_hex(text).ok_or_else(|| BadDigest(text.to_string()))?;
-        let array: [u8; 32] = bytes.try_into().map_err(|_| BadDigest(text.to_string()))?;
+        let bad = || BadDigest(text.to_string());
+        if text.len() != 64 {
+            return Err(bad());
+        }
+        let mut array = [0u8; 32];
+        for (byte, pair) in array.iter_mut().zip(text.as_bytes().chunks(2)) {
+            *byte = hex_byte(pair).ok_or_else(bad)?;
+        }
         Ok(Digest(array))
     }
 }
@@ -136,8 +144,18 @@ impl Serialize for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // A visitor of `&str`, borrowed or not: no String per digest read.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a SHA-256 digest in 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Digest, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 

@@ -96,9 +96,14 @@ impl StatSignature {
         id
     }
 
-    /// Which shard file holds this file's record.
+    /// Which shard file holds this file's record: the same for every inode of a group
+    /// of 64 consecutive ones. Files created together (a checkout, a directory's
+    /// sources, a command's inputs) get nearby inode numbers, so a hit's inputs are
+    /// found in a few shards rather than one each (each is a file to open). A record
+    /// names its file in full, so the grouping only decides where to look.
     fn shard(&self) -> usize {
-        let mixed = (self.ino ^ self.dev.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let group = self.ino >> 6;
+        let mixed = (group ^ self.dev.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (mixed >> 56) as usize % SHARDS
     }
 }
