@@ -18,14 +18,16 @@
 //!
 //! The command's own children outlive it when it dies that way (a `make` killed leaves
 //! its compilers running), and may go on writing its outputs. So the command inherits
-//! the descriptor of its `Flight` (`locks/key-HEX`, the file the note is written in,
+//! the descriptor of its `Flight` (`locks/flight-HEX`, the file the note is written in,
 //! `flock`ed), and the holder notes the pipes the command's stdout and stderr write
 //! into: every process the command starts holds the flight unless it closes its
 //! descriptors (Python's `subprocess` does), and those pipes unless it redirects its
 //! output. The next holder ends what a killed holder's command left running, found by
 //! either mark (`end_earlier_copy`, `take_flight`), before it starts the command again:
 //! what died with memo must not go on writing beside the new copy. A holder that ends
-//! normally removes its flight, note and all.
+//! normally removes its flight, note and all. (Named `flight-HEX`, not `key-HEX` or
+//! `key-HEX.run`, the files an older memo locks and holds open while it runs: a new
+//! holder must never take that memo for what a killed run left, and kill it.)
 
 use std::fs::{self, File};
 use std::io;
@@ -150,7 +152,7 @@ fn end_processes(matches: impl Fn(&Process) -> bool, end: Instant) -> Result<(),
 /// dropped (the kernel releases it when the descriptor closes, however memo ends).
 pub struct KeyLock {
     keys: File,
-    /// `locks/key-HEX`: the flight and the note of whoever holds this key.
+    /// `locks/flight-HEX`: the flight and the note of whoever holds this key.
     flight_path: PathBuf,
 }
 
@@ -177,7 +179,7 @@ impl KeyLock {
         }
         Ok(Some(KeyLock {
             keys,
-            flight_path: dir.join(format!("key-{hex}")),
+            flight_path: dir.join(format!("flight-{hex}")),
         }))
     }
 
@@ -631,7 +633,7 @@ mod tests {
         flight.note_process(child.0.id(), &[]).unwrap();
         drop(flight);
         drop(first);
-        assert!(!dir.path().join(format!("key-{KEY}")).exists());
+        assert!(!dir.path().join(format!("flight-{KEY}")).exists());
         let next = KeyLock::wait(dir.path(), KEY).unwrap();
         assert_eq!(next.end_earlier_copy(Duration::ZERO), Ok(()));
         child.0.kill().unwrap();
@@ -653,7 +655,7 @@ mod tests {
         let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(clear);
-        let path = dir.path().join(format!("key-{KEY}"));
+        let path = dir.path().join(format!("flight-{KEY}"));
         // What a killed holder's command left running: another description of the file.
         let left = File::open(&path).unwrap();
         FileExt::unlock(&first.file).unwrap();
@@ -682,7 +684,7 @@ mod tests {
             mine.session,
             boot_id()
         );
-        fs::write(dir.path().join(format!("key-{KEY}")), note).unwrap();
+        fs::write(dir.path().join(format!("flight-{KEY}")), note).unwrap();
         let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         assert_eq!(lock.end_earlier_copy(Duration::ZERO), Ok(()));
     }

@@ -112,11 +112,55 @@ fn a_note_left_by_a_killed_holder_makes_the_next_one_wait_for_its_command() {
         fields[3],
         boot.trim()
     );
-    fs::write(env.cache().join("locks").join(format!("key-{key}")), note).unwrap();
+    fs::write(
+        env.cache().join("locks").join(format!("flight-{key}")),
+        note,
+    )
+    .unwrap();
     let out = env.run(["run", "--force", "--", "./tool"]);
     assert_success(&out);
     // It waited: the noted process had ended by the time the command ran again.
     let status = left.try_wait().unwrap();
     assert!(status.is_some(), "ran beside the noted process");
     assert_eq!(names_in(&env, "locks"), ["keys"]);
+}
+
+#[test]
+fn an_older_memo_holding_its_per_key_lock_files_is_left_alone() {
+    let env = TestEnv::new();
+    env.tool("echo done");
+    assert_success(&env.run(["run", "--force", "--", "./tool"]));
+    let key = env.entries()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // What a memo of the previous version holds while it runs this key: `key-HEX`
+    // locked, and `key-HEX.run` locked by its command.
+    let locks = env.cache().join("locks");
+    let hold = |name: String| {
+        std::process::Command::new("flock")
+            .arg(locks.join(name))
+            .args(["sleep", "30"])
+            .spawn()
+            .ok()
+    };
+    let (Some(older), Some(its_command)) =
+        (hold(format!("key-{key}")), hold(format!("key-{key}.run")))
+    else {
+        return;
+    };
+    let mut holders = [older, its_command];
+    env.wait_for_file(&format!(
+        "{}",
+        locks.join(format!("key-{key}.run")).display()
+    ));
+    let out = env.run(["run", "--force", "--", "./tool"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "done\n");
+    for holder in &mut holders {
+        assert!(holder.try_wait().unwrap().is_none(), "killed an older memo");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+    }
 }
