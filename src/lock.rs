@@ -1,25 +1,33 @@
-//! Named exclusive locks in the cache directory (`locks/NAME`), on `flock`: the kernel
-//! drops a lock when its holder dies, however it dies, so a waiter then takes over.
+//! Exclusive locks in the cache directory: named ones (`locks/NAME`, on `flock`), and one
+//! per key (`KeyLock`). The kernel drops a lock when its holder dies, however it dies, so
+//! a waiter then takes over.
 //!
-//! Per-key locks would pile up as files, so a `Lock::transient` is unlinked by its holder
-//! just before release. A waiter that then wins the lock on the unlinked inode notices
-//! (the path no longer names the file it locked) and tries again on a fresh file, so two
-//! processes can never both believe they hold the lock.
+//! A key's lock is a byte of the one shared file `locks/keys`, at an offset taken from
+//! the key, locked with an open-file-description (OFD) lock: no file is created and
+//! removed per key, which on ext4 cost a miss more than its command. (Two keys share a
+//! byte only if their digests agree in 61 bits.) A transient named lock
+//! (`Lock::transient`) is unlinked by its holder just before release. A waiter that then
+//! wins the lock on the unlinked inode notices (the path no longer names the file it
+//! locked) and tries again on a fresh file, so two processes can never both believe
+//! they hold the lock.
 //!
-//! A per-key lock also names the process its holder runs (`note_process`): the kernel
+//! A key's holder also names the process it runs (`Flight::note_process`): the kernel
 //! releases a killed holder's lock before the command it ran has died of its
 //! parent-death signal, so the next holder first waits for that process to be gone
-//! (`end_earlier_copy`), and two copies of one command never run at once.
+//! (`KeyLock::end_earlier_copy`), and two copies of one command never run at once.
 //!
 //! The command's own children outlive it when it dies that way (a `make` killed leaves
-//! its compilers running), and may go on writing its outputs. So the command also
-//! inherits the descriptor of a second lock, its `Flight` (`NAME.run`), and the holder
-//! notes the pipes the command's stdout and stderr write into: every process the command
-//! starts holds the flight unless it closes its descriptors (Python's `subprocess` does),
-//! and those pipes unless it redirects its output. The next holder ends what a killed
-//! holder's command left running, found by either mark (`end_earlier_copy`,
-//! `take_flight`), before it starts the command again: what died with memo must not go
-//! on writing beside the new copy.
+//! its compilers running), and may go on writing its outputs. So the command inherits
+//! the descriptor of its `Flight` (`locks/flight-HEX`, the file the note is written in,
+//! `flock`ed), and the holder notes the pipes the command's stdout and stderr write
+//! into: every process the command starts holds the flight unless it closes its
+//! descriptors (Python's `subprocess` does), and those pipes unless it redirects its
+//! output. The next holder ends what a killed holder's command left running, found by
+//! either mark (`end_earlier_copy`, `take_flight`), before it starts the command again:
+//! what died with memo must not go on writing beside the new copy. A holder that ends
+//! normally removes its flight, note and all. (Named `flight-HEX`, not `key-HEX` or
+//! `key-HEX.run`, the files an older memo locks and holds open while it runs: a new
+//! holder must never take that memo for what a killed run left, and kill it.)
 
 use std::fs::{self, File};
 use std::io;
@@ -30,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
-use crate::fsutil::{create_private_dir_all, open_cache_file};
+use crate::fsutil::{create_private_dir_all, open_cache_file, Access};
 
 /// How long a new holder waits for the process a killed holder noted: it dies of its
 /// parent-death signal within milliseconds, unless that could not be set (it became a
@@ -57,77 +65,6 @@ impl Lock {
     /// Waits for the lock at `dir/name`, removed from disk when released.
     pub fn wait_transient(dir: &Path, name: &str) -> io::Result<Lock> {
         acquire(dir, name, true, true).map(|l| l.expect("a blocking lock is always acquired"))
-    }
-}
-
-impl Lock {
-    /// Writes down `pid`, the process run under this lock, with its start time (so a
-    /// recycled pid is not mistaken for it) and the inode numbers of its output pipes.
-    pub fn note_process(&self, pid: u32, pipes: &[u64]) -> io::Result<()> {
-        let Some(process) = Process::find(pid) else {
-            return Ok(());
-        };
-        let mut text = format!(
-            "{} {} {} {}",
-            process.pid,
-            process.started,
-            process.session,
-            boot_id()
-        );
-        for pipe in pipes.iter().take(2) {
-            text.push_str(&format!(" {pipe}"));
-        }
-        text.push('\n');
-        self.file.set_len(0)?;
-        self.file.write_all_at(text.as_bytes(), 0)
-    }
-
-    /// Ends what an earlier holder that was killed left running (a holder that ends
-    /// normally removes its note with the file; one that was killed leaves it): waits, for
-    /// at most `limit`, until the process it noted is gone (it dies of its parent-death
-    /// signal), then kills every process that still writes into the noted output pipes
-    /// and waits for them too. `Err(pid)` if one still runs after `limit` (it may not be
-    /// signalled).
-    pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
-        // A note is a few numbers on one line.
-        let mut buf = [0u8; 128];
-        let Ok(n) = self.file.read_at(&mut buf, 0) else {
-            return Ok(());
-        };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let mut fields = text.split_whitespace();
-        let number = |f: Option<&str>| f.and_then(|f| f.parse::<u64>().ok());
-        let (Some(pid), Some(started)) = (number(fields.next()), number(fields.next())) else {
-            return Ok(());
-        };
-        let Ok(pid) = u32::try_from(pid) else {
-            return Ok(());
-        };
-        let (Some(session), Some(boot)) = (number(fields.next()), fields.next()) else {
-            return Ok(());
-        };
-        // Pids, start ticks, sessions and pipe numbers mean nothing on another boot or
-        // another machine (a cache on a shared volume): such a note is ignored.
-        if boot != boot_id() {
-            return Ok(());
-        }
-        let end = Instant::now() + limit;
-        while Process::find(pid).is_some_and(|now| now.started == started) {
-            if Instant::now() >= end {
-                return Err(pid);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let pipes: Vec<u64> = fields.take(2).filter_map(|f| f.parse().ok()).collect();
-        if pipes.is_empty() {
-            return Ok(());
-        }
-        // A pipe's inode number may be reused once every end of it is closed: only a
-        // process of the killed command's session, started after it, is one of its own.
-        let of_that_run = |p: &Process| {
-            u64::from(p.session) == session && p.started >= started && writes_into(p.pid, &pipes)
-        };
-        end_processes(of_that_run, end)
     }
 }
 
@@ -211,47 +148,67 @@ fn end_processes(matches: impl Fn(&Process) -> bool, end: Instant) -> Result<(),
     }
 }
 
-/// The lock the command's processes hold through an inherited descriptor (see the
-/// module doc). Released and removed when dropped, before its key lock is: a process
-/// the command left running keeps a descriptor of a file nobody waits on.
-pub struct Flight {
-    file: File,
-    path: PathBuf,
+/// The lock of one key: a byte of `locks/keys` (see the module doc). Released when
+/// dropped (the kernel releases it when the descriptor closes, however memo ends).
+pub struct KeyLock {
+    keys: File,
+    /// `locks/flight-HEX`: the flight and the note of whoever holds this key.
+    flight_path: PathBuf,
 }
 
-impl Flight {
-    fn new(file: File, path: PathBuf) -> Flight {
-        Flight { file, path }
+impl KeyLock {
+    /// Takes the lock of the key `hex` (64 hex digits) in `dir` if it is free;
+    /// `Ok(None)` if someone holds it.
+    pub fn try_take(dir: &Path, hex: &str) -> io::Result<Option<KeyLock>> {
+        KeyLock::acquire(dir, hex, false).map_err(|e| naming_dir(dir, e))
     }
 
-    /// The descriptor the command must inherit.
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    /// Waits for the lock of the key `hex` in `dir`.
+    pub fn wait(dir: &Path, hex: &str) -> io::Result<KeyLock> {
+        KeyLock::acquire(dir, hex, true)
+            .map(|l| l.expect("a blocking lock is always acquired"))
+            .map_err(|e| naming_dir(dir, e))
     }
-}
 
-impl Drop for Flight {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        let _ = FileExt::unlock(&self.file);
+    fn acquire(dir: &Path, hex: &str, wait: bool) -> io::Result<Option<KeyLock>> {
+        let offset = key_offset(hex)?;
+        create_private_dir_all(dir)?;
+        let keys = open_cache_file(&dir.join("keys"))?;
+        if !lock_byte(&keys, offset, wait)? {
+            return Ok(None);
+        }
+        Ok(Some(KeyLock {
+            keys,
+            flight_path: dir.join(format!("flight-{hex}")),
+        }))
     }
-}
 
-impl Lock {
-    /// Takes this lock's flight. Processes of an earlier, killed holder's command that
+    /// Ends what an earlier holder that was killed left running (a holder that ends
+    /// normally removes its note with its flight; one that was killed leaves it):
+    /// waits, for at most `limit`, until the process it noted is gone (it dies of its
+    /// parent-death signal), then kills every process that still writes into the noted
+    /// output pipes and waits for them too. `Err(pid)` if one still runs after `limit`
+    /// (it may not be signalled).
+    pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
+        // No note, no earlier copy: the common case costs one failed open.
+        let Ok(file) = crate::fsutil::open_regular(&self.flight_path, Access::Read) else {
+            return Ok(());
+        };
+        end_noted_copy(&file, limit)
+    }
+
+    /// Takes this key's flight. Processes of an earlier, killed holder's command that
     /// still hold it are killed first, and waited for, at most `limit`. The `bool` says
     /// whether they were all gone; if not (processes this user may not signal), the
     /// flight is a fresh file, so that later holders do not wait for them again.
     pub fn take_flight(&self, limit: Duration) -> io::Result<(Flight, bool)> {
-        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let dir = self.flight_path.parent().unwrap_or(Path::new(""));
         self.take_flight_here(limit).map_err(|e| naming_dir(dir, e))
     }
 
     fn take_flight_here(&self, limit: Duration) -> io::Result<(Flight, bool)> {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".run");
-        let path = PathBuf::from(name);
-        // Only a holder of this lock opens or removes the flight: no race on the path.
+        let path = self.flight_path.clone();
+        // Only a holder of this key opens or removes its flight: no race on the path.
         let file = open_cache_file(&path)?;
         match FileExt::try_lock_exclusive(&file) {
             Ok(()) => return Ok((Flight::new(file, path), true)),
@@ -278,6 +235,158 @@ impl Lock {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        // Closing the descriptor releases the lock too; this says so at once.
+        let _ = set_byte_lock(&self.keys, libc::F_UNLCK as libc::c_short, 0, false);
+    }
+}
+
+/// The byte of `locks/keys` that stands for the key `hex`: its first 61 bits, so that
+/// the offset (and the end of its one-byte range) stays far below the largest an
+/// `off_t` can say.
+fn key_offset(hex: &str) -> io::Result<i64> {
+    let first = hex
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a key"))?;
+    // Offset 0 is left out: nothing else locks there, but a lock at 0 reads as "the
+    // whole file" to a person looking at /proc/locks.
+    Ok((first >> 3).max(1) as i64)
+}
+
+/// Locks (write) the byte at `offset` of `file`: waiting for it when `wait`, else
+/// `Ok(false)` if someone holds it.
+fn lock_byte(file: &File, offset: i64, wait: bool) -> io::Result<bool> {
+    loop {
+        match set_byte_lock(file, libc::F_WRLCK as libc::c_short, offset, wait) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if !wait && (is_contended(&e) || e.raw_os_error() == Some(libc::EACCES)) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One `fcntl` byte-range lock request on `file`: an OFD lock on Linux (owned by the
+/// open file, like `flock`, so threads and other descriptors of this process do not
+/// disturb it), a process-owned POSIX lock elsewhere. `offset` 0 with F_UNLCK unlocks
+/// every byte this descriptor holds.
+fn set_byte_lock(file: &File, kind: libc::c_short, offset: i64, wait: bool) -> io::Result<()> {
+    // SAFETY: an all-zero flock is a valid value (plain integers).
+    let mut request: libc::flock = unsafe { std::mem::zeroed() };
+    request.l_type = kind;
+    request.l_whence = libc::SEEK_SET as libc::c_short;
+    request.l_start = offset as libc::off_t;
+    request.l_len = if offset == 0 { 0 } else { 1 };
+    #[cfg(target_os = "linux")]
+    let command = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    #[cfg(not(target_os = "linux"))]
+    let command = if wait { libc::F_SETLKW } else { libc::F_SETLK };
+    // SAFETY: fcntl with a lock command reads the one flock struct passed.
+    if unsafe { libc::fcntl(file.as_raw_fd(), command, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A key's flight: the file the command's processes hold through an inherited
+/// descriptor, and in which the holder notes the process it runs (see the module doc).
+/// Released and removed when dropped, before its key lock is: a process the command
+/// left running keeps a descriptor of a file nobody waits on.
+pub struct Flight {
+    file: File,
+    path: PathBuf,
+}
+
+impl Flight {
+    fn new(file: File, path: PathBuf) -> Flight {
+        Flight { file, path }
+    }
+
+    /// The descriptor the command must inherit.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Writes down `pid`, the process run under this flight, with its start time (so a
+    /// recycled pid is not mistaken for it) and the inode numbers of its output pipes.
+    pub fn note_process(&self, pid: u32, pipes: &[u64]) -> io::Result<()> {
+        let Some(process) = Process::find(pid) else {
+            return Ok(());
+        };
+        let mut text = format!(
+            "{} {} {} {}",
+            process.pid,
+            process.started,
+            process.session,
+            boot_id()
+        );
+        for pipe in pipes.iter().take(2) {
+            text.push_str(&format!(" {pipe}"));
+        }
+        text.push('\n');
+        self.file.set_len(0)?;
+        self.file.write_all_at(text.as_bytes(), 0)
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// `KeyLock::end_earlier_copy`, from the note in `file`.
+fn end_noted_copy(file: &File, limit: Duration) -> Result<(), u32> {
+    // A note is a few numbers on one line.
+    let mut buf = [0u8; 128];
+    let Ok(n) = file.read_at(&mut buf, 0) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut fields = text.split_whitespace();
+    let number = |f: Option<&str>| f.and_then(|f| f.parse::<u64>().ok());
+    let (Some(pid), Some(started)) = (number(fields.next()), number(fields.next())) else {
+        return Ok(());
+    };
+    let Ok(pid) = u32::try_from(pid) else {
+        return Ok(());
+    };
+    let (Some(session), Some(boot)) = (number(fields.next()), fields.next()) else {
+        return Ok(());
+    };
+    // Pids, start ticks, sessions and pipe numbers mean nothing on another boot or
+    // another machine (a cache on a shared volume): such a note is ignored.
+    if boot != boot_id() {
+        return Ok(());
+    }
+    let end = Instant::now() + limit;
+    while Process::find(pid).is_some_and(|now| now.started == started) {
+        if Instant::now() >= end {
+            return Err(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pipes: Vec<u64> = fields.take(2).filter_map(|f| f.parse().ok()).collect();
+    if pipes.is_empty() {
+        return Ok(());
+    }
+    // A pipe's inode number may be reused once every end of it is closed: only a
+    // process of the killed command's session, started after it, is one of its own.
+    let of_that_run = |p: &Process| {
+        u64::from(p.session) == session && p.started >= started && writes_into(p.pid, &pipes)
+    };
+    end_processes(of_that_run, end)
 }
 
 /// A live process as /proc/PID/stat shows it, told apart from a later one with the same
@@ -407,6 +516,87 @@ mod tests {
         );
     }
 
+    const KEY: &str = "c27932ecd2ca8de48c6022063949120547aa9cc22546089818b16c0d35b414dc";
+    const OTHER: &str = "c27932ecd2ca8df48c6022063949120547aa9cc22546089818b16c0d35b414dc";
+
+    #[test]
+    fn key_locks_exclude_each_other_and_make_no_file_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        let _lock = KeyLock::wait(dir.path(), KEY).unwrap();
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keys"]);
+    }
+
+    #[test]
+    fn a_key_lock_is_taken_once_and_other_keys_stay_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = KeyLock::try_take(dir.path(), KEY).unwrap().unwrap();
+        assert!(KeyLock::try_take(dir.path(), KEY).unwrap().is_none());
+        // The two keys differ in the bits the offset is taken from, nowhere else.
+        assert_ne!(key_offset(KEY).unwrap(), key_offset(OTHER).unwrap());
+        assert!(KeyLock::try_take(dir.path(), OTHER).unwrap().is_some());
+        drop(held);
+        assert!(KeyLock::try_take(dir.path(), KEY).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_key_lock_is_released_when_its_holder_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another process takes the byte (python's lockf is a POSIX lock: it conflicts
+        // with OFD locks on the same byte) and is killed while it holds it.
+        let offset = key_offset(KEY).unwrap();
+        fs::write(dir.path().join("keys"), b"").unwrap();
+        let script = format!(
+            "import fcntl,os,sys,time\nf=open(sys.argv[1],'r+')\n\
+             fcntl.lockf(f,fcntl.LOCK_EX,1,{offset})\nprint('held',flush=True)\ntime.sleep(60)\n"
+        );
+        let Ok(mut holder) = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .arg(dir.path().join("keys"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "held\n");
+        assert!(KeyLock::try_take(dir.path(), KEY).unwrap().is_none());
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(KeyLock::try_take(dir.path(), KEY).unwrap().is_some());
+    }
+
+    /// What a holder killed with -9 leaves: its flight, note and all, on disk, and its
+    /// key lock released.
+    fn kill_holder(lock: KeyLock, flight: Flight) {
+        FileExt::unlock(&flight.file).unwrap();
+        std::mem::forget(flight);
+        drop(lock);
+    }
+
     #[test]
     fn a_holder_waits_for_the_process_a_killed_holder_noted() {
         let dir = tempfile::tempdir().unwrap();
@@ -414,13 +604,12 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let first = Lock::wait_transient(dir.path(), "k").unwrap();
-        first.note_process(child.id(), &[]).unwrap();
-        // A killed holder: its lock goes, its file stays.
-        FileExt::unlock(&first.file).unwrap();
-        std::mem::forget(first);
-        let next = Lock::try_take(dir.path(), "k", true).unwrap();
-        let next = next.expect("flock is per open file: this one is free");
+        let first = KeyLock::wait(dir.path(), KEY).unwrap();
+        let (flight, _) = first.take_flight(Duration::ZERO).unwrap();
+        flight.note_process(child.id(), &[]).unwrap();
+        kill_holder(first, flight);
+        let next = KeyLock::try_take(dir.path(), KEY).unwrap();
+        let next = next.expect("the killed holder's lock is free");
         let waited = next.end_earlier_copy(Duration::from_millis(50));
         assert_eq!(waited, Err(child.id()));
         child.kill().unwrap();
@@ -431,20 +620,51 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_that_ends_normally_leaves_no_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let first = KeyLock::wait(dir.path(), KEY).unwrap();
+        let (flight, _) = first.take_flight(Duration::ZERO).unwrap();
+        flight.note_process(child.0.id(), &[]).unwrap();
+        drop(flight);
+        drop(first);
+        assert!(!dir.path().join(format!("flight-{KEY}")).exists());
+        let next = KeyLock::wait(dir.path(), KEY).unwrap();
+        assert_eq!(next.end_earlier_copy(Duration::ZERO), Ok(()));
+        child.0.kill().unwrap();
+    }
+
+    /// A child killed and collected when the test ends, however it ends.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
     fn a_flight_held_by_a_left_process_is_waited_for_then_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = Lock::wait_transient(dir.path(), "k").unwrap();
+        let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(clear);
+        let path = dir.path().join(format!("flight-{KEY}"));
         // What a killed holder's command left running: another description of the file.
-        let left = File::open(dir.path().join("k.run")).unwrap();
+        let left = File::open(&path).unwrap();
         FileExt::unlock(&first.file).unwrap();
         std::mem::forget(first);
         FileExt::lock_exclusive(&left).unwrap();
         let (second, clear) = lock.take_flight(Duration::from_millis(30)).unwrap();
         assert!(!clear, "still held");
         drop(second);
-        assert!(!dir.path().join("k.run").exists());
+        assert!(!path.exists());
         let (_third, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(
             clear,
@@ -464,8 +684,8 @@ mod tests {
             mine.session,
             boot_id()
         );
-        fs::write(dir.path().join("k"), note).unwrap();
-        let lock = Lock::wait_transient(dir.path(), "k").unwrap();
+        fs::write(dir.path().join(format!("flight-{KEY}")), note).unwrap();
+        let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         assert_eq!(lock.end_earlier_copy(Duration::ZERO), Ok(()));
     }
 

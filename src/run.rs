@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::bytes::ByteString;
 use crate::cache::{self, Cache, Counting, Warner};
-use crate::capture::{self, Finished, Outcome, Spec};
+use crate::capture::{self, Finished, Kept, Outcome, Recording, Spec};
 use crate::config::Settings;
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
@@ -25,7 +25,7 @@ use crate::exit::{Code, Fatal};
 use crate::index::{Blob, Entry, Streams, INLINE_MAX};
 use crate::inputs::{self, Gathered};
 use crate::key::{self, KeyCommand, KeyMaterial, StreamMode};
-use crate::lock::Lock;
+use crate::lock::{KeyLock, Lock};
 use crate::outputs::{self, RecordError};
 use crate::stats::Counters;
 use crate::store::{Store, StoreError};
@@ -297,7 +297,7 @@ fn run_with_cache(
     }
     // Single flight: one memo computes a key at a time; the others wait here and then
     // replay its result. The kernel releases the lock if its holder dies.
-    let lock_name = format!("key-{}", key.to_hex());
+    let key_hex = key.to_hex();
     let without_lock = |e: io::Error| {
         // The lock's own name (a key's 64 hex digits) would mean nothing to a user; the
         // error names the cache's lock directory.
@@ -306,7 +306,7 @@ fn run_with_cache(
         ));
         None
     };
-    let key_lock = match Lock::try_take(&locks, &lock_name, true) {
+    let key_lock = match KeyLock::try_take(&locks, &key_hex) {
         Ok(Some(lock)) => Some(lock),
         Ok(None) => {
             if verbose {
@@ -314,7 +314,7 @@ fn run_with_cache(
                     "memo: waiting for another memo running the same command"
                 ));
             }
-            match Lock::wait_transient(&locks, &lock_name) {
+            match KeyLock::wait(&locks, &key_hex) {
                 Ok(lock) => {
                     // The other memo has probably stored the result by now.
                     if !req.force {
@@ -364,7 +364,7 @@ fn run_with_cache(
     // for that copy to be gone before starting another.
     let mut overlap = None;
     // Declared after `key_lock`, so dropped before it: the flight ends first.
-    let mut _flight = None;
+    let mut flight = None;
     if let Some(lock) = &key_lock {
         if let Err(pid) = lock.end_earlier_copy(crate::lock::NOTED_PROCESS_WAIT) {
             overlap = Some(format!(
@@ -378,7 +378,7 @@ fn run_with_cache(
                         Some("processes an earlier copy of the command started still run".into());
                 }
                 spec.inherit = Some(taken.fd());
-                _flight = Some(taken);
+                flight = Some(taken);
             }
             Err(e) => {
                 // Without a flight a killed run's processes could not be found later:
@@ -449,15 +449,16 @@ fn run_with_cache(
 
     let cache_failures = req.settings.cache_failures.value;
     let note_command = |pid, pipes: &[u64]| {
-        if let Some(lock) = &key_lock {
-            let _ = lock.note_process(pid, pipes);
+        if let Some(flight) = &flight {
+            let _ = flight.note_process(pid, pipes);
         }
     };
+    let store_root = cache.store.root().to_path_buf();
     let finished = capture::run_recorded(
         spec,
         material.streams,
         traced,
-        &|| cache.store.stage().map_err(io::Error::other),
+        &|| crate::store::local::stage_in(&store_root).map_err(io::Error::other),
         &note_command,
     )
     .inspect_err(|fatal| {
@@ -744,13 +745,11 @@ fn refresh_failure(finished: &Finished) -> Option<String> {
         _ => return Some(format!("background refresh failed: {how}")),
     };
     let tail = recording.as_ref().ok().and_then(|r| {
-        use std::os::unix::fs::FileExt as _;
-        let start = r.size.saturating_sub(REFRESH_STDERR_TAIL);
-        let mut bytes = vec![0; (r.size - start) as usize];
-        r.file.as_file().read_exact_at(&mut bytes, start).ok()?;
+        let bytes = r.tail(REFRESH_STDERR_TAIL).ok()?;
+        let cut = bytes.len() as u64 != r.size;
         let text = String::from_utf8_lossy(&bytes);
         let text = text.trim_end();
-        let cut = if start > 0 { "..." } else { "" };
+        let cut = if cut { "..." } else { "" };
         (!text.is_empty()).then(|| format!("{cut}{}", crate::key::escape_control(text)))
     });
     Some(match tail {
@@ -1277,21 +1276,7 @@ fn save(
     let mut blobs = Vec::new();
     for recording in finished.recordings {
         let recording = recording.expect("decide_storable checked the recordings");
-        let blob = if recording.size <= INLINE_MAX {
-            let file = recording.file.reopen().map_err(|e| RecordError::Read {
-                path: recording.file.path().to_path_buf(),
-                source: e,
-            })?;
-            outputs::store_blob(file, recording.file.path(), recording.size, &store)?
-        } else {
-            store.put_object(&recording.digest, recording.file)?;
-            Blob {
-                digest: recording.digest,
-                size: recording.size,
-                inline: None,
-            }
-        };
-        blobs.push(blob);
+        blobs.push(store_recording(recording, &store)?);
     }
     let streams = match material.streams {
         StreamMode::Merged | StreamMode::Terminal { .. } => Streams::Merged {
@@ -1319,6 +1304,42 @@ fn save(
     tiers::install(cache, &key, &entry, &encoded, store.added.get(), true)?;
     crate::gc::trim_in_background_if_needed(cache, max_size);
     Ok(Digest::of_bytes(&encoded))
+}
+
+/// A recorded stream as an entry's blob: inline if small, else an object.
+fn store_recording(recording: Recording, store: &dyn Store) -> Result<Blob, RecordError> {
+    let Recording { kept, digest, size } = recording;
+    let staged = match kept {
+        Kept::Memory(bytes) if size <= INLINE_MAX => {
+            return Ok(Blob {
+                digest,
+                size,
+                inline: Some(ByteString(bytes)),
+            })
+        }
+        Kept::Memory(bytes) => {
+            let mut staged = store.stage()?;
+            staged
+                .write_all(&bytes)
+                .map_err(|e| StoreError::io("cannot write", staged.path(), e))?;
+            staged
+        }
+        Kept::Staged(file) if size <= INLINE_MAX => {
+            let path = file.path().to_path_buf();
+            let reopened = file.reopen().map_err(|e| RecordError::Read {
+                path: path.clone(),
+                source: e,
+            })?;
+            return outputs::store_blob(reopened, &path, size, store);
+        }
+        Kept::Staged(file) => file,
+    };
+    store.put_object(&digest, staged)?;
+    Ok(Blob {
+        digest,
+        size,
+        inline: None,
+    })
 }
 
 #[cfg(test)]

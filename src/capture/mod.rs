@@ -1,8 +1,10 @@
 //! Running the command: live tee of its output while it is recorded, exit status, signals.
 //!
 //! Owns the child process. Stdout and stderr are forwarded to memo's own as they arrive
-//! and, when recording, written to staging files and hashed in the same pass, so memory
-//! stays bounded whatever the output size. Knows nothing about keys or entries.
+//! and, when recording, kept: in memory while they are small (`MEMORY_MAX`, most
+//! commands' output), else written to staging files and hashed on a recorder thread
+//! started for it, so memory stays bounded whatever the output size. Knows nothing
+//! about keys or entries.
 
 pub mod pty;
 pub mod signals;
@@ -58,11 +60,39 @@ impl Outcome {
     }
 }
 
-/// A stream written to a staging file while it was forwarded.
+/// A stream as it was forwarded, with its digest.
 pub struct Recording {
-    pub file: NamedTempFile,
+    pub kept: Kept,
     pub digest: Digest,
     pub size: u64,
+}
+
+/// Where a recording's bytes are.
+pub enum Kept {
+    /// At most `MEMORY_MAX` bytes: no file was made for them.
+    Memory(Vec<u8>),
+    /// Written to a staging file (`stage()`), as large output is.
+    Staged(NamedTempFile),
+}
+
+/// Output up to this size is kept in memory, not staged: creating and removing a file
+/// per stream cost a small command's run more than the command itself.
+pub const MEMORY_MAX: usize = 64 * 1024;
+
+impl Recording {
+    /// Its last `n` bytes (all of it if shorter).
+    pub fn tail(&self, n: u64) -> io::Result<Vec<u8>> {
+        let start = self.size.saturating_sub(n);
+        match &self.kept {
+            Kept::Memory(bytes) => Ok(bytes[start as usize..].to_vec()),
+            Kept::Staged(file) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut bytes = vec![0; (self.size - start) as usize];
+                file.as_file().read_exact_at(&mut bytes, start)?;
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 pub struct Finished {
@@ -228,7 +258,12 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
         .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))
 }
 
-/// Runs the command, forwarding its output live and recording it into `stage()` files.
+/// A staging file for a recording too large to keep in memory; called from the tee
+/// threads, when one is needed.
+pub type Stage<'a> = &'a (dyn Fn() -> io::Result<NamedTempFile> + Sync);
+
+/// Runs the command, forwarding its output live and recording it (in memory, or in
+/// `stage()` files when large).
 /// `on_start` is told the command's pid as soon as it runs, and the inode numbers of the
 /// pipes its stdout and stderr write into (every process it starts inherits them, unless
 /// it redirects them: they tell that run's processes apart from any other's).
@@ -236,7 +271,7 @@ pub fn run_recorded(
     spec: Spec,
     mode: StreamMode,
     traced: bool,
-    stage: &dyn Fn() -> io::Result<NamedTempFile>,
+    stage: Stage<'_>,
     on_start: &dyn Fn(u32, &[u64]),
 ) -> Result<Finished, Fatal> {
     let argv0 = spec.argv[0].clone();
@@ -277,7 +312,6 @@ pub fn run_recorded(
     for (reader, _) in &sources {
         enlarge_pipe(reader);
     }
-    let sinks: Vec<io::Result<NamedTempFile>> = sources.iter().map(|_| stage()).collect();
     signals::install();
     signals::command_starting();
     let started = Instant::now();
@@ -317,16 +351,9 @@ pub fn run_recorded(
         let (stop, exited) = (&stop, &exited);
         let handles: Vec<_> = sources
             .into_iter()
-            .zip(sinks)
-            .map(|((reader, fd), sink)| {
-                let (to_recorder, chunks) = mpsc::sync_channel::<Chunk>(POOL);
-                let (give_back, returned) = mpsc::sync_channel::<Vec<u8>>(POOL + 1);
-                let recorder =
-                    sink.map(|file| scope.spawn(move || record(file, chunks, give_back)));
-                let to_recorder = recorder.as_ref().ok().map(|_| to_recorder);
+            .map(|(reader, fd)| {
                 let flags = Flags { stop, exited };
-                let tee = scope.spawn(move || tee(reader, fd, to_recorder, returned, flags));
-                (tee, recorder)
+                scope.spawn(move || tee(reader, fd, Recorder::new(stage, scope), flags))
             })
             .collect();
         let (outcome, trace) = child.wait();
@@ -339,7 +366,7 @@ pub fn run_recorded(
             // reader stopped reading), or be fed for good by such a grandchild: memo was
             // told to stop and its command is gone, so it ends rather than wait for them.
             let deadline = Instant::now() + STOP_GRACE + STUCK_GRACE;
-            while handles.iter().any(|(tee, _)| !tee.is_finished()) {
+            while handles.iter().any(|tee| !tee.is_finished()) {
                 if Instant::now() >= deadline {
                     let code = outcome.as_ref().map_or(128 + sig, |o| o.exit_code());
                     // SAFETY: _exit ends the process at once; the threads' staging files
@@ -351,9 +378,8 @@ pub fn run_recorded(
         }
         let tees: Vec<Tee> = handles
             .into_iter()
-            .map(|(tee, recorder)| {
-                let end = tee.join().expect("tee thread panicked");
-                let recording = recorder.and_then(|r| r.join().expect("recorder thread panicked"));
+            .map(|tee| {
+                let (end, recording) = tee.join().expect("tee thread panicked");
                 Tee {
                     recording: match end.read_error {
                         Some(e) => Err(e),
@@ -488,10 +514,11 @@ impl Drain {
     }
 }
 
-/// Copies `source` to file descriptor `dest` as bytes arrive, and hands the bytes to the
-/// recorder thread (`to_recorder`), which hashes and writes them on the other core, in
-/// full buffers: the terminal sees every read at once, the recorder few large chunks.
-/// Buffers come back through `returned` and are reused, so memory stays bounded.
+/// Copies `source` to file descriptor `dest` as bytes arrive, and keeps them in its
+/// buffer; a full buffer goes to the `recorder`, which starts a thread that hashes and
+/// writes it on the other core: the terminal sees every read at once, the recorder few
+/// large chunks. Output that never fills the buffer is recorded at the end, without a
+/// thread (and in memory if small).
 ///
 /// A destination whose reader went away (EPIPE) stops both, and closing `source` then
 /// lets the command see a broken pipe, as it would have without memo. Any other failure
@@ -507,16 +534,14 @@ impl Drain {
 fn tee(
     mut source: io::PipeReader,
     dest: RawFd,
-    mut to_recorder: Option<SyncSender<Chunk>>,
-    returned: Receiver<Vec<u8>>,
+    mut recorder: Recorder<'_, '_>,
     flags: Flags,
-) -> TeeEnd {
+) -> (TeeEnd, io::Result<Recording>) {
     let mut out = streams::Patient(dest);
     let mut writable = true;
     // Non-blocking, so that poll (needed only to notice the flags) runs only when the
     // pipe is empty, not before every read.
     let nonblocking = streams::set_nonblocking(source.as_raw_fd(), true).is_ok();
-    let mut allocated = 1;
     let mut buf = vec![0u8; TEE_CHUNK];
     let mut filled = 0;
     let mut stop_deadline: Option<Instant> = None;
@@ -582,33 +607,16 @@ fn tee(
         if filled < buf.len() {
             continue;
         }
-        if let Some(tx) = &to_recorder {
-            let next = match returned.try_recv() {
-                Ok(spare) => spare,
-                Err(_) if allocated < POOL => {
-                    allocated += 1;
-                    vec![0u8; TEE_CHUNK]
-                }
-                Err(_) => returned.recv().unwrap_or_else(|_| vec![0u8; TEE_CHUNK]),
-            };
-            let full = std::mem::replace(&mut buf, next);
-            if tx.send((full, filled)).is_err() {
-                to_recorder = None;
-            }
-        }
+        recorder.take_full(&mut buf);
         filled = 0;
     }
-    if let Some(tx) = to_recorder {
-        if filled > 0 {
-            let _ = tx.send((buf, filled));
-        }
-    }
+    let recording = recorder.finish(buf, filled);
     if still_open {
         // Even to a destination that fails: closing the pipe would kill what the
         // command left running with SIGPIPE, which that destination would not.
         streams::forward_later(source, dest);
     }
-    end
+    (end, recording)
 }
 
 /// How many bytes wait in the pipe (0 if that cannot be told).
@@ -629,6 +637,116 @@ fn stop_now(stop: &AtomicBool, deadline: &mut Option<Instant>) -> bool {
     }
     let end = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
     Instant::now() >= end
+}
+
+/// Where a tee's full buffers go: nowhere until the first one, then to a recorder thread
+/// writing a staging file.
+enum Recorder<'scope, 'env> {
+    /// Nothing was handed over: all the output so far is in the tee's buffer.
+    Waiting {
+        stage: Stage<'env>,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+    },
+    Running {
+        to_recorder: SyncSender<Chunk>,
+        /// Buffers the recorder is done with, for reuse: memory stays bounded.
+        returned: Receiver<Vec<u8>>,
+        allocated: usize,
+        thread: std::thread::ScopedJoinHandle<'scope, io::Result<Recording>>,
+    },
+    /// The staging file could not be made, or the recorder went away: the output is
+    /// still forwarded, not recorded.
+    Failed(io::Error),
+}
+
+impl<'scope, 'env> Recorder<'scope, 'env> {
+    fn new(stage: Stage<'env>, scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        Recorder::Waiting { stage, scope }
+    }
+
+    /// Hands over `buf`, which is full, and puts an empty buffer in its place.
+    fn take_full(&mut self, buf: &mut Vec<u8>) {
+        if let Recorder::Waiting { stage, scope } = self {
+            *self = match stage() {
+                Ok(file) => {
+                    let (to_recorder, chunks) = mpsc::sync_channel::<Chunk>(POOL);
+                    let (give_back, returned) = mpsc::sync_channel::<Vec<u8>>(POOL + 1);
+                    let thread = scope.spawn(move || record(file, chunks, give_back));
+                    Recorder::Running {
+                        to_recorder,
+                        returned,
+                        allocated: 1,
+                        thread,
+                    }
+                }
+                Err(e) => Recorder::Failed(e),
+            };
+        }
+        let Recorder::Running {
+            to_recorder,
+            returned,
+            allocated,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let next = match returned.try_recv() {
+            Ok(spare) => spare,
+            Err(_) if *allocated < POOL => {
+                *allocated += 1;
+                vec![0u8; TEE_CHUNK]
+            }
+            Err(_) => returned.recv().unwrap_or_else(|_| vec![0u8; TEE_CHUNK]),
+        };
+        let full = std::mem::replace(buf, next);
+        let filled = full.len();
+        if to_recorder.send((full, filled)).is_err() {
+            *self = Recorder::Failed(io::Error::other("the recorder stopped"));
+        }
+    }
+
+    /// The recording, once `buf[..filled]`, the rest of the output, is added.
+    fn finish(self, mut buf: Vec<u8>, filled: usize) -> io::Result<Recording> {
+        match self {
+            Recorder::Waiting { .. } if filled <= MEMORY_MAX => {
+                buf.truncate(filled);
+                buf.shrink_to_fit();
+                let mut hasher = Hasher::new();
+                hasher.update(&buf);
+                let (digest, size) = hasher.finish();
+                Ok(Recording {
+                    kept: Kept::Memory(buf),
+                    digest,
+                    size,
+                })
+            }
+            Recorder::Waiting { stage, .. } => {
+                let mut file = stage()?;
+                file.write_all(&buf[..filled])?;
+                let mut hasher = Hasher::new();
+                hasher.update(&buf[..filled]);
+                let (digest, size) = hasher.finish();
+                Ok(Recording {
+                    kept: Kept::Staged(file),
+                    digest,
+                    size,
+                })
+            }
+            Recorder::Running {
+                to_recorder,
+                thread,
+                ..
+            } => {
+                if filled > 0 {
+                    let _ = to_recorder.send((buf, filled));
+                }
+                drop(to_recorder);
+                thread.join().expect("recorder thread panicked")
+            }
+            Recorder::Failed(e) => Err(e),
+        }
+    }
 }
 
 /// Hashes and writes every chunk it is sent, returning each buffer for reuse. After a
@@ -653,5 +771,9 @@ fn record(
         return Err(e);
     }
     let (digest, size) = hasher.finish();
-    Ok(Recording { file, digest, size })
+    Ok(Recording {
+        kept: Kept::Staged(file),
+        digest,
+        size,
+    })
 }

@@ -211,19 +211,7 @@ impl Store for LocalStore {
     }
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
-        let dir = self.root.join("tmp");
-        // The pid in the name says, to a person, who is writing it.
-        let prefix = format!("stage-{}-", std::process::id());
-        // Checked every time: a symlink planted as tmp/ must not receive the bytes.
-        let staged = create_private_dir_all(&dir)
-            .and_then(|_| tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir))
-            .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))?;
-        // Held until the file is renamed into the store or dropped: gc sweeps a staging
-        // file only when it can take this lock, that is once its writer is gone (the
-        // kernel drops the lock however the writer dies). Best effort: where locking
-        // fails, gc falls back to the file's age.
-        let _ = fs2::FileExt::try_lock_exclusive(staged.as_file());
-        Ok(staged)
+        stage_in(&self.root)
     }
 
     fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
@@ -312,6 +300,24 @@ impl Store for LocalStore {
         }
         Ok(Object::Raw(file))
     }
+}
+
+/// A staging file in the store at `root` (`tmp/`), as `Store::stage` makes it: a free
+/// function, for the threads that stage a command's output while it runs.
+pub fn stage_in(root: &Path) -> Result<NamedTempFile, StoreError> {
+    let dir = root.join("tmp");
+    // The pid in the name says, to a person, who is writing it.
+    let prefix = format!("stage-{}-", std::process::id());
+    // Checked every time: a symlink planted as tmp/ must not receive the bytes.
+    let staged = create_private_dir_all(&dir)
+        .and_then(|_| tempfile::Builder::new().prefix(&prefix).tempfile_in(&dir))
+        .map_err(|e| StoreError::io("cannot create a file in", dir.clone(), e))?;
+    // Held until the file is renamed into the store or dropped: gc sweeps a staging
+    // file only when it can take this lock, that is once its writer is gone (the
+    // kernel drops the lock however the writer dies). Best effort: where locking
+    // fails, gc falls back to the file's age.
+    let _ = fs2::FileExt::try_lock_exclusive(staged.as_file());
+    Ok(staged)
 }
 
 /// Removes the damaged object at `path` if `path` still names the file that was found

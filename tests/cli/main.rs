@@ -15,6 +15,7 @@ mod keys;
 mod manage;
 mod messages;
 mod outputs;
+mod populate;
 mod progress;
 mod reliability;
 mod remote;

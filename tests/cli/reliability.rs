@@ -32,11 +32,10 @@ fn identical_calls_at_once_run_the_command_once() {
         (Some(5), Some(1))
     );
     assert!(
-        !env.cache()
-            .join("locks")
-            .read_dir()
-            .unwrap()
-            .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("key-") }),
+        !env.cache().join("locks").read_dir().unwrap().any(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.starts_with("key-") || name.starts_with("flight-")
+        }),
         "per-key lock files are removed"
     );
 }
@@ -259,7 +258,12 @@ fn kill_9_at_any_point_of_a_miss_never_leaves_a_partial_result() {
     }
 }
 
-/// Spawns a memo run of `args` and waits until it is recording into tmp/.
+/// Output larger than what memo keeps in memory (its tee's 1 MiB buffer), so that it
+/// is staged in tmp/ while the command still runs.
+const STAGED_OUTPUT: &str = "head -c 1100000 /dev/zero | tr '\\0' b";
+
+/// Spawns a memo run of `args` and waits until it is recording into tmp/ (its command
+/// must write `STAGED_OUTPUT` first: smaller output is kept in memory).
 fn spawn_recording(env: &TestEnv, args: &[String]) -> Child {
     let child = spawn_in_own_group(env, args);
     env.eventually("a staging file in tmp/", || {
@@ -271,7 +275,7 @@ fn spawn_recording(env: &TestEnv, args: &[String]) -> Child {
 #[test]
 fn gc_sweeps_the_staging_files_of_a_killed_memo_after_the_grace_period() {
     let env = TestEnv::new();
-    env.tool("echo started; sleep 30");
+    env.tool(&format!("{STAGED_OUTPUT}; sleep 30"));
     let mut child = spawn_recording(&env, &run_tool(&[]));
     kill_group(child.id() as i32);
     child.wait().unwrap();
@@ -292,7 +296,7 @@ fn gc_sweeps_the_staging_files_of_a_killed_memo_after_the_grace_period() {
 #[test]
 fn gc_never_sweeps_the_staging_files_of_a_live_memo() {
     let env = TestEnv::new();
-    env.tool("echo before; sleep 1; echo after");
+    env.tool(&format!("{STAGED_OUTPUT}; sleep 1; echo after"));
     let child = spawn_recording(&env, &run_tool(&[]));
     assert_success(&env.run(["gc", "--grace", "0s"]));
     assert!(!files_under(&env.cache().join("tmp")).is_empty());
@@ -300,7 +304,10 @@ fn gc_never_sweeps_the_staging_files_of_a_live_memo() {
     assert_success(&out);
     assert_eq!(stderr(&out), "", "stored without a warning");
     let hit = env.run(run_tool(&[]));
-    assert_eq!(stdout(&hit), "before\nafter\n");
+    assert_eq!(
+        hit.stdout,
+        [vec![b'b'; 1_100_000], b"after\n".to_vec()].concat()
+    );
     assert_eq!(env.count(), 1, "the live memo's result was stored");
 }
 

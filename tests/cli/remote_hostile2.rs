@@ -45,7 +45,9 @@ fn compute_and_push(env: &TestEnv, machine: &str, url: &str, args: &[&str]) {
     assert_success(&push);
 }
 
-/// The pids of `memo ... remote upload` processes working on `cache`.
+/// The pids of `memo ... remote upload` processes working on `cache`, and of memos
+/// forked to become one that have not exec'd yet: those still show the command line of
+/// the `memo run` that started them (which has exited by the time a test looks).
 fn uploaders(cache: &Path) -> Vec<u32> {
     let cache = cache.to_string_lossy().into_owned();
     let mut found = Vec::new();
@@ -65,7 +67,8 @@ fn uploaders(cache: &Path) -> Vec<u32> {
             || environ
                 .split(|&b| b == 0)
                 .any(|v| v == format!("MEMO_DIR={cache}").as_bytes());
-        if in_cache && args.windows(2).any(|w| w == ["remote", "upload"]) {
+        let uploading = args.windows(2).any(|w| w == ["remote", "upload"]);
+        if in_cache && (uploading || args.iter().any(|a| a == "run")) {
             found.push(pid);
         }
     }
