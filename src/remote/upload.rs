@@ -113,7 +113,7 @@ impl Remote {
         let Object::Compressed(decoder) = object else {
             return None;
         };
-        let mut frame = match decoder.get_ref().get_ref().try_clone() {
+        let mut frame = match decoder.file().try_clone() {
             Ok(file) => file,
             Err(e) => return Some(Err(TransportError::Local(e))),
         };

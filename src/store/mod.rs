@@ -6,6 +6,7 @@
 //! business, what a key is `key`'s.
 
 pub mod compression;
+mod in_order;
 pub mod local;
 
 use std::fs::File;
@@ -95,7 +96,7 @@ impl std::io::Seek for Object {
                 "seek in a compressed object",
             )),
             Object::Compressed(decoder) => {
-                let file = decoder.get_ref().get_ref().try_clone()?;
+                let file = decoder.file().try_clone()?;
                 **decoder = compression::decoder(file)?;
                 Ok(0)
             }
