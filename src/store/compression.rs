@@ -219,7 +219,7 @@ pub fn decoder(file: File) -> io::Result<Decoder> {
     }
     let inner = match zstd_safe::get_frame_content_size(&head[..filled]) {
         Ok(Some(first)) if first <= FRAME as u64 => Inner::Frames {
-            frames: FrameReader::new(file.try_clone()?),
+            frames: FrameReader::new(file.try_clone()?)?,
             is_long: first == FRAME as u64,
             worker: FrameWorker::new()?,
             read: 0,
@@ -379,11 +379,10 @@ impl FrameWorker {
     }
 }
 
-/// Splits a compressed object file into its frames, reading it in large blocks.
+/// Splits a compressed object file into its frames, reading it in large blocks from its
+/// start (with its offset, which shows how far it got in /proc).
 struct FrameReader {
     file: File,
-    /// Where the next read starts.
-    offset: u64,
     buf: Vec<u8>,
     /// The bytes of `buf` read and not yet handed out.
     start: usize,
@@ -397,15 +396,15 @@ fn frame_bound() -> usize {
 }
 
 impl FrameReader {
-    fn new(file: File) -> FrameReader {
-        FrameReader {
+    fn new(mut file: File) -> io::Result<FrameReader> {
+        file.seek(SeekFrom::Start(0))?;
+        Ok(FrameReader {
             file,
-            offset: 0,
             buf: Vec::new(),
             start: 0,
             end: 0,
             is_at_end: false,
-        }
+        })
     }
 
     /// Moves the next whole frame into `frame`. False at the end of the file; an error
@@ -447,12 +446,9 @@ impl FrameReader {
             self.buf.resize(want, 0);
         }
         loop {
-            match self.file.read_at(&mut self.buf[self.end..], self.offset) {
+            match self.file.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.is_at_end = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.offset += n as u64;
-                }
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
