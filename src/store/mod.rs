@@ -73,7 +73,7 @@ pub enum Object {
     /// Stored as they are: a concrete file, so that copying it can use the kernel's
     /// zero-copy paths.
     Raw(File),
-    /// Stored as one zstd frame, decompressed as it is read.
+    /// Stored as zstd frames, decompressed as it is read.
     Compressed(Box<compression::Decoder>),
 }
 
