@@ -298,7 +298,7 @@ impl BlobReader {
                 if is_pipe(dest) {
                     grow_pipe(dest);
                 }
-                copy_in_large_blocks(&mut decoder, dest)
+                decoder.copy_to(dest)
             }
         }
     }

@@ -101,7 +101,7 @@ impl Remote {
         }
     }
 
-    /// PUTs a compressed local object as it is stored (one zstd frame), where the
+    /// PUTs a compressed local object as it is stored (zstd frames), where the
     /// backend takes zstd (`MEMO_REMOTE_COMPRESSION=zstd` on HTTP). `None`: not sent (a
     /// raw object, or a backend that takes raw bytes only); `object` is then at its start.
     fn put_compressed(
@@ -113,7 +113,7 @@ impl Remote {
         let Object::Compressed(decoder) = object else {
             return None;
         };
-        let mut frame = match decoder.get_ref().get_ref().try_clone() {
+        let mut frame = match decoder.file().try_clone() {
             Ok(file) => file,
             Err(e) => return Some(Err(TransportError::Local(e))),
         };

@@ -6,6 +6,7 @@
 //! business, what a key is `key`'s.
 
 pub mod compression;
+mod in_order;
 pub mod local;
 
 use std::fs::File;
@@ -72,7 +73,7 @@ pub enum Object {
     /// Stored as they are: a concrete file, so that copying it can use the kernel's
     /// zero-copy paths.
     Raw(File),
-    /// Stored as one zstd frame, decompressed as it is read.
+    /// Stored as zstd frames, decompressed as it is read.
     Compressed(Box<compression::Decoder>),
 }
 
@@ -95,7 +96,7 @@ impl std::io::Seek for Object {
                 "seek in a compressed object",
             )),
             Object::Compressed(decoder) => {
-                let file = decoder.get_ref().get_ref().try_clone()?;
+                let file = decoder.file().try_clone()?;
                 **decoder = compression::decoder(file)?;
                 Ok(0)
             }

@@ -1,5 +1,7 @@
 //! Compressed objects: which are compressed, that a hit replays them exactly, and that
 //! damage to one (a changed byte, a truncated frame) is a miss, never bytes replayed.
+//! An object is a zstd frame for each MiB of its raw bytes; one written as a single
+//! frame (by memo before frames) is still replayed.
 
 use std::fs;
 use std::process::Stdio;
@@ -196,6 +198,115 @@ fn gc_verify_keeps_good_compressed_objects_and_drops_damaged_ones() {
     assert_success(&out);
     assert!(env.objects().is_empty(), "{}", stdout(&out));
     assert!(env.listing().is_empty(), "{}", stdout(&out));
+}
+
+/// About 5 MB of a build log with varying numbers: five frames.
+const LOG: &str = "seq 1 180000 | sed 's/.*/& compiling src\\/module.rs: ok/'";
+
+fn log_bytes() -> Vec<u8> {
+    (1..=180000)
+        .flat_map(|i| format!("{i} compiling src/module.rs: ok\n").into_bytes())
+        .collect()
+}
+
+/// The raw sizes the frames of an object file declare, in order.
+fn frame_sizes(mut stored: &[u8]) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    while !stored.is_empty() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(stored).unwrap();
+        let size = zstd::zstd_safe::get_frame_content_size(stored).unwrap();
+        sizes.push(size.unwrap());
+        stored = &stored[len..];
+    }
+    sizes
+}
+
+#[test]
+fn a_large_output_is_stored_as_a_frame_per_mib_and_replayed_exactly_into_a_pipe() {
+    let env = TestEnv::new();
+    env.tool(LOG);
+    let expected = log_bytes();
+    assert!(env.ran_tool(&[]));
+    let stored = fs::read(only_object(&env)).unwrap();
+    let sizes = frame_sizes(&stored);
+    assert_eq!(sizes.len(), expected.len().div_ceil(1 << 20), "{sizes:?}");
+    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s == 1 << 20));
+    assert_eq!(sizes.iter().sum::<u64>(), expected.len() as u64);
+    // Into a pipe (the frames are decompressed on two threads and written in order).
+    let script = format!("{} run -- ./tool | cat > piped.out", crate::support::MEMO);
+    let out = env
+        .memo(["run", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(
+        env.read("piped.out") == expected,
+        "the pipe got other bytes"
+    );
+    let hit = env.run(run_tool(&[]));
+    assert!(hit.stdout == expected, "the replay differs");
+    assert_eq!(env.count(), 1);
+}
+
+#[test]
+fn a_changed_byte_in_the_last_frame_is_a_miss() {
+    let env = TestEnv::new();
+    env.tool(LOG);
+    let expected = log_bytes();
+    assert!(env.ran_tool(&[]));
+    let object = only_object(&env);
+    let mut stored = fs::read(&object).unwrap();
+    assert!(frame_sizes(&stored).len() > 1);
+    let last = stored.len() - 20;
+    stored[last] ^= 0x08;
+    fs::write(&object, &stored).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_success(&out);
+    assert!(out.stdout == expected, "damaged bytes reached stdout");
+    assert_eq!(env.count(), 2, "the command ran again");
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_object_in_one_frame_as_memo_wrote_before_frames_is_still_replayed() {
+    let env = TestEnv::new();
+    env.tool(LOG);
+    let expected = log_bytes();
+    assert!(env.ran_tool(&[]));
+    let object = only_object(&env);
+    let mut one_frame = Vec::new();
+    let mut encoder = zstd::stream::write::Encoder::new(&mut one_frame, 1).unwrap();
+    encoder.include_checksum(true).unwrap();
+    encoder.include_contentsize(true).unwrap();
+    encoder
+        .set_pledged_src_size(Some(expected.len() as u64))
+        .unwrap();
+    std::io::Write::write_all(&mut encoder, &expected).unwrap();
+    encoder.finish().unwrap();
+    assert_eq!(frame_sizes(&one_frame), [expected.len() as u64]);
+    fs::write(&object, &one_frame).unwrap();
+    for _ in 0..2 {
+        let hit = env.run(run_tool(&[]));
+        assert_success(&hit);
+        assert!(hit.stdout == expected, "the replay differs");
+        assert!(hit.stderr.is_empty(), "{}", stderr(&hit));
+    }
+    assert_eq!(env.count(), 1);
+    assert_eq!(fs::read(&object).unwrap(), one_frame, "kept as it is");
+}
+
+#[test]
+fn many_megabytes_of_one_line_are_stored_in_a_few_bytes_a_frame() {
+    let env = TestEnv::new();
+    env.tool("yes memo | head -c 50000000");
+    assert!(env.ran_tool(&[]));
+    let stored = fs::read(only_object(&env)).unwrap();
+    assert_eq!(frame_sizes(&stored).len(), 48);
+    assert!(stored.len() < 48 * 200, "{} bytes stored", stored.len());
+    let hit = env.run(run_tool(&[]));
+    assert_eq!(hit.stdout.len(), 50_000_000);
+    assert!(hit.stdout.chunks(5).all(|line| line == b"memo\n"));
+    assert_eq!(env.count(), 1);
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
