@@ -342,13 +342,16 @@ impl Store for Counting<'_> {
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
         self.inner.stage()
     }
-    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
-        let size = staged.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-        let new = self.inner.put_object(digest, staged)?;
-        if new {
-            self.added.set(self.added.get() + size);
+    fn put_object(
+        &self,
+        digest: &Digest,
+        staged: NamedTempFile,
+    ) -> Result<Option<u64>, StoreError> {
+        let stored = self.inner.put_object(digest, staged)?;
+        if let Some(bytes) = stored {
+            self.added.set(self.added.get() + bytes);
         }
-        Ok(new)
+        Ok(stored)
     }
     fn open_object(&self, digest: &Digest, size: u64) -> Result<Object, StoreError> {
         self.inner.open_object(digest, size)

@@ -295,8 +295,8 @@ impl Remote {
                 Err(step) => return step,
             }
             match store.put_object(&blob.digest, staged) {
-                Ok(true) => added += blob.size,
-                Ok(false) => {}
+                Ok(Some(bytes)) => added += bytes,
+                Ok(None) => {}
                 Err(e) => {
                     tally.warnings.push(super::cannot_keep(e));
                     return Step::Local;

@@ -214,7 +214,11 @@ impl Store for LocalStore {
         stage_in(&self.root)
     }
 
-    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError> {
+    fn put_object(
+        &self,
+        digest: &Digest,
+        staged: NamedTempFile,
+    ) -> Result<Option<u64>, StoreError> {
         let path = self.object_path(digest);
         // Content-addressed: an object already there holds these very bytes. If it
         // changed recently, gc's grace period protects it until the entry that refers
@@ -226,7 +230,7 @@ impl Store for LocalStore {
             .as_ref()
             .is_some_and(|m| m.is_file() && changed_within(m, REFRESH_AGE))
         {
-            return Ok(false);
+            return Ok(None);
         }
         let (staged, compressed) = self.compressed(staged);
         let file = self.persist(staged, &path)?;
@@ -236,7 +240,10 @@ impl Store for LocalStore {
             *digest
         };
         self.digests.record_written(&file, recorded);
-        Ok(!existing.is_some_and(|m| m.is_file()))
+        if existing.is_some_and(|m| m.is_file()) {
+            return Ok(None);
+        }
+        Ok(Some(file.metadata().map_or(0, |m| m.len())))
     }
 
     fn open_object(&self, digest: &Digest, size: u64) -> Result<Object, StoreError> {

@@ -58,9 +58,11 @@ pub trait Store {
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError>;
     /// A temporary file to write an object into before `put_object`.
     fn stage(&self) -> Result<NamedTempFile, StoreError>;
-    /// Adds a staged file whose contents hash to `digest`. Returns whether the object is
-    /// new to the store (false: the same bytes were there already).
-    fn put_object(&self, digest: &Digest, staged: NamedTempFile) -> Result<bool, StoreError>;
+    /// Adds a staged file whose contents hash to `digest`. Returns the bytes the object
+    /// takes in the store (compressed, if it was) when it is new there, `None` when the
+    /// same bytes were there already.
+    fn put_object(&self, digest: &Digest, staged: NamedTempFile)
+        -> Result<Option<u64>, StoreError>;
     /// Opens the object named `digest`, positioned at the start of its raw bytes, after
     /// checking that it holds `size` raw bytes and that they hash to `digest`. A corrupt
     /// object is removed and reported as such (one of an impossible size before a byte

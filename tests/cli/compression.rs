@@ -316,3 +316,23 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The cache's size in `memo stats` is what the objects take on disk: compressed, not
+/// the raw bytes they hold.
+#[test]
+fn stats_counts_a_compressed_object_at_its_stored_size() {
+    let env = TestEnv::new();
+    env.tool(TEXT);
+    assert_success(&env.run(run_tool(&[])));
+    let stored = fs::metadata(only_object(&env)).unwrap().len();
+    let bytes = env.stats()["bytes"].as_u64().unwrap();
+    let raw = text_bytes().len() as u64;
+    assert!(
+        bytes >= stored,
+        "{bytes} counted, the object alone takes {stored}"
+    );
+    assert!(
+        bytes < stored + 64 * 1024 && bytes * 10 < raw,
+        "{bytes} counted for an object of {stored} bytes holding {raw}"
+    );
+}
