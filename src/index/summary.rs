@@ -609,6 +609,46 @@ mod tests {
     }
 
     #[test]
+    fn a_large_summary_is_folded_less_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        // About 3 MB of records: folded each time the journal grows by a eighth of it.
+        fold(dir.path(), &log, true, |summary| {
+            for i in 0..40_000u32 {
+                let usage = Usage {
+                    command: format!("echo {i}"),
+                    command_id: Some(Digest::of_bytes(&i.to_le_bytes())),
+                    ..Usage::default()
+                };
+                summary
+                    .usage
+                    .insert(Digest::of_bytes(i.to_string().as_bytes()), usage);
+            }
+        })
+        .unwrap();
+        let size = std::fs::metadata(summary_path(dir.path())).unwrap().len();
+        assert!(size / FOLD_RATIO > FOLD_EVERY + 64 * 1024, "{size}");
+        let mut event = Event::new(Kind::Error);
+        event.message = Some("x".repeat(1000));
+        event.counts = Some(Counters {
+            errors: 1,
+            ..Counters::default()
+        });
+        let folded = || read_header(dir.path()).counters.errors;
+        while log.current_size() < FOLD_EVERY + 16 * 1024 {
+            append(dir.path(), &log, &event);
+        }
+        assert_eq!(folded(), 0, "not folded at FOLD_EVERY");
+        // Checked where the journal crosses a multiple of FOLD_EVERY: the next one.
+        assert!(size / FOLD_RATIO < 2 * FOLD_EVERY);
+        while log.current_size() < 2 * FOLD_EVERY + 16 * 1024 {
+            append(dir.path(), &log, &event);
+        }
+        assert!(folded() > 0, "folded past an eighth of the summary");
+        assert_eq!(read(dir.path()).usage.len(), 40_000);
+    }
+
+    #[test]
     fn a_damaged_summary_reads_as_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(summary_path(dir.path()), b"{\"version\": nonsense\n").unwrap();
