@@ -90,6 +90,8 @@ struct Scanned {
     /// The objects it refers to, each once (stdout and an output may be one object).
     objects: Vec<Digest>,
     usage: usage::Usage,
+    /// Whether the entry file was read; if not, its size and objects are the summary's.
+    read: bool,
 }
 
 /// When a file last changed: the later of its ctime (a rename counts) and its mtime.
@@ -123,31 +125,23 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut usages = crate::index::summary::current(root, &cache.log).usage;
     let entries_dir = root.join("entries");
     let keys = entry_keys(&entries_dir);
-    // An entry the summary knows, whose file still has the size it had when it was
-    // stored, is not read: its objects are in the summary. A dry run trusts the summary
-    // without looking at each file (a damaged entry is found by the next gc or hit);
-    // `--verify` reads all.
-    let sizes: Vec<Option<u64>> = if options.dry_run || options.verify {
-        vec![None; keys.len()]
-    } else {
-        sizes_of(&entries_dir, &keys)
-    };
+    // An entry the summary knows is not read: its size and objects are in the summary.
+    // (Those that are kept are looked at below; `--verify` reads all.)
     // The summary's records of entries that were not found: they leave it at the end.
     let mut gone: HashSet<Digest> = HashSet::new();
     let mut scanned = Vec::with_capacity(keys.len());
     // Each object's size, as its entries record it (for `--verify`).
     let mut recorded_size: HashMap<Digest, u64> = HashMap::new();
-    for (key, size) in keys.into_iter().zip(sizes) {
+    for key in keys {
         let known = match usages.remove(&key) {
             Some(mut usage) => match usage.stored.take() {
-                Some(stored)
-                    if !options.verify && (options.dry_run || size == Some(stored.bytes)) =>
-                {
+                Some(stored) if !options.verify => {
                     scanned.push(Scanned {
                         key,
                         entry_bytes: stored.bytes,
                         objects: stored.objects,
                         usage,
+                        read: false,
                     });
                     continue;
                 }
@@ -185,6 +179,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             entry_bytes: entry_bytes as u64,
             objects,
             usage,
+            read: true,
         });
     }
     gone.extend(usages.into_keys());
@@ -324,12 +319,47 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         }
     }
 
+    // An entry kept on the summary's word is looked at now (its size, on two threads;
+    // one that goes is removed whatever its state): one whose file no longer has the
+    // size it was stored with is read, and removed if it is damaged. A dry run trusts
+    // the summary (a damaged entry is found by the next gc, or by a hit).
+    let mut referenced: HashSet<Digest> = HashSet::new();
+    if !options.dry_run {
+        let unread: Vec<Digest> = kept.iter().filter(|s| !s.read).map(|s| s.key).collect();
+        let sizes = sizes_of(&entries_dir, &unread);
+        let mut damaged_kept: HashSet<Digest> = HashSet::new();
+        for (s, size) in kept.iter().filter(|s| !s.read).zip(sizes) {
+            if size == Some(s.entry_bytes) {
+                continue;
+            }
+            let path = crate::fsutil::sharded_path(&entries_dir, &s.key);
+            let entry =
+                crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
+                    .ok()
+                    .and_then(|b| Entry::decode(&b).ok());
+            match entry {
+                // Replaced since the summary was written (its objects are kept).
+                Some(entry) => referenced.extend(
+                    entry
+                        .blobs()
+                        .filter(|b| b.inline.is_none())
+                        .map(|b| b.digest),
+                ),
+                None => {
+                    damaged_kept.insert(s.key);
+                    gone.insert(s.key);
+                    report.corrupt.push(s.key);
+                    total = total.saturating_sub(s.entry_bytes);
+                    let _ = cache.remove_result(&s.key);
+                }
+            }
+        }
+        kept.retain(|s| !damaged_kept.contains(&s.key));
+    }
+
     // 4. Orphans: unreferenced objects, once past the grace period (or just freed above,
     // unless rewritten since this gc started).
-    let referenced: HashSet<Digest> = kept
-        .iter()
-        .flat_map(|s| s.objects.iter().copied())
-        .collect();
+    referenced.extend(kept.iter().flat_map(|s| s.objects.iter().copied()));
     let mut orphan_paths = Vec::new();
     for (digest, (size, age, path)) in &object_size {
         if referenced.contains(digest) {
