@@ -396,12 +396,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut bar = Progress::new(orphan_sizes.iter().sum(), "gc: evicting");
     // Logged all at once, a few lines to a write, and folded at the end.
     let mut evicted = Vec::with_capacity(report.removed.len());
-    let paths: Vec<PathBuf> = report
-        .removed
-        .iter()
-        .map(|removed| cache.store.entry_path(&removed.key))
-        .collect();
-    remove_files(&paths);
+    let keys: Vec<Digest> = report.removed.iter().map(|removed| removed.key).collect();
+    remove_entries(&entries_dir, &keys);
     for removed in &report.removed {
         let mut event = Event::new(Kind::Evict);
         event.key = Some(removed.key.to_hex());
@@ -499,65 +495,81 @@ fn entry_keys(dir: &Path) -> Vec<Digest> {
     keys
 }
 
-/// The size of the entry file of each of `keys` (`None`: not a regular file, or gone),
-/// looked at on `FILE_THREADS` threads.
+/// The size of the entry file of each of `keys` in `dir` (`None`: not a regular file,
+/// or gone).
 fn sizes_of(dir: &Path, keys: &[Digest]) -> Vec<Option<u64>> {
-    let chunk = keys.len().div_ceil(FILE_THREADS).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = keys
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|key| {
-                            fs::symlink_metadata(crate::fsutil::sharded_path(dir, key))
-                                .ok()
-                                .filter(|m| m.is_file())
-                                .map(|m| m.len())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().expect("looking at a file does not panic"))
-            .collect()
+    in_shards(dir, keys, |shard, name| {
+        // SAFETY: an open directory, a NUL-terminated name and a `stat` to fill, all
+        // alive for the call.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        let found = unsafe {
+            libc::fstatat(shard, name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) == 0
+        };
+        (found && stat.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(stat.st_size as u64)
     })
 }
 
-/// Removes `paths` (missing ones are fine) on `FILE_THREADS` threads, each working in
-/// shard directories of its own (a directory is changed by one thread at a time).
-fn remove_files(paths: &[PathBuf]) {
-    if paths.len() < 64 {
-        for path in paths {
-            let _ = fs::remove_file(path);
-        }
-        return;
-    }
-    let shard_of = |path: &PathBuf| {
-        let shard = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .unwrap_or_default();
-        shard
-            .as_encoded_bytes()
-            .iter()
-            .map(|&b| b as usize)
-            .sum::<usize>()
-    };
-    std::thread::scope(|scope| {
-        for thread in 0..FILE_THREADS {
-            scope.spawn(move || {
-                for path in paths
-                    .iter()
-                    .filter(|p| shard_of(p) % FILE_THREADS == thread)
-                {
-                    let _ = fs::remove_file(path);
-                }
-            });
-        }
+/// Removes the entry files of `keys` in `dir` (missing ones are fine).
+fn remove_entries(dir: &Path, keys: &[Digest]) {
+    in_shards(dir, keys, |shard, name| {
+        // SAFETY: an open directory and a NUL-terminated name, alive for the call.
+        unsafe { libc::unlinkat(shard, name.as_ptr(), 0) };
     });
+}
+
+/// `work` on the entry file of each of `keys` in `dir`, named relative to its open
+/// shard directory (no path is walked again for each file), on `FILE_THREADS` threads
+/// that each take shard directories of their own. The results are in the order of
+/// `keys`; an entry in a shard that cannot be opened gets the default.
+fn in_shards<T: Default + Clone + Send>(
+    dir: &Path,
+    keys: &[Digest],
+    work: impl Fn(libc::c_int, &std::ffi::CStr) -> T + Sync,
+) -> Vec<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new(); 256];
+    for (i, key) in keys.iter().enumerate() {
+        shards[key.0[0] as usize].push(i);
+    }
+    let threads = if keys.len() < 64 { 1 } else { FILE_THREADS };
+    let done: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (shards, work) = (&shards, &work);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for (shard, members) in shards.iter().enumerate() {
+                        if shard % threads != thread || members.is_empty() {
+                            continue;
+                        }
+                        let Ok(open) = fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                            .open(dir.join(format!("{shard:02x}")))
+                        else {
+                            continue;
+                        };
+                        for &i in members {
+                            let name = std::ffi::CString::new(keys[i].to_hex())
+                                .expect("hex digits hold no NUL");
+                            done.push((i, work(open.as_raw_fd(), &name)));
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("working on a file does not panic"))
+            .collect()
+    });
+    let mut results = vec![T::default(); keys.len()];
+    for (i, result) in done.into_iter().flatten() {
+        results[i] = result;
+    }
+    results
 }
 
 /// The list of objects that replaced entries left (see `note_replaced`).

@@ -53,6 +53,15 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
     move |e| Fatal::failure(format!("memo: {what}: {e}"))
 }
 
+/// `text` with its control characters escaped; printable ASCII as it is, without a copy.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(escape_control(text))
+    }
+}
+
 /// Lines of output written a block at a time (and the rest when dropped): for a long
 /// list, a `write` per line is most of its time.
 #[derive(Default)]
@@ -415,17 +424,27 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
         None => "?".to_string(),
     };
     let count = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
-    // Escaped once per directory: many entries share one.
-    let mut escaped: std::collections::HashMap<Option<Option<&[u8]>>, std::rc::Rc<str>> =
+    // Escaped once per directory: many entries share one, often in a row.
+    // None: unknown (the entry cannot be read); Some(None): any directory.
+    type Cwd<'a> = Option<Option<&'a [u8]>>;
+    let mut escaped: std::collections::HashMap<Cwd, std::rc::Rc<str>> =
         std::collections::HashMap::new();
+    let mut last: Option<(Cwd, std::rc::Rc<str>)> = None;
     let directories: Vec<std::rc::Rc<str>> = all
         .iter()
         .map(|(_, _, e)| {
             let cwd = e.as_ref().map(|f| f.cwd.as_ref().map(|c| c.as_bytes()));
-            escaped
+            if let Some((previous, shown)) = &last {
+                if *previous == cwd {
+                    return shown.clone();
+                }
+            }
+            let shown = escaped
                 .entry(cwd)
                 .or_insert_with(|| directory(e).into())
-                .clone()
+                .clone();
+            last = Some((cwd, shown.clone()));
+            shown
         })
         .collect();
     let width = directories
@@ -458,7 +477,7 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
             count(entry.as_ref().map(|e| e.inputs)),
             count(entry.as_ref().map(|e| e.outputs)),
             directory,
-            escape_control(&u.command)
+            shown(&u.command)
         );
     }
     Ok(0)

@@ -95,7 +95,7 @@ pub struct Top {
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub header: Header,
-    pub usage: HashMap<Digest, Usage>,
+    pub usage: super::records::ByKey<Usage>,
 }
 
 pub fn summary_path(cache_root: &Path) -> PathBuf {
