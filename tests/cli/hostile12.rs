@@ -1,0 +1,139 @@
+//! Hostile pass on issue 12's changes (static link, run fast paths, in-memory capture and
+//! byte-range key locks, zstd frames, digest shards). Each test names the defect it
+//! shows and how a user hits it; the ones that fail on main are marked `#[ignore]` until
+//! the defect is fixed.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use crate::support::*;
+
+/// A private copy of the memo binary in the test's temp dir, which a test may replace as
+/// an upgrade would (the running memo's /proc/self/exe then names a deleted file).
+fn memo_copy(env: &TestEnv) -> std::path::PathBuf {
+    let copy = env.root.path().join("bin").join("memo");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    fs::copy(MEMO, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// A user hits it by upgrading memo (a package manager or `cargo install --force`
+/// renames a new binary over the old one) while a `memo run` of a command that leaves a
+/// background process writing to its stdout (`make` starting a server, `cmd &`) is
+/// running. memo's promise (docs/reliability.md): the pipe goes to a forwarder, "the
+/// process neither dies of SIGPIPE nor loses output". The forwarder is started from
+/// `std::env::current_exe()`, which then reads "…/memo (deleted)", a path that does not
+/// exist: the spawn fails silently, the pipe is dropped, and everything the background
+/// process writes afterwards is lost (it dies of SIGPIPE). Executing /proc/self/exe
+/// itself would still work.
+#[test]
+#[ignore = "hostile12: the forwarder is spawned from current_exe(), which names a deleted file after an upgrade: a background process's later output is lost"]
+fn a_background_process_keeps_its_output_when_memo_is_upgraded_while_it_runs() {
+    let env = TestEnv::new();
+    let copy = memo_copy(&env);
+    let upgraded = env.root.path().join("bin").join("memo.new");
+    let script = format!(
+        "cp '{copy}' '{new}' && mv '{new}' '{copy}'\n\
+         echo first\n\
+         (sleep 1; echo late; echo done > '{marker}') &\n",
+        copy = copy.display(),
+        new = upgraded.display(),
+        marker = env.path("late-written").display(),
+    );
+    env.script("job", &script);
+    let out_path = env.path("out.txt");
+    let status = std::process::Command::new(&copy)
+        .args(["run", "--", "./job"])
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache())
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The background process either writes its line and then its marker, or dies of
+    // SIGPIPE at its echo (then the marker never appears: 10 s are ample for a 1 s sleep).
+    for _ in 0..200 {
+        if env.path("late-written").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = fs::read_to_string(&out_path).unwrap();
+    assert!(
+        env.path("late-written").exists(),
+        "the background process died before its last write (SIGPIPE); it wrote {out:?}"
+    );
+    env.eventually("the forwarder copies the late line", || {
+        fs::read_to_string(&out_path).unwrap().contains("late")
+    });
+    let out = fs::read_to_string(&out_path).unwrap();
+    assert_eq!(out, "first\nlate\n", "its output was lost");
+}
+
+/// The key of the only entry in the cache (its file name).
+fn only_key(env: &TestEnv) -> String {
+    let entries = env.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A user hits it in the window of an upgrade, or in a team cache (MEMO_UMASK) shared by
+/// machines with different memo versions: an older memo is running `make` for a key
+/// (it holds `locks/key-HEX` with flock, as every memo before the byte-range locks did)
+/// when a new memo is asked for the same command. Single flight says the new one waits
+/// and replays; instead it takes its byte of `locks/keys`, which the older memo never
+/// looks at, and runs the command beside it: two copies write the same outputs at once.
+/// (tests/cli/populate.rs `an_older_memo_holding_its_per_key_lock_files_is_left_alone`
+/// pins the opposite and needs changing with the fix: not killing an older memo is
+/// right, running beside it is not.)
+#[test]
+#[ignore = "hostile12: single flight is lost against an older memo running the same key (it locks locks/key-HEX, the new one only locks/keys)"]
+fn a_new_memo_waits_for_an_older_memo_running_the_same_key() {
+    let env = TestEnv::new();
+    let order = env.path("order");
+    env.tool(&format!("echo new >> '{}'\necho done", order.display()));
+    assert_success(&env.run(["run", "--", "./tool"]));
+    let key = only_key(&env);
+    fs::remove_file(env.path("order")).unwrap();
+    assert_success(&env.run(["rm", &key[..12]]));
+    // What an older memo does while it runs this key: `locks/key-HEX` flocked for as long
+    // as the command runs (here 3 s).
+    let locks = env.cache().join("locks");
+    let older = std::process::Command::new("flock")
+        .arg(locks.join(format!("key-{key}")))
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "echo older-start >> '{o}'; sleep 3; echo older-end >> '{o}'",
+                o = order.display()
+            ),
+        ])
+        .spawn();
+    let Ok(mut older) = older else {
+        eprintln!("skipped: no flock(1) here");
+        return;
+    };
+    env.eventually("the older memo holds its lock", || {
+        fs::read_to_string(&order).is_ok_and(|s| s.contains("older-start"))
+    });
+    let out = env.run(["run", "--", "./tool"]);
+    assert_success(&out);
+    older.wait().unwrap();
+    assert_eq!(
+        fs::read_to_string(&order).unwrap(),
+        "older-start\nolder-end\nnew\n",
+        "the new memo ran the command while the older one was running it"
+    );
+}
