@@ -78,19 +78,10 @@ impl Cache {
     /// summary does not know (fetched from the shared cache, or stored while the
     /// summary was damaged) get a record made from the entry.
     pub fn usages(&self) -> Vec<(Digest, crate::index::usage::Usage)> {
-        let mut known = crate::index::summary::current(self.root(), &self.log).usage;
-        crate::fsutil::files_in_shards(&self.root().join("entries"))
-            .into_iter()
-            .filter_map(|(name, _)| name.parse::<Digest>().ok())
-            .filter_map(|key| match known.remove(&key) {
-                Some(usage) => Some((key, usage)),
-                None => {
-                    let bytes = self.store.get_entry(&key).ok()??;
-                    let entry = crate::index::Entry::decode(&bytes).ok()?;
-                    Some((key, crate::index::usage::Usage::of_entry(&entry, 0)))
-                }
-            })
-            .collect()
+        crate::index::summary::listing(self.root(), &self.log, |key| {
+            let bytes = self.store.get_entry(key).ok()??;
+            crate::index::Entry::decode(&bytes).ok()
+        })
     }
 
     /// `memo stats --zero`: resets the counters of past activity, keeps what describes

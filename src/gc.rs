@@ -90,6 +90,8 @@ struct Scanned {
     /// The objects it refers to, each once (stdout and an output may be one object).
     objects: Vec<Digest>,
     usage: usage::Usage,
+    /// Whether the entry file was read; if not, its size and objects are the summary's.
+    read: bool,
 }
 
 /// When a file last changed: the later of its ctime (a rename counts) and its mtime.
@@ -118,42 +120,43 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut report = Report::default();
 
     // 1. Read every entry; what cannot be decoded is removed as corrupt. Usage comes
-    // from the summary, folded first (a hit since the fold counts from its clock).
-    let mut usages = crate::index::summary::fold_and_read(root, &cache.log)
-        .unwrap_or_else(|_| crate::index::summary::current(root, &cache.log))
-        .usage;
-    let entry_files = files_in_shards(&root.join("entries"));
-    let mut scanned = Vec::new();
+    // from the summary and the journal since (a hit since the fold counts from its
+    // clock); the summary is written once, at the end.
+    let mut usages = crate::index::summary::current(root, &cache.log).usage;
+    let entries_dir = root.join("entries");
+    let keys = entry_keys(&entries_dir);
+    // An entry the summary knows is not read: its size and objects are in the summary.
+    // (Those that are kept are looked at below; `--verify` reads all.)
+    // The summary's records of entries that were not found: they leave it at the end.
+    let mut gone: HashSet<Digest> = HashSet::new();
+    let mut scanned = Vec::with_capacity(keys.len());
     // Each object's size, as its entries record it (for `--verify`).
     let mut recorded_size: HashMap<Digest, u64> = HashMap::new();
-    for (name, path) in entry_files {
-        let Ok(key) = name.parse::<Digest>() else {
-            continue; // a staging leftover or a stranger's file: not ours to judge
+    for key in keys {
+        let known = match usages.remove(&key) {
+            Some(mut usage) => match usage.stored.take() {
+                Some(stored) if !options.verify => {
+                    scanned.push(Scanned {
+                        key,
+                        entry_bytes: stored.bytes,
+                        objects: stored.objects,
+                        usage,
+                        read: false,
+                    });
+                    continue;
+                }
+                _ => Some(usage),
+            },
+            None => None,
         };
-        // An entry the summary knows, whose file still has the size it had when it was
-        // stored, is not read: its objects are in the summary. (`--verify` reads all.)
-        let known = usages.remove(&key);
-        if let Some(stored) = known.as_ref().and_then(|u| u.stored.as_ref()) {
-            let unchanged = !options.verify
-                && fs::symlink_metadata(&path)
-                    .is_ok_and(|m| m.is_file() && m.len() == stored.bytes);
-            if unchanged {
-                let usage = known.clone().expect("known");
-                scanned.push(Scanned {
-                    key,
-                    entry_bytes: stored.bytes,
-                    objects: stored.objects.clone(),
-                    usage,
-                });
-                continue;
-            }
-        }
+        let path = crate::fsutil::sharded_path(&entries_dir, &key);
         // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
         let decoded =
             crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
                 .ok()
                 .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
         let Some((entry, entry_bytes)) = decoded else {
+            gone.insert(key);
             report.corrupt.push(key);
             if !options.dry_run {
                 let _ = cache.remove_result(&key);
@@ -176,8 +179,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             entry_bytes: entry_bytes as u64,
             objects,
             usage,
+            read: true,
         });
     }
+    gone.extend(usages.into_keys());
 
     // 2. Objects, their sizes and how many entries use each.
     let mut object_size: HashMap<Digest, (u64, Duration, PathBuf)> = HashMap::new();
@@ -261,7 +266,13 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             .sum();
         s.usage.size = s.entry_bytes + shared as u64;
     }
-    scanned.sort_by(|a, b| a.usage.priority().total_cmp(&b.usage.priority()));
+    // Sorted by reference: a record is large to move.
+    let mut order: Vec<(f64, usize)> = scanned
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.usage.priority(), i))
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
     let now = now_ms();
     let mut clock = cache::read_clock(root);
     let mut keep = Vec::new();
@@ -289,11 +300,11 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
                 > age.as_millis() as u64
         })
     };
-    for s in scanned {
+    for s in order.iter().map(|&(_, i)| &scanned[i]) {
         if s.objects.iter().any(|d| damaged.contains(d)) {
-            evict(&s, "refers to a damaged object", &mut total, &mut report);
-        } else if too_old(&s) {
-            evict(&s, "older than --max-age", &mut total, &mut report);
+            evict(s, "refers to a damaged object", &mut total, &mut report);
+        } else if too_old(s) {
+            evict(s, "older than --max-age", &mut total, &mut report);
         } else {
             keep.push(s);
         }
@@ -302,18 +313,53 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     for s in keep {
         if options.max_size.is_some_and(|max| total > max) {
             clock = clock.max(s.usage.priority());
-            evict(&s, "over the size limit", &mut total, &mut report);
+            evict(s, "over the size limit", &mut total, &mut report);
         } else {
             kept.push(s);
         }
     }
 
+    // An entry kept on the summary's word is looked at now (its size, on two threads;
+    // one that goes is removed whatever its state): one whose file no longer has the
+    // size it was stored with is read, and removed if it is damaged. A dry run trusts
+    // the summary (a damaged entry is found by the next gc, or by a hit).
+    let mut referenced: HashSet<Digest> = HashSet::new();
+    if !options.dry_run {
+        let unread: Vec<Digest> = kept.iter().filter(|s| !s.read).map(|s| s.key).collect();
+        let sizes = sizes_of(&entries_dir, &unread);
+        let mut damaged_kept: HashSet<Digest> = HashSet::new();
+        for (s, size) in kept.iter().filter(|s| !s.read).zip(sizes) {
+            if size == Some(s.entry_bytes) {
+                continue;
+            }
+            let path = crate::fsutil::sharded_path(&entries_dir, &s.key);
+            let entry =
+                crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
+                    .ok()
+                    .and_then(|b| Entry::decode(&b).ok());
+            match entry {
+                // Replaced since the summary was written (its objects are kept).
+                Some(entry) => referenced.extend(
+                    entry
+                        .blobs()
+                        .filter(|b| b.inline.is_none())
+                        .map(|b| b.digest),
+                ),
+                None => {
+                    damaged_kept.insert(s.key);
+                    gone.insert(s.key);
+                    report.corrupt.push(s.key);
+                    total = total.saturating_sub(s.entry_bytes);
+                    let _ = cache.remove_result(&s.key);
+                }
+            }
+        }
+        kept.retain(|s| !damaged_kept.contains(&s.key));
+    }
+
     // 4. Orphans: unreferenced objects, once past the grace period (or just freed above,
     // unless rewritten since this gc started).
-    let referenced: HashSet<Digest> = kept
-        .iter()
-        .flat_map(|s| s.objects.iter().copied())
-        .collect();
+    referenced.extend(kept.iter().flat_map(|s| s.objects.iter().copied()));
     let mut orphan_paths = Vec::new();
     for (digest, (size, age, path)) in &object_size {
         if referenced.contains(digest) {
@@ -350,8 +396,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut bar = Progress::new(orphan_sizes.iter().sum(), "gc: evicting");
     // Logged all at once, a few lines to a write, and folded at the end.
     let mut evicted = Vec::with_capacity(report.removed.len());
+    let keys: Vec<Digest> = report.removed.iter().map(|removed| removed.key).collect();
+    remove_entries(&entries_dir, &keys);
     for removed in &report.removed {
-        let _ = cache.remove_result(&removed.key);
         let mut event = Event::new(Kind::Evict);
         event.key = Some(removed.key.to_hex());
         event.command = Some(removed.command.clone());
@@ -368,14 +415,15 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         bar.advance(size);
     }
     drop(bar);
-    // The records of entries that are gone (evicted above, or removed without a
-    // record in the journal) leave the summary; one stored since gc listed the entries
-    // stays.
-    let kept_keys: HashSet<Digest> = kept.iter().map(|s| s.key).collect();
+    // The records of entries that are gone (evicted above, which the journal says, or
+    // removed without a record in it, or corrupt) leave the summary; one stored since
+    // gc listed the entries stays.
     let _ = crate::index::summary::fold_and_bound(root, &cache.log, |summary| {
-        summary
-            .usage
-            .retain(|key, _| kept_keys.contains(key) || cache.store.entry_path(key).exists());
+        for key in &gone {
+            if !cache.store.entry_path(key).exists() {
+                summary.usage.remove(key);
+            }
+        }
     });
     report.temp_files = sweep_staging(&root.join("tmp"), grace, started);
     for entry in fs::read_dir(root).into_iter().flatten().flatten() {
@@ -413,6 +461,115 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         sweep_manifests(root);
     }
     Ok(Some(report))
+}
+
+/// How many threads look at and remove entry files: the file system works on two
+/// directories at once on two cores, where `rm -rf` uses one.
+const FILE_THREADS: usize = 2;
+
+/// The keys of the entries in `dir`: the files named as the store names them (a staging
+/// leftover or a stranger's file is not ours to judge).
+fn entry_keys(dir: &Path) -> Vec<Digest> {
+    let mut keys = Vec::new();
+    if !crate::fsutil::is_real_dir(dir) {
+        return keys;
+    }
+    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let shard_name = shard.file_name();
+        for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = file.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.parse::<Digest>().ok()) else {
+                continue;
+            };
+            let hex = key.to_hex();
+            if name.as_encoded_bytes() == hex.as_bytes()
+                && shard_name.as_encoded_bytes() == &hex.as_bytes()[..2]
+            {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}
+
+/// The size of the entry file of each of `keys` in `dir` (`None`: not a regular file,
+/// or gone).
+fn sizes_of(dir: &Path, keys: &[Digest]) -> Vec<Option<u64>> {
+    in_shards(dir, keys, |shard, name| {
+        // SAFETY: an open directory, a NUL-terminated name and a `stat` to fill, all
+        // alive for the call.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        let found = unsafe {
+            libc::fstatat(shard, name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) == 0
+        };
+        (found && stat.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(stat.st_size as u64)
+    })
+}
+
+/// Removes the entry files of `keys` in `dir` (missing ones are fine).
+fn remove_entries(dir: &Path, keys: &[Digest]) {
+    in_shards(dir, keys, |shard, name| {
+        // SAFETY: an open directory and a NUL-terminated name, alive for the call.
+        unsafe { libc::unlinkat(shard, name.as_ptr(), 0) };
+    });
+}
+
+/// `work` on the entry file of each of `keys` in `dir`, named relative to its open
+/// shard directory (no path is walked again for each file), on `FILE_THREADS` threads
+/// that each take shard directories of their own. The results are in the order of
+/// `keys`; an entry in a shard that cannot be opened gets the default.
+fn in_shards<T: Default + Clone + Send>(
+    dir: &Path,
+    keys: &[Digest],
+    work: impl Fn(libc::c_int, &std::ffi::CStr) -> T + Sync,
+) -> Vec<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new(); 256];
+    for (i, key) in keys.iter().enumerate() {
+        shards[key.0[0] as usize].push(i);
+    }
+    let threads = if keys.len() < 64 { 1 } else { FILE_THREADS };
+    let done: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (shards, work) = (&shards, &work);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for (shard, members) in shards.iter().enumerate() {
+                        if shard % threads != thread || members.is_empty() {
+                            continue;
+                        }
+                        let Ok(open) = fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                            .open(dir.join(format!("{shard:02x}")))
+                        else {
+                            continue;
+                        };
+                        for &i in members {
+                            let name = std::ffi::CString::new(keys[i].to_hex())
+                                .expect("hex digits hold no NUL");
+                            done.push((i, work(open.as_raw_fd(), &name)));
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("working on a file does not panic"))
+            .collect()
+    });
+    let mut results = vec![T::default(); keys.len()];
+    for (i, result) in done.into_iter().flatten() {
+        results[i] = result;
+    }
+    results
 }
 
 /// The list of objects that replaced entries left (see `note_replaced`).

@@ -53,6 +53,53 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Fatal + '_ {
     move |e| Fatal::failure(format!("memo: {what}: {e}"))
 }
 
+/// `text` with its control characters escaped; printable ASCII as it is, without a copy.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(escape_control(text))
+    }
+}
+
+/// Lines of output written a block at a time (and the rest when dropped): for a long
+/// list, a `write` per line is most of its time.
+#[derive(Default)]
+struct Lines(String);
+
+impl Lines {
+    const BLOCK: usize = 64 * 1024;
+
+    fn push(&mut self, args: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        let _ = self.0.write_fmt(args);
+        self.0.push('\n');
+        if self.0.len() >= Self::BLOCK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.0.is_empty() {
+            crate::console::print(format_args!("{}", self.0));
+            self.0.clear();
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// `outln!` into `Lines`.
+macro_rules! outln_to {
+    ($lines:expr, $($arg:tt)*) => {
+        $lines.push(format_args!($($arg)*))
+    };
+}
+
 /// Every usage record, with the key it belongs to, for entries that exist.
 fn usages(cache: &Cache) -> Vec<(Digest, Usage)> {
     cache.usages()
@@ -249,8 +296,10 @@ pub fn gc(
         return Ok(0);
     }
     let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = Lines::default();
     for removed in &report.removed {
-        crate::outln!(
+        outln_to!(
+            out,
             "{verb} {} {:>10}  {} ({})",
             removed.key.short(),
             format_size(removed.size),
@@ -259,15 +308,17 @@ pub fn gc(
         );
     }
     for key in &report.corrupt {
-        crate::outln!("{verb} {} (corrupt entry)", key.short());
+        outln_to!(out, "{verb} {} (corrupt entry)", key.short());
     }
     for digest in &report.damaged_objects {
-        crate::outln!(
+        outln_to!(
+            out,
             "{verb} object {} (its contents do not match its digest)",
             digest.short()
         );
     }
-    crate::outln!(
+    outln_to!(
+        out,
         "{verb} {} entries, {} unreferenced objects ({}); freed {}; cache {} in {} entries",
         report.removed.len() + report.corrupt.len(),
         report.orphans,
@@ -321,20 +372,23 @@ fn read_entry(cache: &Cache, key: &Digest) -> Option<Entry> {
 pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
     let cache = open(settings)?;
     // What the summary keeps of each entry; only an entry it does not know is read.
-    let mut all: Vec<(Digest, Usage, Option<Facts>)> = match &cache {
-        Some(cache) => usages(cache)
-            .into_iter()
-            .map(|(key, mut u)| {
-                let facts = u
-                    .facts
-                    .take()
-                    .or_else(|| read_entry(cache, &key).map(|e| Facts::of_entry(&e)));
-                (key, u, facts)
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    all.sort_by_key(|(_, u, _)| std::cmp::Reverse(u.last_access_ms));
+    let mut records: Vec<(Digest, Usage)> = cache.as_ref().map(usages).unwrap_or_default();
+    if let Some(cache) = &cache {
+        for (key, u) in records.iter_mut().filter(|(_, u)| u.facts.is_none()) {
+            u.facts = read_entry(cache, key).map(|e| Facts::of_entry(&e));
+        }
+    }
+    // Sorted by reference: a record is large to move.
+    let mut order: Vec<(std::cmp::Reverse<u64>, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (_, u))| (std::cmp::Reverse(u.last_access_ms), i))
+        .collect();
+    order.sort_unstable();
+    let all: Vec<(&Digest, &Usage, &Option<Facts>)> = order
+        .iter()
+        .map(|&(_, i)| (&records[i].0, &records[i].1, &records[i].1.facts))
+        .collect();
     let now = now_ms();
     if json {
         let listed: Vec<Listed> = all
@@ -370,9 +424,32 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
         None => "?".to_string(),
     };
     let count = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
-    let width = all
+    // Escaped once per directory: many entries share one, often in a row.
+    // None: unknown (the entry cannot be read); Some(None): any directory.
+    type Cwd<'a> = Option<Option<&'a [u8]>>;
+    let mut escaped: std::collections::HashMap<Cwd, std::rc::Rc<str>> =
+        std::collections::HashMap::new();
+    let mut last: Option<(Cwd, std::rc::Rc<str>)> = None;
+    let directories: Vec<std::rc::Rc<str>> = all
         .iter()
-        .map(|(_, _, e)| directory(e).chars().count())
+        .map(|(_, _, e)| {
+            let cwd = e.as_ref().map(|f| f.cwd.as_ref().map(|c| c.as_bytes()));
+            if let Some((previous, shown)) = &last {
+                if *previous == cwd {
+                    return shown.clone();
+                }
+            }
+            let shown = escaped
+                .entry(cwd)
+                .or_insert_with(|| directory(e).into())
+                .clone();
+            last = Some((cwd, shown.clone()));
+            shown
+        })
+        .collect();
+    let width = directories
+        .iter()
+        .map(|d| d.chars().count())
         .max()
         .unwrap_or(0)
         .max("DIRECTORY".len());
@@ -387,8 +464,10 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
         "OUT",
         "DIRECTORY",
     );
-    for (key, u, entry) in &all {
-        crate::outln!(
+    let mut out = Lines::default();
+    for ((key, u, entry), directory) in all.iter().zip(&directories) {
+        outln_to!(
+            out,
             "{:<12}  {:>7}  {:>10}  {:>5}  {:>8}  {:>4}  {:>4}  {:<width$}  {}",
             key.short(),
             format_duration(Duration::from_millis(now.saturating_sub(u.created_ms))),
@@ -397,8 +476,8 @@ pub fn ls(settings: &Settings, json: bool) -> anyhow::Result<i32> {
             format_duration(Duration::from_millis(u.saved_ms)),
             count(entry.as_ref().map(|e| e.inputs)),
             count(entry.as_ref().map(|e| e.outputs)),
-            directory(entry),
-            escape_control(&u.command)
+            directory,
+            shown(&u.command)
         );
     }
     Ok(0)

@@ -6,6 +6,7 @@
 //! (absolute or `..` paths, inline bytes that disagree with their size), since a shared
 //! cache directory may have been written by someone else.
 
+pub mod records;
 pub mod summary;
 pub mod usage;
 

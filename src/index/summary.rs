@@ -4,14 +4,19 @@
 //! Owns `summary` in the cache directory and the fold. A hit, a miss or a store appends
 //! one record to the journal (`events`) and rewrites nothing; the fold adds the records
 //! after its last position to the summary and writes it whole, through a temp file and
-//! a rename, under the `summary` lock. It runs each time the journal grows past a
-//! multiple of `FOLD_EVERY`, before the journal is rotated, and at the start of gc.
-//! Readers add the records the fold has not reached yet (a bounded tail) in memory.
+//! a rename, under the `summary` lock. It runs when the journal has grown by
+//! `FOLD_EVERY`, or by an eighth of the summary's size if that is more (so that its cost
+//! per record of the journal does not grow with the cache), before the journal is
+//! rotated, and at the end of gc. Readers add the records the fold has not reached yet
+//! (a bounded tail) in memory.
 //!
-//! The file is JSON lines: a header (format version, journal position, counters, and
-//! the entries that saved the most time, for `memo stats` to read alone), then one
-//! `[key, usage]` line per entry. It is a cache of facts whose truth is elsewhere: a
-//! damaged summary reads as empty, and listing falls back to the entries themselves.
+//! The file is a JSON header line (format version, journal position, counters, the
+//! entries that saved the most time, for `memo stats` to read alone, and the length and
+//! SHA-256 of what follows), then the table of usage records in binary
+//! (`index::records`). Format 1 (JSON lines, one `[key, usage]` line per entry) is read
+//! and rewritten as format 2 by the next fold. It is a cache of facts whose truth is
+//! elsewhere: a damaged summary reads as empty, and listing falls back to the entries
+//! themselves.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
@@ -25,12 +30,19 @@ use crate::index::usage::{self, Usage};
 use crate::lock::Lock;
 use crate::stats::Counters;
 
-pub const SUMMARY_VERSION: u32 = 1;
+/// 2: the records in binary after the header line (1: a JSON line each).
+pub const SUMMARY_VERSION: u32 = 2;
+/// The format before: read, and rewritten as `SUMMARY_VERSION` by the next fold.
+const JSON_LINES_VERSION: u32 = 1;
 /// How many of the entries that saved the most time the header names.
 const TOP: usize = 32;
 /// The journal is folded each time it grows past a multiple of this many bytes: a
 /// reader's unfolded tail stays about this small.
 pub const FOLD_EVERY: u64 = 256 * 1024;
+/// A fold rewrites the whole summary: it waits until the journal has grown by at least
+/// this fraction of the summary's size, so that a fold costs at most this many bytes
+/// written per byte of journal, however large the cache.
+const FOLD_RATIO: u64 = 8;
 /// A summary larger than this is damage (a million entries take about 300 MB).
 const MAX_SUMMARY_BYTES: u64 = 4 << 30;
 
@@ -47,6 +59,29 @@ pub struct Header {
     pub top: Vec<Top>,
     /// Whether `top` names every entry that saved any time.
     pub top_complete: bool,
+    /// The table of records after the header line (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<Table>,
+}
+
+/// The length and checksum of the records' table, checked before it is decoded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub bytes: u64,
+    pub sha256: Digest,
+}
+
+/// How the summary on disk was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Written by this format, and whole.
+    Current,
+    /// Written by an older memo (format 1): read, and rewritten by the next fold.
+    Older,
+    /// No summary yet (a cache too young to have folded, or an older memo's).
+    Missing,
+    /// Damaged or of an unknown format: read as empty.
+    Damaged,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +95,7 @@ pub struct Top {
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub header: Header,
-    pub usage: HashMap<Digest, Usage>,
+    pub usage: super::records::ByKey<Usage>,
 }
 
 pub fn summary_path(cache_root: &Path) -> PathBuf {
@@ -79,42 +114,73 @@ pub fn read_header(cache_root: &Path) -> Header {
     decode_header(&line).unwrap_or_default()
 }
 
+/// The header of either format (their headers hold the same counters).
 fn decode_header(line: &[u8]) -> Option<Header> {
     serde_json::from_slice::<Header>(line)
         .ok()
-        .filter(|h| h.version == SUMMARY_VERSION)
+        .filter(|h| h.version == SUMMARY_VERSION || h.version == JSON_LINES_VERSION)
 }
 
 /// The summary as last written (with the records of an older memo's `usage/` files
 /// when there is none yet); an unreadable one reads as empty.
 pub fn read(cache_root: &Path) -> Summary {
+    read_found(cache_root).0
+}
+
+/// `read`, and how the summary was found.
+pub fn read_found(cache_root: &Path) -> (Summary, Found) {
     let path = summary_path(cache_root);
     let bytes = match crate::fsutil::read_regular_whole(&path, MAX_SUMMARY_BYTES) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Summary {
+            let summary = Summary {
                 header: Header {
                     version: SUMMARY_VERSION,
                     ..Header::default()
                 },
                 usage: usage::read_legacy(cache_root).into_iter().collect(),
-            }
+            };
+            return (summary, Found::Missing);
         }
-        Err(_) => return Summary::default(),
+        Err(_) => return (Summary::default(), Found::Damaged),
     };
-    let mut lines = bytes.split(|&b| b == b'\n');
-    let Some(header) = lines.next().and_then(decode_header) else {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let (line, rest) = (
+        &bytes[..newline],
+        bytes.get(newline + 1..).unwrap_or_default(),
+    );
+    let decoded = decode_header(line).and_then(|mut header| {
+        let found = if header.version == SUMMARY_VERSION {
+            Found::Current
+        } else {
+            Found::Older
+        };
+        let usage = match header.table.take() {
+            Some(table) if found == Found::Current => {
+                let whole =
+                    rest.len() as u64 == table.bytes && Digest::of_bytes(rest) == table.sha256;
+                super::records::decode(rest).filter(|_| whole)?
+            }
+            None if found == Found::Older => rest
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice::<(Digest, Usage)>(l).ok())
+                .collect(),
+            _ => return None,
+        };
+        header.version = SUMMARY_VERSION;
+        Some((Summary { header, usage }, found))
+    });
+    decoded.unwrap_or_else(|| {
         crate::console::warn_once(format!(
             "summary {} was damaged; its counts restart from zero",
             path.display()
         ));
-        return Summary::default();
-    };
-    let usage = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice::<(Digest, Usage)>(l).ok())
-        .collect();
-    Summary { header, usage }
+        (Summary::default(), Found::Damaged)
+    })
 }
 
 impl Summary {
@@ -122,11 +188,21 @@ impl Summary {
     /// aging term of every entry used since the last fold.
     pub fn apply(&mut self, events: &[Event], clock: f64) {
         for event in events {
+            let key = event.key.as_deref().and_then(|k| k.parse::<Digest>().ok());
+            if let (Kind::RemoteHit, Some(key)) = (event.event, key) {
+                // An entry fetched from the shared cache is kept without a store record:
+                // a record without facts says it may be there (`listing` reads it).
+                self.usage.entry(key).or_insert_with(|| Usage {
+                    created_ms: event.time_ms,
+                    last_access_ms: event.time_ms,
+                    clock,
+                    ..Usage::default()
+                });
+            }
             let Some(counts) = &event.counts else {
                 continue;
             };
             self.header.counters.add(&counts.split_content().1);
-            let key = event.key.as_deref().and_then(|k| k.parse::<Digest>().ok());
             match (event.event, key) {
                 (Kind::Hit, Some(key)) => {
                     let usage = self.usage.entry(key).or_insert_with(|| Usage {
@@ -181,12 +257,15 @@ impl Summary {
     fn encode(&mut self) -> Vec<u8> {
         self.header.version = SUMMARY_VERSION;
         self.update_top();
+        let table = super::records::encode(self.usage.iter());
+        self.header.table = Some(Table {
+            bytes: table.len() as u64,
+            sha256: Digest::of_bytes(&table),
+        });
         let mut out = serde_json::to_vec(&self.header).expect("the header serializes");
+        self.header.table = None;
         out.push(b'\n');
-        for record in &self.usage {
-            serde_json::to_writer(&mut out, &record).expect("usage serializes");
-            out.push(b'\n');
-        }
+        out.extend_from_slice(&table);
         out
     }
 }
@@ -197,6 +276,60 @@ pub fn current(cache_root: &Path, log: &EventLog) -> Summary {
     let (events, _) = log.read_since(summary.header.position);
     summary.apply(&events, super::usage::read_clock(cache_root));
     summary
+}
+
+/// Every entry's usage record, with its key, as of now. From a summary in the current
+/// format and the journal since its position alone, without listing `entries/`: every
+/// store, eviction, removal and fetch since is in the journal. A record that does not
+/// say what `memo ls` shows (an entry fetched from the shared cache) is completed from
+/// its entry, read with `read_entry`, and left out if there is none. Without such a
+/// summary (a young cache, an older memo's, a damaged one), the entries are listed and
+/// those the summary does not know are read; an older summary is rewritten once.
+pub fn listing(
+    cache_root: &Path,
+    log: &EventLog,
+    read_entry: impl Fn(&Digest) -> Option<super::Entry>,
+) -> Vec<(Digest, Usage)> {
+    let (mut summary, found) = read_found(cache_root);
+    if found == Found::Older {
+        let _ = fold(cache_root, log, false, |_| {});
+    }
+    let (events, _) = log.read_since(summary.header.position);
+    summary.apply(&events, usage::read_clock(cache_root));
+    let from_entry = |key: &Digest, known: Option<Usage>| {
+        let entry = read_entry(key)?;
+        let made = Usage::of_entry(&entry, 0);
+        Some(match known {
+            Some(u) => Usage {
+                facts: made.facts,
+                command: made.command,
+                command_id: made.command_id,
+                duration_ms: made.duration_ms,
+                created_ms: made.created_ms,
+                ..u
+            },
+            None => made,
+        })
+    };
+    if found == Found::Current {
+        return summary
+            .usage
+            .into_iter()
+            .filter_map(|(key, u)| match u.facts {
+                Some(_) => Some((key, u)),
+                None => from_entry(&key, Some(u)).map(|u| (key, u)),
+            })
+            .collect();
+    }
+    let mut known = summary.usage;
+    crate::fsutil::files_in_shards(&cache_root.join("entries"))
+        .into_iter()
+        .filter_map(|(name, _)| name.parse::<Digest>().ok())
+        .filter_map(|key| match known.remove(&key) {
+            Some(usage) => Some((key, usage)),
+            None => from_entry(&key, None).map(|u| (key, u)),
+        })
+        .collect()
 }
 
 /// The counters of past activity and the entries that saved the most time (most first,
@@ -342,9 +475,32 @@ pub fn append(cache_root: &Path, log: &EventLog, event: &Event) {
         if log.current_size() > MAX_LOG_BYTES && fold_locked(cache_root, log, |_| {}).is_ok() {
             let _ = log.rotate();
         }
-    } else if start / FOLD_EVERY != end / FOLD_EVERY {
+    } else if start / FOLD_EVERY != end / FOLD_EVERY && is_fold_due(cache_root, end) {
         let _ = fold(cache_root, log, false, |_| {});
     }
+}
+
+/// Whether the journal, now `log_end` bytes long, has grown since the last fold by
+/// `FOLD_EVERY`, or by `1 / FOLD_RATIO` of the summary's size if that is more. Reads the
+/// summary's header line alone.
+fn is_fold_due(cache_root: &Path, log_end: u64) -> bool {
+    let Ok(file) =
+        crate::fsutil::open_regular(&summary_path(cache_root), crate::fsutil::Access::Read)
+    else {
+        return true;
+    };
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut line = Vec::new();
+    let _ = io::BufReader::new(file.take(16 << 20)).read_until(b'\n', &mut line);
+    let Some(header) = decode_header(&line) else {
+        return true;
+    };
+    // A position in the rotated file reads as the start of this one: the rotation
+    // folded, so at most a journal's worth is late.
+    let grown = log_end
+        .checked_sub(header.position.offset)
+        .unwrap_or(log_end);
+    grown >= FOLD_EVERY.max(size / FOLD_RATIO)
 }
 
 #[cfg(test)]
@@ -450,6 +606,46 @@ mod tests {
             read_header(dir.path()).counters.hits > 0,
             "folded on the way"
         );
+    }
+
+    #[test]
+    fn a_large_summary_is_folded_less_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        // About 3 MB of records: folded each time the journal grows by a eighth of it.
+        fold(dir.path(), &log, true, |summary| {
+            for i in 0..40_000u32 {
+                let usage = Usage {
+                    command: format!("echo {i}"),
+                    command_id: Some(Digest::of_bytes(&i.to_le_bytes())),
+                    ..Usage::default()
+                };
+                summary
+                    .usage
+                    .insert(Digest::of_bytes(i.to_string().as_bytes()), usage);
+            }
+        })
+        .unwrap();
+        let size = std::fs::metadata(summary_path(dir.path())).unwrap().len();
+        assert!(size / FOLD_RATIO > FOLD_EVERY + 64 * 1024, "{size}");
+        let mut event = Event::new(Kind::Error);
+        event.message = Some("x".repeat(1000));
+        event.counts = Some(Counters {
+            errors: 1,
+            ..Counters::default()
+        });
+        let folded = || read_header(dir.path()).counters.errors;
+        while log.current_size() < FOLD_EVERY + 16 * 1024 {
+            append(dir.path(), &log, &event);
+        }
+        assert_eq!(folded(), 0, "not folded at FOLD_EVERY");
+        // Checked where the journal crosses a multiple of FOLD_EVERY: the next one.
+        assert!(size / FOLD_RATIO < 2 * FOLD_EVERY);
+        while log.current_size() < 2 * FOLD_EVERY + 16 * 1024 {
+            append(dir.path(), &log, &event);
+        }
+        assert!(folded() > 0, "folded past an eighth of the summary");
+        assert_eq!(read(dir.path()).usage.len(), 40_000);
     }
 
     #[test]

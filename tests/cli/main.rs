@@ -21,6 +21,7 @@ mod reliability;
 mod remote;
 mod show_entry;
 mod store;
+mod summary_format;
 mod trace;
 mod trace_hostile;
 mod trust_accept;
