@@ -137,3 +137,140 @@ fn a_new_memo_waits_for_an_older_memo_running_the_same_key() {
         "the new memo ran the command while the older one was running it"
     );
 }
+
+/// Stores `echo NAME` for each name, then runs gc, so that the summary (format 2) is
+/// current and `memo ls` lists from it and the journal rather than from `entries/`.
+fn store_and_fold(env: &TestEnv, names: &[&str]) {
+    for name in names {
+        assert_success(&env.run(["run", "--", "echo", name]));
+    }
+    assert_success(&env.run(["gc"]));
+    assert!(env.cache().join("summary").exists(), "gc wrote no summary");
+}
+
+/// The keys `memo ls --json` lists, sorted.
+fn listed_keys(env: &TestEnv) -> Vec<String> {
+    let mut keys: Vec<String> = env
+        .listing()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The keys of every entry file in the cache, sorted.
+fn entry_keys(env: &TestEnv) -> Vec<String> {
+    let mut keys: Vec<String> = env
+        .entries()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A user hits it by killing memo (kill -9, the OOM killer, a CI job's timeout; a
+/// Ctrl-C after the command exited ends memo at once too) in the moment after it renamed
+/// the new entry into `entries/` and before it appended the store to the journal. Since
+/// summary format 2, `memo ls` lists from the summary and the journal only, and `memo rm`
+/// looks keys up there too: the entry is replayed by every `memo run`, but `ls` does not
+/// show it and `memo rm <its full key>` says "no cached result matches", until some gc
+/// relists `entries/`. (Here strace holds memo at its journal open while the test kills
+/// it; a real kill needs no help to land there, only luck.)
+#[test]
+#[ignore = "hostile12: kill -9 between storing an entry and journaling it leaves an entry ls does not list and rm cannot remove"]
+fn an_entry_stored_by_a_memo_killed_before_its_journal_line_is_listed_and_removable() {
+    let env = TestEnv::new();
+    store_and_fold(&env, &["a1", "a2"]);
+    let before = entry_keys(&env);
+    let log = env.cache().join("log.jsonl");
+    // The second open of the journal in a miss is the one after the entry's rename
+    // (the first records the miss): hold it there for 20 s.
+    let strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_enter=20000000:when=2",
+        ])
+        .arg(MEMO)
+        .args(["run", "--", "echo", "b1"])
+        .current_dir(env.work())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", env.root.path().join("home"))
+        .env("MEMO_DIR", env.cache())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut strace) = strace else {
+        eprintln!("skipped: no strace here");
+        return;
+    };
+    env.eventually("the new entry is renamed into place", || {
+        env.entries().len() == 3
+    });
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &strace.id().to_string()])
+        .output()
+        .unwrap();
+    let memo: i32 = String::from_utf8_lossy(&children.stdout)
+        .trim()
+        .parse()
+        .expect("memo runs under strace");
+    // SAFETY: kill has no memory-safety preconditions; memo is our grandchild.
+    unsafe { libc::kill(memo, libc::SIGKILL) };
+    strace.wait().unwrap();
+    let entries = entry_keys(&env);
+    let b1: Vec<&String> = entries.iter().filter(|k| !before.contains(k)).collect();
+    assert_eq!(b1.len(), 1, "the kill landed before the store: {entries:?}");
+    let b1 = b1[0].clone();
+    assert_eq!(
+        listed_keys(&env),
+        entries,
+        "memo ls lists other entries than entries/ holds"
+    );
+    let rm = env.run(["rm", &b1]);
+    assert_success(&rm);
+    let again = env.run(["run", "-v", "--", "echo", "b1"]);
+    assert!(
+        stderr(&again).contains("memo: miss"),
+        "the entry memo rm was given is still replayed: {}",
+        stderr(&again)
+    );
+}
+
+/// A user hits it by emptying the journal, which docs/format.md calls "the journal and
+/// event log" and `memo log` shows like any log: `: > log.jsonl` to reclaim space, or a
+/// logrotate rule with copytruncate on it. Since summary format 2, `memo ls` lists from
+/// the summary and the journal after its position, so every result stored since the
+/// last fold vanishes from `ls` and from `memo rm` (which looks keys up in the same
+/// place), while every `memo run` still replays it; only a gc relists `entries/`.
+/// (Before, `ls` listed `entries/` and read any entry the summary did not know.)
+#[test]
+#[ignore = "hostile12: results stored since the last fold vanish from ls and rm once the journal is emptied"]
+fn emptying_the_journal_loses_no_entry_from_ls_or_rm() {
+    let env = TestEnv::new();
+    store_and_fold(&env, &["a1", "a2", "a3"]);
+    for name in ["b4", "b5"] {
+        assert_success(&env.run(["run", "--", "echo", name]));
+    }
+    fs::write(env.cache().join("log.jsonl"), b"").unwrap();
+    let entries = entry_keys(&env);
+    assert_eq!(entries.len(), 5);
+    assert_eq!(
+        listed_keys(&env),
+        entries,
+        "memo ls lists other entries than entries/ holds"
+    );
+    let rm = env.run(["rm", "--command", "echo b*"]);
+    assert_success(&rm);
+    assert_eq!(
+        stdout(&rm),
+        "removed 2 entries (their objects go at the next gc)\n"
+    );
+}
