@@ -280,3 +280,56 @@ fn emptying_the_journal_loses_no_entry_from_ls_or_rm() {
         "removed 2 entries (their objects go at the next gc)\n"
     );
 }
+
+/// A user hits it by running `memo clear` on a large cache while a build in another
+/// terminal goes on calling memo. clear renames `entries/` away and makes a new one
+/// first, then removes the old directories (slow on a large cache: here many objects),
+/// and only then appends its "clear" to the journal. A miss in that window stores its
+/// entry in the new `entries/` and journals it before the "clear", so the fold applies
+/// the store, then the clear: the entry is replayed by every `memo run`, yet `memo ls`
+/// does not list it, `memo rm` cannot find it, `memo stats` says 0 entries, and gc
+/// (which counts it) does not put it back.
+#[test]
+#[ignore = "hostile12: a result stored while memo clear runs is invisible to ls and rm (its store is journaled before the clear)"]
+fn a_result_stored_while_clear_runs_is_listed() {
+    let env = TestEnv::new();
+    store_and_fold(&env, &["c1", "c2"]);
+    // A large cache: many objects, which clear takes a while to remove.
+    let shard = env.cache().join("objects").join("ab");
+    fs::create_dir_all(&shard).unwrap();
+    for i in 0..60_000 {
+        fs::write(shard.join(format!("{i:064x}")), b"").unwrap();
+    }
+    let mut clear = env
+        .memo(["clear"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // clear is removing the old objects: entries/ is new and empty already.
+    env.eventually("clear moves the objects away", || {
+        fs::read_dir(env.cache()).unwrap().flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".trash-") && name.ends_with("-objects")
+        })
+    });
+    assert_success(&env.run(["run", "--", "echo", "during"]));
+    assert!(clear.wait().unwrap().success());
+    let entries = entry_keys(&env);
+    assert_eq!(
+        entries.len(),
+        1,
+        "the store was not in the window: {entries:?}"
+    );
+    assert_success(&env.run(["gc"]));
+    // (Checked before any hit: a hit's journal line brings the entry back into the
+    // listing, with a size of 0 B.)
+    assert_eq!(
+        listed_keys(&env),
+        entries,
+        "memo ls lists other entries than entries/ holds"
+    );
+    assert_eq!(env.stats()["entries"], 1, "memo stats counts other entries");
+    let hit = env.run(["run", "-v", "--", "echo", "during"]);
+    assert!(stderr(&hit).contains("memo: hit"), "{}", stderr(&hit));
+}
