@@ -417,3 +417,37 @@ fn entries_a_format_1_summary_did_not_know_stay_listed_after_the_upgrade() {
     let rm = env.run(["rm", "--command", "echo unknown"]);
     assert_success(&rm);
 }
+
+/// A user hits it with `memo gc --verify` after bit rot in a large object: gc removes
+/// the object and the result that uses it, and the cache shrinks by the object's size,
+/// but the report says it freed only the entry file's few hundred bytes (the damaged
+/// object is removed before the sizes are counted, so its bytes are never in "freed").
+#[test]
+#[ignore = "hostile12: gc --verify reports freeing only the entry file, not the damaged object it removed"]
+fn gc_verify_reports_the_bytes_of_the_damaged_object_it_frees() {
+    let env = TestEnv::with_raw_objects();
+    env.script("bad", "head -c 300000 /dev/zero | tr '\\0' b");
+    assert_success(&env.run(["run", "--", "./bad"]));
+    let object = env.objects()[0].clone();
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[5000] = b'x';
+    fs::write(&object, bytes).unwrap();
+    let before = env.stats()["bytes"].as_u64().unwrap();
+    let out = env.run(["gc", "--verify"]);
+    assert_success(&out);
+    assert!(!object.exists());
+    let after = env.stats()["bytes"].as_u64().unwrap();
+    assert!(before - after >= 300_000, "{before} -> {after}");
+    let report = stdout(&out);
+    let freed = report
+        .split("freed ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        freed.ends_with("KiB") && freed.trim_end_matches(" KiB").parse::<f64>().unwrap() >= 290.0,
+        "the cache shrank by {} bytes, the report says: {report}",
+        before - after
+    );
+}
