@@ -40,3 +40,5 @@ mod remote_hostile;
 mod remote_hostile2;
 mod remote_trace;
 mod remote_transport;
+
+mod hostile12;
