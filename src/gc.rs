@@ -195,6 +195,9 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         },
         "gc: verifying",
     );
+    // Damaged objects removed here were part of the cache's size before gc: counted, so
+    // that what gc says it freed includes them.
+    let mut damaged_bytes = 0;
     for (name, path) in object_files {
         let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), fs::symlink_metadata(&path)) else {
             continue;
@@ -215,6 +218,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
                 .verify_object_file(&digest, recorded, &path, &mut bar)
             {
                 report.damaged_objects.push(digest);
+                damaged_bytes += meta.len();
                 if !options.dry_run {
                     let _ = fs::remove_file(&path);
                 }
@@ -245,7 +249,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let digests_dir = root.join("digests");
     let table = digest_cache::trim_table(&digests_dir, DIGEST_RECORD_AGE, false, options.dry_run);
     report.entries_before = scanned.len() as u64;
-    report.bytes_before = total + table.bytes_before;
+    report.bytes_before = total + table.bytes_before + damaged_bytes;
     total += table.kept_bytes;
     for d in &dead {
         report.orphans += 1;

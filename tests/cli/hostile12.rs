@@ -417,7 +417,6 @@ fn entries_a_format_1_summary_did_not_know_stay_listed_after_the_upgrade() {
 /// but the report says it freed only the entry file's few hundred bytes (the damaged
 /// object is removed before the sizes are counted, so its bytes are never in "freed").
 #[test]
-#[ignore = "hostile12: gc --verify reports freeing only the entry file, not the damaged object it removed"]
 fn gc_verify_reports_the_bytes_of_the_damaged_object_it_frees() {
     let env = TestEnv::with_raw_objects();
     env.script("bad", "head -c 300000 /dev/zero | tr '\\0' b");
