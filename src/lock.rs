@@ -177,6 +177,9 @@ impl KeyLock {
         if !lock_byte(&keys, offset, wait)? {
             return Ok(None);
         }
+        if !older_memo_done(dir, hex, wait)? {
+            return Ok(None);
+        }
         Ok(Some(KeyLock {
             keys,
             flight_path: dir.join(format!("flight-{hex}")),
@@ -234,6 +237,27 @@ impl KeyLock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// A memo of the version before the shared `locks/keys` holds `locks/key-HEX` (flock)
+/// while it runs the key: waits until it is done (or says whether it is, without
+/// `wait`). One failed open when no such memo ran here. The other way round, an older
+/// memo started while a newer one runs the key does not wait for it: it knows nothing
+/// of `locks/keys` (and a file per key is what the newer one no longer makes).
+fn older_memo_done(dir: &Path, hex: &str, wait: bool) -> io::Result<bool> {
+    let Ok(file) = crate::fsutil::open_regular(&dir.join(format!("key-{hex}")), Access::Read)
+    else {
+        return Ok(true);
+    };
+    if wait {
+        FileExt::lock_exclusive(&file)?;
+        return Ok(true);
+    }
+    match FileExt::try_lock_exclusive(&file) {
+        Ok(()) => Ok(true),
+        Err(e) if is_contended(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

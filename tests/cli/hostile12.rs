@@ -97,7 +97,6 @@ fn only_key(env: &TestEnv) -> String {
 /// pins the opposite and needs changing with the fix: not killing an older memo is
 /// right, running beside it is not.)
 #[test]
-#[ignore = "hostile12: single flight is lost against an older memo running the same key (it locks locks/key-HEX, the new one only locks/keys)"]
 fn a_new_memo_waits_for_an_older_memo_running_the_same_key() {
     let env = TestEnv::new();
     let order = env.path("order");
