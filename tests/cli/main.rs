@@ -20,6 +20,7 @@ mod progress;
 mod reliability;
 mod remote;
 mod show_entry;
+mod spawn;
 mod store;
 mod trace;
 mod trace_hostile;
