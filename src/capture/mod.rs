@@ -736,6 +736,7 @@ fn record(
     chunks: Receiver<Chunk>,
     returned: SyncSender<Vec<u8>>,
 ) -> io::Result<Recording> {
+    signals::leave_wake_signals_to_the_main_thread();
     let mut hasher = Hasher::new();
     let mut failure = None;
     for (buf, n) in chunks {

@@ -141,3 +141,17 @@ pub fn stop_waking(periodic: bool) {
     // SAFETY: SIGCHLD back to its default (ignored), as startup set it.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
+
+/// Called first by a helper thread (a recorder, a stdin feeder): SIGCHLD and SIGALRM are
+/// then delivered to memo's main thread, whose blocked write they are meant to interrupt
+/// (see `wake_on_child_exit`), never to this one.
+pub fn leave_wake_signals_to_the_main_thread() {
+    // SAFETY: a sigset_t built with sigemptyset/sigaddset; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}

@@ -132,3 +132,34 @@ fn the_command_sees_a_broken_pipe_when_memos_reader_goes_away() {
     assert_eq!(stdout(&out).lines().next(), Some("y"));
     assert!(env.entries().is_empty());
 }
+
+#[test]
+fn a_signal_ends_memo_stuck_writing_large_output_to_a_reader_that_stopped() {
+    use std::io::Read;
+    let env = TestEnv::new();
+    // Past the in-memory buffer (a recorder thread is writing the rest to staging), then
+    // memo's stdout reader stops reading while memo is writing to it.
+    env.tool("head -c 3000000 /dev/zero; touch started; exec sleep 10");
+    let mut child = env.spawn_piped(run_tool(&[]));
+    let mut out = child.stdout.take().unwrap();
+    let mut got = vec![0u8; 1_500_000];
+    out.read_exact(&mut got).unwrap();
+    env.wait_for_file("started");
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut status = None;
+    for _ in 0..150 {
+        if let Some(done) = child.try_wait().unwrap() {
+            status = Some(done);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("memo hung writing to a stdout nobody reads after its command was killed")
+    });
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(env.entries().is_empty());
+    drop(out);
+}
