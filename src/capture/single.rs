@@ -165,8 +165,10 @@ pub fn run(
                 }
                 // Past the grace, the pipe is held open only if some process still has
                 // its write end: with none left (POLLHUP), what remains is read to end of
-                // file, however slowly the destination takes it.
+                // file, however slowly the destination takes it. (Not before what was
+                // read is forwarded.)
                 if s.open
+                    && s.sent == s.filled
                     && s.drain.as_ref().is_some_and(Drain::is_over)
                     && s.source
                         .as_ref()
