@@ -8,6 +8,8 @@
 
 pub mod pty;
 pub mod signals;
+mod single;
+mod spawn;
 mod stdin;
 pub mod streams;
 
@@ -18,9 +20,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{Duration, Instant};
@@ -129,55 +129,16 @@ pub fn stream_mode() -> StreamMode {
     }
 }
 
-fn command(spec: Spec) -> Command {
-    let mut cmd = Command::new(&spec.program);
-    cmd.arg0(&spec.argv[0]).args(&spec.argv[1..]);
-    die_with_memo(&mut cmd);
-    if let Some(fd) = spec.inherit {
-        // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the child only.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    cmd.stdin(match spec.stdin {
-        Some(file) => Stdio::from(file),
-        None => Stdio::null(),
-    });
-    cmd
-}
-
-/// Makes the command die (SIGKILL) when memo does, however memo dies: a command that
-/// outlived a `kill -9`ed memo would run on next to the copy a waiting memo starts, and
-/// nobody would read its output. Its own children are not touched: they are the
-/// command's business, as when any parent dies. Linux only (PR_SET_PDEATHSIG). The
-/// signal follows the thread that spawned: memo spawns from its main thread, which
-/// lives as long as memo.
-fn die_with_memo(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Best effort: a sandbox that denies prctl must not stop every command
-                // (the next holder then finds the command by its flight instead).
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // memo may have died between fork and prctl: then nobody sends the
-                // signal, so do not start.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
+/// Starts the command of `spec` with these stdout and stderr (`None`: memo's own): its pid.
+fn start(spec: &Spec, stdout: Option<RawFd>, stderr: Option<RawFd>) -> io::Result<libc::pid_t> {
+    spawn::spawn(&spawn::Launch {
+        program: &spec.program,
+        argv: &spec.argv,
+        stdin: spec.stdin.as_ref().map(|f| f.as_raw_fd()),
+        stdout,
+        stderr,
+        inherit: spec.inherit,
+    })
 }
 
 fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -> Fatal {
@@ -203,14 +164,14 @@ fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -
 
 /// The running command: started the ordinary way, or under the tracer.
 enum Child {
-    Plain(std::process::Child),
+    Plain(libc::pid_t),
     Traced(Box<trace::Tracee>),
 }
 
 impl Child {
     fn id(&self) -> u32 {
         match self {
-            Child::Plain(child) => child.id(),
+            Child::Plain(pid) => *pid as u32,
             Child::Traced(tracee) => tracee.pid(),
         }
     }
@@ -219,7 +180,7 @@ impl Child {
     /// then), on the thread that started it.
     fn wait(self) -> (io::Result<Outcome>, Option<Trace>) {
         match self {
-            Child::Plain(mut child) => (wait(&mut child), None),
+            Child::Plain(pid) => (wait(pid), None),
             Child::Traced(tracee) => {
                 let (ended, trace) = tracee.run();
                 signals::clear_child();
@@ -233,10 +194,10 @@ impl Child {
     }
 }
 
-fn wait(child: &mut std::process::Child) -> io::Result<Outcome> {
-    let status = child.wait()?;
+fn wait(pid: libc::pid_t) -> io::Result<Outcome> {
+    let status = spawn::wait(pid)?;
     signals::clear_child();
-    Ok(match (status.code(), status.signal()) {
+    Ok(match status {
         (Some(code), _) => Outcome::Exited(code),
         (None, Some(sig)) => Outcome::Signaled(sig),
         (None, None) => Outcome::Exited(1),
@@ -250,12 +211,10 @@ pub fn run_passthrough(spec: Spec) -> Result<Outcome, Fatal> {
     let program = spec.program.clone();
     signals::install();
     signals::command_starting();
-    let mut child = command(spec)
-        .spawn()
-        .map_err(|e| spawn_error(&program, &argv0, e))?;
-    signals::set_child(child.id());
-    wait(&mut child)
-        .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))
+    let pid = start(&spec, None, None).map_err(|e| spawn_error(&program, &argv0, e))?;
+    drop(spec);
+    signals::set_child(pid as u32);
+    wait(pid).map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))
 }
 
 /// A staging file for a recording too large to keep in memory; called from the tee
@@ -330,11 +289,10 @@ pub fn run_recorded(
         drop((out, err, spec));
         Child::Traced(Box::new(tracee))
     } else {
-        let mut cmd = command(spec);
-        cmd.stdout(out).stderr(err);
-        let child = cmd.spawn().map_err(|e| spawn_error(&program, &argv0, e))?;
-        drop(cmd);
-        Child::Plain(child)
+        let pid = start(&spec, Some(out.as_raw_fd()), Some(err.as_raw_fd()))
+            .map_err(|e| spawn_error(&program, &argv0, e))?;
+        drop((out, err, spec));
+        Child::Plain(pid)
     };
     let child_id = child.id();
     signals::set_child(child_id);
@@ -345,9 +303,44 @@ pub fn run_recorded(
             .collect();
     }
     on_start(child_id, &written);
+    // A small command's run on memo's thread alone; the pseudo-terminal and the tracer
+    // keep a thread per stream.
+    let single = match &child {
+        Child::Plain(pid) if !matches!(mode, StreamMode::Terminal { .. }) => {
+            single::pidfd(*pid).map(|fd| (*pid, fd))
+        }
+        _ => None,
+    };
+    let (outcome, tees, trace) = if let Some((pid, pidfd)) = single {
+        let (outcome, tees) = single::run(sources, pid, pidfd, stage);
+        (outcome, tees, None)
+    } else {
+        run_threaded(sources, child, stage)
+    };
+    let duration = started.elapsed();
+    let outcome = outcome
+        .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))?;
+    Ok(Finished {
+        outcome,
+        duration,
+        destination_closed: tees.iter().any(|t| t.destination_closed),
+        undelivered: tees.iter().find_map(|t| t.undelivered.clone()),
+        output_held_open: tees.iter().any(|t| t.held_open),
+        recordings: tees.into_iter().map(|t| t.recording).collect(),
+        interrupted: signals::received(),
+        trace,
+    })
+}
+
+/// The tee with a thread per stream, while this thread waits for the command.
+fn run_threaded(
+    sources: Vec<(io::PipeReader, RawFd)>,
+    child: Child,
+    stage: Stage<'_>,
+) -> (io::Result<Outcome>, Vec<Tee>, Option<Trace>) {
     let stop = AtomicBool::new(false);
     let exited = AtomicBool::new(false);
-    let (outcome, tees, trace) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let (stop, exited) = (&stop, &exited);
         let handles: Vec<_> = sources
             .into_iter()
@@ -392,19 +385,6 @@ pub fn run_recorded(
             })
             .collect();
         (outcome, tees, trace)
-    });
-    let duration = started.elapsed();
-    let outcome = outcome
-        .map_err(|e| Fatal::failure(format!("memo: waiting for the command failed: {e}")))?;
-    Ok(Finished {
-        outcome,
-        duration,
-        destination_closed: tees.iter().any(|t| t.destination_closed),
-        undelivered: tees.iter().find_map(|t| t.undelivered.clone()),
-        output_held_open: tees.iter().any(|t| t.held_open),
-        recordings: tees.into_iter().map(|t| t.recording).collect(),
-        interrupted: signals::received(),
-        trace,
     })
 }
 
@@ -756,6 +736,7 @@ fn record(
     chunks: Receiver<Chunk>,
     returned: SyncSender<Vec<u8>>,
 ) -> io::Result<Recording> {
+    signals::leave_wake_signals_to_the_main_thread();
     let mut hasher = Hasher::new();
     let mut failure = None;
     for (buf, n) in chunks {

@@ -90,3 +90,68 @@ pub fn received() -> Option<i32> {
         sig => Some(sig),
     }
 }
+
+extern "C" fn wake(_: libc::c_int) {}
+
+/// Sets a handler that does nothing for `sig`, without SA_RESTART, so that its arrival
+/// makes a blocked system call of memo's return (EINTR or a short write).
+fn set_waking(sig: libc::c_int) {
+    // SAFETY: a zeroed sigaction is a valid starting point; the handler does nothing.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(sig, &action, std::ptr::null_mut());
+    }
+}
+
+/// While the tee runs on memo's own thread: the command's exit (SIGCHLD) interrupts a
+/// write memo is blocked in, so it notices the exit. (SIGCHLD's default disposition,
+/// set at startup, ignores it; a handler does not change how children are reaped.)
+pub fn wake_on_child_exit() {
+    set_waking(libc::SIGCHLD);
+}
+
+/// From now on a blocked system call is interrupted every `every`, until `stop_waking`.
+pub fn wake_periodically(every: std::time::Duration) {
+    set_waking(libc::SIGALRM);
+    let interval = libc::timeval {
+        tv_sec: every.as_secs() as libc::time_t,
+        tv_usec: every.subsec_micros() as libc::suseconds_t,
+    };
+    let timer = libc::itimerval {
+        it_interval: interval,
+        it_value: interval,
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+}
+
+/// Undoes `wake_on_child_exit`, and disarms the timer of `wake_periodically` if it was
+/// set. (SIGALRM keeps its handler: one already sent may still be on its way, and its
+/// default would end memo.)
+pub fn stop_waking(periodic: bool) {
+    if periodic {
+        // SAFETY: a zeroed itimerval disarms the timer.
+        unsafe {
+            let off: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: SIGCHLD back to its default (ignored), as startup set it.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}
+
+/// Called first by a helper thread (a recorder, a stdin feeder): SIGCHLD and SIGALRM are
+/// then delivered to memo's main thread, whose blocked write they are meant to interrupt
+/// (see `wake_on_child_exit`), never to this one.
+pub fn leave_wake_signals_to_the_main_thread() {
+    // SAFETY: a sigset_t built with sigemptyset/sigaddset; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}

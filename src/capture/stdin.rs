@@ -81,6 +81,7 @@ fn stream<R: Read + Send + 'static>(
     drop(staged);
     let (reader, mut writer) = io::pipe()?;
     std::thread::spawn(move || {
+        super::signals::leave_wake_signals_to_the_main_thread();
         let _ = io::copy(&mut written.take(spooled), &mut writer)
             .and_then(|_| writer.write_all(&pending))
             .and_then(|_| io::copy(&mut input, &mut writer));

@@ -20,6 +20,7 @@ mod progress;
 mod reliability;
 mod remote;
 mod show_entry;
+mod spawn;
 mod store;
 mod summary_format;
 mod trace;
