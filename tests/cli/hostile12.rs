@@ -451,3 +451,69 @@ fn gc_verify_reports_the_bytes_of_the_damaged_object_it_frees() {
         before - after
     );
 }
+
+// Passing tests that pin what the attacks above found holding.
+
+/// `memo run -- CMD` skips clap: the settings clap's definition does not carry
+/// (MEMO_CACHE_FAILURES, a config file's `verbose`) must still apply, as with options.
+#[test]
+fn the_run_fast_path_takes_settings_from_the_environment_and_the_config_file() {
+    let env = TestEnv::new();
+    env.tool("echo out; exit 3");
+    let config = env.write("config.toml", "verbose = true\n");
+    for _ in 0..2 {
+        let out = env
+            .memo(["run", "--", "./tool"])
+            .env("MEMO_CACHE_FAILURES", "1")
+            .env("MEMO_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert_code(&out, 3);
+        assert_eq!(stdout(&out), "out\n");
+    }
+    assert_eq!(env.count(), 1, "a cached failure runs once");
+    let out = env
+        .memo(["run", "--", "./tool"])
+        .env("MEMO_CACHE_FAILURES", "1")
+        .env("MEMO_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("memo: hit"), "{}", stderr(&out));
+}
+
+/// Compressed objects whose size is at a frame boundary (1 MiB, 1 MiB + 1, 2 MiB) replay
+/// exactly into a pipe and into a file, and restore exactly as an output file.
+#[test]
+fn compressed_objects_at_frame_boundaries_replay_exactly() {
+    for size in [1 << 20, (1 << 20) + 1, 2 << 20] {
+        let env = TestEnv::new();
+        let line = b"abcdefghij compiling module ok\n";
+        let expected: Vec<u8> = line.iter().copied().cycle().take(size).collect();
+        env.write("expected", &expected);
+        env.tool("cat expected; cp expected made");
+        let miss = env.run(["run", "-o", "made", "--", "./tool"]);
+        assert_success(&miss);
+        assert!(miss.stdout == expected, "{size}: the miss differs");
+        let stored = fs::read(&env.objects()[0]).unwrap();
+        assert!(stored.len() * 10 < size, "{size}: not compressed");
+        fs::remove_file(env.path("made")).unwrap();
+        let hit = env.run(["run", "-o", "made", "--", "./tool"]);
+        assert!(hit.stdout == expected, "{size}: the piped hit differs");
+        assert!(
+            env.read("made") == expected,
+            "{size}: the restored output differs"
+        );
+        let file = fs::File::create(env.path("replayed")).unwrap();
+        let status = env
+            .memo(["run", "-o", "made", "--", "./tool"])
+            .stdout(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            env.read("replayed") == expected,
+            "{size}: the hit into a file differs"
+        );
+        assert_eq!(env.count(), 1, "{size}");
+    }
+}
