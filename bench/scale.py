@@ -45,8 +45,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+from release import memo_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMO = os.path.join(ROOT, "target", "release", "memo")
+MEMO = memo_binary()
 MIB = 1 << 20
 LOGS = ("log.jsonl", "log.1.jsonl")
 # The layout a kept cache was filled in: a cache kept from another layout is refilled,
@@ -294,7 +296,7 @@ def main():
                               for name, n in sorted(calls.items()) if name != "total")
             notes.append(f"200 MiB into a pipe, the writer `{who}` (strace -f -c): {shown or 'none'}.")
 
-        # 3b: a big compressible hit into a pipe: stored as a zstd frame, verified by
+        # 3b: a big compressible hit into a pipe: stored as zstd frames (one per MiB), verified by
         # decompressing it once (then vouched for by the digest cache), decompressed into
         # the pipe. The baseline is `cat | cat` of the raw bytes.
         text = os.path.join(work, "build.log")

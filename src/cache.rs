@@ -149,7 +149,7 @@ impl Cache {
     pub fn spawn_detached_with(&self, args: &[OsString], envs: &[(&str, &str)]) -> io::Result<()> {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
-        let exe = std::env::current_exe()?;
+        let exe = crate::fsutil::own_executable()?;
         let c = |bytes: &[u8]| CString::new(bytes).map_err(io::Error::other);
         let mut argv = vec![c(exe.as_os_str().as_bytes())?, c(b"--cache-dir")?];
         argv.push(c(self.root().as_os_str().as_bytes())?);

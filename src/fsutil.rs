@@ -3,7 +3,7 @@
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 static CACHE_ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
@@ -564,6 +564,18 @@ pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
         }
     }
     found
+}
+
+/// The file to execute to start another memo of this very version: /proc/self/exe on
+/// Linux, which stays this process's executable when the file it was started from has
+/// been replaced or removed since (an upgrade while memo runs), where `current_exe`
+/// would name a file that is gone or a newer memo.
+pub fn own_executable() -> io::Result<PathBuf> {
+    let proc = Path::new("/proc/self/exe");
+    if proc.exists() {
+        return Ok(proc.to_path_buf());
+    }
+    std::env::current_exe()
 }
 
 /// `faccessat(2)`: whether this process may use `path` in the ways `mode` names.

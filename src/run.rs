@@ -1301,8 +1301,9 @@ fn save(
     let encoded = entry
         .encode_within(limit)
         .map_err(|size| RecordError::TooLarge { size, limit })?;
-    tiers::install(cache, &key, &entry, &encoded, store.added.get(), true)?;
-    crate::gc::trim_in_background_if_needed(cache, max_size);
+    let added = store.added.get();
+    tiers::install(cache, &key, &entry, &encoded, added, true)?;
+    crate::gc::trim_in_background_if_needed(cache, max_size, &key, added + encoded.len() as u64);
     Ok(Digest::of_bytes(&encoded))
 }
 

@@ -57,7 +57,12 @@ impl<'a> Tiers<'a> {
                 added,
             } => {
                 let installed = install(self.cache, key, &entry, &encoded, added, false);
-                crate::gc::trim_in_background_if_needed(self.cache, self.settings.max_size.value);
+                crate::gc::trim_in_background_if_needed(
+                    self.cache,
+                    self.settings.max_size.value,
+                    key,
+                    added + encoded.len() as u64,
+                );
                 match &installed {
                     Ok(()) if verbose => crate::console::note(format_args!(
                         "memo: remote hit {} (namespace '{namespace}')",

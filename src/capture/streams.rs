@@ -58,7 +58,7 @@ pub fn ensure_standard_fds() {
 /// so memo can exit now. Best effort: if the forwarder cannot start, the pipe closes
 /// with memo and the writer gets a broken pipe, as it would if its reader had gone.
 pub fn forward_later(source: io::PipeReader, dest: RawFd) {
-    let Ok(exe) = std::env::current_exe() else {
+    let Ok(exe) = crate::fsutil::own_executable() else {
         return;
     };
     let Ok(out) = with_fd(dest, |out| out.try_clone()) else {

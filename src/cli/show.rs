@@ -712,6 +712,16 @@ pub fn config(settings: &Settings) -> anyhow::Result<i32> {
             remote.read.value.join(","),
             &remote.read.source,
         );
+        row(
+            "remote_compression",
+            if remote.compression.value {
+                "zstd"
+            } else {
+                "off"
+            }
+            .to_string(),
+            &remote.compression.source,
+        );
         let set = |present: bool, env: &str| {
             crate::outln!(
                 "{:<15} {:<30} (env {env})",

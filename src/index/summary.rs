@@ -278,13 +278,11 @@ pub fn current(cache_root: &Path, log: &EventLog) -> Summary {
     summary
 }
 
-/// Every entry's usage record, with its key, as of now. From a summary in the current
-/// format and the journal since its position alone, without listing `entries/`: every
-/// store, eviction, removal and fetch since is in the journal. A record that does not
-/// say what `memo ls` shows (an entry fetched from the shared cache) is completed from
-/// its entry, read with `read_entry`, and left out if there is none. Without such a
-/// summary (a young cache, an older memo's, a damaged one), the entries are listed and
-/// those the summary does not know are read; an older summary is rewritten once.
+/// Every entry's usage record, with its key, as of now: one for each entry file under
+/// `entries/` (listed by name), from the summary and the journal since its position. An
+/// entry they do not know, or whose record does not say what `memo ls` shows (one
+/// fetched from the shared cache), is read with `read_entry`, and left out if it cannot
+/// be. An older summary is rewritten once.
 pub fn listing(
     cache_root: &Path,
     log: &EventLog,
@@ -311,23 +309,17 @@ pub fn listing(
             None => made,
         })
     };
-    if found == Found::Current {
-        return summary
-            .usage
-            .into_iter()
-            .filter_map(|(key, u)| match u.facts {
-                Some(_) => Some((key, u)),
-                None => from_entry(&key, Some(u)).map(|u| (key, u)),
-            })
-            .collect();
-    }
+    // What is there comes from the names under entries/ (names only, no stat): the
+    // summary and the journal know every change memo logged, but not an entry whose
+    // journal line was lost (a kill between the store and the append), one stored while
+    // a `clear` or a rewrite of a damaged summary ran, or one removed by hand.
     let mut known = summary.usage;
     crate::fsutil::files_in_shards(&cache_root.join("entries"))
         .into_iter()
         .filter_map(|(name, _)| name.parse::<Digest>().ok())
         .filter_map(|key| match known.remove(&key) {
-            Some(usage) => Some((key, usage)),
-            None => from_entry(&key, None).map(|u| (key, u)),
+            Some(usage) if usage.facts.is_some() => Some((key, usage)),
+            known => from_entry(&key, known).map(|u| (key, u)),
         })
         .collect()
 }

@@ -29,7 +29,6 @@ fn memo_copy(env: &TestEnv) -> std::path::PathBuf {
 /// process writes afterwards is lost (it dies of SIGPIPE). Executing /proc/self/exe
 /// itself would still work.
 #[test]
-#[ignore = "hostile12: the forwarder is spawned from current_exe(), which names a deleted file after an upgrade: a background process's later output is lost"]
 fn a_background_process_keeps_its_output_when_memo_is_upgraded_while_it_runs() {
     let env = TestEnv::new();
     let copy = memo_copy(&env);
@@ -180,7 +179,6 @@ fn entry_keys(env: &TestEnv) -> Vec<String> {
 /// it happens to be hit. (Here strace holds memo at its journal open while the test kills
 /// it; a real kill needs no help to land there, only luck.)
 #[test]
-#[ignore = "hostile12: kill -9 between storing an entry and journaling it leaves an entry ls does not list and rm cannot remove"]
 fn an_entry_stored_by_a_memo_killed_before_its_journal_line_is_listed_and_removable() {
     let env = TestEnv::new();
     store_and_fold(&env, &["a1", "a2"]);
@@ -256,7 +254,6 @@ fn an_entry_stored_by_a_memo_killed_before_its_journal_line_is_listed_and_remova
 /// does not put them back in the summary, so they stay invisible until each is hit.
 /// (Before, `ls` listed `entries/` and read any entry the summary did not know.)
 #[test]
-#[ignore = "hostile12: results stored since the last fold vanish from ls and rm once the journal is emptied"]
 fn emptying_the_journal_loses_no_entry_from_ls_or_rm() {
     let env = TestEnv::new();
     store_and_fold(&env, &["a1", "a2", "a3"]);
@@ -290,7 +287,6 @@ fn emptying_the_journal_loses_no_entry_from_ls_or_rm() {
 /// does not list it, `memo rm` cannot find it, `memo stats` says 0 entries, and gc
 /// (which counts it) does not put it back.
 #[test]
-#[ignore = "hostile12: a result stored while memo clear runs is invisible to ls and rm (its store is journaled before the clear)"]
 fn a_result_stored_while_clear_runs_is_listed() {
     let env = TestEnv::new();
     store_and_fold(&env, &["c1", "c2"]);
@@ -343,7 +339,6 @@ fn a_result_stored_while_clear_runs_is_listed() {
 /// on `ls` lists from it: every entry stored before the rotation is gone from `ls` and
 /// `memo rm` for good, though gc counts them and every `memo run` replays them.
 #[test]
-#[ignore = "hostile12: after a damaged summary and the next fold, ls and rm lose every entry whose store is no longer in the current journal"]
 fn a_damaged_summary_loses_no_entry_from_ls_after_the_next_gc() {
     let env = TestEnv::new();
     store_and_fold(&env, &["old"]);
@@ -383,7 +378,6 @@ fn a_damaged_summary_loses_no_entry_from_ls_after_the_next_gc() {
 /// records alone; every later `ls` lists from that, and such entries are gone from `ls`
 /// and `memo rm` for good (gc counts them, runs replay them).
 #[test]
-#[ignore = "hostile12: rewriting a format-1 summary as format 2 drops the entries it did not know from ls and rm"]
 fn entries_a_format_1_summary_did_not_know_stay_listed_after_the_upgrade() {
     let env = TestEnv::new();
     store_and_fold(&env, &["known", "unknown"]);
@@ -423,7 +417,6 @@ fn entries_a_format_1_summary_did_not_know_stay_listed_after_the_upgrade() {
 /// but the report says it freed only the entry file's few hundred bytes (the damaged
 /// object is removed before the sizes are counted, so its bytes are never in "freed").
 #[test]
-#[ignore = "hostile12: gc --verify reports freeing only the entry file, not the damaged object it removed"]
 fn gc_verify_reports_the_bytes_of_the_damaged_object_it_frees() {
     let env = TestEnv::with_raw_objects();
     env.script("bad", "head -c 300000 /dev/zero | tr '\\0' b");

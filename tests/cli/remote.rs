@@ -1093,6 +1093,33 @@ fn config_shows_the_remote_with_every_secret_masked() {
     }
 }
 
+/// `memo config` says whether objects travel compressed, and from where that comes.
+#[test]
+fn config_shows_the_remote_compression_and_its_source() {
+    let line = |m: &Machine| {
+        let out = m.memo(["config"]).output().unwrap();
+        assert_success(&out);
+        let shown = stdout(&out);
+        shown
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("remote_compression"))
+            .unwrap_or_else(|| panic!("no remote_compression line in {shown}"))
+            .to_string()
+    };
+    let plain = line(&Machine::new("M", "http://127.0.0.1:9/team/"));
+    assert!(
+        plain.contains("off") && plain.contains("default"),
+        "{plain}"
+    );
+    let zstd = line(
+        &Machine::new("M", "http://127.0.0.1:9/team/").with("MEMO_REMOTE_COMPRESSION", "zstd"),
+    );
+    assert!(
+        zstd.contains("zstd") && zstd.contains("MEMO_REMOTE_COMPRESSION"),
+        "{zstd}"
+    );
+}
+
 #[test]
 fn the_remote_flag_and_the_config_file_select_the_remote() {
     let Some(nginx) = shared_nginx() else { return };
