@@ -443,3 +443,104 @@ fn gc_verify_reports_the_bytes_of_the_damaged_object_it_frees() {
         before - after
     );
 }
+
+// Passing tests that pin what the attacks above found holding.
+
+/// `memo run -- CMD` skips clap: the settings clap's definition does not carry
+/// (MEMO_CACHE_FAILURES, a config file's `verbose`) must still apply, as with options.
+#[test]
+fn the_run_fast_path_takes_settings_from_the_environment_and_the_config_file() {
+    let env = TestEnv::new();
+    env.tool("echo out; exit 3");
+    let config = env.write("config.toml", "verbose = true\n");
+    for _ in 0..2 {
+        let out = env
+            .memo(["run", "--", "./tool"])
+            .env("MEMO_CACHE_FAILURES", "1")
+            .env("MEMO_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert_code(&out, 3);
+        assert_eq!(stdout(&out), "out\n");
+    }
+    assert_eq!(env.count(), 1, "a cached failure runs once");
+    let out = env
+        .memo(["run", "--", "./tool"])
+        .env("MEMO_CACHE_FAILURES", "1")
+        .env("MEMO_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("memo: hit"), "{}", stderr(&out));
+}
+
+/// Compressed objects whose size is at a frame boundary (1 MiB, 1 MiB + 1, 2 MiB) replay
+/// exactly into a pipe and into a file, and restore exactly as an output file.
+#[test]
+fn compressed_objects_at_frame_boundaries_replay_exactly() {
+    for size in [1 << 20, (1 << 20) + 1, 2 << 20] {
+        let env = TestEnv::new();
+        let line = b"abcdefghij compiling module ok\n";
+        let expected: Vec<u8> = line.iter().copied().cycle().take(size).collect();
+        env.write("expected", &expected);
+        env.tool("cat expected; cp expected made");
+        let miss = env.run(["run", "-o", "made", "--", "./tool"]);
+        assert_success(&miss);
+        assert!(miss.stdout == expected, "{size}: the miss differs");
+        let stored = fs::read(&env.objects()[0]).unwrap();
+        assert!(stored.len() * 10 < size, "{size}: not compressed");
+        fs::remove_file(env.path("made")).unwrap();
+        let hit = env.run(["run", "-o", "made", "--", "./tool"]);
+        assert!(hit.stdout == expected, "{size}: the piped hit differs");
+        assert!(
+            env.read("made") == expected,
+            "{size}: the restored output differs"
+        );
+        let file = fs::File::create(env.path("replayed")).unwrap();
+        let status = env
+            .memo(["run", "-o", "made", "--", "./tool"])
+            .stdout(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            env.read("replayed") == expected,
+            "{size}: the hit into a file differs"
+        );
+        assert_eq!(env.count(), 1, "{size}");
+    }
+}
+
+/// A user hits it with any entry the summary does not know (stored by a memo killed
+/// before its journal line, stored during `memo clear`, or after the journal was
+/// emptied): `memo ls` now lists it, but with a SIZE of 0 B (`--json`: `"size": 0`),
+/// before and after hits and gc, though gc counts it at its real size and evicts it as
+/// such. A user looking for what takes the space is shown nothing.
+#[test]
+#[ignore = "hostile12: ls shows an entry the summary does not know at 0 B, whatever it holds"]
+fn an_entry_the_summary_does_not_know_is_listed_at_its_size() {
+    let env = TestEnv::with_raw_objects();
+    store_and_fold(&env, &["small"]);
+    env.script("big", "head -c 300000 /dev/zero | tr '\\0' b");
+    assert_success(&env.run(["run", "--", "./big"]));
+    fs::write(env.cache().join("log.jsonl"), b"").unwrap();
+    let size_of_big = |env: &TestEnv| {
+        env.listing()
+            .iter()
+            .find(|e| e["command"] == "./big")
+            .expect("./big is listed")["size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        size_of_big(&env) >= 300_000,
+        "ls says {} bytes",
+        size_of_big(&env)
+    );
+    assert_success(&env.run(["run", "--", "./big"]));
+    assert_success(&env.run(["gc"]));
+    assert!(
+        size_of_big(&env) >= 300_000,
+        "ls says {} bytes",
+        size_of_big(&env)
+    );
+}
