@@ -566,6 +566,33 @@ pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     found
 }
 
+/// Copies `source` to `dest` in blocks of `block` bytes, each written whole (std's copy
+/// would write a pipe 8 KiB at a time); the bytes copied.
+pub fn copy_in_blocks(
+    source: &mut impl io::Read,
+    dest: &mut impl io::Write,
+    block: usize,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; block];
+    let mut copied = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(copied);
+        }
+        dest.write_all(&buf[..filled])?;
+        copied += filled as u64;
+    }
+}
+
 /// The file to execute to start another memo of this very version: /proc/self/exe on
 /// Linux, which stays this process's executable when the file it was started from has
 /// been replaced or removed since (an upgrade while memo runs), where `current_exe`

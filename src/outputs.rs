@@ -307,24 +307,7 @@ impl BlobReader {
 /// Copies `source` to `dest` in blocks of `PIPE_CHUNK`, each written whole: std's copy
 /// would write a pipe 8 KiB at a time.
 fn copy_in_large_blocks(source: &mut impl Read, dest: &mut File) -> io::Result<u64> {
-    let mut buf = vec![0u8; PIPE_CHUNK];
-    let mut copied = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match source.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if filled == 0 {
-            return Ok(copied);
-        }
-        dest.write_all(&buf[..filled])?;
-        copied += filled as u64;
-    }
+    crate::fsutil::copy_in_blocks(source, dest, PIPE_CHUNK)
 }
 
 /// Asks for a pipe buffer of `PIPE_CHUNK` (best effort; it helps the reader too).

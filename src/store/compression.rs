@@ -254,7 +254,7 @@ impl Decoder {
             read,
         } = &mut self.inner
         else {
-            return copy_in_blocks(self, dest);
+            return crate::fsutil::copy_in_blocks(self, dest, BUFFER);
         };
         let mut copied = (worker.raw.len() - *read) as u64;
         dest.write_all(&worker.raw[*read..])?;
@@ -317,28 +317,6 @@ impl Read for Decoder {
                 Ok(n)
             }
         }
-    }
-}
-
-/// Copies the rest of `decoder` to `dest` in large writes.
-fn copy_in_blocks(decoder: &mut Decoder, dest: &mut File) -> io::Result<u64> {
-    let mut buf = vec![0u8; BUFFER];
-    let mut copied = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match decoder.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if filled == 0 {
-            return Ok(copied);
-        }
-        dest.write_all(&buf[..filled])?;
-        copied += filled as u64;
     }
 }
 
