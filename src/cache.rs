@@ -80,7 +80,8 @@ impl Cache {
     pub fn usages(&self) -> Vec<(Digest, crate::index::usage::Usage)> {
         crate::index::summary::listing(self.root(), &self.log, |key| {
             let bytes = self.store.get_entry(key).ok()??;
-            crate::index::Entry::decode(&bytes).ok()
+            let entry = crate::index::Entry::decode(&bytes).ok()?;
+            Some((entry, bytes.len() as u64))
         })
     }
 

@@ -8,7 +8,7 @@ use crate::cache::{Cache, Warner};
 use crate::config::Settings;
 use crate::digest::Digest;
 use crate::events::{Event, Kind};
-use crate::index::usage::{Stored, Usage};
+use crate::index::usage::Usage;
 use crate::index::Entry;
 use crate::remote::{Fetched, Listed, Remote, Tally};
 use crate::stats::Counters;
@@ -222,12 +222,7 @@ pub fn install(
 ) -> Result<(), StoreError> {
     crate::gc::note_replaced(cache, key, entry);
     let previous = cache.store.put_entry(key, encoded)?;
-    let size = encoded.len() as u64
-        + entry
-            .blobs()
-            .filter(|b| b.inline.is_none())
-            .map(|b| b.size)
-            .sum::<u64>();
+    let usage = Usage::of_stored(entry, encoded.len() as u64);
     let added = added as i64 + encoded.len() as i64 - previous.unwrap_or(0) as i64;
     let delta = Counters {
         stores: ran as i64,
@@ -240,11 +235,8 @@ pub fn install(
     if ran {
         let mut event = Event::of_command(Kind::Store, key, &entry.material);
         event.duration_ms = Some(entry.duration_ms);
-        event.size = Some(size);
-        event.usage = Some(Usage {
-            stored: Some(Stored::of_entry(entry, encoded.len() as u64)),
-            ..Usage::of_entry(entry, size)
-        });
+        event.size = Some(usage.size);
+        event.usage = Some(usage);
         cache.record(delta, event);
     } else {
         cache.record_counters(delta);

@@ -286,7 +286,7 @@ pub fn current(cache_root: &Path, log: &EventLog) -> Summary {
 pub fn listing(
     cache_root: &Path,
     log: &EventLog,
-    read_entry: impl Fn(&Digest) -> Option<super::Entry>,
+    read_entry: impl Fn(&Digest) -> Option<(super::Entry, u64)>,
 ) -> Vec<(Digest, Usage)> {
     let (mut summary, found) = read_found(cache_root);
     if found == Found::Older {
@@ -295,8 +295,8 @@ pub fn listing(
     let (events, _) = log.read_since(summary.header.position);
     summary.apply(&events, usage::read_clock(cache_root));
     let from_entry = |key: &Digest, known: Option<Usage>| {
-        let entry = read_entry(key)?;
-        let made = Usage::of_entry(&entry, 0);
+        let (entry, encoded_bytes) = read_entry(key)?;
+        let made = Usage::of_stored(&entry, encoded_bytes);
         Some(match known {
             Some(u) => Usage {
                 facts: made.facts,
@@ -304,6 +304,8 @@ pub fn listing(
                 command_id: made.command_id,
                 duration_ms: made.duration_ms,
                 created_ms: made.created_ms,
+                size: if u.size == 0 { made.size } else { u.size },
+                stored: u.stored.or(made.stored),
                 ..u
             },
             None => made,

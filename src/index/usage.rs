@@ -45,6 +45,21 @@ impl Facts {
 }
 
 impl Usage {
+    /// The usage record a store of `entry` (`encoded_bytes` in its file) logs: its size
+    /// is the entry file's and its objects' raw bytes, and what it stores is known.
+    pub fn of_stored(entry: &super::Entry, encoded_bytes: u64) -> Usage {
+        let size = encoded_bytes
+            + entry
+                .blobs()
+                .filter(|b| b.inline.is_none())
+                .map(|b| b.size)
+                .sum::<u64>();
+        Usage {
+            stored: Some(Stored::of_entry(entry, encoded_bytes)),
+            ..Usage::of_entry(entry, size)
+        }
+    }
+
     /// A fresh usage record for `entry`, of `size` bytes (0: unknown until gc counts it).
     pub fn of_entry(entry: &super::Entry, size: u64) -> Usage {
         Usage {

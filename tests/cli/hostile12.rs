@@ -516,7 +516,6 @@ fn compressed_objects_at_frame_boundaries_replay_exactly() {
 /// before and after hits and gc, though gc counts it at its real size and evicts it as
 /// such. A user looking for what takes the space is shown nothing.
 #[test]
-#[ignore = "hostile12: ls shows an entry the summary does not know at 0 B, whatever it holds"]
 fn an_entry_the_summary_does_not_know_is_listed_at_its_size() {
     let env = TestEnv::with_raw_objects();
     store_and_fold(&env, &["small"]);
