@@ -605,6 +605,58 @@ pub fn own_executable() -> io::Result<PathBuf> {
     std::env::current_exe()
 }
 
+/// The files in the shard directories under `dir` (`dir/xx/NAME`) whose names are
+/// digests, listed with readdir: no `stat`, no allocation per name (a cache of 100,000
+/// entries lists in a fraction of the time `files_in_shards` takes).
+pub fn digests_in_shards(dir: &Path) -> Vec<crate::digest::Digest> {
+    let mut found = Vec::new();
+    if !is_real_dir(dir) {
+        return found;
+    }
+    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        each_name(&shard.path(), |name| {
+            if let Some(digest) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|text| text.parse().ok())
+            {
+                found.push(digest);
+            }
+        });
+    }
+    found
+}
+
+/// Calls `each` with the name of every entry of directory `dir` but `.` and `..`.
+fn each_name(dir: &Path, mut each: impl FnMut(&[u8])) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; the stream is closed below and not used after.
+    let stream = unsafe { libc::opendir(c_dir.as_ptr()) };
+    if stream.is_null() {
+        return;
+    }
+    loop {
+        // SAFETY: `stream` is an open directory stream; the entry it returns stays valid
+        // until the next readdir or closedir on it, and is read before either.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name within the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            each(name);
+        }
+    }
+    // SAFETY: `stream` came from opendir and is closed once.
+    unsafe { libc::closedir(stream) };
+}
+
 /// `faccessat(2)`: whether this process may use `path` in the ways `mode` names.
 pub fn check_access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;

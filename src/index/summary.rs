@@ -316,9 +316,8 @@ pub fn listing(
     // journal line was lost (a kill between the store and the append), one stored while
     // a `clear` or a rewrite of a damaged summary ran, or one removed by hand.
     let mut known = summary.usage;
-    crate::fsutil::files_in_shards(&cache_root.join("entries"))
+    crate::fsutil::digests_in_shards(&cache_root.join("entries"))
         .into_iter()
-        .filter_map(|(name, _)| name.parse::<Digest>().ok())
         .filter_map(|key| match known.remove(&key) {
             Some(usage) if usage.facts.is_some() => Some((key, usage)),
             known => from_entry(&key, known).map(|u| (key, u)),
