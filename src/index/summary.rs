@@ -329,7 +329,7 @@ pub fn listing(
 /// at most `TOP`), as of now, without reading every entry's record.
 pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
     let header = read_header(cache_root);
-    let (events, _) = log.read_since(header.position);
+    let (events, _) = log.read_since_as::<crate::events::Counted>(header.position);
     let mut counters = header.counters;
     let mut top: HashMap<Digest, Top> = header.top.into_iter().map(|t| (t.key, t)).collect();
     for event in &events {
@@ -337,6 +337,12 @@ pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
             continue;
         };
         counters.add(&counts.split_content().1);
+        if !matches!(
+            event.event,
+            Kind::Hit | Kind::Evict | Kind::Corrupt | Kind::Clear
+        ) {
+            continue;
+        }
         let key = event.key.as_deref().and_then(|k| k.parse::<Digest>().ok());
         match (event.event, key) {
             // An entry not in the header's list, when the list is not complete, shows
