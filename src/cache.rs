@@ -148,40 +148,35 @@ impl Cache {
     /// miss's caller does not pay for starting its uploader. Everything the child needs is
     /// built before the fork; the child calls only async-signal-safe functions.
     pub fn spawn_detached_with(&self, args: &[OsString], envs: &[(&str, &str)]) -> io::Result<()> {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
+        use crate::exec_args::{cstring, CStrings};
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
         let exe = crate::fsutil::own_executable()?;
-        let c = |bytes: &[u8]| CString::new(bytes).map_err(io::Error::other);
-        let mut argv = vec![c(exe.as_os_str().as_bytes())?, c(b"--cache-dir")?];
-        argv.push(c(self.root().as_os_str().as_bytes())?);
-        for arg in args {
-            argv.push(c(arg.as_bytes())?);
-        }
-        let mut envp = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            if envs.iter().any(|(n, _)| name.as_bytes() == n.as_bytes()) {
-                continue;
-            }
-            let mut pair = name.as_bytes().to_vec();
-            pair.push(b'=');
-            pair.extend_from_slice(value.as_bytes());
-            envp.push(c(&pair)?);
-        }
-        for (name, value) in envs {
-            envp.push(c(format!("{name}={value}").as_bytes())?);
-        }
-        let exe = c(exe.as_os_str().as_bytes())?;
-        let null = c(b"/dev/null")?;
-        let argv_ptrs: Vec<*const libc::c_char> = argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp_ptrs: Vec<*const libc::c_char> = envp
-            .iter()
-            .map(|e| e.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv = CStrings::new(
+            [
+                exe.as_os_str(),
+                "--cache-dir".as_ref(),
+                self.root().as_os_str(),
+            ]
+            .into_iter()
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(OsStrExt::as_bytes),
+        )?;
+        let inherited = std::env::vars_os()
+            .filter(|(name, _)| !envs.iter().any(|(n, _)| name.as_bytes() == n.as_bytes()))
+            .map(|(name, value)| {
+                let mut pair = name.into_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(value.as_bytes());
+                pair
+            });
+        let envp = CStrings::new(
+            inherited.chain(
+                envs.iter()
+                    .map(|(name, value)| format!("{name}={value}").into_bytes()),
+            ),
+        )?;
+        let exe = cstring(exe.as_os_str().as_bytes())?;
+        let null = cstring(b"/dev/null")?;
         // SAFETY: the child only calls async-signal-safe functions (setpgid, open, dup2,
         // close, execve, _exit) on memory prepared before the fork, then replaces itself.
         match unsafe { libc::fork() } {
@@ -197,7 +192,7 @@ impl Cache {
                         libc::close(fd);
                     }
                 }
-                libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+                libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
                 libc::_exit(127)
             },
             // Not waited for: once this process exits, init reaps it. Its own process

@@ -11,6 +11,7 @@ pub mod console;
 pub mod digest;
 pub mod digest_cache;
 pub mod events;
+pub mod exec_args;
 pub mod exit;
 pub mod explain;
 pub mod fsutil;

@@ -14,7 +14,8 @@
 //! default before it unblocks them. A failure before or in `exec` is reported through
 //! memory the two share (the child exits with 127).
 
-use std::ffi::{CString, OsString};
+use crate::exec_args::{cstring, CStrings};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -63,26 +64,11 @@ struct Plan {
     error: c_int,
 }
 
-fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "an argument contains a NUL byte",
-        )
-    })
-}
-
 /// Starts the command; its pid. The error is the one of the failed exec (ENOENT,
 /// EACCES) or of the set-up before it.
 pub fn spawn(launch: &Launch) -> io::Result<pid_t> {
     let program = cstring(launch.program.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = launch
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<io::Result<_>>()?;
-    let mut argv_pointers: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_pointers.push(std::ptr::null());
+    let argv = CStrings::new(launch.argv.iter().map(|a| a.as_bytes()))?;
     let null_stdin = match launch.stdin {
         Some(_) => None,
         None => Some(File::open("/dev/null")?),
@@ -92,13 +78,13 @@ pub fn spawn(launch: &Launch) -> io::Result<pid_t> {
         .or_else(|| null_stdin.as_ref().map(|f| f.as_raw_fd()));
     let mut plan = Plan {
         program: program.as_ptr(),
-        argv: argv_pointers.as_ptr(),
+        argv: argv.as_ptr(),
         stdio: [stdin, launch.stdout, launch.stderr],
         inherit: launch.inherit,
         parent: std::process::id() as pid_t,
         error: 0,
     };
-    let mut stack: Vec<u8> = Vec::with_capacity(STACK + 8 * argv_pointers.len());
+    let mut stack: Vec<u8> = Vec::with_capacity(STACK + 8 * argv.pointer_count());
     // The top of the stack, 16-byte aligned (it grows down).
     let top = (stack.as_mut_ptr() as usize + stack.capacity()) & !15;
 

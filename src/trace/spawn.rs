@@ -90,7 +90,7 @@ mod unsupported {
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 mod linux {
-    use std::ffi::CString;
+    use crate::exec_args::{cstring, CStrings};
     use std::fs::File;
     use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -185,11 +185,6 @@ mod linux {
         }
     }
 
-    fn cstring(bytes: &[u8]) -> io::Result<CString> {
-        CString::new(bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command"))
-    }
-
     fn check(result: c_int) -> io::Result<c_int> {
         if result < 0 {
             Err(io::Error::last_os_error())
@@ -233,13 +228,7 @@ mod linux {
     pub fn spawn(launch: &Launch) -> io::Result<Tracee> {
         // Everything the child touches is made here, before fork.
         let program = cstring(launch.program.as_os_str().as_bytes())?;
-        let argv: Vec<CString> = launch
-            .argv
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<io::Result<_>>()?;
-        let mut argv_pointers: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_pointers.push(std::ptr::null());
+        let argv = CStrings::new(launch.argv.iter().map(|a| a.as_bytes()))?;
         let filter = filter::program();
         let filter_program = libc::sock_fprog {
             len: filter.len() as u16,
@@ -267,7 +256,7 @@ mod linux {
             unsafe {
                 child(ChildPlan {
                     program: program.as_ptr(),
-                    argv: argv_pointers.as_ptr(),
+                    argv: argv.as_ptr(),
                     stdio: [stdin, launch.stdout, launch.stderr],
                     inherit: launch.inherit,
                     report: report_write.as_raw_fd(),
