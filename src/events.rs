@@ -253,6 +253,15 @@ impl EventLog {
         (events, position)
     }
 
+    /// Whether `at` is a place in the current or the rotated log file (its check holds
+    /// there): reading from it counts nothing twice.
+    pub fn holds(&self, at: Position) -> bool {
+        at.offset == 0
+            || [self.path.clone(), self.rotated()]
+                .iter()
+                .any(|p| check_at(p, at.offset) == Some(at.check))
+    }
+
     /// Moves the log aside (dropping the older one). Concurrent appenders then write to
     /// a fresh file; one racing with the rename lands in the rotated file, never lost.
     pub fn rotate(&self) -> io::Result<()> {

@@ -124,6 +124,7 @@ pub fn is_memo_cache() -> bool {
                     | "log.1.jsonl"
                     | "gc-clock"
                     | "summary"
+                    | "summary.tail"
             ) || name.starts_with("dead-objects")
                 || name.starts_with(".tmp")
                 || name.starts_with(".trash-");

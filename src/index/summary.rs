@@ -326,12 +326,20 @@ pub fn listing(
 }
 
 /// The counters of past activity and the entries that saved the most time (most first,
-/// at most `TOP`), as of now, without reading every entry's record.
+/// at most `TOP`), as of now, without reading every entry's record: the summary's
+/// header, then the journal since it. What a `memo stats` read of the journal is kept
+/// in `summary.tail` (see `Tail`), so that the next one starts where it stopped.
 pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
     let header = read_header(cache_root);
-    let (events, _) = log.read_since_as::<crate::events::Counted>(header.position);
-    let mut counters = header.counters;
-    let mut top: HashMap<Digest, Top> = header.top.into_iter().map(|t| (t.key, t)).collect();
+    let base = header.position;
+    let base_counters = header.counters;
+    let tail = read_tail(cache_root).filter(|t| t.extends(&header) && log.holds(t.position));
+    let (from, mut counters, top) = match tail {
+        Some(tail) => (tail.position, tail.counters, tail.top),
+        None => (base, header.counters, header.top),
+    };
+    let (events, position) = log.read_since_as::<crate::events::Counted>(from);
+    let mut top: HashMap<Digest, Top> = top.into_iter().map(|t| (t.key, t)).collect();
     for event in &events {
         let Some(counts) = &event.counts else {
             continue;
@@ -364,9 +372,73 @@ pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
             _ => {}
         }
     }
-    let mut top: Vec<Top> = top.into_values().filter(|t| t.saved_ms > 0).collect();
-    top.sort_by_key(|t| std::cmp::Reverse(t.saved_ms));
+    let mut top: Vec<Top> = top.into_values().collect();
+    top.sort_by(|a, b| b.saved_ms.cmp(&a.saved_ms).then(a.key.cmp(&b.key)));
+    if events.len() >= TAIL_AFTER {
+        let mut kept = top.clone();
+        kept.truncate(TAIL_TOP);
+        write_tail(
+            cache_root,
+            &Tail {
+                base,
+                base_counters,
+                position,
+                counters,
+                top: kept,
+            },
+        );
+    }
+    top.retain(|t| t.saved_ms > 0);
     (counters, top)
+}
+
+/// Where `memo stats` left off in the journal past the summary's position: the
+/// counters and the list of entries that saved the most time as of `position`. Valid
+/// while the summary's header is the one it was made from (`base`): any fold, `memo
+/// stats --zero` included, moves the header and so sets it aside. Only a cache: lost or
+/// damaged, the journal is read from the summary's position again.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Tail {
+    base: Position,
+    base_counters: Counters,
+    position: Position,
+    counters: Counters,
+    top: Vec<Top>,
+}
+
+impl Tail {
+    fn extends(&self, header: &Header) -> bool {
+        self.base == header.position && self.base_counters == header.counters
+    }
+}
+
+/// `memo stats` keeps where it left off once it has read this many journal records.
+const TAIL_AFTER: usize = 64;
+/// How many of the entries that saved the most time the tail keeps: more than the
+/// header's `TOP`, so that one just below the cut is still counted whole.
+const TAIL_TOP: usize = 2 * TOP;
+
+fn tail_path(cache_root: &Path) -> PathBuf {
+    cache_root.join("summary.tail")
+}
+
+fn read_tail(cache_root: &Path) -> Option<Tail> {
+    let bytes = crate::fsutil::read_regular(&tail_path(cache_root), 1 << 20).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Best effort: a cache directory that cannot be written to is read again next time.
+fn write_tail(cache_root: &Path, tail: &Tail) {
+    let path = tail_path(cache_root);
+    // As for the summary: a file of the user's by that name is never replaced.
+    let ours = || match crate::fsutil::read_regular(&path, 16) {
+        Ok(bytes) => bytes.starts_with(b"{\"base\":"),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if crate::fsutil::is_memo_cache() || ours() {
+        let bytes = serde_json::to_vec(tail).expect("a tail serializes");
+        let _ = crate::fsutil::write_file_atomic(&path, &bytes);
+    }
 }
 
 /// Folds the journal into the summary. With `wait` false, does nothing when another
@@ -541,6 +613,64 @@ mod tests {
         assert_eq!(summary.header.counters.hits, 3);
         let (counters, top) = current_top(dir.path(), &log);
         assert_eq!((counters.hits, top[0].saved_ms, top[0].hits), (3, 13, 3));
+    }
+
+    #[test]
+    fn stats_starts_where_the_last_one_stopped_and_counts_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let keys: Vec<Digest> = (0..100u32)
+            .map(|i| Digest::of_bytes(&i.to_le_bytes()))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            log.append(&hit(key, i as u64 + 1)).unwrap();
+        }
+        let first = current_top(dir.path(), &log);
+        assert_eq!(first.0.hits, 100);
+        assert!(dir.path().join("summary.tail").exists());
+        assert_eq!(current_top(dir.path(), &log), first);
+        // Hits after the tail add to it, whether their entry is in its list or new.
+        log.append(&hit(&keys[0], 1000)).unwrap();
+        log.append(&hit(&Digest::of_bytes(b"new"), 500)).unwrap();
+        let (counters, top) = current_top(dir.path(), &log);
+        assert_eq!(
+            (counters.hits, top[0].saved_ms, top[0].hits),
+            (102, 1001, 2)
+        );
+        assert_eq!(top[1].saved_ms, 500);
+        let without_tail = |dir: &Path| {
+            let saved = std::fs::read(dir.join("summary.tail")).unwrap();
+            std::fs::remove_file(dir.join("summary.tail")).unwrap();
+            let read = current_top(dir, &log);
+            std::fs::write(dir.join("summary.tail"), saved).unwrap();
+            read
+        };
+        for _ in 0..TAIL_AFTER {
+            log.append(&hit(&keys[5], 1)).unwrap();
+        }
+        let with = current_top(dir.path(), &log);
+        assert_eq!(with, without_tail(dir.path()));
+        // A fold moves the summary's header: the tail is set aside, nothing is counted twice.
+        fold(dir.path(), &log, true, |_| {}).unwrap();
+        assert_eq!(current_top(dir.path(), &log).0, with.0);
+        // `memo stats --zero` folds too.
+        log.append(&hit(&keys[1], 1)).unwrap();
+        fold(dir.path(), &log, true, |s| {
+            s.header.counters = Counters::default()
+        })
+        .unwrap();
+        assert_eq!(current_top(dir.path(), &log).0.hits, 0);
+        // A damaged tail is read past.
+        for _ in 0..TAIL_AFTER {
+            log.append(&hit(&keys[2], 1)).unwrap();
+        }
+        let read = current_top(dir.path(), &log);
+        assert_eq!(read.0.hits, TAIL_AFTER as i64);
+        std::fs::write(dir.path().join("summary.tail"), b"{\"base\": garbage").unwrap();
+        assert_eq!(current_top(dir.path(), &log), read);
+        // So is one whose place in the journal is gone (a journal replaced under it).
+        std::fs::write(dir.path().join("log.jsonl"), b"").unwrap();
+        assert_eq!(current_top(dir.path(), &log).0.hits, 0);
     }
 
     #[test]

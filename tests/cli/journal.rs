@@ -257,3 +257,55 @@ fn a_copy_of_the_cache_counts_nothing_twice() {
     );
     assert_eq!(listed_hits(&env), [2]);
 }
+
+/// Runs `./tool` through memo `times` times in one shell loop.
+fn run_tool_times(env: &TestEnv, times: usize) {
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {times} ]; do \"$MEMO\" run -- ./tool >/dev/null || exit 1; i=$((i+1)); done"
+        ))
+        .env("MEMO", MEMO)
+        .env("MEMO_DIR", env.cache())
+        .env("HOME", env.root.path().join("home"))
+        .current_dir(env.work())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn stats_goes_on_from_where_the_last_one_stopped_and_counts_each_hit_once() {
+    let env = TestEnv::new();
+    env.tool("echo hi");
+    run_tool_times(&env, 81);
+    let hits = |env: &TestEnv| {
+        let stats = env.stats();
+        (
+            stats["hits"].as_i64().unwrap(),
+            stats["misses"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(hits(&env), (80, 1));
+    assert!(
+        env.cache().join("summary.tail").is_file(),
+        "stats keeps where it stopped reading the journal"
+    );
+    assert_eq!(hits(&env), (80, 1), "read again, nothing counted twice");
+    run_tool_times(&env, 3);
+    assert_eq!(hits(&env), (83, 1));
+    assert_eq!(env.stats()["top"][0]["hits"].as_i64(), Some(83));
+    assert_success(&env.run(["stats", "--zero"]));
+    assert_eq!(hits(&env), (0, 0));
+    run_tool_times(&env, 70);
+    assert_eq!(hits(&env), (70, 0));
+    // gc folds the journal: the same counts.
+    assert_success(&env.run(["gc"]));
+    assert_eq!(hits(&env), (70, 0));
+    // A damaged tail is read past.
+    run_tool_times(&env, 66);
+    assert_eq!(hits(&env), (136, 0));
+    fs::write(env.cache().join("summary.tail"), b"{\"base\":").unwrap();
+    assert_eq!(hits(&env), (136, 0));
+    assert_eq!(listed_hits(&env), [136 + 83]);
+}
