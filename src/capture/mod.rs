@@ -131,15 +131,39 @@ pub fn stream_mode() -> StreamMode {
 
 /// Starts the command of `spec` with these stdout and stderr (`None`: memo's own): its pid.
 fn start(spec: &Spec, stdout: Option<RawFd>, stderr: Option<RawFd>) -> io::Result<libc::pid_t> {
-    spawn::spawn(&spawn::Launch {
-        program: &spec.program,
-        argv: &spec.argv,
-        stdin: spec.stdin.as_ref().map(|f| f.as_raw_fd()),
-        stdout,
-        stderr,
-        inherit: spec.inherit,
+    unless_busy(|| {
+        spawn::spawn(&spawn::Launch {
+            program: &spec.program,
+            argv: &spec.argv,
+            stdin: spec.stdin.as_ref().map(|f| f.as_raw_fd()),
+            stdout,
+            stderr,
+            inherit: spec.inherit,
+        })
     })
 }
+
+/// Starts the command with `start`, again after a pause while the exec fails with
+/// ETXTBSY: the program is open for writing at that moment, often only by a process
+/// that forked while it was being written and has not yet reached its own exec (a
+/// build writing a script, then running it, while it starts other jobs). The failed
+/// start ran nothing. After about half a second the error stands.
+fn unless_busy<T>(mut start: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut pause = Duration::from_millis(5);
+    for _ in 0..BUSY_RETRIES {
+        match start() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            started => return started,
+        }
+    }
+    start()
+}
+
+/// How many times a start that meets ETXTBSY is tried again (5 ms, doubling: 635 ms).
+const BUSY_RETRIES: usize = 7;
 
 fn spawn_error(spec_program: &std::path::Path, argv0: &OsString, e: io::Error) -> Fatal {
     let shown = argv0.to_string_lossy();
@@ -285,7 +309,8 @@ pub fn run_recorded(
             stderr: err.as_raw_fd(),
             inherit: spec.inherit,
         };
-        let tracee = trace::spawn(&launch).map_err(|e| spawn_error(&program, &argv0, e))?;
+        let tracee =
+            unless_busy(|| trace::spawn(&launch)).map_err(|e| spawn_error(&program, &argv0, e))?;
         drop((out, err, spec));
         Child::Traced(Box::new(tracee))
     } else {

@@ -172,3 +172,50 @@ fn a_signal_ends_memo_stuck_writing_large_output_to_a_reader_that_stopped() {
     assert!(env.entries().is_empty());
     drop(out);
 }
+
+/// A program open for writing cannot be executed (ETXTBSY): memo tries again for a
+/// while (someone is writing it this very moment, or a process that forked while it
+/// was written has not reached its exec yet), then says so.
+#[test]
+fn a_program_busy_being_written_is_started_once_it_is_closed_or_refused_after_a_while() {
+    for traced in [false, true] {
+        if traced && !traceable() {
+            continue;
+        }
+        let trace: &[&str] = if traced { &["--trace"] } else { &[] };
+        let env = TestEnv::new();
+        env.tool("echo ran");
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(env.path("tool"))
+            .unwrap();
+        let memo = env
+            .memo(["run"].iter().chain(trace).chain(&["--", "./tool"]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        drop(writer);
+        let out = memo.wait_with_output().unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out), "ran\n", "traced: {traced}");
+        assert_eq!(env.count(), 1);
+
+        // Held open for good: the usual error, and the exit code of a program that
+        // cannot be executed.
+        env.tool("echo other");
+        let _writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(env.path("tool"))
+            .unwrap();
+        let out = env.run(["run"].iter().chain(trace).chain(&["--", "./tool"]));
+        assert_code(&out, 126);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot be executed") && err.contains("busy"),
+            "traced: {traced}: {err}"
+        );
+        assert_eq!(env.count(), 1, "nothing ran");
+    }
+}
