@@ -358,8 +358,14 @@ impl Flight {
             text.push_str(&format!(" {pipe}"));
         }
         text.push('\n');
-        self.file.set_len(0)?;
-        self.file.write_all_at(text.as_bytes(), 0)
+        // Written over what a killed run may have left, then cut to length only if that
+        // was longer: on ext4, a truncation to zero makes the close write the file's
+        // data out (auto_da_alloc), a disk write per miss for a file unlinked soon after.
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        if self.file.metadata()?.len() > text.len() as u64 {
+            self.file.set_len(text.len() as u64)?;
+        }
+        Ok(())
     }
 }
 
