@@ -18,16 +18,24 @@
 //!
 //! The command's own children outlive it when it dies that way (a `make` killed leaves
 //! its compilers running), and may go on writing its outputs. So the command inherits
-//! the descriptor of its `Flight` (`locks/flight-HEX`, the file the note is written in,
-//! `flock`ed), and the holder notes the pipes the command's stdout and stderr write
-//! into: every process the command starts holds the flight unless it closes its
-//! descriptors (Python's `subprocess` does), and those pipes unless it redirects its
-//! output. The next holder ends what a killed holder's command left running, found by
-//! either mark (`end_earlier_copy`, `take_flight`), before it starts the command again:
-//! what died with memo must not go on writing beside the new copy. A holder that ends
-//! normally removes its flight, note and all. (Named `flight-HEX`, not `key-HEX` or
-//! `key-HEX.run`, the files an older memo locks and holds open while it runs: a new
-//! holder must never take that memo for what a killed run left, and kill it.)
+//! a descriptor of its `Flight`: a description of `locks/keys` of its own, holding an
+//! OFD lock on the key's flight byte (`FLIGHT_BASE` + the key's byte) and on the byte of
+//! a note slot, where the holder notes the process it runs and the pipes the command's
+//! stdout and stderr write into. OFD locks belong to the open file description, which
+//! every process the command starts shares unless it closes its descriptors (Python's
+//! `subprocess` does): so the lock outlives a killed memo exactly as long as some of
+//! its command's processes live, and their /proc fdinfo names it. The next holder ends
+//! what a killed holder's command left running, found by either mark
+//! (`end_earlier_copy`, `take_flight`), before it starts the command again: what died
+//! with memo must not go on writing beside the new copy. A holder that ends normally
+//! clears its note and releases its flight. No file is created or removed per run
+//! (on an ext4 without a journal, every file created after many were removed walks
+//! past them). The previous version kept the flight in a file of its own,
+//! `locks/flight-HEX` (flock): one such file, left by a killed run, is used as before,
+//! and so is one made when processes no one may end hold the byte. (Named
+//! `flight-HEX`, not `key-HEX` or `key-HEX.run`, the files an older memo still locks and
+//! holds open while it runs: a new holder must never take that memo for what a killed
+//! run left, and kill it.)
 
 use std::fs::{self, File};
 use std::io;
@@ -123,6 +131,39 @@ fn holds_file(pid: u32, path: &Path, dev: u64, ino: u64) -> bool {
         })
 }
 
+/// Whether process `pid` holds, through a descriptor of the file `(dev, ino)` at
+/// `path`, the OFD lock of the byte at `offset` (its fdinfo lists the locks of the open
+/// file description behind each descriptor).
+fn holds_byte(pid: u32, path: &Path, dev: u64, ino: u64, offset: i64) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            let ours = fs::read_link(fd.path()).is_ok_and(|target| target == path)
+                && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+            ours && fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .is_ok_and(|info| info.lines().any(|line| locks_byte(line, offset)))
+        })
+}
+
+/// Whether a `lock:` line of an fdinfo file is a write lock whose range starts at
+/// `offset`: `lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:123 START END`.
+fn locks_byte(line: &str, offset: i64) -> bool {
+    let Some(rest) = line.strip_prefix("lock:") else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let Some(at) = fields.iter().position(|f| f.matches(':').count() == 2) else {
+        return false;
+    };
+    fields.contains(&"WRITE")
+        && fields.get(at + 1).and_then(|s| s.parse::<i64>().ok()) == Some(offset)
+}
+
 /// Kills (SIGKILL) every process for which `matches` holds, and waits until none is
 /// left, or until `end`: `Err(pid)` names one still there (one this user may not
 /// signal). These are what a killed memo's command left running: they were meant to
@@ -152,8 +193,10 @@ fn end_processes(matches: impl Fn(&Process) -> bool, end: Instant) -> Result<(),
 /// dropped (the kernel releases it when the descriptor closes, however memo ends).
 pub struct KeyLock {
     keys: File,
-    /// `locks/flight-HEX`: the flight and the note of whoever holds this key.
-    flight_path: PathBuf,
+    dir: PathBuf,
+    hex: String,
+    /// The key's byte.
+    offset: i64,
 }
 
 impl KeyLock {
@@ -182,50 +225,135 @@ impl KeyLock {
         }
         Ok(Some(KeyLock {
             keys,
-            flight_path: dir.join(format!("flight-{hex}")),
+            dir: dir.to_path_buf(),
+            hex: hex.to_string(),
+            offset,
         }))
     }
 
-    /// Ends what an earlier holder that was killed left running (a holder that ends
-    /// normally removes its note with its flight; one that was killed leaves it):
-    /// waits, for at most `limit`, until the process it noted is gone (it dies of its
-    /// parent-death signal), then kills every process that still writes into the noted
-    /// output pipes and waits for them too. `Err(pid)` if one still runs after `limit`
-    /// (it may not be signalled).
-    pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
-        // No note, no earlier copy: the common case costs one failed open.
-        let Ok(file) = crate::fsutil::open_regular(&self.flight_path, Access::Read) else {
-            return Ok(());
-        };
-        end_noted_copy(&file, limit)
+    /// `locks/flight-HEX`: the flight of a memo of the previous version, or one taken
+    /// instead of the byte while processes no one may end hold that (see `take_flight`).
+    fn flight_path(&self) -> PathBuf {
+        self.dir.join(format!("flight-{}", self.hex))
     }
 
-    /// Takes this key's flight. Processes of an earlier, killed holder's command that
-    /// still hold it are killed first, and waited for, at most `limit`. The `bool` says
-    /// whether they were all gone; if not (processes this user may not signal), the
-    /// flight is a fresh file, so that later holders do not wait for them again.
+    /// Ends what an earlier holder that was killed left running (a holder that ends
+    /// normally clears its note; one that was killed leaves it): waits, for at most
+    /// `limit`, until the process it noted is gone (it dies of its parent-death
+    /// signal), then kills every process that still writes into the noted output pipes
+    /// and waits for them too. `Err(pid)` if one still runs after `limit` (it may not
+    /// be signalled).
+    pub fn end_earlier_copy(&self, limit: Duration) -> Result<(), u32> {
+        let end = Instant::now() + limit;
+        let left = |end: Instant| end.saturating_duration_since(Instant::now());
+        // A flight file (one failed open when there is none).
+        if let Ok(file) = crate::fsutil::open_regular(&self.flight_path(), Access::Read) {
+            let mut buf = [0u8; SLOT_BYTES as usize];
+            let n = file.read_at(&mut buf, 0).unwrap_or(0);
+            end_noted_copy(note_line(&buf[..n]), left(end))?;
+        }
+        // The notes in this key's window of slots (one read).
+        let window = read_window(&self.keys, self.offset);
+        for slot in window.chunks(SLOT_BYTES as usize) {
+            if let Some(note) = note_line(slot).strip_prefix(self.hex.as_str()) {
+                end_noted_copy(note, left(end))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes this key's flight: the byte at `FLIGHT_BASE` + the key's in `locks/keys`,
+    /// through a description of its own that the command inherits, and a slot for the
+    /// note. Processes of an earlier, killed holder's command that still hold it (they
+    /// share that description) are killed first, and waited for, at most `limit`. The
+    /// `bool` says whether they were all gone; if not (processes this user may not
+    /// signal), the flight is a fresh `locks/flight-HEX` file, which later holders use
+    /// while those processes hold the byte, so that they do not wait for them again.
     pub fn take_flight(&self, limit: Duration) -> io::Result<(Flight, bool)> {
-        let dir = self.flight_path.parent().unwrap_or(Path::new(""));
-        self.take_flight_here(limit).map_err(|e| naming_dir(dir, e))
+        self.take_flight_here(limit)
+            .map_err(|e| naming_dir(&self.dir, e))
     }
 
     fn take_flight_here(&self, limit: Duration) -> io::Result<(Flight, bool)> {
-        let path = self.flight_path.clone();
+        let flight_path = self.flight_path();
+        if fs::symlink_metadata(&flight_path).is_ok() {
+            return self.take_flight_file(limit);
+        }
+        let keys_path = self.dir.join("keys");
+        // A description of its own: the command inherits it, and with it the locks.
+        let file = open_cache_file(&keys_path)?;
+        let byte = FLIGHT_BASE + self.offset;
+        if !lock_byte(&file, byte, false)? {
+            let held = file.metadata()?;
+            // As /proc shows it: absolute, symlinks resolved.
+            let shown = fs::canonicalize(&keys_path)?;
+            let end = Instant::now() + limit;
+            let holds = |p: &Process| holds_byte(p.pid, &shown, held.dev(), held.ino(), byte);
+            let _ = end_processes(holds, end);
+            loop {
+                if lock_byte(&file, byte, false)? {
+                    break;
+                }
+                if Instant::now() >= end {
+                    // Held for good: a flight file, fresh, for this holder and the next.
+                    let file = open_cache_file(&flight_path)?;
+                    FileExt::try_lock_exclusive(&file)?;
+                    return Ok((self.file_flight(file, flight_path), false));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // A slot for the note: the one a killed holder of this key left its note in,
+        // if it is free, else an empty one, and only then one where a killed holder
+        // of another key left its note (its next holder may still need it).
+        let window = read_window(&file, self.offset);
+        let home = window_start(self.offset);
+        let mut order: Vec<u64> = (0..PROBES).collect();
+        order.sort_by_key(|i| {
+            let at = (*i * SLOT_BYTES) as usize;
+            let note = note_line(window.get(at..at + SLOT_BYTES as usize).unwrap_or(&[]));
+            if note.starts_with(self.hex.as_str()) {
+                0
+            } else if note.is_empty() {
+                1
+            } else {
+                2
+            }
+        });
+        let slot = order
+            .into_iter()
+            .map(|i| home + i)
+            .find(|slot| lock_byte(&file, SLOT_BASE + *slot as i64, false).unwrap_or(false));
+        Ok((
+            Flight {
+                file,
+                kind: FlightKind::Byte {
+                    hex: self.hex.clone(),
+                    slot,
+                },
+            },
+            true,
+        ))
+    }
+
+    /// The flight as a file of its own (`locks/flight-HEX`, flock), as the previous
+    /// version kept it: taken when such a file is there.
+    fn take_flight_file(&self, limit: Duration) -> io::Result<(Flight, bool)> {
+        let path = self.flight_path();
         // Only a holder of this key opens or removes its flight: no race on the path.
         let file = open_cache_file(&path)?;
         match FileExt::try_lock_exclusive(&file) {
-            Ok(()) => return Ok((Flight::new(file, path), true)),
+            Ok(()) => return Ok((self.file_flight(file, path), true)),
             Err(e) if is_contended(&e) => {}
             Err(e) => return Err(e),
         }
         let held = file.metadata()?;
-        // As /proc shows it: absolute, symlinks resolved.
         let shown = fs::canonicalize(&path)?;
         let end = Instant::now() + limit;
         let _ = end_processes(|p| holds_file(p.pid, &shown, held.dev(), held.ino()), end);
         loop {
             match FileExt::try_lock_exclusive(&file) {
-                Ok(()) => return Ok((Flight::new(file, path), true)),
+                Ok(()) => return Ok((self.file_flight(file, path), true)),
                 Err(e) if is_contended(&e) => {}
                 Err(e) => return Err(e),
             }
@@ -233,9 +361,20 @@ impl KeyLock {
                 fs::remove_file(&path)?;
                 let file = open_cache_file(&path)?;
                 FileExt::try_lock_exclusive(&file)?;
-                return Ok((Flight::new(file, path), false));
+                return Ok((self.file_flight(file, path), false));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn file_flight(&self, file: File, path: PathBuf) -> Flight {
+        Flight {
+            file,
+            kind: FlightKind::File {
+                path,
+                keys: self.dir.join("keys"),
+                byte: FLIGHT_BASE + self.offset,
+            },
         }
     }
 }
@@ -281,6 +420,50 @@ fn key_offset(hex: &str) -> io::Result<i64> {
     Ok((first >> 3).max(1) as i64)
 }
 
+/// The bytes of `locks/keys` locked by a key's flight: `FLIGHT_BASE` + the key's byte,
+/// above every key's byte.
+const FLIGHT_BASE: i64 = 1 << 61;
+/// The byte locked by the holder of a note slot: `SLOT_BASE` + the slot's number.
+const SLOT_BASE: i64 = 1 << 62;
+/// The notes are slots of `SLOT_BYTES` at the start of `locks/keys` (data, which no
+/// lock covers): `SLOTS` of them, 1 MiB at most, written only where used.
+const SLOTS: u64 = 4096;
+const SLOT_BYTES: u64 = 256;
+/// A key's note goes in the first free slot of a window of `PROBES` from its own.
+const PROBES: u64 = 8;
+
+/// The first slot of the window of the key whose byte is `offset`.
+fn window_start(offset: i64) -> u64 {
+    offset as u64 % (SLOTS - PROBES + 1)
+}
+
+/// The window of note slots of the key whose byte is `offset` (short or empty where
+/// nothing was ever written).
+fn read_window(keys: &File, offset: i64) -> Vec<u8> {
+    let mut window = vec![0u8; (PROBES * SLOT_BYTES) as usize];
+    let mut got = 0;
+    let start = window_start(offset) * SLOT_BYTES;
+    while got < window.len() {
+        match keys.read_at(&mut window[got..], start + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    window.truncate(got);
+    window
+}
+
+/// The first line of a note (up to a newline or a NUL).
+fn note_line(bytes: &[u8]) -> &str {
+    let end = bytes
+        .iter()
+        .position(|b| matches!(b, b'\n' | 0))
+        .unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).unwrap_or("")
+}
+
 /// Locks (write) the byte at `offset` of `file`: waiting for it when `wait`, else
 /// `Ok(false)` if someone holds it.
 fn lock_byte(file: &File, offset: i64, wait: bool) -> io::Result<bool> {
@@ -294,6 +477,26 @@ fn lock_byte(file: &File, offset: i64, wait: bool) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether someone holds the byte at `offset` of the file at `path`.
+fn byte_held(path: &Path, offset: i64) -> bool {
+    let Ok(file) = crate::fsutil::open_regular(path, Access::Read) else {
+        return false;
+    };
+    // SAFETY: an all-zero flock is a valid value (plain integers).
+    let mut request: libc::flock = unsafe { std::mem::zeroed() };
+    request.l_type = libc::F_WRLCK as libc::c_short;
+    request.l_whence = libc::SEEK_SET as libc::c_short;
+    request.l_start = offset as libc::off_t;
+    request.l_len = 1;
+    #[cfg(target_os = "linux")]
+    let command = libc::F_OFD_GETLK;
+    #[cfg(not(target_os = "linux"))]
+    let command = libc::F_GETLK;
+    // SAFETY: fcntl with F_*GETLK reads and writes the one flock struct passed.
+    let asked = unsafe { libc::fcntl(file.as_raw_fd(), command, &mut request) };
+    asked == 0 && request.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// One `fcntl` byte-range lock request on `file`: an OFD lock on Linux (owned by the
@@ -322,20 +525,28 @@ fn set_byte_lock(file: &File, kind: libc::c_short, offset: i64, wait: bool) -> i
     Ok(())
 }
 
-/// A key's flight: the file the command's processes hold through an inherited
-/// descriptor, and in which the holder notes the process it runs (see the module doc).
-/// Released and removed when dropped, before its key lock is: a process the command
-/// left running keeps a descriptor of a file nobody waits on.
+/// A key's flight: what the command's processes hold through an inherited descriptor,
+/// and where the holder notes the process it runs (see the module doc). Released, and
+/// its note cleared, when dropped, before its key lock is: a process the command left
+/// running keeps a descriptor nobody waits on.
 pub struct Flight {
     file: File,
-    path: PathBuf,
+    kind: FlightKind,
+}
+
+enum FlightKind {
+    /// The flight's byte of `locks/keys`, and the note's slot, if one was free.
+    Byte { hex: String, slot: Option<u64> },
+    /// A flight file, removed when dropped unless the flight's byte is still held
+    /// (processes no one could end hold it: the next holders take this file instead).
+    File {
+        path: PathBuf,
+        keys: PathBuf,
+        byte: i64,
+    },
 }
 
 impl Flight {
-    fn new(file: File, path: PathBuf) -> Flight {
-        Flight { file, path }
-    }
-
     /// The descriptor the command must inherit.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
@@ -358,32 +569,63 @@ impl Flight {
             text.push_str(&format!(" {pipe}"));
         }
         text.push('\n');
-        // Written over what a killed run may have left, then cut to length only if that
-        // was longer: on ext4, a truncation to zero makes the close write the file's
-        // data out (auto_da_alloc), a disk write per miss for a file unlinked soon after.
-        self.file.write_all_at(text.as_bytes(), 0)?;
-        if self.file.metadata()?.len() > text.len() as u64 {
-            self.file.set_len(text.len() as u64)?;
+        match &self.kind {
+            FlightKind::Byte { hex, slot } => {
+                let Some(slot) = slot else {
+                    return Ok(());
+                };
+                let mut note = format!("{hex} {text}").into_bytes();
+                note.resize(SLOT_BYTES as usize, 0);
+                self.file.write_all_at(&note, slot * SLOT_BYTES)
+            }
+            FlightKind::File { .. } => {
+                // Written over what a killed run may have left, then cut to length
+                // only if that was longer: on ext4, a truncation to zero makes the
+                // close write the file's data out (auto_da_alloc).
+                self.file.write_all_at(text.as_bytes(), 0)?;
+                if self.file.metadata()?.len() > text.len() as u64 {
+                    self.file.set_len(text.len() as u64)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// Lets go of the flight's locks, as the kernel does when a holder is killed and
+    /// nothing else holds its descriptor, and leaves its note where it is.
+    #[cfg(test)]
+    fn release_as_if_killed(self) {
+        let _ = set_byte_lock(&self.file, libc::F_UNLCK as libc::c_short, 0, false);
+        let _ = FileExt::unlock(&self.file);
+        std::mem::forget(self);
     }
 }
 
 impl Drop for Flight {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        let _ = FileExt::unlock(&self.file);
+        match &self.kind {
+            FlightKind::Byte { slot, .. } => {
+                if let Some(slot) = slot {
+                    let _ = self
+                        .file
+                        .write_all_at(&[0; SLOT_BYTES as usize], slot * SLOT_BYTES);
+                }
+                let _ = set_byte_lock(&self.file, libc::F_UNLCK as libc::c_short, 0, false);
+            }
+            FlightKind::File { path, keys, byte } => {
+                if !byte_held(keys, *byte) {
+                    let _ = fs::remove_file(path);
+                } else {
+                    let _ = self.file.set_len(0);
+                }
+                let _ = FileExt::unlock(&self.file);
+            }
+        }
     }
 }
 
-/// `KeyLock::end_earlier_copy`, from the note in `file`.
-fn end_noted_copy(file: &File, limit: Duration) -> Result<(), u32> {
-    // A note is a few numbers on one line.
-    let mut buf = [0u8; 128];
-    let Ok(n) = file.read_at(&mut buf, 0) else {
-        return Ok(());
-    };
-    let text = String::from_utf8_lossy(&buf[..n]);
+/// `KeyLock::end_earlier_copy`, from a note's text (after its key, in a slot).
+fn end_noted_copy(text: &str, limit: Duration) -> Result<(), u32> {
     let mut fields = text.split_whitespace();
     let number = |f: Option<&str>| f.and_then(|f| f.parse::<u64>().ok());
     let (Some(pid), Some(started)) = (number(fields.next()), number(fields.next())) else {
@@ -619,11 +861,9 @@ mod tests {
         assert!(KeyLock::try_take(dir.path(), KEY).unwrap().is_some());
     }
 
-    /// What a holder killed with -9 leaves: its flight, note and all, on disk, and its
-    /// key lock released.
+    /// What a holder killed with -9 leaves: its note, and its locks released.
     fn kill_holder(lock: KeyLock, flight: Flight) {
-        FileExt::unlock(&flight.file).unwrap();
-        std::mem::forget(flight);
+        flight.release_as_if_killed();
         drop(lock);
     }
 
@@ -685,21 +925,119 @@ mod tests {
         let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(clear);
-        let path = dir.path().join(format!("flight-{KEY}"));
-        // What a killed holder's command left running: another description of the file.
-        let left = File::open(&path).unwrap();
-        FileExt::unlock(&first.file).unwrap();
+        assert!(matches!(first.kind, FlightKind::Byte { slot: Some(_), .. }));
+        // What a killed holder's command left running: the flight's description, whose
+        // locks it keeps (here, in this very process, which may not be ended).
+        let left = first.file.try_clone().unwrap();
         std::mem::forget(first);
-        FileExt::lock_exclusive(&left).unwrap();
+        let path = dir.path().join(format!("flight-{KEY}"));
         let (second, clear) = lock.take_flight(Duration::from_millis(30)).unwrap();
         assert!(!clear, "still held");
+        assert!(matches!(second.kind, FlightKind::File { .. }));
         drop(second);
-        assert!(!path.exists());
-        let (_third, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(path.exists(), "kept while the byte is held");
+        let (third, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(
             clear,
-            "a fresh file: no second wait for the same left process"
+            "the file again: no second wait for the same left process"
         );
+        // Once the left process is gone, the file goes, and the byte serves again.
+        set_byte_lock(&left, libc::F_UNLCK as libc::c_short, 0, false).unwrap();
+        drop(third);
+        assert!(!path.exists());
+        let (fourth, clear) = lock.take_flight(Duration::ZERO).unwrap();
+        assert!(clear && matches!(fourth.kind, FlightKind::Byte { .. }));
+    }
+
+    #[test]
+    fn a_left_process_holding_the_flight_is_found_by_its_lock_and_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = KeyLock::wait(dir.path(), KEY).unwrap();
+        let (first, _) = lock.take_flight(Duration::ZERO).unwrap();
+        // A child that inherits the flight's descriptor, as the command does.
+        let fd = first.fd();
+        // SAFETY: clearing close-on-exec on a descriptor this test owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        let mut child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        // memo killed: its descriptor closes, the child's keeps the locks.
+        drop(first.file.try_clone().unwrap());
+        let FlightKind::Byte { slot, .. } = &first.kind else {
+            panic!("a byte flight");
+        };
+        let slot = slot.unwrap();
+        // SAFETY: closing the descriptor the forgotten flight owned.
+        let raw = first.fd();
+        std::mem::forget(first);
+        unsafe { libc::close(raw) };
+        let keys = dir.path().join("keys");
+        assert!(byte_held(&keys, FLIGHT_BASE + key_offset(KEY).unwrap()));
+        assert!(byte_held(&keys, SLOT_BASE + slot as i64));
+        let shown = fs::canonicalize(&keys).unwrap();
+        let meta = fs::metadata(&keys).unwrap();
+        let byte = FLIGHT_BASE + key_offset(KEY).unwrap();
+        assert!(holds_byte(
+            child.0.id(),
+            &shown,
+            meta.dev(),
+            meta.ino(),
+            byte
+        ));
+        assert!(!holds_byte(
+            child.0.id(),
+            &shown,
+            meta.dev(),
+            meta.ino(),
+            byte + 1
+        ));
+        let (_second, clear) = lock.take_flight(Duration::from_secs(5)).unwrap();
+        assert!(clear, "the child was ended and the byte taken");
+        assert!(
+            child.0.try_wait().unwrap().is_some() || {
+                std::thread::sleep(Duration::from_millis(100));
+                child.0.try_wait().unwrap().is_some()
+            }
+        );
+    }
+
+    #[test]
+    fn notes_of_other_keys_in_the_window_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        // Another key with the same window (another byte): its killed holder's note
+        // names it.
+        let offset = key_offset(KEY).unwrap() + (SLOTS - PROBES + 1) as i64;
+        let other = format!("{:016x}{}", (offset as u64) << 3, "f".repeat(48));
+        assert_eq!(
+            window_start(key_offset(&other).unwrap()),
+            window_start(key_offset(KEY).unwrap())
+        );
+        let lock = KeyLock::wait(dir.path(), &other).unwrap();
+        let (flight, _) = lock.take_flight(Duration::ZERO).unwrap();
+        flight.note_process(child.0.id(), &[]).unwrap();
+        kill_holder(lock, flight);
+        let mine = KeyLock::wait(dir.path(), KEY).unwrap();
+        assert_eq!(mine.end_earlier_copy(Duration::ZERO), Ok(()));
+        let (flight, _) = mine.take_flight(Duration::ZERO).unwrap();
+        flight.note_process(std::process::id(), &[]).unwrap();
+        drop(flight);
+        drop(mine);
+        // The other key's note is still there: its next holder waits for the process.
+        let next = KeyLock::wait(dir.path(), &other).unwrap();
+        assert_eq!(
+            next.end_earlier_copy(Duration::from_millis(20)),
+            Err(child.0.id())
+        );
+        child.0.kill().unwrap();
     }
 
     #[test]

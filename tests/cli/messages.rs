@@ -206,6 +206,12 @@ fn cache_with_a_locked_lock_directory(env: &TestEnv) -> Option<()> {
     fs::create_dir_all(&locks).unwrap();
     std::os::unix::fs::chown(&locks, Some(0), Some(0)).unwrap();
     fs::set_permissions(&locks, fs::Permissions::from_mode(0o755)).unwrap();
+    // And what is in it (the keys' shared lock file): root's, read-only to others.
+    for file in fs::read_dir(&locks).unwrap() {
+        let path = file.unwrap().path();
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    }
     Some(())
 }
 
