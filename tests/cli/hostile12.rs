@@ -76,17 +76,6 @@ fn a_background_process_keeps_its_output_when_memo_is_upgraded_while_it_runs() {
     assert_eq!(out, "first\nlate\n", "its output was lost");
 }
 
-/// The key of the only entry in the cache (its file name).
-fn only_key(env: &TestEnv) -> String {
-    let entries = env.entries();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    entries[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// A user hits it in the window of an upgrade, or in a team cache (MEMO_UMASK) shared by
 /// machines with different memo versions: an older memo is running `make` for a key
 /// (it holds `locks/key-HEX` with flock, as every memo before the byte-range locks did)
@@ -102,7 +91,7 @@ fn a_new_memo_waits_for_an_older_memo_running_the_same_key() {
     let order = env.path("order");
     env.tool(&format!("echo new >> '{}'\necho done", order.display()));
     assert_success(&env.run(["run", "--", "./tool"]));
-    let key = only_key(&env);
+    let key = env.only_key();
     fs::remove_file(env.path("order")).unwrap();
     assert_success(&env.run(["rm", &key[..12]]));
     // What an older memo does while it runs this key: `locks/key-HEX` flocked for as long

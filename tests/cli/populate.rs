@@ -87,11 +87,7 @@ fn a_note_left_by_a_killed_holder_makes_the_next_one_wait_for_its_command() {
     env.tool("echo done");
     // A first run, for the key's hex (the entry's name).
     assert_success(&env.run(["run", "--force", "--", "./tool"]));
-    let key = env.entries()[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let key = env.only_key();
     // A live process, noted as a killed holder of this key notes its command (pid,
     // start ticks, session, boot): the next holder must wait for it before it runs.
     let mut left = std::process::Command::new("sleep")
@@ -130,11 +126,7 @@ fn an_older_memo_holding_its_per_key_lock_files_is_left_alone() {
     let env = TestEnv::new();
     env.tool("echo done");
     assert_success(&env.run(["run", "--force", "--", "./tool"]));
-    let key = env.entries()[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let key = env.only_key();
     // What a memo of the previous version holds while it runs this key: `key-HEX`
     // locked, and `key-HEX.run` locked by its command. The new memo waits for it (see
     // hostile12.rs) and never kills it.

@@ -171,6 +171,18 @@ impl TestEnv {
         files_under(&self.cache().join("entries"))
     }
 
+    /// The key (64 hex digits) of the one entry in the cache (its file name).
+    #[track_caller]
+    pub fn only_key(&self) -> String {
+        let entries = self.entries();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Every object file in the cache.
     pub fn objects(&self) -> Vec<PathBuf> {
         files_under(&self.cache().join("objects"))
