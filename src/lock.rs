@@ -330,6 +330,7 @@ impl KeyLock {
                 kind: FlightKind::Byte {
                     hex: self.hex.clone(),
                     slot,
+                    noted: std::cell::Cell::new(false),
                 },
             },
             true,
@@ -535,8 +536,13 @@ pub struct Flight {
 }
 
 enum FlightKind {
-    /// The flight's byte of `locks/keys`, and the note's slot, if one was free.
-    Byte { hex: String, slot: Option<u64> },
+    /// The flight's byte of `locks/keys`, the note's slot, if one was free, and
+    /// whether a note was written there (to be cleared).
+    Byte {
+        hex: String,
+        slot: Option<u64>,
+        noted: std::cell::Cell<bool>,
+    },
     /// A flight file, removed when dropped unless the flight's byte is still held
     /// (processes no one could end hold it: the next holders take this file instead).
     File {
@@ -570,12 +576,13 @@ impl Flight {
         }
         text.push('\n');
         match &self.kind {
-            FlightKind::Byte { hex, slot } => {
+            FlightKind::Byte { hex, slot, noted } => {
                 let Some(slot) = slot else {
                     return Ok(());
                 };
                 let mut note = format!("{hex} {text}").into_bytes();
                 note.resize(SLOT_BYTES as usize, 0);
+                noted.set(true);
                 self.file.write_all_at(&note, slot * SLOT_BYTES)
             }
             FlightKind::File { .. } => {
@@ -604,8 +611,8 @@ impl Flight {
 impl Drop for Flight {
     fn drop(&mut self) {
         match &self.kind {
-            FlightKind::Byte { slot, .. } => {
-                if let Some(slot) = slot {
+            FlightKind::Byte { slot, noted, .. } => {
+                if let (Some(slot), true) = (slot, noted.get()) {
                     let _ = self
                         .file
                         .write_all_at(&[0; SLOT_BYTES as usize], slot * SLOT_BYTES);
