@@ -16,11 +16,21 @@ use super::tracer::Tracer;
 
 /// Stops every thread still traced, detaches it left stopped (a group stop), and
 /// returns their ids.
+///
+/// A vfork's child is the exception until it execs (or dies): its parent waits for that,
+/// unstoppable, so the child stopped first would hold them both for good. It is kept
+/// running under the tracer, its stops passed over, and stopped at its exec.
 pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
     let mut waiting: HashSet<pid_t> = tracer.live.drain().collect();
+    let mut vforked: HashSet<pid_t> = tracer
+        .vforked
+        .drain()
+        .filter(|pid| waiting.contains(pid))
+        .collect();
     for tid in &waiting {
-        // SAFETY: a plain signal to a thread we trace.
-        unsafe { libc::syscall(libc::SYS_tkill, *tid, libc::SIGSTOP) };
+        if !vforked.contains(tid) {
+            stop(*tid);
+        }
     }
     let mut stopped = Vec::new();
     while !waiting.is_empty() {
@@ -30,19 +40,30 @@ pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
         match status {
             Status::Exited(_) | Status::Signaled(_) => {
                 waiting.remove(&pid);
+                vforked.remove(&pid);
             }
+            Status::Signal(libc::SIGSTOP) if vforked.contains(&pid) => sys::resume(pid, 0),
             Status::Signal(libc::SIGSTOP) => {
                 sys::detach(pid, libc::SIGSTOP);
                 waiting.remove(&pid);
                 stopped.push(pid);
             }
             Status::Signal(signal) => sys::resume(pid, signal),
-            Status::Event(
-                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
-            ) => {
+            Status::Event(event @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE)) => {
                 // A child born now: it starts with a SIGSTOP of its own.
                 if let Ok(child) = sys::event_message(pid) {
                     waiting.insert(child as pid_t);
+                    if event == libc::PTRACE_EVENT_VFORK {
+                        vforked.insert(child as pid_t);
+                    }
+                }
+                sys::resume(pid, 0);
+            }
+            Status::Event(libc::PTRACE_EVENT_EXEC) => {
+                // A vfork's child has exec'd: its parent runs on, and it can be stopped.
+                let former = sys::event_message(pid).map_or(pid, |f| f as pid_t);
+                if vforked.remove(&pid) | vforked.remove(&former) {
+                    stop(pid);
                 }
                 sys::resume(pid, 0);
             }
@@ -50,6 +71,11 @@ pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
         }
     }
     stopped
+}
+
+fn stop(tid: pid_t) {
+    // SAFETY: a plain signal to a thread we trace.
+    unsafe { libc::syscall(libc::SYS_tkill, tid, libc::SIGSTOP) };
 }
 
 /// Starts the helper that traces `stopped` until they exit, and continues them.

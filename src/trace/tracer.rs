@@ -85,6 +85,10 @@ pub(crate) struct Tracer {
     pub live: HashSet<pid_t>,
     /// Threads announced by a fork/clone event whose first stop (SIGSTOP) is still due.
     announced: HashSet<pid_t>,
+    /// Children of a vfork (or a clone with CLONE_VFORK) that have not yet exec'd or
+    /// died: their parent cannot stop (it waits, unstoppable, for their exec) until
+    /// they do.
+    pub vforked: HashSet<pid_t>,
     pending: HashMap<pid_t, Pending>,
     /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
     /// whenever any thread changes directory (threads may share one).
@@ -108,6 +112,7 @@ impl Tracer {
             trace: Trace::default(),
             live: HashSet::from([main]),
             announced: HashSet::new(),
+            vforked: HashSet::new(),
             pending: HashMap::new(),
             cwds: HashMap::new(),
             main_executed: false,
@@ -146,6 +151,7 @@ impl Tracer {
             Status::Exited(_) | Status::Signaled(_) => {
                 self.live.remove(&pid);
                 self.announced.remove(&pid);
+                self.vforked.remove(&pid);
                 self.pending.remove(&pid);
                 self.cwds.remove(&pid);
                 if pid == self.main {
@@ -198,6 +204,9 @@ impl Tracer {
                     if self.live.insert(child) {
                         self.announced.insert(child);
                     }
+                    if event == libc::PTRACE_EVENT_VFORK {
+                        self.vforked.insert(child);
+                    }
                 }
                 sys::resume(pid, 0);
                 Step::Continue
@@ -205,6 +214,8 @@ impl Tracer {
             libc::PTRACE_EVENT_EXEC => {
                 // A thread other than the leader that execs takes the leader's id.
                 let former = sys::event_message(pid).map(|f| f as pid_t).unwrap_or(pid);
+                self.vforked.remove(&pid);
+                self.vforked.remove(&former);
                 if former != pid {
                     self.live.remove(&former);
                 }

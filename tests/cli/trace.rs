@@ -937,6 +937,43 @@ echo started",
     assert!(env.listing().is_empty());
 }
 
+/// A background process that starts programs one after another (each a vfork then an
+/// exec, as dash and posix_spawn start them) is most likely inside a vfork when the
+/// command's main process ends: its child must not be stopped before it execs, or the
+/// parent, which waits for that exec and cannot be stopped meanwhile, would hold memo.
+#[test]
+fn a_daemon_caught_inside_a_vfork_does_not_hold_memo() {
+    if !traceable() {
+        return;
+    }
+    let env = TestEnv::new();
+    stamped_tool(
+        &env,
+        "( while [ ! -e stop ]; do /bin/true; done; echo done > daemon.out ) > /dev/null 2>&1 < /dev/null &
+sleep 0.05
+echo started",
+    );
+    for round in 0..5 {
+        let out = run_with_deadline(env.memo(trace_args(&[])), Duration::from_secs(20));
+        // Stop this round's loop before anything can fail.
+        fs::write(env.path("stop"), b"").unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out).lines().nth(1), Some("started"), "round {round}");
+        assert_mentions(
+            stderr(&out)
+                .lines()
+                .find_map(|l| l.strip_prefix(NOT_CACHED))
+                .unwrap_or_default(),
+            &["outlived"],
+        );
+        // The loop was left to run on, traced by the helper, and ended when told.
+        env.wait_for_file("daemon.out");
+        fs::remove_file(env.path("daemon.out")).unwrap();
+        fs::remove_file(env.path("stop")).unwrap();
+    }
+    assert!(env.listing().is_empty());
+}
+
 #[test]
 fn a_command_that_connects_to_a_socket_is_not_cached() {
     if !traceable() || !available("python3", &["-c", "pass"]) {
