@@ -43,3 +43,4 @@ mod remote_trace;
 mod remote_transport;
 
 mod hostile12;
+mod hostile13;
