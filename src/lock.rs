@@ -124,11 +124,25 @@ fn holds_file(pid: u32, path: &Path, dev: u64, ino: u64) -> bool {
         .flatten()
         .flatten()
         .any(|fd| {
-            // The link's text first: a stat of every open file would block on a hung
-            // network mount some unrelated process holds a file on.
-            fs::read_link(fd.path()).is_ok_and(|target| target == path)
+            names_it(&fd.path(), path)
                 && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
         })
+}
+
+/// Whether the /proc fd link `fd` may name the file at `path`: its text ends with the
+/// file's name in its directory (`locks/keys`), whatever path led there (a bind mount, a
+/// symlinked cache shows another). The link's text first: a stat of every open file
+/// would block on a hung network mount some unrelated process holds a file on; the
+/// caller then compares device and inode.
+fn names_it(fd: &Path, path: &Path) -> bool {
+    let tail = |p: &Path| {
+        let mut names = p.iter().rev();
+        (
+            names.next().map(|n| n.to_owned()),
+            names.next().map(|n| n.to_owned()),
+        )
+    };
+    fs::read_link(fd).is_ok_and(|target| tail(&target) == tail(path))
 }
 
 /// Whether process `pid` holds, through a descriptor of the file `(dev, ino)` at
@@ -140,7 +154,7 @@ fn holds_byte(pid: u32, path: &Path, dev: u64, ino: u64, offset: i64) -> bool {
         .flatten()
         .flatten()
         .any(|fd| {
-            let ours = fs::read_link(fd.path()).is_ok_and(|target| target == path)
+            let ours = names_it(&fd.path(), path)
                 && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
             ours && fs::read_to_string(format!(
                 "/proc/{pid}/fdinfo/{}",
@@ -304,26 +318,29 @@ impl KeyLock {
             }
         }
         // A slot for the note: the one a killed holder of this key left its note in,
-        // if it is free, else an empty one, and only then one where a killed holder
-        // of another key left its note (its next holder may still need it).
+        // else an empty one. A note of another key is never written over: a killed
+        // holder left it, and that key's next holder needs it.
         let window = read_window(&file, self.offset);
         let home = window_start(self.offset);
-        let mut order: Vec<u64> = (0..PROBES).collect();
-        order.sort_by_key(|i| {
-            let at = (*i * SLOT_BYTES) as usize;
-            let note = note_line(window.get(at..at + SLOT_BYTES as usize).unwrap_or(&[]));
-            if note.starts_with(self.hex.as_str()) {
-                0
-            } else if note.is_empty() {
-                1
-            } else {
-                2
-            }
-        });
-        let slot = order
+        let note_of = |i: u64| {
+            let at = (i * SLOT_BYTES) as usize;
+            note_line(window.get(at..at + SLOT_BYTES as usize).unwrap_or(&[]))
+        };
+        let mut free: Vec<u64> = (0..PROBES)
+            .filter(|i| note_of(*i).is_empty() || note_of(*i).starts_with(self.hex.as_str()))
+            .collect();
+        free.sort_by_key(|i| note_of(*i).is_empty());
+        let slot = free
             .into_iter()
             .map(|i| home + i)
             .find(|slot| lock_byte(&file, SLOT_BASE + *slot as i64, false).unwrap_or(false));
+        let Some(slot) = slot else {
+            // No slot for the note: the flight as a file of its own, note and all.
+            drop(file);
+            let file = open_cache_file(&flight_path)?;
+            FileExt::try_lock_exclusive(&file)?;
+            return Ok((self.file_flight(file, flight_path), true));
+        };
         Ok((
             Flight {
                 file,
@@ -536,11 +553,11 @@ pub struct Flight {
 }
 
 enum FlightKind {
-    /// The flight's byte of `locks/keys`, the note's slot, if one was free, and
-    /// whether a note was written there (to be cleared).
+    /// The flight's byte of `locks/keys`, the note's slot, and whether a note was
+    /// written there (to be cleared).
     Byte {
         hex: String,
-        slot: Option<u64>,
+        slot: u64,
         noted: std::cell::Cell<bool>,
     },
     /// A flight file, removed when dropped unless the flight's byte is still held
@@ -577,9 +594,6 @@ impl Flight {
         text.push('\n');
         match &self.kind {
             FlightKind::Byte { hex, slot, noted } => {
-                let Some(slot) = slot else {
-                    return Ok(());
-                };
                 let mut note = format!("{hex} {text}").into_bytes();
                 note.resize(SLOT_BYTES as usize, 0);
                 noted.set(true);
@@ -612,7 +626,7 @@ impl Drop for Flight {
     fn drop(&mut self) {
         match &self.kind {
             FlightKind::Byte { slot, noted, .. } => {
-                if let (Some(slot), true) = (slot, noted.get()) {
+                if noted.get() {
                     let _ = self
                         .file
                         .write_all_at(&[0; SLOT_BYTES as usize], slot * SLOT_BYTES);
@@ -932,7 +946,7 @@ mod tests {
         let lock = KeyLock::wait(dir.path(), KEY).unwrap();
         let (first, clear) = lock.take_flight(Duration::ZERO).unwrap();
         assert!(clear);
-        assert!(matches!(first.kind, FlightKind::Byte { slot: Some(_), .. }));
+        assert!(matches!(first.kind, FlightKind::Byte { .. }));
         // What a killed holder's command left running: the flight's description, whose
         // locks it keeps (here, in this very process, which may not be ended).
         let left = first.file.try_clone().unwrap();
@@ -976,7 +990,7 @@ mod tests {
         let FlightKind::Byte { slot, .. } = &first.kind else {
             panic!("a byte flight");
         };
-        let slot = slot.unwrap();
+        let slot = *slot;
         // SAFETY: closing the descriptor the forgotten flight owned.
         let raw = first.fd();
         std::mem::forget(first);

@@ -495,11 +495,10 @@ fn killing_and_rerunning_a_colliding_key_never_touches_a_running_key() {
 }
 
 /// A killed run whose note window was full (eight other keys running, their slot
-/// bytes held): it wrote no note, so a leftover found only through the note's pipes
-/// (flight descriptor closed, Python's default) is not ended, and runs beside the next
-/// copy. The same leftover is ended when a slot was free (see the control above).
+/// bytes held) takes its flight as a file, note and all: a leftover found only through
+/// the note's pipes (flight descriptor closed, Python's default) is ended before the
+/// next copy runs, as when a slot was free (see the control above).
 #[test]
-#[ignore = "defect: with the 8 note slots of a key's window taken, a killed run's leftover that closed its fds is never ended"]
 fn a_leftover_is_ended_even_when_the_note_window_was_full() {
     let env = TestEnv::new();
     let mut cleanup = Cleanup::new(&env);
@@ -524,10 +523,9 @@ fn a_leftover_is_ended_even_when_the_note_window_was_full() {
 
 /// Key a's killed run left its note (and a leftover found only through it). The other
 /// slots of colliding key b's window hold notes of other killed keys, or are held by
-/// running memos: b's run takes a's slot (a note of another key ranks with them all),
-/// and clears it at its end. a's next run no longer finds its leftover.
+/// running memos: b's run must not take a's slot (it takes a flight file instead), so
+/// a's next run still finds its leftover and ends it.
 #[test]
-#[ignore = "defect: a colliding key overwrites (then clears) a killed key's note; that key's leftover is never ended"]
 fn a_colliding_key_never_overwrites_a_killed_keys_note() {
     let env = TestEnv::new();
     let mut cleanup = Cleanup::new(&env);
@@ -543,8 +541,11 @@ fn a_colliding_key_never_overwrites_a_killed_keys_note() {
     }
     plant_foreign_notes(&env, wa + 1..=wb + PROBES - 1);
     assert_success(&env.run(run_tag(&b)));
-    // b took a's slot, and cleared it.
-    assert!(!notes_of(&env, &key_a), "a's note survived b's run");
+    // b did not take a's slot.
+    assert!(
+        notes_of(&env, &key_a),
+        "b's run wrote over or cleared a's note"
+    );
     for child in &mut cleanup.children {
         let _ = child.kill();
         let _ = child.wait();
@@ -1103,7 +1104,6 @@ fn a_flight_byte_held_for_good_falls_back_to_a_flight_file_that_goes_once_free()
 /// none, waits NOTED_PROCESS_WAIT, and runs the command beside the leftover (result not
 /// stored).
 #[test]
-#[ignore = "defect: a leftover that opened the cache through a bind mount is not matched by its /proc fd path and runs beside the next copy (also before c11f31e)"]
 fn a_leftover_that_reached_the_cache_by_another_path_is_ended() {
     let env = TestEnv::new();
     let _cleanup = Cleanup::new(&env);

@@ -958,7 +958,11 @@ echo started",
         // Stop this round's loop before anything can fail.
         fs::write(env.path("stop"), b"").unwrap();
         assert_success(&out);
-        assert_eq!(stdout(&out).lines().nth(1), Some("started"), "round {round}");
+        assert_eq!(
+            stdout(&out).lines().nth(1),
+            Some("started"),
+            "round {round}"
+        );
         assert_mentions(
             stderr(&out)
                 .lines()
