@@ -99,7 +99,8 @@ fn boot_id() -> String {
     }
 }
 
-/// Whether process `pid` has one of the pipes `pipes` (by inode number) open.
+/// Whether process `pid` has one of the pipes `pipes` (by inode number) open, or, for
+/// a `--tty` run, the pseudo-terminal noted (a /dev/pts link whose inode is noted).
 fn writes_into(pid: u32, pipes: &[u64]) -> bool {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
@@ -108,6 +109,10 @@ fn writes_into(pid: u32, pipes: &[u64]) -> bool {
         .any(|fd| {
             fs::read_link(fd.path()).is_ok_and(|target| {
                 let target = target.to_string_lossy();
+                if target.starts_with("/dev/pts/") {
+                    // A terminal: stat'ing it never waits on a network.
+                    return fs::metadata(fd.path()).is_ok_and(|m| pipes.contains(&m.ino()));
+                }
                 target
                     .strip_prefix("pipe:[")
                     .and_then(|rest| rest.strip_suffix(']'))

@@ -966,11 +966,10 @@ fn spawn_on_terminal(mut cmd: Command) -> Child {
 
 /// A `--tty` run killed with -9, whose command left a child that ignores SIGHUP (as
 /// `nohup` does) and closed the flight's descriptor (Python's default) but keeps the
-/// terminal as its stdout. The note names the terminal's inode, but `writes_into` only
-/// matches `pipe:[N]` links, never `/dev/pts/N`: the child is not found, and runs beside
-/// the next copy. (With pipes the same child is ended: see the control above.)
+/// terminal as its stdout. The note names the terminal's inode, and a /dev/pts link
+/// with that inode is matched as a pipe is: the child is ended before the next copy
+/// runs. (With pipes the same child is ended: see the control above.)
 #[test]
-#[ignore = "defect: in --tty mode a killed run's leftover that closed its fds is not found (the noted pty inode is matched only as pipe:[N]) (also before c11f31e)"]
 fn a_tty_runs_leftover_that_closed_the_flight_is_ended() {
     let env = TestEnv::new();
     let mut cleanup = Cleanup::new(&env);
