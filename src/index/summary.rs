@@ -326,7 +326,7 @@ pub fn listing(
 }
 
 /// The counters of past activity and the entries that saved the most time (most first,
-/// at most `TOP`), as of now, without reading every entry's record: the summary's
+/// at most `TAIL_TOP`), as of now, without reading every entry's record: the summary's
 /// header, then the journal since it. What a `memo stats` read of the journal is kept
 /// in `summary.tail` (see `Tail`), so that the next one starts where it stopped.
 pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
@@ -374,9 +374,10 @@ pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
     }
     let mut top: Vec<Top> = top.into_values().collect();
     top.sort_by(|a, b| b.saved_ms.cmp(&a.saved_ms).then(a.key.cmp(&b.key)));
+    // The same list whether or not a tail was read.
+    top.truncate(TAIL_TOP);
     if events.len() >= TAIL_AFTER {
-        let mut kept = top.clone();
-        kept.truncate(TAIL_TOP);
+        let kept = top.clone();
         write_tail(
             cache_root,
             &Tail {
@@ -630,12 +631,14 @@ mod tests {
         assert!(dir.path().join("summary.tail").exists());
         assert_eq!(current_top(dir.path(), &log), first);
         // Hits after the tail add to it, whether their entry is in its list or new.
-        log.append(&hit(&keys[0], 1000)).unwrap();
+        // (An entry ranked below the list's `TAIL_TOP` counts again from what it saves
+        // since, a lower bound, as one below the summary's `TOP` does until a fold.)
+        log.append(&hit(&keys[99], 1000)).unwrap();
         log.append(&hit(&Digest::of_bytes(b"new"), 500)).unwrap();
         let (counters, top) = current_top(dir.path(), &log);
         assert_eq!(
             (counters.hits, top[0].saved_ms, top[0].hits),
-            (102, 1001, 2)
+            (102, 1100, 2)
         );
         assert_eq!(top[1].saved_ms, 500);
         let without_tail = |dir: &Path| {
@@ -646,7 +649,7 @@ mod tests {
             read
         };
         for _ in 0..TAIL_AFTER {
-            log.append(&hit(&keys[5], 1)).unwrap();
+            log.append(&hit(&keys[95], 1)).unwrap();
         }
         let with = current_top(dir.path(), &log);
         assert_eq!(with, without_tail(dir.path()));
