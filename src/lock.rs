@@ -918,12 +918,7 @@ mod tests {
     #[test]
     fn a_holder_that_ends_normally_leaves_no_note() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Reaped(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = Reaped::sleeping();
         let first = KeyLock::wait(dir.path(), KEY).unwrap();
         let (flight, _) = first.take_flight(Duration::ZERO).unwrap();
         flight.note_process(child.0.id(), &[]).unwrap();
@@ -937,6 +932,18 @@ mod tests {
 
     /// A child killed and collected when the test ends, however it ends.
     struct Reaped(std::process::Child);
+
+    impl Reaped {
+        /// A `sleep 30`.
+        fn sleeping() -> Reaped {
+            Reaped(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap(),
+            )
+        }
+    }
 
     impl Drop for Reaped {
         fn drop(&mut self) {
@@ -984,12 +991,7 @@ mod tests {
         let fd = first.fd();
         // SAFETY: clearing close-on-exec on a descriptor this test owns.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        let mut child = Reaped(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = Reaped::sleeping();
         // memo killed: its descriptor closes, the child's keeps the locks.
         drop(first.file.try_clone().unwrap());
         let FlightKind::Byte { slot, .. } = &first.kind else {
@@ -1033,12 +1035,7 @@ mod tests {
     #[test]
     fn notes_of_other_keys_in_the_window_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Reaped(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = Reaped::sleeping();
         // Another key with the same window (another byte): its killed holder's note
         // names it.
         let offset = key_offset(KEY).unwrap() + (SLOTS - PROBES + 1) as i64;
