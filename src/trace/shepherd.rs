@@ -19,7 +19,9 @@ use super::tracer::Tracer;
 ///
 /// A vfork's child is the exception until it execs (or dies): its parent waits for that,
 /// unstoppable, so the child stopped first would hold them both for good. It is kept
-/// running under the tracer, its stops passed over, and stopped at its exec.
+/// running under the tracer, its stops passed over, and stopped at its exec. A child
+/// whose first stop comes before its parent's fork event is held at that stop until the
+/// event says which it is.
 pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
     let mut waiting: HashSet<pid_t> = tracer.live.drain().collect();
     let mut vforked: HashSet<pid_t> = tracer
@@ -27,13 +29,27 @@ pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
         .drain()
         .filter(|pid| waiting.contains(pid))
         .collect();
+    // New children stopped before their parent's event said how they were made.
+    let mut held: HashSet<pid_t> = HashSet::new();
     for tid in &waiting {
         if !vforked.contains(tid) {
             stop(*tid);
         }
     }
     let mut stopped = Vec::new();
+    let mut detach = |pid: pid_t, waiting: &mut HashSet<pid_t>| {
+        sys::detach(pid, libc::SIGSTOP);
+        waiting.remove(&pid);
+        stopped.push(pid);
+    };
     while !waiting.is_empty() {
+        if waiting.iter().all(|pid| held.contains(pid)) {
+            // Their parents are gone without a word: children of a fork, then.
+            for pid in held.drain() {
+                detach(pid, &mut waiting);
+            }
+            break;
+        }
         let Ok(Some((pid, status))) = sys::wait(-1, 0) else {
             break;
         };
@@ -41,20 +57,38 @@ pub(crate) fn stop_and_detach(tracer: &mut Tracer) -> Vec<pid_t> {
             Status::Exited(_) | Status::Signaled(_) => {
                 waiting.remove(&pid);
                 vforked.remove(&pid);
+                held.remove(&pid);
             }
             Status::Signal(libc::SIGSTOP) if vforked.contains(&pid) => sys::resume(pid, 0),
-            Status::Signal(libc::SIGSTOP) => {
-                sys::detach(pid, libc::SIGSTOP);
-                waiting.remove(&pid);
-                stopped.push(pid);
+            Status::Signal(libc::SIGSTOP) if !waiting.contains(&pid) => {
+                // A child's first stop, before its parent's event: held until it comes.
+                waiting.insert(pid);
+                held.insert(pid);
             }
+            Status::Signal(libc::SIGSTOP) => detach(pid, &mut waiting),
             Status::Signal(signal) => sys::resume(pid, signal),
-            Status::Event(event @ (libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE)) => {
-                // A child born now: it starts with a SIGSTOP of its own.
+            Status::Event(
+                event @ (libc::PTRACE_EVENT_FORK
+                | libc::PTRACE_EVENT_VFORK
+                | libc::PTRACE_EVENT_CLONE),
+            ) => {
                 if let Ok(child) = sys::event_message(pid) {
-                    waiting.insert(child as pid_t);
-                    if event == libc::PTRACE_EVENT_VFORK {
-                        vforked.insert(child as pid_t);
+                    let child = child as pid_t;
+                    let of_vfork = event == libc::PTRACE_EVENT_VFORK;
+                    if of_vfork {
+                        vforked.insert(child);
+                    }
+                    if held.remove(&child) {
+                        // Held at its first stop: let a vfork's child run on to its
+                        // exec; leave any other stopped.
+                        if of_vfork {
+                            sys::resume(child, 0);
+                        } else {
+                            detach(child, &mut waiting);
+                        }
+                    } else {
+                        // Born now: it starts with a SIGSTOP of its own.
+                        waiting.insert(child);
                     }
                 }
                 sys::resume(pid, 0);
