@@ -44,3 +44,4 @@ mod remote_transport;
 
 mod hostile12;
 mod hostile13;
+mod hostile14;
