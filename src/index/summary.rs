@@ -211,8 +211,8 @@ impl Summary {
                         duration_ms: event.duration_ms.unwrap_or(0),
                         ..Usage::default()
                     });
-                    usage.hits += 1;
-                    usage.saved_ms += event.saved_ms.unwrap_or(0);
+                    usage.hits = usage.hits.saturating_add(1);
+                    usage.saved_ms = usage.saved_ms.saturating_add(event.saved_ms.unwrap_or(0));
                     usage.last_access_ms = usage.last_access_ms.max(event.time_ms);
                     usage.clock = clock;
                 }
@@ -362,8 +362,9 @@ pub fn current_top(cache_root: &Path, log: &EventLog) -> (Counters, Vec<Top>) {
                     hits: 0,
                     saved_ms: 0,
                 });
-                t.hits += 1;
-                t.saved_ms += event.saved_ms.unwrap_or(0);
+                // Saturating: a tail or a header may have been planted.
+                t.hits = t.hits.saturating_add(1);
+                t.saved_ms = t.saved_ms.saturating_add(event.saved_ms.unwrap_or(0));
             }
             (Kind::Evict | Kind::Corrupt, Some(key)) => {
                 top.remove(&key);

@@ -79,7 +79,7 @@ impl Usage {
     /// Greedy-Dual-Size-Frequency priority: L + frequency * cost / size. Low goes first.
     /// Expensive, small, often-used results stay; big, cheap ones go, however recent.
     pub fn priority(&self) -> f64 {
-        let frequency = (self.hits + 1) as f64;
+        let frequency = self.hits.saturating_add(1) as f64;
         let cost = self.duration_ms.max(1) as f64;
         let size = self.size.max(1) as f64;
         self.clock + frequency * cost / size
