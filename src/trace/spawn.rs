@@ -156,8 +156,8 @@ mod linux {
                 if tracer.trace.untrusted.is_none() {
                     tracer.trace.untrusted = Some(Untrusted::Outlived);
                 }
-                let stopped = shepherd::stop_and_detach(&mut tracer);
-                shepherd::adopt(&stopped);
+                let held = shepherd::stop_all(&mut tracer);
+                shepherd::adopt(&held);
             }
             (ended, tracer.trace)
         }

@@ -89,6 +89,12 @@ pub(crate) struct Tracer {
     /// died: their parent cannot stop (it waits, unstoppable, for their exec) until
     /// they do.
     pub vforked: HashSet<pid_t>,
+    /// Children whose first stop came before their parent's fork event (reports of
+    /// different threads come in no set order), and whether they have exec'd since.
+    pub early: HashMap<pid_t, bool>,
+    /// Such children that are gone already: their parent's event, still to come, must
+    /// not bring them back.
+    pub gone: HashSet<pid_t>,
     pending: HashMap<pid_t, Pending>,
     /// Each thread's working directory, read from /proc/PID/cwd once; all forgotten
     /// whenever any thread changes directory (threads may share one).
@@ -113,6 +119,8 @@ impl Tracer {
             live: HashSet::from([main]),
             announced: HashSet::new(),
             vforked: HashSet::new(),
+            early: HashMap::new(),
+            gone: HashSet::new(),
             pending: HashMap::new(),
             cwds: HashMap::new(),
             main_executed: false,
@@ -152,6 +160,9 @@ impl Tracer {
                 self.live.remove(&pid);
                 self.announced.remove(&pid);
                 self.vforked.remove(&pid);
+                if self.early.remove(&pid).is_some() {
+                    self.gone.insert(pid);
+                }
                 self.pending.remove(&pid);
                 self.cwds.remove(&pid);
                 if pid == self.main {
@@ -163,6 +174,7 @@ impl Tracer {
                 self.trace.stops += 1;
                 if signal == libc::SIGSTOP && self.live.insert(pid) {
                     // A new child's first stop, before its parent's event.
+                    self.early.insert(pid, false);
                     sys::resume(pid, 0);
                 } else if signal == libc::SIGSTOP && self.announced.remove(&pid) {
                     sys::resume(pid, 0);
@@ -201,11 +213,22 @@ impl Tracer {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
                 if let Ok(child) = sys::event_message(pid) {
                     let child = child as pid_t;
-                    if self.live.insert(child) {
-                        self.announced.insert(child);
-                    }
-                    if event == libc::PTRACE_EVENT_VFORK {
-                        self.vforked.insert(child);
+                    let vfork = event == libc::PTRACE_EVENT_VFORK;
+                    if self.gone.remove(&child) {
+                        // It came and went before this event.
+                    } else if let Some(execed) = self.early.remove(&child) {
+                        // Seen already (its first stop came first): a vfork's child
+                        // that has not exec'd yet still holds its parent.
+                        if vfork && !execed {
+                            self.vforked.insert(child);
+                        }
+                    } else {
+                        if self.live.insert(child) {
+                            self.announced.insert(child);
+                        }
+                        if vfork {
+                            self.vforked.insert(child);
+                        }
                     }
                 }
                 sys::resume(pid, 0);
@@ -216,6 +239,11 @@ impl Tracer {
                 let former = sys::event_message(pid).map(|f| f as pid_t).unwrap_or(pid);
                 self.vforked.remove(&pid);
                 self.vforked.remove(&former);
+                for exec_d in [pid, former] {
+                    if let Some(execed) = self.early.get_mut(&exec_d) {
+                        *execed = true;
+                    }
+                }
                 if former != pid {
                     self.live.remove(&former);
                 }
