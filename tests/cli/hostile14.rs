@@ -613,49 +613,38 @@ fn assert_outlived(out: &std::process::Output) {
     );
 }
 
-#[test]
-fn a_vfork_child_sleeping_before_its_exec_delays_memo_at_most_that_long() {
+/// Runs `./vf VF_ARGS` as a traced run's daemon (the tool prints `started` after
+/// `delay`): memo says it outlived the run, returns within `bound`, and the daemon ends
+/// its work.
+fn a_vfork_daemon_is_left_to_finish(vf_args: &str, delay: &str, bound: Duration) {
     let env = TestEnv::new();
     if !vf(&env) {
         return;
     }
     let _daemons = Daemons(&env);
-    let (out, took) = traced_daemon(&env, "sleep-exec 3", "0.3");
+    let (out, took) = traced_daemon(&env, vf_args, delay);
     assert_outlived(&out);
-    eprintln!("memo returned after {took:?} (the vfork child slept 3 s before exec)");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("`vf {vf_args}`: memo returned after {took:?}");
+    assert!(took < bound, "{took:?}");
     env.wait_for_file("daemon.out");
     assert_eq!(env.read("daemon.out"), b"done\n");
+}
+
+#[test]
+fn a_vfork_child_sleeping_before_its_exec_delays_memo_at_most_that_long() {
+    // The vfork child sleeps 3 s before its exec.
+    a_vfork_daemon_is_left_to_finish("sleep-exec 3", "0.3", Duration::from_secs(5));
 }
 
 #[test]
 fn a_vfork_child_that_exits_without_exec_is_fine() {
-    let env = TestEnv::new();
-    if !vf(&env) {
-        return;
-    }
-    let _daemons = Daemons(&env);
-    let (out, took) = traced_daemon(&env, "sleep-exit 2", "0.3");
-    assert_outlived(&out);
-    eprintln!("memo returned after {took:?} (the vfork child slept 2 s, then _exit)");
-    assert!(took < Duration::from_secs(4), "{took:?}");
-    env.wait_for_file("daemon.out");
-    assert_eq!(env.read("daemon.out"), b"done\n");
+    // The vfork child sleeps 2 s, then calls _exit.
+    a_vfork_daemon_is_left_to_finish("sleep-exit 2", "0.3", Duration::from_secs(4));
 }
 
 #[test]
 fn nested_vforks_in_a_daemon_do_not_hold_memo() {
-    let env = TestEnv::new();
-    if !vf(&env) {
-        return;
-    }
-    let _daemons = Daemons(&env);
-    let (out, took) = traced_daemon(&env, "nested", "0.2");
-    assert_outlived(&out);
-    eprintln!("nested vfork: memo returned after {took:?}");
-    assert!(took < Duration::from_secs(4), "{took:?}");
-    env.wait_for_file("daemon.out");
-    assert_eq!(env.read("daemon.out"), b"done\n");
+    a_vfork_daemon_is_left_to_finish("nested", "0.2", Duration::from_secs(4));
 }
 
 #[test]
