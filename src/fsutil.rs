@@ -551,20 +551,27 @@ pub fn is_real_dir(path: &Path) -> bool {
 /// skipped (see `is_real_dir`).
 pub fn files_in_shards(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     let mut found = Vec::new();
-    if !is_real_dir(dir) {
-        return found;
-    }
-    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+    each_shard(dir, |shard| {
+        for file in fs::read_dir(shard).into_iter().flatten().flatten() {
             if let Some(name) = file.file_name().to_str() {
                 found.push((name.to_string(), file.path()));
             }
         }
-    }
+    });
     found
+}
+
+/// Calls `each` with every shard directory under `dir` (`dir/ab`); nothing when `dir`
+/// is not a real directory, and only real directories among its entries.
+fn each_shard(dir: &Path, mut each: impl FnMut(&Path)) {
+    if !is_real_dir(dir) {
+        return;
+    }
+    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if shard.file_type().is_ok_and(|t| t.is_dir()) {
+            each(&shard.path());
+        }
+    }
 }
 
 /// Copies `source` to `dest` in blocks of `block` bytes, each written whole (std's copy
@@ -611,14 +618,8 @@ pub fn own_executable() -> io::Result<PathBuf> {
 /// entries lists in a fraction of the time `files_in_shards` takes).
 pub fn digests_in_shards(dir: &Path) -> Vec<crate::digest::Digest> {
     let mut found = Vec::new();
-    if !is_real_dir(dir) {
-        return found;
-    }
-    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        each_name(&shard.path(), |name| {
+    each_shard(dir, |shard| {
+        each_name(shard, |name| {
             if let Some(digest) = std::str::from_utf8(name)
                 .ok()
                 .and_then(|text| text.parse().ok())
@@ -626,7 +627,7 @@ pub fn digests_in_shards(dir: &Path) -> Vec<crate::digest::Digest> {
                 found.push(digest);
             }
         });
-    }
+    });
     found
 }
 
