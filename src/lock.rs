@@ -122,16 +122,28 @@ fn writes_into(pid: u32, pipes: &[u64]) -> bool {
         })
 }
 
-/// Whether process `pid` has the file `(dev, ino)` open.
+/// Whether process `pid` has the file `(dev, ino)` at `path` open.
 fn holds_file(pid: u32, path: &Path, dev: u64, ino: u64) -> bool {
+    descriptors_of(pid, path, dev, ino).next().is_some()
+}
+
+/// The descriptors (their numbers) through which process `pid` has the file
+/// `(dev, ino)` at `path` open.
+fn descriptors_of(
+    pid: u32,
+    path: &Path,
+    dev: u64,
+    ino: u64,
+) -> impl Iterator<Item = std::ffi::OsString> + use<'_> {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
-        .any(|fd| {
+        .filter(move |fd| {
             names_it(&fd.path(), path)
                 && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
         })
+        .map(|fd| fd.file_name())
 }
 
 /// Whether the /proc fd link `fd` may name the file at `path`: its text ends with the
@@ -154,19 +166,10 @@ fn names_it(fd: &Path, path: &Path) -> bool {
 /// `path`, the OFD lock of the byte at `offset` (its fdinfo lists the locks of the open
 /// file description behind each descriptor).
 fn holds_byte(pid: u32, path: &Path, dev: u64, ino: u64, offset: i64) -> bool {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|fd| {
-            let ours = names_it(&fd.path(), path)
-                && fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
-            ours && fs::read_to_string(format!(
-                "/proc/{pid}/fdinfo/{}",
-                fd.file_name().to_string_lossy()
-            ))
+    descriptors_of(pid, path, dev, ino).any(|fd| {
+        fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()))
             .is_ok_and(|info| info.lines().any(|line| locks_byte(line, offset)))
-        })
+    })
 }
 
 /// Whether a `lock:` line of an fdinfo file is a write lock whose range starts at
@@ -315,9 +318,7 @@ impl KeyLock {
                 }
                 if Instant::now() >= end {
                     // Held for good: a flight file, fresh, for this holder and the next.
-                    let file = open_cache_file(&flight_path)?;
-                    FileExt::try_lock_exclusive(&file)?;
-                    return Ok((self.file_flight(file, flight_path), false));
+                    return Ok((self.fresh_flight_file()?, false));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -342,9 +343,7 @@ impl KeyLock {
         let Some(slot) = slot else {
             // No slot for the note: the flight as a file of its own, note and all.
             drop(file);
-            let file = open_cache_file(&flight_path)?;
-            FileExt::try_lock_exclusive(&file)?;
-            return Ok((self.file_flight(file, flight_path), true));
+            return Ok((self.fresh_flight_file()?, true));
         };
         Ok((
             Flight {
@@ -381,13 +380,20 @@ impl KeyLock {
                 Err(e) => return Err(e),
             }
             if Instant::now() >= end {
+                // Held by what could not be ended: a fresh file beside it.
                 fs::remove_file(&path)?;
-                let file = open_cache_file(&path)?;
-                FileExt::try_lock_exclusive(&file)?;
-                return Ok((self.file_flight(file, path), false));
+                return Ok((self.fresh_flight_file()?, false));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A flight file made here (none is at the path), taken.
+    fn fresh_flight_file(&self) -> io::Result<Flight> {
+        let path = self.flight_path();
+        let file = open_cache_file(&path)?;
+        FileExt::try_lock_exclusive(&file)?;
+        Ok(self.file_flight(file, path))
     }
 
     fn file_flight(&self, file: File, path: PathBuf) -> Flight {
