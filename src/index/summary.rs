@@ -432,12 +432,7 @@ fn read_tail(cache_root: &Path) -> Option<Tail> {
 /// Best effort: a cache directory that cannot be written to is read again next time.
 fn write_tail(cache_root: &Path, tail: &Tail) {
     let path = tail_path(cache_root);
-    // As for the summary: a file of the user's by that name is never replaced.
-    let ours = || match crate::fsutil::read_regular(&path, 16) {
-        Ok(bytes) => bytes.starts_with(b"{\"base\":"),
-        Err(e) => e.kind() == io::ErrorKind::NotFound,
-    };
-    if crate::fsutil::is_memo_cache() || ours() {
+    if may_replace(&path, b"{\"base\":") {
         let bytes = serde_json::to_vec(tail).expect("a tail serializes");
         let _ = crate::fsutil::write_file_atomic(&path, &bytes);
     }
@@ -498,7 +493,7 @@ pub fn fold_locked(
     summary.header.position = position;
     change(&mut summary);
     let path = summary_path(cache_root);
-    if !crate::fsutil::is_memo_cache() && !holds_a_summary(&path) {
+    if !may_replace(&path, b"{\"version\":") {
         // A file of the user's named `summary` in a directory that is not memo's own
         // (`MEMO_DIR=$HOME`): never replaced. The counts stay in the journal.
         return Err(io::Error::other(format!(
@@ -524,12 +519,15 @@ pub fn fold_locked(
     Ok(summary)
 }
 
-/// Whether `path` is missing or holds what memo writes there (a header line first).
-fn holds_a_summary(path: &Path) -> bool {
-    match crate::fsutil::read_regular(path, 16) {
-        Ok(bytes) => bytes.starts_with(b"{\"version\":"),
-        Err(e) => e.kind() == io::ErrorKind::NotFound,
-    }
+/// Whether memo may write its file at `path`: the cache is memo's, or the file is
+/// missing or starts with `start`, as what memo writes there does. (A file of the user's
+/// by that name, in a directory that is not memo's, is never replaced.)
+fn may_replace(path: &Path, start: &[u8]) -> bool {
+    crate::fsutil::is_memo_cache()
+        || match crate::fsutil::read_regular(path, 16) {
+            Ok(bytes) => bytes.starts_with(start),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
 }
 
 /// Appends `event` to the journal, folds the journal into the summary when it has
