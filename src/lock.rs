@@ -788,16 +788,15 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn transient_locks_exclude_each_other_and_leave_no_file() {
-        let dir = tempfile::tempdir().unwrap();
+    /// 8 threads take a lock with `take`, 20 times each: never two hold it at once.
+    fn at_most_one_holder<L>(take: impl Fn() -> L + Sync) {
         let inside = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..20 {
-                        let _lock = Lock::wait_transient(dir.path(), "k").unwrap();
+                        let _lock = take();
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         std::thread::yield_now();
@@ -807,6 +806,12 @@ mod tests {
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+    }
+
+    #[test]
+    fn transient_locks_exclude_each_other_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        at_most_one_holder(|| Lock::wait_transient(dir.path(), "k").unwrap());
         assert!(!dir.path().join("k").exists());
     }
 
@@ -826,22 +831,7 @@ mod tests {
     #[test]
     fn key_locks_exclude_each_other_and_make_no_file_per_key() {
         let dir = tempfile::tempdir().unwrap();
-        let inside = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..20 {
-                        let _lock = KeyLock::wait(dir.path(), KEY).unwrap();
-                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        std::thread::yield_now();
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                    }
-                });
-            }
-        });
-        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+        at_most_one_holder(|| KeyLock::wait(dir.path(), KEY).unwrap());
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
