@@ -123,12 +123,17 @@ impl Cache {
         }
     }
 
-    /// Removes the result stored under `key`: its entry file. Its usage record goes
-    /// from the summary with the event the caller logs (or at the next gc), its objects
-    /// once gc finds them unreferenced. `Err` (NotFound included) when the entry could
-    /// not be removed.
+    /// Removes the result stored under `key`: its entry. Its usage record goes from the
+    /// summary with the event the caller logs (or at the next gc), its objects once gc
+    /// finds them unreferenced. `Err` (NotFound included) when the entry could not be
+    /// removed.
     pub fn remove_result(&self, key: &Digest) -> io::Result<()> {
-        fs::remove_file(self.store.entry_path(key))
+        if !self.store.has_entry(key) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        self.store
+            .remove_entry(key)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     pub fn locks_dir(&self) -> PathBuf {

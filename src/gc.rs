@@ -123,8 +123,13 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     // from the summary and the journal since (a hit since the fold counts from its
     // clock); the summary is written once, at the end.
     let mut usages = crate::index::summary::current(root, &cache.log).usage;
-    let entries_dir = root.join("entries");
-    let keys = entry_keys(&entries_dir);
+    if !options.dry_run {
+        // An earlier memo's entry files move into the packs (once).
+        cache.store.migrate_entry_files();
+    }
+    let stored = cache.store.entry_sizes();
+    let mut keys: Vec<Digest> = stored.keys().copied().collect();
+    keys.sort_unstable();
     // An entry the summary knows is not read: its size and objects are in the summary.
     // (Those that are kept are looked at below; `--verify` reads all.)
     // The summary's records of entries that were not found: they leave it at the end.
@@ -149,12 +154,14 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             },
             None => None,
         };
-        let path = crate::fsutil::sharded_path(&entries_dir, &key);
-        // Anything but a regular file of a sane size (a FIFO, a device) is corrupt.
-        let decoded =
-            crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
-                .ok()
-                .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
+        // A damaged record (or, in an earlier memo's file, anything but a regular file of
+        // a sane size) is corrupt.
+        let decoded = cache
+            .store
+            .get_entry(&key)
+            .ok()
+            .flatten()
+            .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
         let Some((entry, entry_bytes)) = decoded else {
             gone.insert(key);
             report.corrupt.push(key);
@@ -330,17 +337,18 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut referenced: HashSet<Digest> = HashSet::new();
     if !options.dry_run {
         let unread: Vec<Digest> = kept.iter().filter(|s| !s.read).map(|s| s.key).collect();
-        let sizes = sizes_of(&entries_dir, &unread);
+        let sizes = unread.iter().map(|key| stored.get(key).copied());
         let mut damaged_kept: HashSet<Digest> = HashSet::new();
         for (s, size) in kept.iter().filter(|s| !s.read).zip(sizes) {
             if size == Some(s.entry_bytes) {
                 continue;
             }
-            let path = crate::fsutil::sharded_path(&entries_dir, &s.key);
-            let entry =
-                crate::fsutil::read_regular_whole(&path, crate::store::local::MAX_ENTRY_BYTES)
-                    .ok()
-                    .and_then(|b| Entry::decode(&b).ok());
+            let entry = cache
+                .store
+                .get_entry(&s.key)
+                .ok()
+                .flatten()
+                .and_then(|b| Entry::decode(&b).ok());
             match entry {
                 // Replaced since the summary was written (its objects are kept).
                 Some(entry) => referenced.extend(
@@ -401,7 +409,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     // Logged all at once, a few lines to a write, and folded at the end.
     let mut evicted = Vec::with_capacity(report.removed.len());
     let keys: Vec<Digest> = report.removed.iter().map(|removed| removed.key).collect();
-    remove_entries(&entries_dir, &keys);
+    cache.store.evict_entries(&keys);
     for removed in &report.removed {
         let mut event = Event::new(Kind::Evict);
         event.key = Some(removed.key.to_hex());
@@ -422,9 +430,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     // The records of entries that are gone (evicted above, which the journal says, or
     // removed without a record in it, or corrupt) leave the summary; one stored since
     // gc listed the entries stays.
+    let still = cache.store.entry_sizes();
     let _ = crate::index::summary::fold_and_bound(root, &cache.log, |summary| {
         for key in &gone {
-            if !cache.store.entry_path(key).exists() {
+            if !still.contains_key(key) {
                 summary.usage.remove(key);
             }
         }
@@ -465,115 +474,6 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         sweep_manifests(root);
     }
     Ok(Some(report))
-}
-
-/// How many threads look at and remove entry files: the file system works on two
-/// directories at once on two cores, where `rm -rf` uses one.
-const FILE_THREADS: usize = 2;
-
-/// The keys of the entries in `dir`: the files named as the store names them (a staging
-/// leftover or a stranger's file is not ours to judge).
-fn entry_keys(dir: &Path) -> Vec<Digest> {
-    let mut keys = Vec::new();
-    if !crate::fsutil::is_real_dir(dir) {
-        return keys;
-    }
-    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let shard_name = shard.file_name();
-        for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-            let name = file.file_name();
-            let Some(key) = name.to_str().and_then(|n| n.parse::<Digest>().ok()) else {
-                continue;
-            };
-            let hex = key.to_hex();
-            if name.as_encoded_bytes() == hex.as_bytes()
-                && shard_name.as_encoded_bytes() == &hex.as_bytes()[..2]
-            {
-                keys.push(key);
-            }
-        }
-    }
-    keys
-}
-
-/// The size of the entry file of each of `keys` in `dir` (`None`: not a regular file,
-/// or gone).
-fn sizes_of(dir: &Path, keys: &[Digest]) -> Vec<Option<u64>> {
-    in_shards(dir, keys, |shard, name| {
-        // SAFETY: an open directory, a NUL-terminated name and a `stat` to fill, all
-        // alive for the call.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        let found = unsafe {
-            libc::fstatat(shard, name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) == 0
-        };
-        (found && stat.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(stat.st_size as u64)
-    })
-}
-
-/// Removes the entry files of `keys` in `dir` (missing ones are fine).
-fn remove_entries(dir: &Path, keys: &[Digest]) {
-    in_shards(dir, keys, |shard, name| {
-        // SAFETY: an open directory and a NUL-terminated name, alive for the call.
-        unsafe { libc::unlinkat(shard, name.as_ptr(), 0) };
-    });
-}
-
-/// `work` on the entry file of each of `keys` in `dir`, named relative to its open
-/// shard directory (no path is walked again for each file), on `FILE_THREADS` threads
-/// that each take shard directories of their own. The results are in the order of
-/// `keys`; an entry in a shard that cannot be opened gets the default.
-fn in_shards<T: Default + Clone + Send>(
-    dir: &Path,
-    keys: &[Digest],
-    work: impl Fn(libc::c_int, &std::ffi::CStr) -> T + Sync,
-) -> Vec<T> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut shards: Vec<Vec<usize>> = vec![Vec::new(); 256];
-    for (i, key) in keys.iter().enumerate() {
-        shards[key.0[0] as usize].push(i);
-    }
-    let threads = if keys.len() < 64 { 1 } else { FILE_THREADS };
-    let done: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|thread| {
-                let (shards, work) = (&shards, &work);
-                scope.spawn(move || {
-                    let mut done = Vec::new();
-                    for (shard, members) in shards.iter().enumerate() {
-                        if shard % threads != thread || members.is_empty() {
-                            continue;
-                        }
-                        let Ok(open) = fs::OpenOptions::new()
-                            .read(true)
-                            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                            .open(dir.join(format!("{shard:02x}")))
-                        else {
-                            continue;
-                        };
-                        for &i in members {
-                            let name = std::ffi::CString::new(keys[i].to_hex())
-                                .expect("hex digits hold no NUL");
-                            done.push((i, work(open.as_raw_fd(), &name)));
-                        }
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("working on a file does not panic"))
-            .collect()
-    });
-    let mut results = vec![T::default(); keys.len()];
-    for (i, result) in done.into_iter().flatten() {
-        results[i] = result;
-    }
-    results
 }
 
 /// The list of objects that replaced entries left (see `note_replaced`).
@@ -672,15 +572,13 @@ fn writer_gone(path: &Path) -> Option<bool> {
 /// Removes the manifests of traced calls (`--trace`) none of whose runs is stored any
 /// more: gc evicts runs as entries, and a manifest is only a list of their keys.
 fn sweep_manifests(root: &Path) {
+    let stored = crate::store::local::stored_entries(root);
     for (name, path) in files_in_shards(&root.join("manifests")) {
         let Ok(key) = name.parse::<Digest>() else {
             continue;
         };
         let manifest = crate::traced::Manifest::read(root, &key);
-        let live = manifest
-            .runs
-            .iter()
-            .any(|run| crate::fsutil::sharded_path(&root.join("entries"), run).exists());
+        let live = manifest.runs.iter().any(|run| stored.contains_key(run));
         if !live {
             let _ = fs::remove_file(&path);
         }
@@ -743,7 +641,10 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     // Nothing stored, nothing to clear, whoever the directory belongs to. This is also
     // a cache another memo is creating right now: its tag is not written yet, and a clear
     // racing its first run must not fail.
-    if !holds_anything(&root.join("entries")) && !holds_anything(&root.join("objects")) {
+    if ["entries", crate::store::packs::DIR, "objects"]
+        .iter()
+        .all(|sub| !holds_anything(&root.join(sub)))
+    {
         return Ok((0, 0));
     }
     if !crate::fsutil::is_memo_cache() {
@@ -756,7 +657,15 @@ pub fn clear(cache: &Cache) -> std::io::Result<(u64, u64)> {
     }
     let _lock = Lock::wait(&cache.locks_dir(), "gc")?;
     let before = cache.counters();
-    for sub in ["entries", "manifests", "objects", "usage", "digests", "tmp"] {
+    for sub in [
+        "entries",
+        crate::store::packs::DIR,
+        "manifests",
+        "objects",
+        "usage",
+        "digests",
+        "tmp",
+    ] {
         // Renamed away first (atomic), so a memo storing right now writes into a fresh
         // empty directory instead of racing the deletion ("directory not empty").
         let dir = root.join(sub);

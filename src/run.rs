@@ -865,6 +865,19 @@ pub fn read_entry(cache: &Cache, key: &Digest, warner: &Warner) -> Option<Entry>
     let bytes = match cache.store.get_entry(key) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return None,
+        Err(StoreError::DamagedEntry { .. }) => {
+            // Removed by the store already (a tombstone): counted and logged here.
+            note_corrupt(
+                cache,
+                key,
+                &format!(
+                    "cache entry {} is unusable (its record is damaged)",
+                    key.short()
+                ),
+                warner,
+            );
+            return None;
+        }
         Err(e) => {
             warner.warn(format!("{e}; running the command"));
             return None;

@@ -475,10 +475,11 @@ fn list_keys(settings: &Settings) {
         return;
     }
     let log = crate::events::EventLog::new(root);
+    let stored = crate::store::local::stored_entries(root);
     let mut usages: Vec<_> = crate::index::summary::current(root, &log)
         .usage
         .into_iter()
-        .filter(|(key, _)| crate::fsutil::sharded_path(&root.join("entries"), key).exists())
+        .filter(|(key, _)| stored.contains_key(key))
         .collect();
     usages.sort_by_key(|(_, usage)| std::cmp::Reverse(usage.last_access_ms));
     for (key, _) in usages {

@@ -167,7 +167,14 @@ pub fn stats(settings: &Settings, json: bool, zero: bool) -> anyhow::Result<i32>
         0.0
     };
     if let Some(cache) = &cache {
-        top.retain(|t| cache.store.entry_path(&t.key).exists());
+        // The first five that are still stored (each looked up in its pack's table).
+        let mut kept = 0;
+        top.retain(|t| {
+            kept < 5 && cache.store.has_entry(&t.key) && {
+                kept += 1;
+                true
+            }
+        });
     }
     top.truncate(5);
     if json {
@@ -518,8 +525,10 @@ pub fn rm(settings: &Settings, prefixes: &[String], pattern: Option<&str>) -> an
         if !(by_key || by_command) {
             continue;
         }
-        let entry_bytes =
-            std::fs::metadata(cache.store.entry_path(&key)).map_or(0, |m| m.len() as i64);
+        let entry_bytes = cache
+            .store
+            .entry_size(&key)
+            .map_or(0, |(size, _)| size as i64);
         gc::note_removed(&cache, &key);
         if cache.remove_result(&key).is_ok() {
             removed += 1;
@@ -995,10 +1004,11 @@ pub fn show(settings: &Settings, args: &super::ShowArgs) -> anyhow::Result<i32> 
 /// The one stored key that starts with `prefix`; `None` when none does, an error naming
 /// the prefix when several do.
 fn find_key(cache: &Cache, prefix: &str) -> Result<Option<Digest>, Fatal> {
-    let mut found: Vec<Digest> = crate::fsutil::files_in_shards(&cache.root().join("entries"))
-        .into_iter()
-        .filter(|(name, _)| name.starts_with(prefix))
-        .filter_map(|(name, _)| name.parse().ok())
+    let mut found: Vec<Digest> = cache
+        .store
+        .entry_sizes()
+        .into_keys()
+        .filter(|key| key.to_hex().starts_with(prefix))
         .collect();
     found.sort();
     found.dedup();
@@ -1039,7 +1049,7 @@ fn print_stream(cache: &Cache, key: &Digest, entry: &Entry, stderr: bool) -> any
 /// An entry's bytes: its file and every object it names (shared ones in full), as a
 /// store counts them.
 fn recorded_size(cache: &Cache, key: &Digest, entry: &Entry) -> u64 {
-    let file = std::fs::metadata(cache.store.entry_path(key)).map_or(0, |m| m.len());
+    let file = cache.store.entry_size(key).map_or(0, |(size, _)| size);
     file + entry
         .blobs()
         .filter(|b| b.inline.is_none())

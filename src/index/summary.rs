@@ -311,13 +311,13 @@ pub fn listing(
             None => made,
         })
     };
-    // What is there comes from the names under entries/ (names only, no stat): the
-    // summary and the journal know every change memo logged, but not an entry whose
+    // What is there comes from the packs' tables (and an earlier memo's entry files):
+    // the summary and the journal know every change memo logged, but not an entry whose
     // journal line was lost (a kill between the store and the append), one stored while
     // a `clear` or a rewrite of a damaged summary ran, or one removed by hand.
     let mut known = summary.usage;
-    crate::fsutil::digests_in_shards(&cache_root.join("entries"))
-        .into_iter()
+    crate::store::local::stored_entries(cache_root)
+        .into_keys()
         .filter_map(|key| match known.remove(&key) {
             Some(usage) if usage.facts.is_some() => Some((key, usage)),
             known => from_entry(&key, known).map(|u| (key, u)),

@@ -163,9 +163,8 @@ fn store_result(m: &Machine) -> (Digest, Vec<u8>) {
 
 /// Marks every stored result pending for `r`, then uploads.
 fn push(r: &Remote, m: &Machine) -> (PushReport, Tally) {
-    for (_, path) in crate::fsutil::files_in_shards(&m.dir.path().join("entries")) {
-        let key: Digest = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
-        let entry = Digest::of_bytes(&std::fs::read(&path).unwrap());
+    for key in m.store.entry_sizes().into_keys() {
+        let entry = Digest::of_bytes(&m.store.get_entry(&key).unwrap().unwrap());
         r.add_pending(&key, &entry).unwrap();
     }
     let mut tally = Tally::default();

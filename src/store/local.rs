@@ -8,13 +8,15 @@
 //! might tear is caught on read (entries carry a checksum, objects are checked against
 //! their digest) and treated as a miss.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
 use super::compression::{self, Layout};
+use super::packs::{self, Got, Packs};
 use super::{Object, Store, StoreError};
 use crate::digest::Digest;
 use crate::digest_cache::DigestCache;
@@ -39,6 +41,7 @@ pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 pub struct LocalStore {
     root: PathBuf,
     digests: DigestCache,
+    packs: Packs,
 }
 
 impl LocalStore {
@@ -51,6 +54,7 @@ impl LocalStore {
         Ok(LocalStore {
             root: root.to_path_buf(),
             digests: DigestCache::new(Some(root.join("digests"))),
+            packs: Packs::new(root),
         })
     }
 
@@ -66,8 +70,98 @@ impl LocalStore {
         crate::fsutil::sharded_path(&self.root.join(kind), digest)
     }
 
+    /// Where an earlier memo kept the entry of `key`, as a file of its own: still read
+    /// (after the packs), moved into the packs by gc.
     pub fn entry_path(&self, key: &Digest) -> PathBuf {
         self.sharded("entries", key)
+    }
+
+    pub fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.root.join(packs::DIR)
+    }
+
+    /// The size of the entry stored under `key`, and whether it is an earlier memo's
+    /// entry file; `None` when there is none. Its bytes are not read.
+    pub fn entry_size(&self, key: &Digest) -> Option<(u64, bool)> {
+        match self.packs.slot(key) {
+            Ok(Some(slot)) if slot.removed() => None,
+            Ok(Some(slot)) => Some((u64::from(slot.len), false)),
+            _ => fs::symlink_metadata(self.entry_path(key))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (m.len(), true)),
+        }
+    }
+
+    /// Whether an entry is stored under `key` (its bytes are not read).
+    pub fn has_entry(&self, key: &Digest) -> bool {
+        self.entry_size(key).is_some()
+    }
+
+    /// Removes the entries of `keys` (gc's evictions): each pack that holds one is
+    /// rewritten once, without them; so is a pack that is more than half superseded or
+    /// removed records. An earlier memo's entry files of `keys` are removed.
+    pub fn evict_entries(&self, keys: &[Digest]) {
+        let mut by_shard: HashMap<u8, HashSet<Digest>> = HashMap::new();
+        for key in keys {
+            by_shard.entry(key.0[0]).or_default().insert(*key);
+        }
+        let stage = || stage_in(&self.root).map_err(io::Error::other);
+        for (shard, on_disk, live) in self.packs.usage() {
+            let wasted = on_disk.saturating_sub(live);
+            if wasted > live && wasted > packs::REWRITE_WASTE {
+                by_shard.entry(shard).or_default();
+            }
+        }
+        for (shard, evict) in &by_shard {
+            let _ = self.packs.rewrite(*shard, evict, &stage);
+        }
+        if crate::fsutil::is_real_dir(&self.root.join("entries")) {
+            for key in keys {
+                let _ = fs::remove_file(self.entry_path(key));
+            }
+        }
+    }
+
+    /// Moves an earlier memo's entry files (`entries/ab/<key>`) into the packs, as they
+    /// are (a damaged one is found when it is read); one a pack already names, or that
+    /// is not a regular file of a sane size, is removed. The emptied directories go.
+    pub fn migrate_entry_files(&self) {
+        let dir = self.root.join("entries");
+        if !crate::fsutil::is_real_dir(&dir) {
+            return;
+        }
+        for key in crate::fsutil::digests_in_shards(&dir) {
+            let path = self.entry_path(&key);
+            let moved = match self.packs.slot(&key) {
+                Ok(Some(_)) => true,
+                Ok(None) => match read_regular_whole(&path, MAX_ENTRY_BYTES) {
+                    Ok(bytes) => self.packs.append(&key, Some(&bytes)).is_ok(),
+                    Err(e) if is_not_regular(&e) => {
+                        let _ = remove_planted(&path);
+                        false
+                    }
+                    Err(e) => e.kind() == io::ErrorKind::FileTooLarge,
+                },
+                Err(_) => false,
+            };
+            if moved {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        for shard in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = fs::remove_dir(shard.path());
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+
+    /// Every stored entry's key and size (`stored_entries`).
+    pub fn entry_sizes(&self) -> HashMap<Digest, u64> {
+        stored_entries(&self.root)
     }
 
     pub fn object_path(&self, digest: &Digest) -> PathBuf {
@@ -169,6 +263,17 @@ impl LocalStore {
 
 impl Store for LocalStore {
     fn get_entry(&self, key: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.packs.get(key) {
+            Ok(Got::Record(bytes)) => return Ok(Some(bytes)),
+            Ok(Got::Removed) => return Ok(None),
+            Ok(Got::Absent) => {}
+            Ok(Got::Damaged) => {
+                let _ = self.packs.append(key, None);
+                return Err(StoreError::DamagedEntry { key: key.short() });
+            }
+            Err(e) => return Err(StoreError::io("cannot read", self.packs_dir(), e)),
+        }
+        // An entry file of an earlier memo (gc moves them into the packs).
         let path = self.entry_path(key);
         match read_regular_whole(&path, MAX_ENTRY_BYTES) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -190,24 +295,32 @@ impl Store for LocalStore {
     }
 
     fn put_entry(&self, key: &Digest, bytes: &[u8]) -> Result<Option<u64>, StoreError> {
-        let path = self.entry_path(key);
-        let mut staged = self.stage()?;
-        staged
-            .write_all(bytes)
-            .map_err(|e| StoreError::io("cannot write", staged.path(), e))?;
-        let previous = fs::metadata(&path).ok().map(|m| m.len());
-        self.persist(staged, &path)?;
-        Ok(previous)
+        let previous = self.entry_size(key);
+        self.packs
+            .append(key, Some(bytes))
+            .map_err(|e| StoreError::io("cannot write", self.packs_dir(), e))?;
+        if previous.is_some_and(|(_, legacy)| legacy) {
+            let _ = fs::remove_file(self.entry_path(key));
+        }
+        Ok(previous.map(|(size, _)| size))
     }
 
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
-        let path = self.entry_path(key);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StoreError::io("cannot remove", path, e))
-            }
-            _ => Ok(()),
+        let Some((_, legacy)) = self.entry_size(key) else {
+            return Ok(());
+        };
+        if legacy {
+            let path = self.entry_path(key);
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(StoreError::io("cannot remove", path, e))
+                }
+                _ => Ok(()),
+            };
         }
+        self.packs
+            .append(key, None)
+            .map_err(|e| StoreError::io("cannot write", self.packs_dir(), e))
     }
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
@@ -309,6 +422,24 @@ impl Store for LocalStore {
     }
 }
 
+/// Every entry stored in the cache at `root`, with its size: the packs' and the entry
+/// files of an earlier memo that no slot of a pack hides. Reads the packs' tables, not
+/// the records, and creates nothing.
+pub fn stored_entries(root: &Path) -> HashMap<Digest, u64> {
+    let packs = Packs::new(root);
+    let mut found: HashMap<Digest, u64> = packs.live().into_iter().collect();
+    for key in crate::fsutil::digests_in_shards(&root.join("entries")) {
+        if found.contains_key(&key) || matches!(packs.slot(&key), Ok(Some(_))) {
+            continue;
+        }
+        let path = crate::fsutil::sharded_path(&root.join("entries"), &key);
+        if let Some(meta) = fs::symlink_metadata(path).ok().filter(|m| m.is_file()) {
+            found.insert(key, meta.len());
+        }
+    }
+    found
+}
+
 /// A staging file in the store at `root` (`tmp/`), as `Store::stage` makes it: a free
 /// function, for the threads that stage a command's output while it runs.
 pub fn stage_in(root: &Path) -> Result<NamedTempFile, StoreError> {
@@ -342,7 +473,7 @@ fn remove_if_same(path: &Path, opened: &File) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().unwrap();

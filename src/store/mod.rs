@@ -8,6 +8,7 @@
 pub mod compression;
 mod in_order;
 pub mod local;
+pub mod packs;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum StoreError {
     NotRegular { path: PathBuf },
     #[error("{} is larger than any entry memo writes; it was removed", path.display())]
     OversizedEntry { path: PathBuf },
+    #[error("the record of entry {key} in its pack is damaged; it was removed")]
+    DamagedEntry { key: String },
     #[error("object {digest} is missing from the store")]
     MissingObject { digest: String },
 }

@@ -1,0 +1,593 @@
+//! Entry packs: where entries live. The entries of the keys that start with byte `ab` are
+//! records appended one after another to `packs/ab`, and each record is named by a slot
+//! appended to `packs/ab.idx`, a table of fixed 48-byte slots (key, offset, length,
+//! check). A lookup reads the table and one record; a store appends one record and one
+//! slot; a removal appends a slot that names no record (a tombstone). The last slot of a
+//! key wins. gc rewrites a pack without what it evicts, what was superseded and what is
+//! damaged (`rewrite`).
+//!
+//! A small entry so costs its bytes and 96 bytes of framing, not an inode and a 4 KiB
+//! block; storing one creates no file once its shard's pack exists.
+//!
+//! Writers (a store, a removal, gc's rewrite) hold an exclusive `flock` on the pack file
+//! and check, once they hold it, that its path still names that file (a rewrite replaces
+//! both files whole, by rename). Readers take no lock: a record is written before its
+//! slot, and a slot that does not match the record it points at (a rewrite renamed the
+//! table and not yet the pack) sends the reader round again under a shared lock. What
+//! still does not match is damage: `Got::Damaged`, a miss for the caller.
+//!
+//! Nothing is fsynced, as elsewhere in the store: a record torn by a power loss fails its
+//! entry's checksum and is a miss; a slot torn in half is not read (tables are read in
+//! whole slots, and the next writer cuts a torn end off before it appends).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+use crate::digest::Digest;
+use crate::fsutil::{open_regular, open_regular_measured, Access};
+
+/// The directory of the packs, under the cache root.
+pub const DIR: &str = "packs";
+/// A record starts with this: `\xff` never appears in an entry, which is text.
+const MAGIC: &[u8; 8] = crate::fsutil::PACK_MAGIC;
+/// Magic, key, body length, check.
+const HEADER: usize = 48;
+/// Key, offset, body length, check.
+pub const SLOT: usize = 48;
+/// The offset of a tombstone's slot.
+const REMOVED: u64 = u64::MAX;
+/// gc rewrites a pack whose superseded and removed records take more than this and more
+/// than its live ones.
+pub const REWRITE_WASTE: u64 = 64 * 1024;
+/// A table larger than this is damage: a million entries make about 190 KB per table.
+const MAX_TABLE: u64 = 512 << 20;
+
+/// FNV-1a over `bytes`: a check of a header or a slot against a torn or stray write
+/// (what a record holds is checked by its entry's own SHA-256).
+fn check(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// One slot of a table: where the record of `key` is, or that `key` was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub key: Digest,
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Slot {
+    fn encode(&self) -> [u8; SLOT] {
+        let mut out = [0u8; SLOT];
+        out[..32].copy_from_slice(&self.key.0);
+        out[32..40].copy_from_slice(&self.offset.to_le_bytes());
+        out[40..44].copy_from_slice(&self.len.to_le_bytes());
+        let sum = check(&out[..44]);
+        out[44..].copy_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// `None` for a slot that fails its check.
+    fn decode(bytes: &[u8]) -> Option<Slot> {
+        let sum = u32::from_le_bytes(bytes[44..48].try_into().ok()?);
+        (check(&bytes[..44]) == sum).then(|| Slot {
+            key: Digest(bytes[..32].try_into().expect("32 bytes")),
+            offset: u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")),
+            len: u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes")),
+        })
+    }
+
+    pub fn removed(&self) -> bool {
+        self.offset == REMOVED
+    }
+}
+
+fn header(key: &Digest, len: u32) -> [u8; HEADER] {
+    let mut out = [0u8; HEADER];
+    out[..8].copy_from_slice(MAGIC);
+    out[8..40].copy_from_slice(&key.0);
+    out[40..44].copy_from_slice(&len.to_le_bytes());
+    let sum = check(&out[..44]);
+    out[44..].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    /// The entry's bytes, from a record whose header names the key.
+    Record(Vec<u8>),
+    /// The key's last slot is a tombstone.
+    Removed,
+    /// No slot names the key.
+    Absent,
+    /// The key's last slot points at something that is not its record.
+    Damaged,
+}
+
+pub struct Packs {
+    dir: PathBuf,
+}
+
+fn shard_name(shard: u8) -> String {
+    format!("{shard:02x}")
+}
+
+/// The last slot of each key in `table`, in the order of the slots (a key moves to
+/// where its last slot is); slots that fail their check are left out.
+fn last_slots(table: &[u8]) -> Vec<Slot> {
+    let mut at: HashMap<Digest, usize> = HashMap::new();
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    for bytes in table.chunks_exact(SLOT) {
+        let Some(slot) = Slot::decode(bytes) else {
+            continue;
+        };
+        if let Some(before) = at.insert(slot.key, slots.len()) {
+            slots[before] = None;
+        }
+        slots.push(Some(slot));
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// The last good slot of `key` in `table`.
+fn find(table: &[u8], key: &Digest) -> Option<Slot> {
+    table
+        .chunks_exact(SLOT)
+        .rev()
+        .filter(|bytes| bytes[..32] == key.0)
+        .find_map(Slot::decode)
+}
+
+/// Whether `file` is the file at `path` now (not one a rewrite replaced).
+fn still_named(file: &File, path: &Path) -> io::Result<bool> {
+    let (held, now) = match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(held), Ok(now)) => (held, now),
+        (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    Ok(held.dev() == now.dev() && held.ino() == now.ino())
+}
+
+/// Takes `flock` on `file`, waiting for it.
+fn lock(file: &File, exclusive: bool) -> io::Result<()> {
+    if exclusive {
+        fs2::FileExt::lock_exclusive(file)
+    } else {
+        fs2::FileExt::lock_shared(file)
+    }
+}
+
+/// The record of `slot` in `pack`, if the header there names the slot's key and length.
+fn read_record(pack: &File, slot: &Slot) -> io::Result<Option<Vec<u8>>> {
+    let len = slot.len as usize;
+    let mut bytes = vec![0u8; HEADER + len];
+    match pack.read_exact_at(&mut bytes, slot.offset) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    if bytes[..HEADER] != header(&slot.key, slot.len) {
+        return Ok(None);
+    }
+    bytes.drain(..HEADER);
+    Ok(Some(bytes))
+}
+
+impl Packs {
+    pub fn new(root: &Path) -> Packs {
+        Packs {
+            dir: root.join(DIR),
+        }
+    }
+
+    fn pack_path(&self, shard: u8) -> PathBuf {
+        self.dir.join(shard_name(shard))
+    }
+
+    fn table_path(&self, shard: u8) -> PathBuf {
+        self.dir.join(format!("{}.idx", shard_name(shard)))
+    }
+
+    /// The whole slots of a shard's table; empty when there is none.
+    fn read_table(&self, shard: u8) -> io::Result<Vec<u8>> {
+        let path = self.table_path(shard);
+        let mut table = match crate::fsutil::read_regular_whole(&path, MAX_TABLE) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other?,
+        };
+        table.truncate(table.len() / SLOT * SLOT);
+        Ok(table)
+    }
+
+    /// The last slot of `key`, if any.
+    pub fn slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
+        Ok(find(&self.read_table(key.0[0])?, key))
+    }
+
+    /// The entry stored under `key`: read without a lock, then, if the slot and the
+    /// record disagree, once more under a shared lock on the pack.
+    pub fn get(&self, key: &Digest) -> io::Result<Got> {
+        let shard = key.0[0];
+        let Some(slot) = self.slot(key)? else {
+            return Ok(Got::Absent);
+        };
+        if slot.removed() {
+            return Ok(Got::Removed);
+        }
+        let pack = match open_regular(&self.pack_path(shard), Access::Read) {
+            Ok(pack) => pack,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Got::Damaged),
+            Err(e) => return Err(e),
+        };
+        if let Some(bytes) = read_record(&pack, &slot)? {
+            return Ok(Got::Record(bytes));
+        }
+        drop(pack);
+        let Some(pack) = self.open_locked(shard, false, Access::Read)? else {
+            return Ok(Got::Damaged);
+        };
+        Ok(match find(&self.read_table(shard)?, key) {
+            None => Got::Absent,
+            Some(slot) if slot.removed() => Got::Removed,
+            Some(slot) => read_record(&pack, &slot)?.map_or(Got::Damaged, Got::Record),
+        })
+    }
+
+    /// The shard's pack, opened with `access` and locked, once its path names the file
+    /// locked. `None` when there is no pack (for `Access::Read`).
+    fn open_locked(&self, shard: u8, exclusive: bool, access: Access) -> io::Result<Option<File>> {
+        let path = self.pack_path(shard);
+        for _ in 0..16 {
+            let pack = match open_regular(&path, access) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && access == Access::Read => {
+                    return Ok(None)
+                }
+                Err(e) if crate::fsutil::lacks_directory(&e) => {
+                    crate::fsutil::create_private_dir_all(&self.dir)?;
+                    continue;
+                }
+                other => other?,
+            };
+            lock(&pack, exclusive)?;
+            if still_named(&pack, &path)? {
+                return Ok(Some(pack));
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} keeps being replaced",
+            path.display()
+        )))
+    }
+
+    /// Appends `body` as the record of `key`, or, with `None`, a tombstone. A write that
+    /// fails is cut off again: the pack and the table stay as they were.
+    pub fn append(&self, key: &Digest, body: Option<&[u8]>) -> io::Result<()> {
+        let shard = key.0[0];
+        let len = match body {
+            Some(body) if body.len() as u64 > super::local::MAX_ENTRY_BYTES => {
+                return Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    "an entry larger than memo reads",
+                ))
+            }
+            Some(body) => body.len() as u32,
+            None => 0,
+        };
+        let pack = self
+            .open_locked(shard, true, Access::Append)?
+            .expect("created");
+        crate::fsutil::share(&pack)?;
+        let offset = pack.metadata()?.len();
+        let slot = match body {
+            Some(body) => {
+                let mut record = Vec::with_capacity(HEADER + body.len());
+                record.extend_from_slice(&header(key, len));
+                record.extend_from_slice(body);
+                if let Err(e) = (&pack).write_all(&record) {
+                    let _ = pack.set_len(offset);
+                    return Err(e);
+                }
+                Slot {
+                    key: *key,
+                    offset,
+                    len,
+                }
+            }
+            None => Slot {
+                key: *key,
+                offset: REMOVED,
+                len: 0,
+            },
+        };
+        let written = open_regular_measured(&self.table_path(shard), Access::Append).and_then(
+            |(table, meta)| {
+                crate::fsutil::share(&table)?;
+                let whole = meta.len() / SLOT as u64 * SLOT as u64;
+                if whole != meta.len() {
+                    table.set_len(whole)?;
+                }
+                if let Err(e) = (&table).write_all(&slot.encode()) {
+                    let _ = table.set_len(whole);
+                    return Err(e);
+                }
+                Ok(())
+            },
+        );
+        if written.is_err() && body.is_some() {
+            let _ = pack.set_len(offset);
+        }
+        written
+    }
+
+    /// The shards that have a table or a pack.
+    fn shards(&self) -> Vec<u8> {
+        let mut found: Vec<u8> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|item| {
+                let name = item.file_name();
+                let name = name.to_str()?;
+                let stem = name.strip_suffix(".idx").unwrap_or(name);
+                (stem.len() == 2)
+                    .then(|| u8::from_str_radix(stem, 16).ok())
+                    .flatten()
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Every key with a record, and the length of its entry (its records are not read).
+    pub fn live(&self) -> Vec<(Digest, u64)> {
+        if !crate::fsutil::is_real_dir(&self.dir) {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for shard in self.shards() {
+            let table = self.read_table(shard).unwrap_or_default();
+            found.extend(
+                last_slots(&table)
+                    .into_iter()
+                    .filter(|s| !s.removed() && s.key.0[0] == shard)
+                    .map(|s| (s.key, u64::from(s.len))),
+            );
+        }
+        found
+    }
+
+    /// Per shard with a pack: the bytes of its pack and table, and the bytes its live
+    /// records and their slots would take in a rewrite.
+    pub fn usage(&self) -> Vec<(u8, u64, u64)> {
+        let mut found = Vec::new();
+        for shard in self.shards() {
+            let on_disk = [self.pack_path(shard), self.table_path(shard)]
+                .iter()
+                .filter_map(|p| fs::symlink_metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            let table = self.read_table(shard).unwrap_or_default();
+            let live = last_slots(&table)
+                .into_iter()
+                .filter(|s| !s.removed())
+                .map(|s| (HEADER + SLOT) as u64 + u64::from(s.len))
+                .sum();
+            found.push((shard, on_disk, live));
+        }
+        found
+    }
+
+    /// Rewrites a shard's pack and table with the last record of each key, but for the
+    /// keys in `evict`, tombstones, and records that do not match their slot. `stage`
+    /// makes the new files (in the cache's `tmp/`). Returns the bytes it freed.
+    pub fn rewrite(
+        &self,
+        shard: u8,
+        evict: &HashSet<Digest>,
+        stage: &dyn Fn() -> io::Result<NamedTempFile>,
+    ) -> io::Result<u64> {
+        let Some(pack) = self.open_locked(shard, true, Access::Read)? else {
+            // A table without a pack names nothing.
+            let _ = fs::remove_file(self.table_path(shard));
+            return Ok(0);
+        };
+        let table_path = self.table_path(shard);
+        let before =
+            pack.metadata()?.len() + fs::symlink_metadata(&table_path).map_or(0, |m| m.len());
+        let table = self.read_table(shard)?;
+        let mut new_pack = stage()?;
+        let mut new_table = stage()?;
+        let mut offset = 0u64;
+        {
+            let mut records = io::BufWriter::with_capacity(1 << 16, new_pack.as_file_mut());
+            let mut slots = io::BufWriter::with_capacity(1 << 16, new_table.as_file_mut());
+            for slot in last_slots(&table) {
+                if slot.removed() || slot.key.0[0] != shard || evict.contains(&slot.key) {
+                    continue;
+                }
+                let Some(body) = read_record(&pack, &slot)? else {
+                    continue;
+                };
+                records.write_all(&header(&slot.key, slot.len))?;
+                records.write_all(&body)?;
+                slots.write_all(&Slot { offset, ..slot }.encode())?;
+                offset += (HEADER + body.len()) as u64;
+            }
+            records.flush()?;
+            slots.flush()?;
+        }
+        let pack_path = self.pack_path(shard);
+        if offset == 0 {
+            // Nothing is left: the table goes first, so that no reader finds a slot
+            // without its pack.
+            match fs::remove_file(&table_path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            fs::remove_file(&pack_path)?;
+            return Ok(before);
+        }
+        let after = offset + new_table.as_file().metadata()?.len();
+        crate::fsutil::share(new_pack.as_file())?;
+        crate::fsutil::share(new_table.as_file())?;
+        // The table first: a reader that finds a new slot in the old pack goes round
+        // again under a lock, which it gets once both are in place.
+        new_table.persist(&table_path).map_err(|e| e.error)?;
+        new_pack.persist(&pack_path).map_err(|e| e.error)?;
+        // The lock on the old pack goes with `pack`, once both are in place.
+        Ok(before.saturating_sub(after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(first: u8, n: u8) -> Digest {
+        let mut bytes = [n; 32];
+        bytes[0] = first;
+        Digest(bytes)
+    }
+
+    fn packs() -> (tempfile::TempDir, Packs) {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::new(dir.path());
+        (dir, packs)
+    }
+
+    fn stage_in(dir: &Path) -> impl Fn() -> io::Result<NamedTempFile> + '_ {
+        move || NamedTempFile::new_in(dir)
+    }
+
+    #[test]
+    fn the_last_record_of_a_key_wins_and_a_tombstone_removes_it() {
+        let (_dir, packs) = packs();
+        let (a, b) = (key(7, 1), key(7, 2));
+        assert_eq!(packs.get(&a).unwrap(), Got::Absent);
+        packs.append(&a, Some(b"one")).unwrap();
+        packs.append(&b, Some(b"bee")).unwrap();
+        packs.append(&a, Some(b"two")).unwrap();
+        assert_eq!(packs.get(&a).unwrap(), Got::Record(b"two".to_vec()));
+        assert_eq!(packs.get(&b).unwrap(), Got::Record(b"bee".to_vec()));
+        packs.append(&a, None).unwrap();
+        assert_eq!(packs.get(&a).unwrap(), Got::Removed);
+        assert_eq!(packs.live(), vec![(b, 3)]);
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_live_records_and_frees_the_rest() {
+        let (dir, packs) = packs();
+        let keys: Vec<Digest> = (0..20).map(|n| key(3, n)).collect();
+        for (n, k) in keys.iter().enumerate() {
+            packs.append(k, Some(&vec![b'x'; 100 + n])).unwrap();
+            packs.append(k, Some(&vec![b'y'; 100 + n])).unwrap();
+        }
+        packs.append(&keys[0], None).unwrap();
+        let drop: HashSet<Digest> = keys[1..5].iter().copied().collect();
+        let freed = packs.rewrite(3, &drop, &stage_in(dir.path())).unwrap();
+        assert!(freed > 2000, "{freed}");
+        for (n, k) in keys.iter().enumerate() {
+            let want = if n < 5 {
+                if n == 0 {
+                    Got::Removed
+                } else {
+                    Got::Absent
+                }
+            } else {
+                Got::Record(vec![b'y'; 100 + n])
+            };
+            // The rewrite drops tombstones: a removed key is then absent.
+            let got = packs.get(k).unwrap();
+            assert!(
+                got == want || (n == 0 && got == Got::Absent),
+                "{n}: {got:?}"
+            );
+        }
+        let (_, on_disk, live) = packs.usage()[0];
+        assert_eq!(on_disk, live);
+        // Dropping the rest removes both files.
+        let all: HashSet<Digest> = keys.iter().copied().collect();
+        packs.rewrite(3, &all, &stage_in(dir.path())).unwrap();
+        assert!(packs.shards().is_empty());
+    }
+
+    #[test]
+    fn damage_is_found_and_torn_ends_are_cut_off() {
+        let (dir, packs) = packs();
+        let (a, b) = (key(9, 1), key(9, 2));
+        packs.append(&a, Some(b"alpha")).unwrap();
+        // A torn slot at the end of the table: not read, and cut off by the next append.
+        let table = dir.path().join("packs/09.idx");
+        let mut file = fs::OpenOptions::new().append(true).open(&table).unwrap();
+        file.write_all(&[1u8; 20]).unwrap();
+        assert_eq!(packs.get(&a).unwrap(), Got::Record(b"alpha".to_vec()));
+        packs.append(&b, Some(b"beta")).unwrap();
+        assert_eq!(fs::metadata(&table).unwrap().len(), 2 * SLOT as u64);
+        assert_eq!(packs.get(&b).unwrap(), Got::Record(b"beta".to_vec()));
+        // A record overwritten by something else: damaged, not someone else's bytes.
+        let pack = dir.path().join("packs/09");
+        let mut bytes = fs::read(&pack).unwrap();
+        bytes[10] ^= 0xff;
+        fs::write(&pack, &bytes).unwrap();
+        assert_eq!(packs.get(&a).unwrap(), Got::Damaged);
+        assert_eq!(packs.get(&b).unwrap(), Got::Record(b"beta".to_vec()));
+        // A slot that points past the end of the pack.
+        fs::write(&pack, b"").unwrap();
+        assert_eq!(packs.get(&b).unwrap(), Got::Damaged);
+    }
+
+    #[test]
+    fn a_slot_never_yields_another_keys_record() {
+        let (dir, packs) = packs();
+        let (a, b) = (key(5, 1), key(5, 2));
+        packs.append(&a, Some(b"aaaa")).unwrap();
+        packs.append(&b, Some(b"bbbb")).unwrap();
+        // b's slot rewritten to point at a's record (a valid slot, by its check).
+        let table = dir.path().join("packs/05.idx");
+        let mut bytes = fs::read(&table).unwrap();
+        let moved = Slot {
+            key: b,
+            offset: 0,
+            len: 4,
+        };
+        bytes[SLOT..].copy_from_slice(&moved.encode());
+        fs::write(&table, &bytes).unwrap();
+        assert_eq!(packs.get(&b).unwrap(), Got::Damaged);
+    }
+
+    #[test]
+    fn writers_in_parallel_lose_nothing() {
+        let (_dir, packs) = packs();
+        let packs = std::sync::Arc::new(packs);
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let packs = packs.clone();
+                std::thread::spawn(move || {
+                    for n in 0..50u8 {
+                        let body = vec![t ^ n; 10 + n as usize];
+                        packs.append(&key(1, t * 50 + n), Some(&body)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        for t in 0..4u8 {
+            for n in 0..50u8 {
+                assert_eq!(
+                    packs.get(&key(1, t * 50 + n)).unwrap(),
+                    Got::Record(vec![t ^ n; 10 + n as usize])
+                );
+            }
+        }
+    }
+}
