@@ -53,7 +53,7 @@ MIB = 1 << 20
 LOGS = ("log.jsonl", "log.1.jsonl")
 # The layout a kept cache was filled in: a cache kept from another layout is refilled,
 # not measured. Change it with memo's on-disk format.
-CACHE_FORMAT = "summary-2"
+CACHE_FORMAT = "packs-1"
 
 HELLO_C = """#include <stdio.h>
 int greet(const char *who) { return printf("hello, %s\\n", who); }
@@ -157,6 +157,19 @@ def files_under(top):
     for directory, _, names in os.walk(top):
         found.update(os.path.join(directory, name) for name in names)
     return found
+
+
+def make_files(top, count, size):
+    """`count` files of `size` bytes under `top`, in 256 directories as an entry file was
+    kept (`entries/ab/<key>`)."""
+    shutil.rmtree(top, ignore_errors=True)
+    for shard in range(256):
+        os.makedirs(os.path.join(top, f"{shard:02x}"))
+    body = os.urandom(size)
+    for i in range(count):
+        name = hashlib.sha256(str(i).encode()).hexdigest()
+        with open(os.path.join(top, name[:2], name), "wb") as f:
+            f.write(body)
 
 
 def du(path, *flags):
@@ -347,39 +360,38 @@ def main():
         row(f"`memo gc --dry-run --max-size <half>` at {n} entries vs `du -s`",
             f"du -s {fmt(t['du'])}", fmt(t["dry"]), ratio(t["dry"], t["du"]), "", "2.04 s", "<= 0.3 s")
 
-        # 6: gc evicting half, against rm -rf of the files it removed, each on a fresh copy.
+        # 6: gc evicting half, each time on a fresh copy, against `rm -rf` of as many files
+        # as it evicts entries, each of an entry's size: what the same eviction cost when
+        # every entry was a file of its own (entries are records in 256 packs now, which
+        # gc rewrites without the evicted ones).
         copy = os.path.join(work, "copy")
-        gc_times, rm_times, removed = [], [], None
+        files = os.path.join(work, "files")
+        gc_times, rm_times, evicted = [], [], 0
         for _ in range(gc_runs):
             shutil.rmtree(copy, ignore_errors=True)
             run(["cp", "-a", big_dir, copy])
-            before = files_under(copy)
+            before = memo_stats(env, copy)
             # Unpinned, as the rm -rf below: gc may use the second core, rm -rf cannot.
             gc_times.append(timed([MEMO, "gc", "--max-size", half, "--cache-dir", copy], env))
-            gone = sorted(os.path.relpath(p, copy) for p in before - files_under(copy))
-            removed = removed or gone
-            evicted = sum(1 for p in gone if p.startswith("entries" + os.sep))
+            evicted = before["entries"] - memo_stats(env, copy)["entries"]
             shutil.rmtree(copy)
-            run(["cp", "-a", big_dir, copy])
+            entry_size = max(1, before["bytes"] // max(1, before["entries"]))
+            make_files(files, evicted, entry_size)
             start = time.perf_counter()
-            run(["xargs", "-0", "rm", "-rf"], cwd=copy,
-                input="\0".join(removed).encode(), stdout=subprocess.DEVNULL)
+            run(["rm", "-rf", files])
             rm_times.append(time.perf_counter() - start)
-        shutil.rmtree(copy, ignore_errors=True)
         gc_t, rm_t = statistics.median(gc_times), statistics.median(rm_times)
-        row(f"`memo gc` evicting {evicted:,} of {n} entries vs `rm -rf` of its {len(removed):,} files "
-            "(both unpinned)",
+        row(f"`memo gc` evicting {evicted:,} of {n} entries vs `rm -rf` of {evicted:,} files "
+            "of an entry's size (both unpinned)",
             f"rm -rf {fmt(rm_t)}", fmt(gc_t), ratio(gc_t, rm_t), "", "1.38x", "<= 1.0x")
 
         # 7: disk per small entry.
         disk = du(big_dir, "--block-size=1")
         inodes = du(big_dir, "--inodes")
-        files = sum(len(os.listdir(os.path.join(big_dir, d, shard)))
-                    for d in ("entries", "usage") if os.path.isdir(os.path.join(big_dir, d))
-                    for shard in os.listdir(os.path.join(big_dir, d)))
+        files = len(files_under(big_dir))
         row("disk per small entry (event log left out)", f"{disk:,} B / {n} entries",
-            f"{disk / entries / 1000:.1f} KB, {inodes / entries:.2f} inodes "
-            f"({files / entries:.2f} files under entries/ and usage/)", "", "",
+            f"{disk / entries / 1000:.2f} KB, {inodes / entries:.3f} inodes "
+            f"({files:,} files in the cache)", "", "",
             "8.5 KB, two inodes", "one inode, <= 4.2 KB")
 
         # 8: compressible output.

@@ -104,7 +104,7 @@ impl LocalStore {
 
     /// Removes the entries of `keys` (gc's evictions): each pack that holds one is
     /// rewritten once, without them; so is a pack that is more than half superseded or
-    /// removed records. An earlier memo's entry files of `keys` are removed.
+    /// removed records (past `REWRITE_WASTE`), and one that holds no live record. An earlier memo's entry files of `keys` are removed.
     pub fn evict_entries(&self, keys: &[Digest]) {
         let mut by_shard: HashMap<u8, HashSet<Digest>> = HashMap::new();
         for key in keys {
@@ -113,7 +113,7 @@ impl LocalStore {
         let stage = || stage_in(&self.root).map_err(io::Error::other);
         for (shard, on_disk, live) in self.packs.usage() {
             let wasted = on_disk.saturating_sub(live);
-            if wasted > live && wasted > packs::REWRITE_WASTE {
+            if live == 0 || (wasted > live && wasted > packs::REWRITE_WASTE) {
                 by_shard.entry(shard).or_default();
             }
         }
@@ -127,12 +127,14 @@ impl LocalStore {
         }
     }
 
-    /// Moves an earlier memo's entry files (`entries/ab/<key>`) into the packs, as they
-    /// are (a damaged one is found when it is read); one a pack already names, or that
-    /// is not a regular file of a sane size, is removed. The emptied directories go.
+    /// Moves an earlier memo's entry files (`entries/ab/<key>` that start with memo's
+    /// entry header) into the packs, as they are (a damaged one is found when it is
+    /// read); one a pack already names, or that is not a regular file of a sane size, is
+    /// removed. The emptied directories go. Only in a directory that is memo's cache: a
+    /// user's files are never moved.
     pub fn migrate_entry_files(&self) {
         let dir = self.root.join("entries");
-        if !crate::fsutil::is_real_dir(&dir) {
+        if !crate::fsutil::is_real_dir(&dir) || !crate::fsutil::is_memo_cache() {
             return;
         }
         for key in crate::fsutil::digests_in_shards(&dir) {
@@ -140,6 +142,7 @@ impl LocalStore {
             let moved = match self.packs.slot(&key) {
                 Ok(Some(_)) => true,
                 Ok(None) => match read_regular_whole(&path, MAX_ENTRY_BYTES) {
+                    Ok(bytes) if !bytes.starts_with(b"memo-entry ") => false,
                     Ok(bytes) => self.packs.append(&key, Some(&bytes)).is_ok(),
                     Err(e) if is_not_regular(&e) => {
                         let _ = remove_planted(&path);

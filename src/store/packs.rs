@@ -44,8 +44,9 @@ const REMOVED: u64 = u64::MAX;
 /// gc rewrites a pack whose superseded and removed records take more than this and more
 /// than its live ones.
 pub const REWRITE_WASTE: u64 = 64 * 1024;
-/// A table larger than this is damage: a million entries make about 190 KB per table.
-const MAX_TABLE: u64 = 512 << 20;
+/// A table larger than this is damage (and removed): a million entries make about
+/// 190 KB per table.
+const MAX_TABLE: u64 = 64 << 20;
 
 /// FNV-1a over `bytes`: a check of a header or a slot against a torn or stray write
 /// (what a record holds is checked by its entry's own SHA-256).
@@ -195,11 +196,21 @@ impl Packs {
         self.dir.join(format!("{}.idx", shard_name(shard)))
     }
 
-    /// The whole slots of a shard's table; empty when there is none.
+    /// The whole slots of a shard's table; empty when there is none. Anything but a
+    /// regular file of a sane size in its place is damage, removed (its records are
+    /// then unreachable: misses, and gone at the next gc).
     fn read_table(&self, shard: u8) -> io::Result<Vec<u8>> {
         let path = self.table_path(shard);
         let mut table = match crate::fsutil::read_regular_whole(&path, MAX_TABLE) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if crate::fsutil::is_not_regular(&e) => {
+                let _ = crate::fsutil::remove_planted(&path);
+                return Ok(Vec::new());
+            }
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                let _ = fs::remove_file(&path);
+                return Ok(Vec::new());
+            }
             other => other?,
         };
         table.truncate(table.len() / SLOT * SLOT);
@@ -221,9 +232,14 @@ impl Packs {
         if slot.removed() {
             return Ok(Got::Removed);
         }
-        let pack = match open_regular(&self.pack_path(shard), Access::Read) {
+        let path = self.pack_path(shard);
+        let pack = match open_regular(&path, Access::Read) {
             Ok(pack) => pack,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Got::Damaged),
+            Err(e) if crate::fsutil::is_not_regular(&e) => {
+                let _ = crate::fsutil::remove_planted(&path);
+                return Ok(Got::Damaged);
+            }
             Err(e) => return Err(e),
         };
         if let Some(bytes) = read_record(&pack, &slot)? {
@@ -251,6 +267,14 @@ impl Packs {
                 }
                 Err(e) if crate::fsutil::lacks_directory(&e) => {
                     crate::fsutil::create_private_dir_all(&self.dir)?;
+                    continue;
+                }
+                // A FIFO, device or socket in its place: damage, removed.
+                Err(e) if crate::fsutil::is_not_regular(&e) => {
+                    crate::fsutil::remove_planted(&path)?;
+                    if access == Access::Read {
+                        return Ok(None);
+                    }
                     continue;
                 }
                 other => other?,
@@ -306,7 +330,17 @@ impl Packs {
                 len: 0,
             },
         };
-        let written = open_regular_measured(&self.table_path(shard), Access::Append).and_then(
+        let table_path = self.table_path(shard);
+        let written = open_regular_measured(&table_path, Access::Append)
+            .or_else(|e| {
+                // A FIFO, device or socket in its place: damage, removed.
+                if !crate::fsutil::is_not_regular(&e) {
+                    return Err(e);
+                }
+                crate::fsutil::remove_planted(&table_path)?;
+                open_regular_measured(&table_path, Access::Append)
+            })
+            .and_then(
             |(table, meta)| {
                 crate::fsutil::share(&table)?;
                 let whole = meta.len() / SLOT as u64 * SLOT as u64;
