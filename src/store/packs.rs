@@ -166,6 +166,18 @@ fn lock(file: &File, exclusive: bool) -> io::Result<()> {
     }
 }
 
+/// The record of `slot` in `whole` (a pack read whole), if the header there names the
+/// slot's key and length.
+fn record_in<'a>(whole: &'a [u8], slot: &Slot) -> Option<&'a [u8]> {
+    let start = usize::try_from(slot.offset).ok()?;
+    let end = start.checked_add(HEADER + slot.len as usize)?;
+    let record = whole.get(start..end)?;
+    (record[..HEADER] == header(&slot.key, slot.len)).then(|| &record[HEADER..])
+}
+
+/// A pack no larger than this is read whole by a rewrite, not one record at a time.
+const READ_WHOLE: u64 = 64 << 20;
+
 /// The record of `slot` in `pack`, if the header there names the slot's key and length.
 fn read_record(pack: &File, slot: &Slot) -> io::Result<Option<Vec<u8>>> {
     let len = slot.len as usize;
@@ -340,8 +352,7 @@ impl Packs {
                 crate::fsutil::remove_planted(&table_path)?;
                 open_regular_measured(&table_path, Access::Append)
             })
-            .and_then(
-            |(table, meta)| {
+            .and_then(|(table, meta)| {
                 crate::fsutil::share(&table)?;
                 let whole = meta.len() / SLOT as u64 * SLOT as u64;
                 if whole != meta.len() {
@@ -352,8 +363,7 @@ impl Packs {
                     return Err(e);
                 }
                 Ok(())
-            },
-        );
+            });
         if written.is_err() && body.is_some() {
             let _ = pack.set_len(offset);
         }
@@ -437,6 +447,14 @@ impl Packs {
         let before =
             pack.metadata()?.len() + fs::symlink_metadata(&table_path).map_or(0, |m| m.len());
         let table = self.read_table(shard)?;
+        let pack_len = pack.metadata()?.len();
+        let whole = if pack_len <= READ_WHOLE {
+            let mut bytes = vec![0u8; pack_len as usize];
+            pack.read_exact_at(&mut bytes, 0)?;
+            Some(bytes)
+        } else {
+            None
+        };
         let mut new_pack = stage()?;
         let mut new_table = stage()?;
         let mut offset = 0u64;
@@ -447,11 +465,19 @@ impl Packs {
                 if slot.removed() || slot.key.0[0] != shard || evict.contains(&slot.key) {
                     continue;
                 }
-                let Some(body) = read_record(&pack, &slot)? else {
+                let read;
+                let body = match &whole {
+                    Some(whole) => record_in(whole, &slot),
+                    None => {
+                        read = read_record(&pack, &slot)?;
+                        read.as_deref()
+                    }
+                };
+                let Some(body) = body else {
                     continue;
                 };
                 records.write_all(&header(&slot.key, slot.len))?;
-                records.write_all(&body)?;
+                records.write_all(body)?;
                 slots.write_all(&Slot { offset, ..slot }.encode())?;
                 offset += (HEADER + body.len()) as u64;
             }
