@@ -101,6 +101,38 @@ fn a_corrupt_entry_is_a_miss_that_warns_once_and_is_repaired() {
     assert!(!env.ran_tool(&[]), "the rerun repaired the entry");
 }
 
+/// The record's header no longer matches its slot (a stray write into the pack): the
+/// same as a corrupt entry.
+#[test]
+fn a_damaged_record_header_is_a_miss_that_warns_once_and_is_repaired() {
+    use std::os::unix::fs::FileExt;
+    let env = TestEnv::new();
+    env.tool("echo result; exit 0");
+    assert!(env.ran_tool(&[]));
+    let entry = env.entries().pop().unwrap();
+    // A byte of the key in the header, 48 bytes before the entry's own.
+    let pack = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&entry.pack)
+        .unwrap();
+    let mut byte = [0u8];
+    pack.read_exact_at(&mut byte, entry.at - 30).unwrap();
+    pack.write_all_at(&[byte[0] ^ 0x01], entry.at - 30).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "result\n");
+    assert_eq!(
+        stderr(&out).matches("memo: warning").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.count(), 2);
+    assert_eq!(env.stats()["corrupt"], 1);
+    assert!(!env.ran_tool(&[]), "the rerun repaired the entry");
+}
+
 #[test]
 fn a_truncated_entry_is_a_miss() {
     let env = TestEnv::new();
