@@ -126,7 +126,7 @@ fn a_new_memo_waits_for_an_older_memo_running_the_same_key() {
 }
 
 /// Stores `echo NAME` for each name, then runs gc, so that the summary (format 2) is
-/// current and `memo ls` lists from it and the journal rather than from `entries/`.
+/// current and `memo ls` lists from it and the journal rather than from the packs.
 fn store_and_fold(env: &TestEnv, names: &[&str]) {
     for name in names {
         assert_success(&env.run(["run", "--", "echo", name]));
@@ -146,13 +146,9 @@ fn listed_keys(env: &TestEnv) -> Vec<String> {
     keys
 }
 
-/// The keys of every entry file in the cache, sorted.
+/// The keys of every entry in the cache's packs, sorted.
 fn entry_keys(env: &TestEnv) -> Vec<String> {
-    let mut keys: Vec<String> = env
-        .entries()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let mut keys: Vec<String> = env.entries().iter().map(|e| e.key.clone()).collect();
     keys.sort();
     keys
 }
@@ -198,9 +194,7 @@ fn an_entry_stored_by_a_memo_killed_before_its_journal_line_is_listed_and_remova
         eprintln!("skipped: no strace here");
         return;
     };
-    env.eventually("the new entry is renamed into place", || {
-        env.entries().len() == 3
-    });
+    env.eventually("the new entry is stored", || env.entries().len() == 3);
     let children = std::process::Command::new("pgrep")
         .args(["-P", &strace.id().to_string()])
         .output()
@@ -216,12 +210,12 @@ fn an_entry_stored_by_a_memo_killed_before_its_journal_line_is_listed_and_remova
     let b1: Vec<&String> = entries.iter().filter(|k| !before.contains(k)).collect();
     assert_eq!(b1.len(), 1, "the kill landed before the store: {entries:?}");
     let b1 = b1[0].clone();
-    // Not even gc, which lists entries/, brings it back.
+    // Not even gc, which lists the packs, brings it back.
     assert_success(&env.run(["gc"]));
     assert_eq!(
         listed_keys(&env),
         entries,
-        "memo ls lists other entries than entries/ holds"
+        "memo ls lists other entries than the packs hold"
     );
     let rm = env.run(["rm", &b1]);
     assert_success(&rm);
@@ -249,14 +243,14 @@ fn emptying_the_journal_loses_no_entry_from_ls_or_rm() {
         assert_success(&env.run(["run", "--", "echo", name]));
     }
     fs::write(env.cache().join("log.jsonl"), b"").unwrap();
-    // Not even gc, which lists entries/ (and counts all 5), brings them back.
+    // Not even gc, which lists the packs (and counts all 5), brings them back.
     assert_success(&env.run(["gc"]));
     let entries = entry_keys(&env);
     assert_eq!(entries.len(), 5);
     assert_eq!(
         listed_keys(&env),
         entries,
-        "memo ls lists other entries than entries/ holds"
+        "memo ls lists other entries than the packs hold"
     );
     let rm = env.run(["rm", "--command", "echo b*"]);
     assert_success(&rm);
@@ -290,7 +284,7 @@ fn a_result_stored_while_clear_runs_is_listed() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // clear is removing the old objects: entries/ is new and empty already.
+    // clear is removing the old objects: the packs are new and empty already.
     env.eventually("clear moves the objects away", || {
         fs::read_dir(env.cache()).unwrap().flatten().any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -311,7 +305,7 @@ fn a_result_stored_while_clear_runs_is_listed() {
     assert_eq!(
         listed_keys(&env),
         entries,
-        "memo ls lists other entries than entries/ holds"
+        "memo ls lists other entries than the packs hold"
     );
     assert_eq!(env.stats()["entries"], 1, "memo stats counts other entries");
     let hit = env.run(["run", "-v", "--", "echo", "during"]);
@@ -352,7 +346,7 @@ fn a_damaged_summary_loses_no_entry_from_ls_after_the_next_gc() {
     assert_eq!(
         listed_keys(&env),
         entries,
-        "memo ls lists other entries than entries/ holds after gc"
+        "memo ls lists other entries than the packs hold after gc"
     );
     let rm = env.run(["rm", "--command", "echo old"]);
     assert_success(&rm);

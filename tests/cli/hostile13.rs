@@ -64,10 +64,7 @@ fn window_start(hex: &str) -> u64 {
 }
 
 fn entry_keys(env: &TestEnv) -> Vec<String> {
-    env.entries()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect()
+    env.entries().iter().map(|e| e.key.clone()).collect()
 }
 
 fn names_in_locks(env: &TestEnv) -> Vec<String> {

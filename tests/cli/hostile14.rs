@@ -123,7 +123,7 @@ fn an_entry_cut_from_the_tail_keeps_its_earlier_hits_in_the_top_list() {
         let key = env
             .entries()
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|e| e.key.clone())
             .find(|k| !keys.contains(k))
             .unwrap();
         keys.push(key);
@@ -398,7 +398,7 @@ fn concurrent_hits_and_folds_while_stats_runs_count_each_hit_once() {
 /// MEMO_DIR pointed at a directory of the user's: a file of the user's named
 /// `summary.tail` is left alone, and stats counts right.
 // Seen: when there is no `summary.tail`, stats creates one there (as `run` creates
-// log.jsonl, entries/ and the rest): the rule in force is "never replace a user's file",
+// log.jsonl, packs/ and the rest): the rule in force is "never replace a user's file",
 // not "write nothing".
 #[test]
 fn stats_leaves_a_users_summary_tail_alone_in_a_directory_that_is_not_memos() {

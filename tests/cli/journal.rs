@@ -46,6 +46,7 @@ fn a_hit_appends_one_record_and_rewrites_no_file() {
     env.tool("sleep 0.2; echo hi");
     assert_success(&env.run(run_tool(&[])));
     let shards = contents_under(&env.cache().join("stats"));
+    let packs = contents_under(&env.cache().join("packs"));
     let lines = journal_lines(&env);
     assert_success(&env.run(run_tool(&[])));
     assert_eq!(env.count(), 1);
@@ -55,12 +56,11 @@ fn a_hit_appends_one_record_and_rewrites_no_file() {
         !env.cache().join("usage").exists(),
         "no usage file per entry"
     );
+    assert_eq!(env.entries().len(), 1);
     assert_eq!(
-        files_under(&env.cache())
-            .iter()
-            .filter(|p| p.starts_with(env.cache().join("entries")))
-            .count(),
-        1
+        contents_under(&env.cache().join("packs")),
+        packs,
+        "the hit wrote into the packs"
     );
     let stats = env.stats();
     assert_eq!(
@@ -164,9 +164,14 @@ fn a_cache_of_the_previous_layout_keeps_its_usage_and_counts() {
     env.tool("echo hi");
     assert_success(&env.run(run_tool(&[])));
     let entry = env.entries().pop().unwrap();
-    let key = entry.file_name().unwrap().to_str().unwrap().to_string();
-    // Made into the previous layout: no summary, log lines without `counts` (counted
-    // in the shards instead), and a usage file for the entry.
+    let key = entry.key.clone();
+    // Made into the previous layout: the entry a file of its own (no packs), no
+    // summary, log lines without `counts` (counted in the shards instead), and a usage
+    // file for the entry.
+    let legacy = env.legacy_entry_path(&key);
+    fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    fs::write(&legacy, entry.bytes()).unwrap();
+    fs::remove_dir_all(env.cache().join("packs")).unwrap();
     let _ = fs::remove_file(env.cache().join("summary"));
     let log = fs::read_to_string(env.cache().join("log.jsonl")).unwrap();
     let old_log: String = log
@@ -218,6 +223,8 @@ fn a_cache_of_the_previous_layout_keeps_its_usage_and_counts() {
         !env.cache().join("usage").exists(),
         "the usage files are folded and gone"
     );
+    assert!(!legacy.exists(), "gc left the entry file");
+    assert_eq!(env.only_key(), key, "gc moved the entry into the packs");
     assert_eq!(listed_hits(&env), [6]);
     let stats = env.stats();
     assert_eq!(

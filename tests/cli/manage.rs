@@ -79,7 +79,7 @@ fn corrupt_entries_are_counted_and_logged() {
     env.tool("echo hi");
     env.run(run_tool(&[]));
     let entry = env.entries().pop().unwrap();
-    fs::write(&entry, b"garbage").unwrap();
+    entry.replace(b"garbage");
     env.run(run_tool(&[]));
     assert_eq!(env.stats()["corrupt"], 1);
     assert!(env.events().iter().any(|e| e["event"] == "corrupt"));
@@ -184,9 +184,9 @@ fn unreferenced_objects_go_only_after_the_grace_period() {
     env.run(run_tool(&[]));
     // An object whose entry is not written yet (a store in flight); `memo rm` would
     // list the objects of what it removes for the next gc.
-    for entry in env.entries() {
-        std::fs::remove_file(entry).unwrap();
-    }
+    let entries = env.entries();
+    assert_eq!(entries.len(), 1);
+    entries.iter().for_each(StoredEntry::remove);
     assert_eq!(env.objects().len(), 1);
     assert_success(&env.run(["gc"]));
     assert_eq!(

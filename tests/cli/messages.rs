@@ -98,7 +98,7 @@ fn a_config_cache_dir_expands_the_tilde() {
         .output()
         .unwrap();
     assert_success(&out);
-    assert!(!files_under(&home.join("memo-cache/entries")).is_empty());
+    assert!(!stored_entries(&home.join("memo-cache")).is_empty());
     assert!(!env.work().join("~").exists(), "no directory named ~");
 }
 
@@ -119,7 +119,7 @@ fn a_relative_config_cache_dir_is_relative_to_the_config_file() {
         assert_success(&out);
     }
     assert_eq!(
-        files_under(&env.path("conf/cache-here/entries")).len(),
+        stored_entries(&env.path("conf/cache-here")).len(),
         1,
         "one entry, stored beside the config file both times"
     );
@@ -445,6 +445,7 @@ fn clear_with_nothing_stored_succeeds_and_touches_nothing() {
     let env = TestEnv::new();
     let dir = env.root.path().join("someones");
     fs::create_dir_all(dir.join("entries")).unwrap();
+    fs::create_dir_all(dir.join("packs")).unwrap();
     fs::write(dir.join("notes.txt"), "mine").unwrap();
     let out = env.memo(["clear"]).env("MEMO_DIR", &dir).output().unwrap();
     assert_success(&out);
@@ -455,7 +456,11 @@ fn clear_with_nothing_stored_succeeds_and_touches_nothing() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["entries", "notes.txt"], "nothing made or removed");
+    assert_eq!(
+        names,
+        ["entries", "notes.txt", "packs"],
+        "nothing made or removed"
+    );
 }
 
 /// `-v` on a miss says in one line what changed against the closest entry: the finding

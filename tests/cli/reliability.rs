@@ -397,7 +397,7 @@ fn a_flipped_byte_in_any_cache_file_is_caught_and_repaired() {
     check_key(&env, 'a', &run_key(&env, 'a'));
     check_key(&env, 'a', &run_key(&env, 'a'));
     let mut damaged = 0;
-    for dir in ["entries", "objects", "usage", "stats", "digests"] {
+    for dir in ["packs", "objects", "usage", "stats", "digests"] {
         for file in files_under(&env.cache().join(dir)) {
             flip_byte(&file);
             damaged += 1;
@@ -448,7 +448,7 @@ fn garbage_in_every_cache_file_never_makes_memo_panic() {
         &[b'9'; 5000],
     ];
     for (i, junk) in garbage.iter().enumerate() {
-        for dir in ["entries", "objects", "usage", "stats", "digests"] {
+        for dir in ["packs", "objects", "usage", "stats", "digests"] {
             for file in files_under(&env.cache().join(dir)) {
                 fs::write(&file, junk).unwrap();
             }
@@ -499,7 +499,7 @@ fn a_cache_subdirectory_planted_as_a_symlink_is_never_written_through() {
     fs::create_dir_all(env.cache()).unwrap();
     let elsewhere = env.root.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
-    for sub in ["tmp", "objects", "entries"] {
+    for sub in ["tmp", "objects", "packs", "entries"] {
         symlink(&elsewhere, env.cache().join(sub)).unwrap();
     }
     let out = env.run(run_tool(&[]));

@@ -1073,22 +1073,13 @@ fn held_forged_entries_with_escaping_paths_are_refused() {
         let url = nginx.url(&pre);
         let a = format!("a{}", forged_path.len());
         compute_and_push(&env, &a, &url, &["run", "-o", "out", "--", "./tool"]);
-        let entries = crate::support::files_under(&env.root.path().join(&a).join("entries"));
+        let entries = crate::support::stored_entries(&env.root.path().join(&a));
         assert_eq!(entries.len(), 1);
-        let key: Key = entries[0]
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let genuine = Entry::decode(&std::fs::read(&entries[0]).unwrap()).unwrap();
-        let forged_file = env.root.path().join("forged");
-        std::fs::copy(&entries[0], &forged_file).unwrap();
-        crate::support::rewrite_entry(&forged_file, |body| {
+        let key: Key = entries[0].key.parse().unwrap();
+        let genuine = Entry::decode(&entries[0].bytes()).unwrap();
+        let forged = crate::support::edited_entry(&entries[0].bytes(), |body| {
             body["outputs"][0]["nodes"][1]["path"] = forged_path.into();
         });
-        let forged = std::fs::read(&forged_file).unwrap();
         let sealed = envelope::seal("default", &key, &forged, None);
         let meta = Key::of_bytes(&sealed);
         std::fs::write(
@@ -1152,11 +1143,15 @@ fn held_an_unwritable_local_cache_with_a_remote_hit() {
     {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
-    for sub in ["objects", "entries", "tmp", "staging"] {
+    for sub in ["objects", "packs", "tmp", "staging"] {
         let dir = env.cache().join(sub);
         if dir.is_dir() {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
         }
+    }
+    // Packs are appended to in place: read-only too.
+    for pack in crate::support::files_under(&env.cache().join("packs")) {
+        std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o444)).unwrap();
     }
     env.write("who", "b\n");
     let out = crate::support::as_nobody(memo_remote(

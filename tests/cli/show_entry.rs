@@ -275,7 +275,7 @@ fn show_needs_a_unique_prefix_of_at_least_four_hex_digits() {
     let entry = env.entries().pop().unwrap();
     let last = key.chars().last().unwrap();
     let twin_name = format!("{}{}", &key[..63], if last == '0' { '1' } else { '0' });
-    fs::copy(&entry, entry.with_file_name(&twin_name)).unwrap();
+    write_entry(&env.cache(), &twin_name, &entry.bytes());
     let out = env.run(["show", &key[..4]]);
     assert_one_line_error(
         &out,

@@ -82,11 +82,12 @@ fn a_corrupt_entry_is_a_miss_that_warns_once_and_is_repaired() {
     let env = TestEnv::new();
     env.tool("echo result; exit 0");
     assert!(env.ran_tool(&[]));
+    // Damaged in place: a byte near the end of the record's body.
     let entry = env.entries().pop().unwrap();
-    let mut bytes = fs::read(&entry).unwrap();
+    let mut bytes = entry.bytes();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x20;
-    fs::write(&entry, bytes).unwrap();
+    entry.overwrite(&bytes);
     let out = env.run(run_tool(&[]));
     assert_success(&out);
     assert_eq!(stdout(&out), "result\n");
@@ -100,14 +101,47 @@ fn a_corrupt_entry_is_a_miss_that_warns_once_and_is_repaired() {
     assert!(!env.ran_tool(&[]), "the rerun repaired the entry");
 }
 
+/// The record's header no longer matches its slot (a stray write into the pack): the
+/// same as a corrupt entry.
+#[test]
+fn a_damaged_record_header_is_a_miss_that_warns_once_and_is_repaired() {
+    use std::os::unix::fs::FileExt;
+    let env = TestEnv::new();
+    env.tool("echo result; exit 0");
+    assert!(env.ran_tool(&[]));
+    let entry = env.entries().pop().unwrap();
+    // A byte of the key in the header, 48 bytes before the entry's own.
+    let pack = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&entry.pack)
+        .unwrap();
+    let mut byte = [0u8];
+    pack.read_exact_at(&mut byte, entry.at - 30).unwrap();
+    pack.write_all_at(&[byte[0] ^ 0x01], entry.at - 30).unwrap();
+    let out = env.run(run_tool(&[]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "result\n");
+    assert_eq!(
+        stderr(&out).matches("memo: warning").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.count(), 2);
+    assert_eq!(env.stats()["corrupt"], 1);
+    assert!(!env.ran_tool(&[]), "the rerun repaired the entry");
+}
+
 #[test]
 fn a_truncated_entry_is_a_miss() {
     let env = TestEnv::new();
     env.tool("echo result");
     assert!(env.ran_tool(&[]));
+    // Stored again as its first half, with a record and slot that match it.
     let entry = env.entries().pop().unwrap();
-    let bytes = fs::read(&entry).unwrap();
-    fs::write(&entry, &bytes[..bytes.len() / 2]).unwrap();
+    let bytes = entry.bytes();
+    entry.replace(&bytes[..bytes.len() / 2]);
     let out = env.run(run_tool(&[]));
     assert_eq!(stdout(&out), "result\n");
     assert_eq!(env.count(), 2);
@@ -174,7 +208,10 @@ fn the_cache_is_private() {
     assert!(env.ran_tool(&[]));
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&env.cache()), 0o700);
-    for file in env.entries().iter().chain(env.objects().iter()) {
+    assert_eq!(mode(&env.cache().join("packs")), 0o700);
+    let packs = files_under(&env.cache().join("packs"));
+    assert_eq!(packs.len(), 2, "a pack and its table: {packs:?}");
+    for file in packs.iter().chain(env.objects().iter()) {
         assert_eq!(
             mode(file) & 0o077,
             0,
@@ -191,12 +228,15 @@ fn environment_values_are_not_written_to_the_cache() {
     let mut cmd = env.memo(run_tool(&["-e", "API_TOKEN"]));
     cmd.env("API_TOKEN", "s3cr3t-value-xyz");
     assert!(env.ran(cmd));
-    for file in env.entries() {
-        let text = String::from_utf8_lossy(&fs::read(file).unwrap()).into_owned();
-        assert!(text.contains("API_TOKEN"));
+    let entries = env.entries();
+    assert_eq!(entries.len(), 1);
+    assert!(String::from_utf8_lossy(&entries[0].bytes()).contains("API_TOKEN"));
+    for file in files_under(&env.cache()) {
+        let text = String::from_utf8_lossy(&fs::read(&file).unwrap()).into_owned();
         assert!(
             !text.contains("s3cr3t"),
-            "an env value leaked into the cache"
+            "an env value leaked into the cache: {}",
+            file.display()
         );
     }
 }
@@ -209,7 +249,7 @@ fn cache_dir_flag_wins_over_memo_dir() {
     let mut args = vec!["--cache-dir".to_string(), other.display().to_string()];
     args.extend(run_tool(&[]));
     assert!(env.ran(env.memo(&args)));
-    assert!(other.join("entries").is_dir());
+    assert!(other.join("packs").is_dir());
     assert!(env.entries().is_empty());
 }
 
@@ -236,11 +276,11 @@ fn the_default_cache_is_under_xdg_cache_home_then_home() {
     let mut cmd = env.memo(run_tool(&[]));
     cmd.env_remove("MEMO_DIR").env("XDG_CACHE_HOME", &xdg);
     assert!(env.ran(cmd));
-    assert!(xdg.join("memo/entries").is_dir());
+    assert!(xdg.join("memo/packs").is_dir());
     let mut cmd = env.memo(run_tool(&["--salt", "home"]));
     cmd.env_remove("MEMO_DIR");
     assert!(env.ran(cmd));
-    assert!(env.root.path().join("home/.cache/memo/entries").is_dir());
+    assert!(env.root.path().join("home/.cache/memo/packs").is_dir());
 }
 
 /// Rewrites the one entry in the cache through `edit` on its JSON body, with a valid

@@ -156,7 +156,8 @@ fn gc_forgets_the_records_of_entries_removed_by_hand() {
         .find(|e| e["command"] == "./tool a")
         .unwrap();
     let key = a["key"].as_str().unwrap().to_string();
-    fs::remove_file(env.cache().join("entries").join(&key[..2]).join(&key)).unwrap();
+    let entry = env.entries().into_iter().find(|e| e.key == key).unwrap();
+    entry.remove();
     let out = env.run(["gc"]);
     assert_success(&out);
     assert!(stdout(&out).contains("in 1 entries"), "{}", stdout(&out));

@@ -306,7 +306,7 @@ fn small_binary_outputs_are_stored_compactly() {
     let env = TestEnv::new();
     env.tool("head -c 12000 /dev/urandom > out.bin");
     assert!(env.ran_tool(&["-o", "out.bin"]));
-    let entry = fs::metadata(&env.entries()[0]).unwrap().len();
+    let entry = env.entries()[0].len;
     assert!(
         entry < 18_000,
         "a 12 kB binary output made a {entry}-byte entry"
@@ -326,7 +326,7 @@ fn many_small_binary_outputs_make_a_small_entry_that_hits() {
     env.tool("mkdir -p dir && head -c 600000 /dev/urandom | split -b 2000 -a 4 - dir/f.");
     assert!(env.ran_tool(&["-o", "dir"]));
     assert_eq!(fs::read_dir(env.path("dir")).unwrap().count(), 300);
-    let entry = fs::metadata(&env.entries()[0]).unwrap().len();
+    let entry = env.entries()[0].len;
     // 300 x 2,000 bytes: 800 kB even as base64 if every file were inline.
     assert!(entry < 200_000, "300 small files made a {entry}-byte entry");
     let sample = env.read("dir/f.aaaa");
@@ -430,16 +430,16 @@ fn what_a_killed_restore_left_is_removed_by_the_next_run_too() {
 fn an_output_inside_the_cache_directory_is_refused() {
     let env = TestEnv::new();
     env.tool("mkdir -p \"$MEMO_DIR/mine\"; echo x > \"$MEMO_DIR/mine/f\"");
-    fs::create_dir_all(env.cache().join("entries")).unwrap();
+    fs::create_dir_all(env.cache().join("packs")).unwrap();
     symlink(env.cache(), env.path("cachelink")).unwrap();
     let cache = env.cache().display().to_string();
     for declared in [
-        format!("{cache}/entries"),
+        format!("{cache}/packs"),
         format!("{cache}/mine"),
         format!("{cache}/mine/f"),
-        "cachelink/entries".to_string(),
+        "cachelink/packs".to_string(),
         "cachelink/./new/..//mine".to_string(),
-        "cachelink/entries/../mine".to_string(),
+        "cachelink/packs/../mine".to_string(),
     ] {
         let out = env.run(run_tool(&["-o", &declared]));
         assert_code(&out, 125);

@@ -166,21 +166,23 @@ impl TestEnv {
         (status.code().unwrap_or(-1), fs::read(log.path()).unwrap())
     }
 
-    /// Every entry file in the cache.
-    pub fn entries(&self) -> Vec<PathBuf> {
-        files_under(&self.cache().join("entries"))
+    /// Every live entry in the cache's packs (see `StoredEntry`), by key.
+    pub fn entries(&self) -> Vec<StoredEntry> {
+        stored_entries(&self.cache())
     }
 
-    /// The key (64 hex digits) of the one entry in the cache (its file name).
+    /// The key (64 hex digits) of the one entry in the cache.
     #[track_caller]
     pub fn only_key(&self) -> String {
         let entries = self.entries();
         assert_eq!(entries.len(), 1, "{entries:?}");
-        entries[0]
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
+        entries[0].key.clone()
+    }
+
+    /// Where an earlier memo kept the entry of `key` as a file of its own
+    /// (`entries/ab/<key>`): memo still reads those.
+    pub fn legacy_entry_path(&self, key: &str) -> PathBuf {
+        self.cache().join("entries").join(&key[..2]).join(key)
     }
 
     /// Every object file in the cache.
@@ -329,24 +331,180 @@ pub fn assert_one_line_error(out: &Output, code: i32, mentions: &str) {
     assert!(!err.contains("panicked"), "{err:?}");
 }
 
-/// Rewrites the entry file at `path` through `edit` on its JSON body, keeping its header
-/// and a valid checksum: what someone with write access to a shared cache could do.
-pub fn rewrite_entry(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+// The pack format memo stores entries in (src/store/packs.rs): the
+// entries of keys whose first byte is `ab` are records appended to `packs/ab`, each a
+// 48-byte header (magic, the key's 32 bytes, the body length u32 LE, a check) and the
+// entry's bytes; `packs/ab.idx` is a table of 48-byte slots (key, the offset of the
+// record's header u64 LE or u64::MAX for a removal, body length, check). The last slot
+// of a key wins; a slot failing its check is ignored. A check is FNV-1a-32 of bytes
+// 0..44, u32 LE.
+
+const PACK_MAGIC: &[u8; 8] = b"\xffmemopk1";
+const PACK_HEADER: u64 = 48;
+const PACK_SLOT: usize = 48;
+
+/// Bytes 0..44 of a header or slot, followed by their FNV-1a-32 check.
+fn checked(first: &[u8]) -> Vec<u8> {
+    assert_eq!(first.len(), 44);
+    let sum = first.iter().fold(0x811c_9dc5u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let mut out = first.to_vec();
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// The 32 bytes of a key given as 64 hex digits.
+fn key_bytes(key_hex: &str) -> Vec<u8> {
+    assert_eq!(key_hex.len(), 64, "not a key: {key_hex}");
+    (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends a slot for `key_hex` (`offset` u64::MAX: a removal) to the table of `pack`.
+fn append_slot(pack: &Path, key_hex: &str, offset: u64, len: u32) {
+    use std::io::Write;
+    let mut slot = key_bytes(key_hex);
+    slot.extend_from_slice(&offset.to_le_bytes());
+    slot.extend_from_slice(&len.to_le_bytes());
+    let mut table = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(table_of(pack))
+        .unwrap();
+    table.write_all(&checked(&slot)).unwrap();
+}
+
+/// `packs/ab.idx` for `packs/ab`.
+pub fn table_of(pack: &Path) -> PathBuf {
+    pack.with_extension("idx")
+}
+
+/// One live entry: the record of `key` in `pack`, whose entry bytes (the header line and
+/// the JSON, as an entry file held them) are `len` bytes at offset `at`.
+#[derive(Clone, Debug)]
+pub struct StoredEntry {
+    pub key: String,
+    pub pack: PathBuf,
+    pub at: u64,
+    pub len: usize,
+}
+
+impl StoredEntry {
+    /// The entry's bytes, as memo stored them.
+    pub fn bytes(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; self.len];
+        fs::File::open(&self.pack)
+            .unwrap()
+            .read_exact_at(&mut bytes, self.at)
+            .unwrap();
+        bytes
+    }
+
+    /// Damage in place: writes `bytes` (at most `len` of them) over the entry's bytes.
+    pub fn overwrite(&self, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&self.pack).unwrap();
+        file.write_all_at(&bytes[..bytes.len().min(self.len)], self.at)
+            .unwrap();
+    }
+
+    /// Stores `bytes` as the entry of this key, as memo would: a new record and slot.
+    pub fn replace(&self, bytes: &[u8]) {
+        write_entry(
+            self.pack.parent().unwrap().parent().unwrap(),
+            &self.key,
+            bytes,
+        );
+    }
+
+    /// Removes the entry by hand: a tombstone slot, as `memo rm` writes.
+    pub fn remove(&self) {
+        append_slot(&self.pack, &self.key, u64::MAX, 0);
+    }
+}
+
+/// Stores `bytes` as the entry of `key_hex` in the cache at `cache`: appends a record to
+/// its pack and a slot to its table, as memo does.
+pub fn write_entry(cache: &Path, key_hex: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let dir = cache.join("packs");
+    fs::create_dir_all(&dir).unwrap();
+    let pack = dir.join(&key_hex[..2]);
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&pack)
+        .unwrap();
+    let offset = file.metadata().unwrap().len();
+    let len = u32::try_from(bytes.len()).unwrap();
+    let mut header = PACK_MAGIC.to_vec();
+    header.extend_from_slice(&key_bytes(key_hex));
+    header.extend_from_slice(&len.to_le_bytes());
+    file.write_all(&checked(&header)).unwrap();
+    file.write_all(bytes).unwrap();
+    append_slot(&pack, key_hex, offset, len);
+}
+
+/// The live entries in the cache at `cache`, sorted by key: the last good slot of each
+/// key in each table under `packs/`, but for removals.
+pub fn stored_entries(cache: &Path) -> Vec<StoredEntry> {
+    let mut found = std::collections::BTreeMap::new();
+    for table in files_under(&cache.join("packs")) {
+        let Some(pack) = table.to_str().and_then(|t| t.strip_suffix(".idx")) else {
+            continue;
+        };
+        // (What is planted in place of a table is not read: a FIFO would block.)
+        if !fs::symlink_metadata(&table).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let bytes = fs::read(&table).unwrap_or_default();
+        for slot in bytes.chunks_exact(PACK_SLOT) {
+            if checked(&slot[..44]) != slot {
+                continue;
+            }
+            let key = hex(&slot[..32]);
+            let offset = u64::from_le_bytes(slot[32..40].try_into().unwrap());
+            let len = u32::from_le_bytes(slot[40..44].try_into().unwrap()) as usize;
+            let entry = (offset != u64::MAX).then(|| StoredEntry {
+                key: key.clone(),
+                pack: PathBuf::from(pack),
+                at: offset + PACK_HEADER,
+                len,
+            });
+            found.insert(key, entry);
+        }
+    }
+    found.into_values().flatten().collect()
+}
+
+/// Rewrites `entry` through `edit` on its JSON body, keeping its header line with a valid
+/// checksum, and stores it as a new record of the same key: what someone with write
+/// access to a shared cache could do.
+pub fn rewrite_entry(entry: &StoredEntry, edit: impl FnOnce(&mut serde_json::Value)) {
+    entry.replace(&edited_entry(&entry.bytes(), edit));
+}
+
+/// An entry's bytes with its JSON body edited by `edit` and its checksum recomputed.
+pub fn edited_entry(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     use sha2::Digest;
-    let bytes = fs::read(path).unwrap();
     let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
     let header = String::from_utf8(bytes[..newline].to_vec()).unwrap();
     let mut body: serde_json::Value = serde_json::from_slice(&bytes[newline + 1..]).unwrap();
     edit(&mut body);
     let body = serde_json::to_vec(&body).unwrap();
-    let checksum: String = sha2::Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let checksum = hex(&sha2::Sha256::digest(&body));
     let (prefix, _) = header.rsplit_once(' ').unwrap();
     let mut out = format!("{prefix} {checksum}\n").into_bytes();
     out.extend(body);
-    fs::write(path, out).unwrap();
+    out
 }
 
 /// The uid and gid of user `nobody`, whom tests that need a user without root's powers
