@@ -133,7 +133,10 @@ pub fn is_memo_cache() -> bool {
                 return false;
             }
         }
-        (holds_a_memo_entry(&root.join("entries")) || holds_a_memo_pack(&root.join("packs")))
+        // Only an entry file counts: a cache with packs was made by a memo that tags its
+        // caches, so packs in an untagged directory are this memo's own stores into a
+        // user's directory, not evidence that the directory is memo's.
+        holds_a_memo_entry(&root.join("entries"))
             && write_file_atomic(&tag, CACHEDIR_TAG_TEXT.as_bytes()).is_ok()
     })
 }
@@ -153,28 +156,6 @@ fn holds_a_memo_entry(entries: &Path) -> bool {
                     .and_then(|mut f| f.read_exact(&mut head))
                     .is_ok()
                 && &head == b"memo-entry "
-        })
-}
-
-/// How a pack of entries starts (`store::packs`).
-pub const PACK_MAGIC: &[u8; 8] = b"\xffmemopk1";
-
-/// Whether `packs` holds a pack (`ab`) that starts with memo's record header: evidence
-/// that memo made this directory.
-fn holds_a_memo_pack(packs: &Path) -> bool {
-    use std::io::Read;
-    fs::read_dir(packs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|item| item.file_name().len() == 2)
-        .take(16)
-        .any(|item| {
-            let mut head = [0u8; 8];
-            open_regular(&item.path(), Access::Read)
-                .and_then(|mut f| f.read_exact(&mut head))
-                .is_ok()
-                && &head == PACK_MAGIC
         })
 }
 

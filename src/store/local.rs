@@ -129,8 +129,7 @@ impl LocalStore {
 
     /// Moves an earlier memo's entry files (`entries/ab/<key>` that start with memo's
     /// entry header) into the packs, as they are (a damaged one is found when it is
-    /// read); one a pack already names, or that is not a regular file of a sane size, is
-    /// removed. The emptied directories go. Only in a directory that is memo's cache: a
+    /// read); one a pack already names is removed. The emptied directories go. Only in a directory that is memo's cache: a
     /// user's files are never moved.
     pub fn migrate_entry_files(&self) {
         let dir = self.root.join("entries");
@@ -144,11 +143,9 @@ impl LocalStore {
                 Ok(None) => match read_regular_whole(&path, MAX_ENTRY_BYTES) {
                     Ok(bytes) if !bytes.starts_with(b"memo-entry ") => false,
                     Ok(bytes) => self.packs.append(&key, Some(&bytes)).is_ok(),
-                    Err(e) if is_not_regular(&e) => {
-                        let _ = remove_planted(&path);
-                        false
-                    }
-                    Err(e) => e.kind() == io::ErrorKind::FileTooLarge,
+                    // Damage (a FIFO, a giant file) stays for gc's reading of the
+                    // entries, which reports it as corrupt and removes it.
+                    Err(_) => false,
                 },
                 Err(_) => false,
             };

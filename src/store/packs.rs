@@ -34,7 +34,7 @@ use crate::fsutil::{open_regular, open_regular_measured, Access};
 /// The directory of the packs, under the cache root.
 pub const DIR: &str = "packs";
 /// A record starts with this: `\xff` never appears in an entry, which is text.
-const MAGIC: &[u8; 8] = crate::fsutil::PACK_MAGIC;
+const MAGIC: &[u8; 8] = b"\xffmemopk1";
 /// Magic, key, body length, check.
 const HEADER: usize = 48;
 /// Key, offset, body length, check.

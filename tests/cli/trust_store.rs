@@ -192,7 +192,6 @@ fn a_fifo_planted_as_an_object_is_a_miss_not_a_hang() {
 
 /// A FIFO planted as the pack that holds the entry.
 #[test]
-#[ignore = "packs: a FIFO planted as packs/ab is never replaced (not by a store, not by gc): every later run in that shard warns \"not a regular file\" and is a miss"]
 fn a_fifo_planted_as_an_entry_is_a_miss_not_a_hang() {
     let env = TestEnv::new();
     let (entry, _) = store_big_stdout(&env);
@@ -208,7 +207,6 @@ fn a_fifo_planted_as_an_entry_is_a_miss_not_a_hang() {
 }
 
 #[test]
-#[ignore = "packs: a FIFO planted as packs/ab.idx is never replaced (not by a store, not by gc): every later run in that shard warns \"not a regular file\" and is a miss"]
 fn a_fifo_planted_as_a_packs_table_is_a_miss_not_a_hang() {
     let env = TestEnv::new();
     let (entry, _) = store_big_stdout(&env);
@@ -263,13 +261,11 @@ fn sockets_and_devices_planted_at(place: impl Fn(&TestEnv, &StoredEntry) -> Path
 }
 
 #[test]
-#[ignore = "packs: a socket or device planted as packs/ab is never replaced (not by a store, not by gc): every later run in that shard is a miss"]
 fn sockets_and_devices_planted_as_a_pack_never_block_memo() {
     sockets_and_devices_planted_at(|_, e| pack_places(e)[0].clone());
 }
 
 #[test]
-#[ignore = "packs: a socket or device planted as packs/ab.idx is never replaced (not by a store, not by gc): every later run in that shard is a miss"]
 fn sockets_and_devices_planted_as_a_packs_table_never_block_memo() {
     sockets_and_devices_planted_at(|_, e| pack_places(e)[1].clone());
 }
@@ -662,7 +658,6 @@ fn anything_planted_in_place_of_a_cache_directory_or_file_is_repaired() {
 }
 
 #[test]
-#[ignore = "packs: a directory planted as packs/ab or packs/ab.idx is never removed (not by a store, not by gc): every later run in that shard is a miss"]
 fn a_directory_planted_in_place_of_a_pack_or_its_table_is_repaired() {
     anything_planted_is_repaired(pack_files);
 }
@@ -834,7 +829,6 @@ fn a_giant_sparse_file_planted_as_an_entry_is_not_read() {
 
 /// gc meets the giant as it moves an earlier memo's entry files into the packs.
 #[test]
-#[ignore = "packs: gc moving entries/ab/<key> into the packs deletes an oversized entry file without reporting it (no \"corrupt entry\" line)"]
 fn gc_removes_a_giant_sparse_file_planted_as_an_entry_as_corrupt() {
     let env = TestEnv::new();
     let (entry, _) = store_big_stdout(&env);
@@ -873,7 +867,6 @@ fn a_giant_sparse_file_planted_as_a_pack_is_not_read() {
 }
 
 #[test]
-#[ignore = "packs: a 64 GiB packs/ab.idx is never repaired: each run warns \"holds N bytes, more than 536870912\" and is a miss, each store appends to it, gc keeps it"]
 fn a_giant_sparse_file_planted_as_a_packs_table_is_not_read() {
     let env = TestEnv::new();
     let (entry, _) = store_big_stdout(&env);
@@ -1004,7 +997,6 @@ fn memo_never_writes_through_a_symlink_planted_as_a_pack_or_its_table() {
 }
 
 #[test]
-#[ignore = "packs: a symlink planted as packs/ab or packs/ab.idx is never replaced (not by a store, not by gc): every later run in that shard is a miss"]
 fn a_symlink_planted_as_a_pack_or_its_table_is_replaced() {
     let env = TestEnv::new();
     let (entry, _) = store_big_stdout(&env);
@@ -1172,7 +1164,6 @@ fn gc_and_clear_never_remove_a_users_files_from_a_directory_that_is_not_memos() 
 /// A user's directory that happens to hold `entries/` and `objects/` is not taken for a
 /// cache of memo's: nothing in it is tagged, cleared or replaced, symlinks included.
 #[test]
-#[ignore = "packs: memo appends packs/ab into an untagged user directory (stores no longer stage in its dangling tmp/), then takes that pack as evidence and writes CACHEDIR.TAG there"]
 fn a_users_directory_with_memo_like_names_is_never_taken_for_memos_cache() {
     let env = TestEnv::new();
     env.tool("echo hi");
