@@ -88,6 +88,18 @@ impl Slot {
     pub fn removed(&self) -> bool {
         self.offset == REMOVED
     }
+
+    /// Whether this slot may name a record of `shard` in a pack of `pack_len` bytes: not
+    /// a tombstone, a key of the shard, a record that ends within the pack. (What the
+    /// record holds is not read.)
+    fn names_a_record_in(&self, shard: u8, pack_len: u64) -> bool {
+        !self.removed()
+            && self.key.0[0] == shard
+            && self
+                .offset
+                .checked_add((HEADER as u64) + u64::from(self.len))
+                .is_some_and(|end| end <= pack_len)
+    }
 }
 
 fn header(key: &Digest, len: u32) -> [u8; HEADER] {
@@ -245,26 +257,30 @@ impl Packs {
             return Ok(Got::Removed);
         }
         let path = self.pack_path(shard);
-        let pack = match open_regular(&path, Access::Read) {
-            Ok(pack) => pack,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Got::Damaged),
+        match open_regular(&path, Access::Read) {
+            Ok(pack) => {
+                if let Some(bytes) = read_record(&pack, &slot)? {
+                    return Ok(Got::Record(bytes));
+                }
+            }
+            // Gone since the table was read (`memo clear`, a gc that emptied the
+            // shard): asked again below.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A FIFO, device or socket in its place: damage, removed (then asked again).
             Err(e) if crate::fsutil::is_not_regular(&e) => {
                 let _ = crate::fsutil::remove_planted(&path);
-                return Ok(Got::Damaged);
             }
             Err(e) => return Err(e),
-        };
-        if let Some(bytes) = read_record(&pack, &slot)? {
-            return Ok(Got::Record(bytes));
         }
-        drop(pack);
-        let Some(pack) = self.open_locked(shard, false, Access::Read)? else {
-            return Ok(Got::Damaged);
-        };
-        Ok(match find(&self.read_table(shard)?, key) {
-            None => Got::Absent,
-            Some(slot) if slot.removed() => Got::Removed,
-            Some(slot) => read_record(&pack, &slot)?.map_or(Got::Damaged, Got::Record),
+        // Again, under a shared lock: a rewrite that was renaming its files in is done.
+        let pack = self.open_locked(shard, false, Access::Read)?;
+        Ok(match (find(&self.read_table(shard)?, key), pack) {
+            (None, _) => Got::Absent,
+            (Some(slot), _) if slot.removed() => Got::Removed,
+            (Some(_), None) => Got::Damaged,
+            (Some(slot), Some(pack)) => {
+                read_record(&pack, &slot)?.map_or(Got::Damaged, Got::Record)
+            }
         })
     }
 
@@ -390,7 +406,9 @@ impl Packs {
         found
     }
 
-    /// Every key with a record, and the length of its entry (its records are not read).
+    /// Every key with a record, and the length of its entry. The records are not read:
+    /// a slot counts when its record would end within the pack (one cut off by a crash
+    /// or by hand does not).
     pub fn live(&self) -> Vec<(Digest, u64)> {
         if !crate::fsutil::is_real_dir(&self.dir) {
             return Vec::new();
@@ -398,10 +416,17 @@ impl Packs {
         let mut found = Vec::new();
         for shard in self.shards() {
             let table = self.read_table(shard).unwrap_or_default();
+            if table.is_empty() {
+                continue;
+            }
+            let pack_len = fs::symlink_metadata(self.pack_path(shard))
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len());
             found.extend(
                 last_slots(&table)
                     .into_iter()
-                    .filter(|s| !s.removed() && s.key.0[0] == shard)
+                    .filter(|s| s.names_a_record_in(shard, pack_len))
                     .map(|s| (s.key, u64::from(s.len))),
             );
         }
@@ -419,9 +444,10 @@ impl Packs {
                 .map(|m| m.len())
                 .sum();
             let table = self.read_table(shard).unwrap_or_default();
+            let pack_len = fs::symlink_metadata(self.pack_path(shard)).map_or(0, |m| m.len());
             let live = last_slots(&table)
                 .into_iter()
-                .filter(|s| !s.removed())
+                .filter(|s| s.names_a_record_in(shard, pack_len))
                 .map(|s| (HEADER + SLOT) as u64 + u64::from(s.len))
                 .sum();
             found.push((shard, on_disk, live));
@@ -499,9 +525,33 @@ impl Packs {
         crate::fsutil::share(new_pack.as_file())?;
         crate::fsutil::share(new_table.as_file())?;
         // The table first: a reader that finds a new slot in the old pack goes round
-        // again under a lock, which it gets once both are in place.
-        new_table.persist(&table_path).map_err(|e| e.error)?;
-        new_pack.persist(&pack_path).map_err(|e| e.error)?;
+        // again under a lock, which it gets once both are in place. The old table keeps
+        // a second name until the new pack is in: if the pack cannot be replaced (an
+        // immutable file), the old table goes back and the shard stays as it was.
+        let backup = new_table.path().with_extension("old");
+        let had_table = match fs::hard_link(&table_path, &backup) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        let forget_backup = || {
+            if had_table {
+                let _ = fs::remove_file(&backup);
+            }
+        };
+        if let Err(e) = new_table.persist(&table_path) {
+            forget_backup();
+            return Err(e.error);
+        }
+        if let Err(e) = new_pack.persist(&pack_path) {
+            let _ = if had_table {
+                fs::rename(&backup, &table_path)
+            } else {
+                fs::remove_file(&table_path)
+            };
+            return Err(e.error);
+        }
+        forget_backup();
         // The lock on the old pack goes with `pack`, once both are in place.
         Ok(before.saturating_sub(after))
     }
