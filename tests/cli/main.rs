@@ -45,3 +45,4 @@ mod remote_transport;
 mod hostile12;
 mod hostile13;
 mod hostile14;
+mod hostile15;
