@@ -78,6 +78,8 @@ impl Cache {
     /// summary does not know (fetched from the shared cache, or stored while the
     /// summary was damaged) get a record made from the entry.
     pub fn usages(&self) -> Vec<(Digest, crate::index::usage::Usage)> {
+        // Many lookups: each pack's table is read once.
+        self.store.packs().keep_tables();
         crate::index::summary::listing(self.root(), &self.log, |key| {
             let bytes = self.store.get_entry(key).ok()??;
             let entry = crate::index::Entry::decode(&bytes).ok()?;

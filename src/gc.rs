@@ -127,6 +127,8 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         // An earlier memo's entry files move into the packs (once).
         cache.store.migrate_entry_files();
     }
+    // Many lookups: each pack's table is read once (what gc itself changes is read again).
+    cache.store.packs().keep_tables();
     let stored = cache.store.entry_sizes();
     let mut keys: Vec<Digest> = stored.keys().copied().collect();
     keys.sort_unstable();

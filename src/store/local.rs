@@ -142,7 +142,8 @@ impl LocalStore {
                 Ok(Some(_)) => true,
                 Ok(None) => match read_regular_whole(&path, MAX_ENTRY_BYTES) {
                     Ok(bytes) if !bytes.starts_with(b"memo-entry ") => false,
-                    Ok(bytes) => self.packs.append(&key, Some(&bytes)).is_ok(),
+                    // A slot made since (a store of this key) wins: then the file just goes.
+                    Ok(bytes) => self.packs.append_if_absent(&key, &bytes).is_ok(),
                     // Damage (a FIFO, a giant file) stays for gc's reading of the
                     // entries, which reports it as corrupt and removes it.
                     Err(_) => false,

@@ -127,6 +127,9 @@ pub enum Got {
 
 pub struct Packs {
     dir: PathBuf,
+    /// Tables read once and kept, by shard, when `keep_tables` asked for it (gc and the
+    /// listings, which look up many keys); `None`: every lookup reads its table.
+    kept: std::sync::Mutex<Option<HashMap<u8, std::sync::Arc<Vec<u8>>>>>,
 }
 
 fn shard_name(shard: u8) -> String {
@@ -169,12 +172,37 @@ fn still_named(file: &File, path: &Path) -> io::Result<bool> {
     Ok(held.dev() == now.dev() && held.ino() == now.ino())
 }
 
-/// Takes `flock` on `file`, waiting for it.
-fn lock(file: &File, exclusive: bool) -> io::Result<()> {
-    if exclusive {
-        fs2::FileExt::lock_exclusive(file)
-    } else {
-        fs2::FileExt::lock_shared(file)
+/// How long a pack's lock is waited for: an append or a rewrite holds it for a moment,
+/// so a lock held longer belongs to a stopped or stuck process, and the store (or the
+/// read, or gc's rewrite of that pack) gives up with an error rather than hang memo.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes `flock` on `file`, waiting for it at most `LOCK_WAIT`.
+fn lock(file: &File, exclusive: bool, path: &Path) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        let taken = if exclusive {
+            fs2::FileExt::try_lock_exclusive(file)
+        } else {
+            fs2::FileExt::try_lock_shared(file)
+        };
+        match taken {
+            Err(e) if crate::lock::is_contended(&e) => {}
+            other => return other,
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{} stayed locked by another process for {} s",
+                    path.display(),
+                    LOCK_WAIT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 
@@ -209,7 +237,39 @@ impl Packs {
     pub fn new(root: &Path) -> Packs {
         Packs {
             dir: root.join(DIR),
+            kept: std::sync::Mutex::new(None),
         }
+    }
+
+    /// From now on, each table is read once by this process (for the lookups of a
+    /// listing or of gc; what this process appends or rewrites is read again). A slot
+    /// made by another process since is not seen: a miss; a record moved by another
+    /// gc since is read again under the lock, as always.
+    pub fn keep_tables(&self) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get_or_insert_with(HashMap::new);
+    }
+
+    /// A table read by this process goes stale when it appends to or rewrites it.
+    fn forget_table(&self, shard: u8) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = kept.as_mut() {
+            kept.remove(&shard);
+        }
+    }
+
+    /// The shard's table, read now or kept from before (`keep_tables`).
+    fn table(&self, shard: u8) -> io::Result<std::sync::Arc<Vec<u8>>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kept) = kept.as_mut() else {
+            return Ok(std::sync::Arc::new(self.read_table(shard)?));
+        };
+        if let Some(table) = kept.get(&shard) {
+            return Ok(table.clone());
+        }
+        let table = std::sync::Arc::new(self.read_table(shard)?);
+        kept.insert(shard, table.clone());
+        Ok(table)
     }
 
     fn pack_path(&self, shard: u8) -> PathBuf {
@@ -243,7 +303,7 @@ impl Packs {
 
     /// The last slot of `key`, if any.
     pub fn slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
-        Ok(find(&self.read_table(key.0[0])?, key))
+        Ok(find(&self.table(key.0[0])?, key))
     }
 
     /// The entry stored under `key`: read without a lock, then, if the slot and the
@@ -307,7 +367,7 @@ impl Packs {
                 }
                 other => other?,
             };
-            lock(&pack, exclusive)?;
+            lock(&pack, exclusive, &path)?;
             if still_named(&pack, &path)? {
                 return Ok(Some(pack));
             }
@@ -321,7 +381,21 @@ impl Packs {
     /// Appends `body` as the record of `key`, or, with `None`, a tombstone. A write that
     /// fails is cut off again: the pack and the table stay as they were.
     pub fn append(&self, key: &Digest, body: Option<&[u8]>) -> io::Result<()> {
-        let shard = key.0[0];
+        self.append_unless(key, body, false).map(|_| ())
+    }
+
+    /// `append`, but only when no slot names `key` (looked at under the pack's lock, so
+    /// that a store made meanwhile is never put behind this one). Whether it appended.
+    pub fn append_if_absent(&self, key: &Digest, body: &[u8]) -> io::Result<bool> {
+        self.append_unless(key, Some(body), true)
+    }
+
+    fn append_unless(
+        &self,
+        key: &Digest,
+        body: Option<&[u8]>,
+        if_absent: bool,
+    ) -> io::Result<bool> {
         let len = match body {
             Some(body) if body.len() as u64 > super::local::MAX_ENTRY_BYTES => {
                 return Err(io::Error::new(
@@ -332,17 +406,45 @@ impl Packs {
             Some(body) => body.len() as u32,
             None => 0,
         };
-        let pack = self
-            .open_locked(shard, true, Access::Append)?
-            .expect("created");
-        crate::fsutil::share(&pack)?;
+        let pack_path = self.pack_path(key.0[0]);
+        for _ in 0..8 {
+            let pack = self
+                .open_locked(key.0[0], true, Access::Append)?
+                .expect("created");
+            if if_absent && self.slot(key)?.is_some() {
+                return Ok(false);
+            }
+            self.append_locked(&pack, key, body, len)?;
+            // `memo clear` may have moved the directory away meanwhile: the record went
+            // with it, and the slot perhaps into the new table. Stored again there (the
+            // later slot wins over a stray one).
+            if still_named(&pack, &pack_path)? {
+                return Ok(true);
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} keeps being replaced",
+            pack_path.display()
+        )))
+    }
+
+    /// The record (if any) and then the slot, into `pack`, locked, and its table.
+    fn append_locked(
+        &self,
+        pack: &File,
+        key: &Digest,
+        body: Option<&[u8]>,
+        len: u32,
+    ) -> io::Result<()> {
+        self.forget_table(key.0[0]);
+        crate::fsutil::share(pack)?;
         let offset = pack.metadata()?.len();
         let slot = match body {
             Some(body) => {
                 let mut record = Vec::with_capacity(HEADER + body.len());
                 record.extend_from_slice(&header(key, len));
                 record.extend_from_slice(body);
-                if let Err(e) = (&pack).write_all(&record) {
+                if let Err(e) = (&*pack).write_all(&record) {
                     let _ = pack.set_len(offset);
                     return Err(e);
                 }
@@ -358,7 +460,7 @@ impl Packs {
                 len: 0,
             },
         };
-        let table_path = self.table_path(shard);
+        let table_path = self.table_path(key.0[0]);
         let written = open_regular_measured(&table_path, Access::Append)
             .or_else(|e| {
                 // A FIFO, device or socket in its place: damage, removed.
@@ -472,6 +574,7 @@ impl Packs {
         let table_path = self.table_path(shard);
         let before =
             pack.metadata()?.len() + fs::symlink_metadata(&table_path).map_or(0, |m| m.len());
+        self.forget_table(shard);
         let table = self.read_table(shard)?;
         let pack_len = pack.metadata()?.len();
         let whole = if pack_len <= READ_WHOLE {

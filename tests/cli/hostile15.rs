@@ -237,7 +237,6 @@ impl Drop for Attr {
 // pack (EPERM), and every entry it meant to keep reads as damaged: "cache entry … is
 // unusable (its record is damaged)", a rerun, a lost result.
 #[test]
-#[ignore = "hostile15: gc renames the new table in, fails on an immutable/append-only pack, and leaves every kept entry of the shard damaged"]
 fn gc_that_cannot_replace_a_pack_leaves_the_entries_it_keeps_readable() {
     for flag in ["i", "a"] {
         let env = TestEnv::new();
@@ -273,7 +272,6 @@ fn gc_that_cannot_replace_a_pack_leaves_the_entries_it_keeps_readable() {
 // Seen: packs/XY and XY.idx stay after any number of gc runs: `Packs::usage` counts the
 // foreign slots as live (unlike `live` and `rewrite`), so the pack is never rewritten.
 #[test]
-#[ignore = "hostile15: gc never removes a pack whose table names only keys of another shard (usage() counts foreign slots as live)"]
 fn a_pack_copied_under_another_shards_name_is_collected_by_gc() {
     let env = TestEnv::new();
     standard_tool(&env);
@@ -303,7 +301,6 @@ fn a_pack_copied_under_another_shards_name_is_collected_by_gc() {
 // was cut off: gc trusts the summary while the slot's length is unchanged, and the
 // pack, shorter than its slots say, is not rewritten (usage() sees no waste).
 #[test]
-#[ignore = "hostile15: after gc, ls/stats/gc --dry-run still list an entry whose record was cut off the pack (gc trusts the slot's length)"]
 fn gc_forgets_entries_whose_records_were_cut_off_their_pack() {
     let env = TestEnv::new();
     standard_tool(&env);
@@ -373,7 +370,6 @@ fn put_back(pack: &Path, bytes: &[u8], table: &[u8]) {
 // packs/ away, then found no pack in the fresh packs/ and returned `Got::Damaged`
 // without the retry under the lock.
 #[test]
-#[ignore = "hostile15: a hit racing memo clear warns that its record is damaged and counts it corrupt (Packs::get: pack NotFound => Damaged, no retry)"]
 fn a_hit_racing_clear_is_a_plain_miss_never_a_damaged_entry() {
     let env = TestEnv::new();
     let (pack, bytes, table) = store_behind_a_long_table(&env, 1_000_000);
@@ -399,7 +395,6 @@ fn a_hit_racing_clear_is_a_plain_miss_never_a_damaged_entry() {
 // Seen: "warning: cache entry … is unusable (its record is damaged)": the lookup read the
 // table before gc removed it, then found no pack (`Got::Damaged`, no retry).
 #[test]
-#[ignore = "hostile15: a hit racing a gc that empties its shard warns that its record is damaged (Packs::get: pack NotFound => Damaged)"]
 fn a_hit_racing_a_gc_that_empties_its_shard_is_a_plain_miss_never_a_damaged_entry() {
     let env = TestEnv::new();
     let (pack, bytes, table) = store_behind_a_long_table(&env, 200_000);
@@ -1597,7 +1592,6 @@ fn ino(path: &Path) -> u64 {
 // `Packs::append` writes the record into the pack it locked (now in the trash) and the
 // slot into the table at `table_path`, resolved again (the new packs/).
 #[test]
-#[ignore = "hostile15: a store racing memo clear appends its slot to the fresh packs/ without its record: the next run warns 'damaged' (Packs::append)"]
 fn a_store_racing_clear_leaves_no_slot_without_its_record() {
     if !strace_works() {
         return;
@@ -1634,7 +1628,6 @@ fn a_store_racing_clear_leaves_no_slot_without_its_record() {
 // that no slot names the key, read the file, and appended its bytes after the forced
 // record (`migrate_entry_files`: the check and the append are not under one lock).
 #[test]
-#[ignore = "hostile15: gc moving an earlier memo's entry file appends it after a record --force stored meanwhile: the older result is replayed (migrate_entry_files)"]
 fn gc_moving_an_earlier_file_never_replaces_a_newer_forced_result() {
     if !strace_works() {
         return;
@@ -1789,4 +1782,61 @@ fn a_hit_holding_a_table_read_before_gcs_rewrite_replays_right() {
     assert_eq!(warnings(&out), 0, "{}", stderr(&out));
     assert_eq!(env.count(), count, "the hit ran the command");
     assert_agree_after_gc(&env, "hit across the rewrite");
+}
+
+/// A process that holds a pack's lock and never lets go (stopped, stuck, or a hostile
+/// `flock`): a hit of that shard reads without the lock and replays at once; a store
+/// into it gives up after a few seconds with one warning, the command's output and exit
+/// code passed through; memo never waits for the holder.
+#[test]
+fn a_pack_held_locked_for_good_never_holds_a_hit_or_a_store() {
+    let env = TestEnv::new();
+    standard_tool(&env);
+    let out = memo(&env, &salted("a"));
+    assert_standard(&out, "a", "first run");
+    let key = keys(&env).into_iter().next().unwrap();
+    let pack = pack_of(&env, &key);
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&pack)
+        .args(["sleep", "120"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Held once flock has run sleep: a try-lock from here fails.
+    let held = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        let file = fs::File::open(&pack).unwrap();
+        // SAFETY: flock on an open descriptor.
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            ) != 0
+        }
+    });
+    assert!(held, "flock never took the pack's lock");
+    assert_clean_hit(&env, "a", "a hit beside the held lock");
+    // A store into the held pack: --force reruns and stores again.
+    let before = env.count();
+    let started = std::time::Instant::now();
+    let mut forced = salted("a");
+    forced.insert(1, "--force".into());
+    let out = memo(&env, &forced);
+    assert_standard(&out, "a", "a store into the held pack");
+    assert_eq!(env.count(), before + 1, "the command ran");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "memo waited for the holder: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("stayed locked"),
+        "one warning naming the lock: {}",
+        stderr(&out)
+    );
+    sigkill(holder.id());
+    let _ = holder.wait();
+    // The earlier record is still the key's entry.
+    assert_clean_hit(&env, "a", "a hit once the holder is gone");
 }
