@@ -119,40 +119,6 @@ fn pack_of(env: &TestEnv, key: &str) -> PathBuf {
     env.cache().join("packs").join(&key[..2])
 }
 
-/// FNV-1a-32 of bytes 0..44, appended: a header or slot that passes its check.
-fn checked(first: &[u8]) -> Vec<u8> {
-    assert_eq!(first.len(), 44);
-    let sum = first.iter().fold(0x811c_9dc5u32, |hash, &b| {
-        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    let mut out = first.to_vec();
-    out.extend_from_slice(&sum.to_le_bytes());
-    out
-}
-
-fn key_bytes(hex: &str) -> Vec<u8> {
-    (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// A slot (key, offset, length) that passes its check.
-fn slot(key: &str, offset: u64, len: u32) -> Vec<u8> {
-    let mut bytes = key_bytes(key);
-    bytes.extend_from_slice(&offset.to_le_bytes());
-    bytes.extend_from_slice(&len.to_le_bytes());
-    checked(&bytes)
-}
-
-/// A record header (magic, key, length) that passes its check.
-fn header(key: &str, len: u32) -> Vec<u8> {
-    let mut bytes = b"\xffmemopk1".to_vec();
-    bytes.extend_from_slice(&key_bytes(key));
-    bytes.extend_from_slice(&len.to_le_bytes());
-    checked(&bytes)
-}
-
 fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
     fs::OpenOptions::new()
@@ -865,41 +831,41 @@ fn forged_slots_and_records_never_replay_another_keys_result() {
     let forgeries: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
         ("B's slot names A's record", bytes.clone(), {
             let mut t = table.clone();
-            t.extend(slot(&b.1, entry_a.at - 48, a_len));
+            t.extend(pack_slot(&b.1, entry_a.at - 48, a_len));
             t
         }),
         (
             "a record headed B holds A's entry",
             {
                 let mut p = bytes.clone();
-                p.extend(header(&b.1, a_len));
+                p.extend(pack_header(&b.1, a_len));
                 p.extend(&a_bytes);
                 p
             },
             {
                 let mut t = table.clone();
-                t.extend(slot(&b.1, bytes.len() as u64, a_len));
+                t.extend(pack_slot(&b.1, bytes.len() as u64, a_len));
                 t
             },
         ),
         ("B's slot past any pack (2^63)", bytes.clone(), {
             let mut t = table.clone();
-            t.extend(slot(&b.1, 1 << 63, 100));
+            t.extend(pack_slot(&b.1, 1 << 63, 100));
             t
         }),
         ("B's slot at 2^64 - 2", bytes.clone(), {
             let mut t = table.clone();
-            t.extend(slot(&b.1, u64::MAX - 1, 100));
+            t.extend(pack_slot(&b.1, u64::MAX - 1, 100));
             t
         }),
         ("B's slot of 4 GiB", bytes.clone(), {
             let mut t = table.clone();
-            t.extend(slot(&b.1, 0, u32::MAX));
+            t.extend(pack_slot(&b.1, 0, u32::MAX));
             t
         }),
         ("A's slot of length 0", bytes.clone(), {
             let mut t = table.clone();
-            t.extend(slot(&a.1, entry_a.at - 48, 0));
+            t.extend(pack_slot(&a.1, entry_a.at - 48, 0));
             t
         }),
         ("the slots swapped", bytes.clone(), {

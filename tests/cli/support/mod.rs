@@ -367,18 +367,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Appends a slot for `key_hex` (`offset` u64::MAX: a removal) to the table of `pack`.
-fn append_slot(pack: &Path, key_hex: &str, offset: u64, len: u32) {
-    use std::io::Write;
+/// A slot of a table (key, offset, length) that passes its check (`offset` u64::MAX:
+/// a removal).
+pub fn pack_slot(key_hex: &str, offset: u64, len: u32) -> Vec<u8> {
     let mut slot = key_bytes(key_hex);
     slot.extend_from_slice(&offset.to_le_bytes());
     slot.extend_from_slice(&len.to_le_bytes());
+    checked(&slot)
+}
+
+/// A record's header (magic, key, length) that passes its check.
+pub fn pack_header(key_hex: &str, len: u32) -> Vec<u8> {
+    let mut header = PACK_MAGIC.to_vec();
+    header.extend_from_slice(&key_bytes(key_hex));
+    header.extend_from_slice(&len.to_le_bytes());
+    checked(&header)
+}
+
+/// Appends a slot for `key_hex` (`offset` u64::MAX: a removal) to the table of `pack`.
+fn append_slot(pack: &Path, key_hex: &str, offset: u64, len: u32) {
+    use std::io::Write;
     let mut table = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(table_of(pack))
         .unwrap();
-    table.write_all(&checked(&slot)).unwrap();
+    table.write_all(&pack_slot(key_hex, offset, len)).unwrap();
 }
 
 /// `packs/ab.idx` for `packs/ab`.
@@ -445,10 +459,7 @@ pub fn write_entry(cache: &Path, key_hex: &str, bytes: &[u8]) {
         .unwrap();
     let offset = file.metadata().unwrap().len();
     let len = u32::try_from(bytes.len()).unwrap();
-    let mut header = PACK_MAGIC.to_vec();
-    header.extend_from_slice(&key_bytes(key_hex));
-    header.extend_from_slice(&len.to_le_bytes());
-    file.write_all(&checked(&header)).unwrap();
+    file.write_all(&pack_header(key_hex, len)).unwrap();
     file.write_all(bytes).unwrap();
     append_slot(&pack, key_hex, offset, len);
 }
