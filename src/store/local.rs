@@ -42,6 +42,8 @@ pub struct LocalStore {
     root: PathBuf,
     digests: DigestCache,
     packs: Packs,
+    /// Whether `entries/` (an earlier memo's entry files) exists, once asked.
+    legacy: std::sync::OnceLock<bool>,
 }
 
 impl LocalStore {
@@ -55,6 +57,7 @@ impl LocalStore {
             root: root.to_path_buf(),
             digests: DigestCache::new(Some(root.join("digests"))),
             packs: Packs::new(root),
+            legacy: std::sync::OnceLock::new(),
         })
     }
 
@@ -90,11 +93,20 @@ impl LocalStore {
         match self.packs.slot(key) {
             Ok(Some(slot)) if slot.removed() => None,
             Ok(Some(slot)) => Some((u64::from(slot.len), false)),
+            _ if !self.has_entry_files() => None,
             _ => fs::symlink_metadata(self.entry_path(key))
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| (m.len(), true)),
         }
+    }
+
+    /// Whether the cache has an earlier memo's `entries/` (looked at once per process:
+    /// a miss in a cache without it asks for no entry file).
+    fn has_entry_files(&self) -> bool {
+        *self
+            .legacy
+            .get_or_init(|| fs::symlink_metadata(self.root.join("entries")).is_ok())
     }
 
     /// Whether an entry is stored under `key` (its bytes are not read).
@@ -275,6 +287,9 @@ impl Store for LocalStore {
             Err(e) => return Err(StoreError::io("cannot read", self.packs_dir(), e)),
         }
         // An entry file of an earlier memo (gc moves them into the packs).
+        if !self.has_entry_files() {
+            return Ok(None);
+        }
         let path = self.entry_path(key);
         match read_regular_whole(&path, MAX_ENTRY_BYTES) {
             Ok(bytes) => Ok(Some(bytes)),
