@@ -35,8 +35,7 @@ fn changed_within(meta: &fs::Metadata, age: std::time::Duration) -> bool {
         .is_ok_and(|d| d < age)
 }
 
-/// Entries larger than this are not read: no honest entry comes near it.
-pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
+pub use super::packs::MAX_ENTRY_BYTES;
 
 pub struct LocalStore {
     root: PathBuf,

@@ -31,6 +31,8 @@ use tempfile::NamedTempFile;
 use crate::digest::Digest;
 use crate::fsutil::{open_regular, open_regular_measured, Access};
 
+/// Entries larger than this are not read (nor stored): no honest entry comes near it.
+pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 /// The directory of the packs, under the cache root.
 pub const DIR: &str = "packs";
 /// A record starts with this: `\xff` never appears in an entry, which is text.
@@ -397,7 +399,7 @@ impl Packs {
         if_absent: bool,
     ) -> io::Result<bool> {
         let len = match body {
-            Some(body) if body.len() as u64 > super::local::MAX_ENTRY_BYTES => {
+            Some(body) if body.len() as u64 > MAX_ENTRY_BYTES => {
                 return Err(io::Error::new(
                     io::ErrorKind::FileTooLarge,
                     "an entry larger than memo reads",
