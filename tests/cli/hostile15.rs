@@ -944,16 +944,20 @@ fn an_earlier_memos_cache_keeps_hitting_and_gc_moves_it_into_packs() {
         stdout(&gc)
     );
     assert!(!garbage.exists(), "the garbage entry file stayed");
-    assert!(
-        files_under(&env.cache().join("entries")).is_empty(),
-        "gc left entry files: {:?}",
-        files_under(&env.cache().join("entries"))
-    );
-    assert_eq!(keys(&env), stored, "the packs after gc");
-    for salt in &salts {
-        assert_clean_hit(&env, salt, "after gc moved them");
+    assert_moved(&env, &stored, &salts, "moved");
+}
+
+/// After a gc that moved an earlier memo's entry files into the packs: no entry file is
+/// left, the packs hold `stored`, each of `salts` is a clean hit, and the listings agree.
+#[track_caller]
+fn assert_moved(env: &TestEnv, stored: &BTreeSet<String>, salts: &[String], what: &str) {
+    let left = files_under(&env.cache().join("entries"));
+    assert!(left.is_empty(), "{what}: entry files left: {left:?}");
+    assert_eq!(&keys(env), stored, "{what}: the packs after gc");
+    for salt in salts {
+        assert_clean_hit(env, salt, what);
     }
-    assert_agree_after_gc(&env, "moved");
+    assert_agree_after_gc(env, what);
 }
 
 /// An entry file of an earlier memo and a record in a pack for the same key (an earlier
@@ -1341,16 +1345,7 @@ fn gc_moving_an_earlier_memos_entries_while_they_are_hit_loses_nothing() {
         gc.join().unwrap();
     });
     assert_success(&memo(&env, &["gc"]));
-    assert!(
-        files_under(&env.cache().join("entries")).is_empty(),
-        "entry files left: {:?}",
-        files_under(&env.cache().join("entries"))
-    );
-    assert_eq!(keys(&env), stored);
-    for salt in &salts {
-        assert_clean_hit(&env, salt, "after the move");
-    }
-    assert_agree_after_gc(&env, "moved while hit");
+    assert_moved(&env, &stored, &salts, "moved while hit");
 }
 
 /// A full disk while gc rewrites a pack (its new files cannot be written in tmp/):

@@ -175,83 +175,60 @@ fn planted_where_entries_live_is_no_hang(
     );
 }
 
-#[test]
-fn a_fifo_planted_as_an_object_is_a_miss_not_a_hang() {
+/// A FIFO planted at `place` (given the cache, the stored entry and its object): the
+/// next run does not hang and runs the command again, whole; `repaired` holds of the
+/// place then, and the result was stored again.
+fn a_fifo_planted_at(
+    place: impl Fn(&TestEnv, &StoredEntry, &Path) -> PathBuf,
+    repaired: impl Fn(&Path) -> bool,
+    what: &str,
+) {
     let env = TestEnv::new();
-    let (_, object) = store_big_stdout(&env);
-    plant_fifo(&object);
+    let (entry, object) = store_big_stdout(&env);
+    let path = place(&env, &entry, &object);
+    plant_fifo(&path);
     let out = memo_within_deadline(
         &env,
         &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    assert_eq!(out.stdout.len(), 20000);
-    assert_eq!(env.count(), 2, "the command ran again");
-    assert!(is_regular(&object), "the FIFO was not replaced");
-    assert!(!env.ran_tool(&[]), "the result was stored again");
+    assert_eq!(out.stdout.len(), 20000, "{what}");
+    assert_eq!(env.count(), 2, "{what}: the command ran again");
+    assert!(repaired(&path), "{what}: the FIFO was not replaced");
+    assert!(!env.ran_tool(&[]), "{what}: the result was stored again");
+}
+
+#[test]
+fn a_fifo_planted_as_an_object_is_a_miss_not_a_hang() {
+    a_fifo_planted_at(|_, _, object| object.to_path_buf(), is_regular, "object");
 }
 
 /// A FIFO planted as the pack that holds the entry.
 #[test]
 fn a_fifo_planted_as_an_entry_is_a_miss_not_a_hang() {
-    let env = TestEnv::new();
-    let (entry, _) = store_big_stdout(&env);
-    plant_fifo(&entry.pack);
-    let out = memo_within_deadline(
-        &env,
-        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert_eq!(out.stdout.len(), 20000);
-    assert_eq!(env.count(), 2, "the command ran again");
-    assert!(is_regular(&entry.pack), "the FIFO was not replaced");
-    assert!(!env.ran_tool(&[]), "the result was stored again");
+    a_fifo_planted_at(|_, entry, _| entry.pack.clone(), is_regular, "pack");
 }
 
 #[test]
 fn a_fifo_planted_as_a_packs_table_is_a_miss_not_a_hang() {
-    let env = TestEnv::new();
-    let (entry, _) = store_big_stdout(&env);
-    let table = table_of(&entry.pack);
-    plant_fifo(&table);
-    let out = memo_within_deadline(
-        &env,
-        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert_eq!(out.stdout.len(), 20000);
-    assert_eq!(env.count(), 2, "the command ran again");
-    assert!(is_regular(&table), "the FIFO was not replaced");
-    assert!(!env.ran_tool(&[]), "the result was stored again");
+    a_fifo_planted_at(|_, entry, _| table_of(&entry.pack), is_regular, "table");
 }
 
 #[test]
 fn a_fifo_planted_as_an_earlier_memos_entry_file_is_a_miss_not_a_hang() {
-    let env = TestEnv::new();
-    let (entry, _) = store_big_stdout(&env);
-    let legacy = make_legacy(&env, &entry);
-    plant_fifo(&legacy);
-    let out = memo_within_deadline(
-        &env,
-        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    a_fifo_planted_at(
+        |env, entry, _| make_legacy(env, entry),
+        nothing_planted_at,
+        "an earlier memo's entry file",
     );
-    assert_eq!(out.stdout.len(), 20000);
-    assert_eq!(env.count(), 2, "the command ran again");
-    assert!(nothing_planted_at(&legacy), "the FIFO was left in place");
-    assert!(!env.ran_tool(&[]), "the result was stored again");
 }
 
 #[test]
 fn a_fifo_planted_as_the_packs_directory_is_a_miss_not_a_hang() {
-    let env = TestEnv::new();
-    let (entry, _) = store_big_stdout(&env);
-    let dir = entry.pack.parent().unwrap().to_path_buf();
-    plant_fifo(&dir);
-    let out = memo_within_deadline(
-        &env,
-        &run_tool(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    a_fifo_planted_at(
+        |_, entry, _| entry.pack.parent().unwrap().to_path_buf(),
+        |dir| dir.is_dir(),
+        "packs/",
     );
-    assert_eq!(out.stdout.len(), 20000);
-    assert_eq!(env.count(), 2, "the command ran again");
-    assert!(dir.is_dir(), "the FIFO was not replaced");
-    assert!(!env.ran_tool(&[]), "the result was stored again");
 }
 
 /// A socket, then a device that reads as endless zeros, planted at `place`.
