@@ -626,7 +626,7 @@ fn a_vfork_daemon_is_left_to_finish(vf_args: &str, delay: &str, bound: Duration)
     assert_outlived(&out);
     eprintln!("`vf {vf_args}`: memo returned after {took:?}");
     assert!(took < bound, "{took:?}");
-    env.wait_for_file("daemon.out");
+    env.wait_until_written("daemon.out");
     assert_eq!(env.read("daemon.out"), b"done\n");
 }
 
@@ -687,7 +687,7 @@ open("daemon.out", "w").write("done\n")
         fs::write(env.path("stop"), b"").unwrap();
         assert_outlived(&out);
         assert!(took < Duration::from_secs(4), "round {round}: {took:?}");
-        env.wait_for_file("daemon.out");
+        env.wait_until_written("daemon.out");
         assert_eq!(env.read("daemon.out"), b"done\n");
         fs::remove_file(env.path("daemon.out")).unwrap();
         fs::remove_file(env.path("stop")).unwrap();
@@ -728,7 +728,7 @@ echo started",
         .to_string();
     assert_outlived(&out);
     assert!(took < Duration::from_secs(3), "{took:?}");
-    env.wait_for_file("daemon.out");
+    env.wait_until_written("daemon.out");
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     assert_eq!(env.read("daemon.out"), b"done\n");
 }

@@ -932,7 +932,7 @@ echo started",
         .unwrap_or_else(|| panic!("no `{NOT_CACHED}` line in: {err}"));
     assert_mentions(reason, &["outlived"]);
     // It was left to run on, not killed.
-    env.wait_for_file("daemon.out");
+    env.wait_until_written("daemon.out");
     assert_eq!(env.read("daemon.out"), b"done\n");
     assert!(env.listing().is_empty());
 }

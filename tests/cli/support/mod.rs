@@ -303,6 +303,14 @@ impl TestEnv {
         self.eventually(&format!("{rel} appears"), || self.path(rel).exists());
     }
 
+    /// Waits (up to 15 s) until the file `rel` holds something: a file that a process
+    /// creates, then writes (`echo done > f`) can be seen empty in between.
+    pub fn wait_until_written(&self, rel: &str) {
+        self.eventually(&format!("{rel} is written"), || {
+            fs::read(self.path(rel)).is_ok_and(|bytes| !bytes.is_empty())
+        });
+    }
+
     /// Waits (up to 15 s) until `check` holds.
     #[track_caller]
     pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
