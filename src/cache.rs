@@ -79,7 +79,7 @@ impl Cache {
     /// summary was damaged) get a record made from the entry.
     pub fn usages(&self) -> Vec<(Digest, crate::index::usage::Usage)> {
         // Many lookups: each pack's table is read once.
-        self.store.packs().keep_tables();
+        let _kept = self.store.packs().keep_tables();
         crate::index::summary::listing(self.root(), &self.log, |key| {
             let bytes = self.store.get_entry(key).ok()??;
             let entry = crate::index::Entry::decode(&bytes).ok()?;

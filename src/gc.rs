@@ -128,7 +128,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
         cache.store.migrate_entry_files();
     }
     // Many lookups: each pack's table is read once (what gc itself changes is read again).
-    cache.store.packs().keep_tables();
+    let _kept = cache.store.packs().keep_tables();
     let stored = cache.store.entry_sizes();
     let mut keys: Vec<Digest> = stored.keys().copied().collect();
     keys.sort_unstable();

@@ -122,14 +122,22 @@ impl LocalStore {
             by_shard.entry(key.0[0]).or_default().insert(*key);
         }
         let stage = || stage_in(&self.root).map_err(io::Error::other);
+        let mut existing = HashSet::new();
         for (shard, on_disk, live) in self.packs.usage() {
+            existing.insert(shard);
             let wasted = on_disk.saturating_sub(live);
             if live == 0 || (wasted > live && wasted > packs::REWRITE_WASTE) {
                 by_shard.entry(shard).or_default();
             }
         }
-        for (shard, evict) in &by_shard {
-            let _ = self.packs.rewrite(*shard, evict, &stage);
+        for (shard, evict) in by_shard.iter().filter(|(s, _)| existing.contains(*s)) {
+            if self.packs.rewrite(*shard, evict, &stage).is_err() {
+                // No room to stage the rewrite, or its lock held for good: the evicted
+                // keys get tombstones instead (their records go at a later rewrite).
+                for key in evict {
+                    let _ = self.packs.append(key, None);
+                }
+            }
         }
         if crate::fsutil::is_real_dir(&self.root.join("entries")) {
             for key in keys {
@@ -280,7 +288,7 @@ impl Store for LocalStore {
             Ok(Got::Removed) => return Ok(None),
             Ok(Got::Absent) => {}
             Ok(Got::Damaged) => {
-                let _ = self.packs.append(key, None);
+                let _ = self.packs.remove_if_damaged(key);
                 return Err(StoreError::DamagedEntry { key: key.short() });
             }
             Err(e) => return Err(StoreError::io("cannot read", self.packs_dir(), e)),

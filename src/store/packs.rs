@@ -13,8 +13,10 @@
 //! and check, once they hold it, that its path still names that file (a rewrite replaces
 //! both files whole, by rename). Readers take no lock: a record is written before its
 //! slot, and a slot that does not match the record it points at (a rewrite renamed the
-//! table and not yet the pack) sends the reader round again under a shared lock. What
-//! still does not match is damage: `Got::Damaged`, a miss for the caller.
+//! new pack in, locked, and not yet the table) sends the reader round again under a
+//! shared lock. What still does not match is damage: `Got::Damaged`, a miss for the
+//! caller. The new pack holds one record per key, the current one, so an old slot can
+//! only find that record or a mismatch in it: never a superseded or removed version.
 //!
 //! Nothing is fsynced, as elsewhere in the store: a record torn by a power loss fails its
 //! entry's checksum and is a miss; a slot torn in half is not read (tables are read in
@@ -127,6 +129,16 @@ pub enum Got {
     Damaged,
 }
 
+/// While it lives, `Packs::get` reads each table once (`Packs::keep_tables`).
+#[must_use = "tables are kept only while the guard lives"]
+pub struct KeptTables<'a>(&'a Packs);
+
+impl Drop for KeptTables<'_> {
+    fn drop(&mut self) {
+        *self.0.kept.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 pub struct Packs {
     dir: PathBuf,
     /// Tables read once and kept, by shard, when `keep_tables` asked for it (gc and the
@@ -222,6 +234,9 @@ const READ_WHOLE: u64 = 64 << 20;
 
 /// The record of `slot` in `pack`, if the header there names the slot's key and length.
 fn read_record(pack: &File, slot: &Slot) -> io::Result<Option<Vec<u8>>> {
+    if u64::from(slot.len) > MAX_ENTRY_BYTES {
+        return Ok(None);
+    }
     let len = slot.len as usize;
     let mut bytes = vec![0u8; HEADER + len];
     match pack.read_exact_at(&mut bytes, slot.offset) {
@@ -243,13 +258,14 @@ impl Packs {
         }
     }
 
-    /// From now on, each table is read once by this process (for the lookups of a
+    /// Until the guard goes, each table is read once by `get` (for the lookups of a
     /// listing or of gc; what this process appends or rewrites is read again). A slot
     /// made by another process since is not seen: a miss; a record moved by another
-    /// gc since is read again under the lock, as always.
-    pub fn keep_tables(&self) {
+    /// gc since is read again under the lock, as always. `slot` always reads afresh.
+    pub fn keep_tables(&self) -> KeptTables<'_> {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.get_or_insert_with(HashMap::new);
+        KeptTables(self)
     }
 
     /// A table read by this process goes stale when it appends to or rewrites it.
@@ -305,14 +321,14 @@ impl Packs {
 
     /// The last slot of `key`, if any.
     pub fn slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
-        Ok(find(&self.table(key.0[0])?, key))
+        Ok(find(&self.read_table(key.0[0])?, key))
     }
 
     /// The entry stored under `key`: read without a lock, then, if the slot and the
     /// record disagree, once more under a shared lock on the pack.
     pub fn get(&self, key: &Digest) -> io::Result<Got> {
         let shard = key.0[0];
-        let Some(slot) = self.slot(key)? else {
+        let Some(slot) = find(&self.table(shard)?, key) else {
             return Ok(Got::Absent);
         };
         if slot.removed() {
@@ -413,15 +429,15 @@ impl Packs {
             let pack = self
                 .open_locked(key.0[0], true, Access::Append)?
                 .expect("created");
-            if if_absent && self.slot(key)?.is_some() {
+            if if_absent && find(&self.read_table(key.0[0])?, key).is_some() {
                 return Ok(false);
             }
-            self.append_locked(&pack, key, body, len)?;
+            let appended = self.append_locked(&pack, key, body, len);
             // `memo clear` may have moved the directory away meanwhile: the record went
-            // with it, and the slot perhaps into the new table. Stored again there (the
-            // later slot wins over a stray one).
+            // with it, and the slot perhaps into the new table (or nowhere). Stored again
+            // there (the later slot wins over a stray one).
             if still_named(&pack, &pack_path)? {
-                return Ok(true);
+                return appended.map(|_| true);
             }
         }
         Err(io::Error::other(format!(
@@ -488,6 +504,20 @@ impl Packs {
             let _ = pack.set_len(offset);
         }
         written
+    }
+
+    /// Removes `key` (a tombstone) if its last slot still names a record that does not
+    /// match it, as looked at under the pack's lock: a store made since stays.
+    pub fn remove_if_damaged(&self, key: &Digest) -> io::Result<()> {
+        let Some(pack) = self.open_locked(key.0[0], true, Access::Update)? else {
+            return Ok(());
+        };
+        match find(&self.read_table(key.0[0])?, key) {
+            Some(slot) if !slot.removed() && read_record(&pack, &slot)?.is_none() => {
+                self.append_locked(&pack, key, None, 0)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The shards that have a table or a pack.
@@ -568,11 +598,11 @@ impl Packs {
         evict: &HashSet<Digest>,
         stage: &dyn Fn() -> io::Result<NamedTempFile>,
     ) -> io::Result<u64> {
-        let Some(pack) = self.open_locked(shard, true, Access::Read)? else {
-            // A table without a pack names nothing.
-            let _ = fs::remove_file(self.table_path(shard));
-            return Ok(0);
-        };
+        // Under the pack's lock even where there is no pack yet (a table without one names
+        // nothing): a first store into the shard waits, and is not removed with it.
+        let pack = self
+            .open_locked(shard, true, Access::Update)?
+            .expect("created");
         let table_path = self.table_path(shard);
         let before =
             pack.metadata()?.len() + fs::symlink_metadata(&table_path).map_or(0, |m| m.len());
@@ -629,34 +659,28 @@ impl Packs {
         let after = offset + new_table.as_file().metadata()?.len();
         crate::fsutil::share(new_pack.as_file())?;
         crate::fsutil::share(new_table.as_file())?;
-        // The table first: a reader that finds a new slot in the old pack goes round
-        // again under a lock, which it gets once both are in place. The old table keeps
-        // a second name until the new pack is in: if the pack cannot be replaced (an
-        // immutable file), the old table goes back and the shard stays as it was.
-        let backup = new_table.path().with_extension("old");
-        let had_table = match fs::hard_link(&table_path, &backup) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        let forget_backup = || {
-            if had_table {
+        // The pack first, locked until the table follows: a reader with the old table
+        // finds in the new pack either the current record of its key (the new pack
+        // holds no other) or a mismatch, and then goes round again under a shared lock,
+        // which it gets once both are in place. The old pack keeps a second name until
+        // the table is in: if the table cannot be replaced (an immutable file), the old
+        // pack goes back and the shard stays as it was.
+        lock(new_pack.as_file(), true, &pack_path)?;
+        let backup = new_pack.path().with_extension("old");
+        fs::hard_link(&pack_path, &backup)?;
+        let new_pack = match new_pack.persist(&pack_path) {
+            Ok(file) => file,
+            Err(e) => {
                 let _ = fs::remove_file(&backup);
+                return Err(e.error);
             }
         };
         if let Err(e) = new_table.persist(&table_path) {
-            forget_backup();
+            let _ = fs::rename(&backup, &pack_path);
             return Err(e.error);
         }
-        if let Err(e) = new_pack.persist(&pack_path) {
-            let _ = if had_table {
-                fs::rename(&backup, &table_path)
-            } else {
-                fs::remove_file(&table_path)
-            };
-            return Err(e.error);
-        }
-        forget_backup();
+        let _ = fs::remove_file(&backup);
+        drop(new_pack);
         // The lock on the old pack goes with `pack`, once both are in place.
         Ok(before.saturating_sub(after))
     }
@@ -776,6 +800,30 @@ mod tests {
         bytes[SLOT..].copy_from_slice(&moved.encode());
         fs::write(&table, &bytes).unwrap();
         assert_eq!(packs.get(&b).unwrap(), Got::Damaged);
+    }
+
+    /// A gc killed between its two renames leaves the new pack beside the old table:
+    /// a key whose records moved is damaged (a miss), never its superseded version.
+    #[test]
+    fn a_crash_between_the_renames_never_yields_a_superseded_record() {
+        let (dir, packs) = packs();
+        let (a, b) = (key(4, 1), key(4, 2));
+        packs.append(&a, Some(b"old-a")).unwrap();
+        packs.append(&b, Some(b"bbbbb")).unwrap();
+        packs.append(&a, Some(b"new-a")).unwrap();
+        let table = dir.path().join("packs/04.idx");
+        let old_table = fs::read(&table).unwrap();
+        packs
+            .rewrite(4, &HashSet::new(), &stage_in(dir.path()))
+            .unwrap();
+        fs::write(&table, &old_table).unwrap();
+        for (k, want) in [(a, b"new-a"), (b, b"bbbbb")] {
+            match packs.get(&k).unwrap() {
+                Got::Record(bytes) => assert_eq!(bytes, want.to_vec()),
+                Got::Damaged => {}
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1077,6 +1077,20 @@ fn a_flight_byte_held_for_good_falls_back_to_a_flight_file_that_goes_once_free()
         !Path::new(&format!("/proc/{pid}")).exists()
             || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
     });
+    // The description sat in a socket's queue: the kernel lets it go when it collects
+    // the closed socket, which it may do a little after the process is gone (under
+    // load). Until then its locks on `locks/keys` stay in /proc/locks.
+    let keys_ino =
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(env.cache().join("locks/keys")).unwrap());
+    env.eventually("the held description is let go", || {
+        !fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.split_whitespace()
+                    .any(|w| w.ends_with(&format!(":{keys_ino}")))
+            })
+    });
     let out = env.run(&args);
     assert_success(&out);
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));

@@ -1628,7 +1628,7 @@ fn gc_moving_an_earlier_file_never_replaces_a_newer_forced_result() {
     assert_eq!(env.count(), 2);
 }
 
-/// gc between its two renames (the new table in place, the pack's rename held 2 s):
+/// gc between its two renames (the new pack in place, the table's rename held 2 s):
 /// hits wait for it and replay right, a store waits and lands in the new pack. Then gc
 /// killed with -9 exactly there: misses at worst, never a wrong replay, and all heals.
 #[test]
@@ -1652,16 +1652,17 @@ fn the_window_between_gcs_two_renames_holds() {
         for _ in 0..6 {
             assert_wide(&force(&a.0), &a.0, "--force");
         }
-        let before = ino(&table);
+        let before = ino(&pack);
         let renames = "renameat,renameat2";
-        let mut gc = straced(&env, &pack, renames, "delay_enter=2000000", &gc_args)
+        // The table's rename is held: it comes second.
+        let mut gc = straced(&env, &table, renames, "delay_enter=2000000", &gc_args)
             .spawn()
             .unwrap();
         let gc_pid = the_memo(&env, "gc");
-        env.eventually("gc renames the new table in", || ino(&table) != before);
+        env.eventually("gc renames the new pack in", || ino(&pack) != before);
         assert!(
             gc.try_wait().unwrap().is_none(),
-            "the rename of the pack was not held"
+            "the rename of the table was not held"
         );
         if crash {
             sigkill(gc_pid);
