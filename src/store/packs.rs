@@ -540,53 +540,67 @@ impl Packs {
         found
     }
 
-    /// Every key with a record, and the length of its entry. The records are not read:
-    /// a slot counts when its record would end within the pack (one cut off by a crash
-    /// or by hand does not).
-    pub fn live(&self) -> Vec<(Digest, u64)> {
+    /// A shard as the listings see it: the length of its pack (0 for anything but a
+    /// regular file), the length of its table, and the last slot of each key in it.
+    /// The records are not read.
+    fn view(&self, shard: u8) -> (u64, u64, Vec<Slot>) {
+        let len = |path: PathBuf| {
+            fs::symlink_metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len())
+        };
+        let table = self.read_table(shard).unwrap_or_default();
+        (
+            len(self.pack_path(shard)),
+            len(self.table_path(shard)),
+            last_slots(&table),
+        )
+    }
+
+    /// The last slot of every key in the packs, each with whether it names a record:
+    /// not a tombstone, a key of its shard, a record that would end within the pack
+    /// (one cut off by a crash or by hand does not). The records are not read.
+    pub fn slots(&self) -> Vec<(Slot, bool)> {
         if !crate::fsutil::is_real_dir(&self.dir) {
             return Vec::new();
         }
         let mut found = Vec::new();
         for shard in self.shards() {
-            let table = self.read_table(shard).unwrap_or_default();
-            if table.is_empty() {
-                continue;
-            }
-            let pack_len = fs::symlink_metadata(self.pack_path(shard))
-                .ok()
-                .filter(|m| m.is_file())
-                .map_or(0, |m| m.len());
+            let (pack_len, _, slots) = self.view(shard);
             found.extend(
-                last_slots(&table)
+                slots
                     .into_iter()
-                    .filter(|s| s.names_a_record_in(shard, pack_len))
-                    .map(|s| (s.key, u64::from(s.len))),
+                    .map(|s| (s, s.names_a_record_in(shard, pack_len))),
             );
         }
         found
     }
 
+    /// Every key with a record (`slots`), and the length of its entry.
+    pub fn live(&self) -> Vec<(Digest, u64)> {
+        self.slots()
+            .into_iter()
+            .filter(|(_, live)| *live)
+            .map(|(s, _)| (s.key, u64::from(s.len)))
+            .collect()
+    }
+
     /// Per shard with a pack: the bytes of its pack and table, and the bytes its live
     /// records and their slots would take in a rewrite.
     pub fn usage(&self) -> Vec<(u8, u64, u64)> {
-        let mut found = Vec::new();
-        for shard in self.shards() {
-            let on_disk = [self.pack_path(shard), self.table_path(shard)]
-                .iter()
-                .filter_map(|p| fs::symlink_metadata(p).ok())
-                .map(|m| m.len())
-                .sum();
-            let table = self.read_table(shard).unwrap_or_default();
-            let pack_len = fs::symlink_metadata(self.pack_path(shard)).map_or(0, |m| m.len());
-            let live = last_slots(&table)
-                .into_iter()
-                .filter(|s| s.names_a_record_in(shard, pack_len))
-                .map(|s| (HEADER + SLOT) as u64 + u64::from(s.len))
-                .sum();
-            found.push((shard, on_disk, live));
-        }
-        found
+        self.shards()
+            .into_iter()
+            .map(|shard| {
+                let (pack_len, table_len, slots) = self.view(shard);
+                let live = slots
+                    .iter()
+                    .filter(|s| s.names_a_record_in(shard, pack_len))
+                    .map(|s| (HEADER + SLOT) as u64 + u64::from(s.len))
+                    .sum();
+                (shard, pack_len + table_len, live)
+            })
+            .collect()
     }
 
     /// Rewrites a shard's pack and table with the last record of each key, but for the
