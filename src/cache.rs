@@ -130,12 +130,11 @@ impl Cache {
     /// finds them unreferenced. `Err` (NotFound included) when the entry could not be
     /// removed.
     pub fn remove_result(&self, key: &Digest) -> io::Result<()> {
-        if !self.store.has_entry(key) {
-            return Err(io::Error::from(io::ErrorKind::NotFound));
+        match self.store.remove_stored(key) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(io::Error::from(io::ErrorKind::NotFound)),
+            Err(e) => Err(io::Error::other(e.to_string())),
         }
-        self.store
-            .remove_entry(key)
-            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     pub fn locks_dir(&self) -> PathBuf {

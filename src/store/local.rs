@@ -108,6 +108,27 @@ impl LocalStore {
             .get_or_init(|| fs::symlink_metadata(self.root.join("entries")).is_ok())
     }
 
+    /// Removes the entry stored under `key`: a tombstone in its pack, or an earlier
+    /// memo's file removed. Whether there was one to remove.
+    pub fn remove_stored(&self, key: &Digest) -> Result<bool, StoreError> {
+        let Some((_, legacy)) = self.entry_size(key) else {
+            return Ok(false);
+        };
+        if legacy {
+            let path = self.entry_path(key);
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(StoreError::io("cannot remove", path, e))
+                }
+                _ => Ok(true),
+            };
+        }
+        self.packs
+            .append(key, None)
+            .map(|_| true)
+            .map_err(|e| StoreError::io("cannot write", self.packs_dir(), e))
+    }
+
     /// Whether an entry is stored under `key` (its bytes are not read).
     pub fn has_entry(&self, key: &Digest) -> bool {
         self.entry_size(key).is_some()
@@ -115,7 +136,8 @@ impl LocalStore {
 
     /// Removes the entries of `keys` (gc's evictions): each pack that holds one is
     /// rewritten once, without them; so is a pack that is more than half superseded or
-    /// removed records (past `REWRITE_WASTE`), and one that holds no live record. An earlier memo's entry files of `keys` are removed.
+    /// removed records (past `REWRITE_WASTE`), and one that holds no live record. An
+    /// earlier memo's entry files of `keys` are removed.
     pub fn evict_entries(&self, keys: &[Digest]) {
         let mut by_shard: HashMap<u8, HashSet<Digest>> = HashMap::new();
         for key in keys {
@@ -148,8 +170,8 @@ impl LocalStore {
 
     /// Moves an earlier memo's entry files (`entries/ab/<key>` that start with memo's
     /// entry header) into the packs, as they are (a damaged one is found when it is
-    /// read); one a pack already names is removed. The emptied directories go. Only in a directory that is memo's cache: a
-    /// user's files are never moved.
+    /// read); one a pack already names is removed. The emptied directories go. Only in a
+    /// directory that is memo's cache: a user's files are never moved.
     pub fn migrate_entry_files(&self) {
         let dir = self.root.join("entries");
         if !crate::fsutil::is_real_dir(&dir) || !crate::fsutil::is_memo_cache() {
@@ -329,21 +351,7 @@ impl Store for LocalStore {
     }
 
     fn remove_entry(&self, key: &Digest) -> Result<(), StoreError> {
-        let Some((_, legacy)) = self.entry_size(key) else {
-            return Ok(());
-        };
-        if legacy {
-            let path = self.entry_path(key);
-            return match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(StoreError::io("cannot remove", path, e))
-                }
-                _ => Ok(()),
-            };
-        }
-        self.packs
-            .append(key, None)
-            .map_err(|e| StoreError::io("cannot write", self.packs_dir(), e))
+        self.remove_stored(key).map(|_| ())
     }
 
     fn stage(&self) -> Result<NamedTempFile, StoreError> {
@@ -449,10 +457,17 @@ impl Store for LocalStore {
 /// files of an earlier memo that no slot of a pack hides. Reads the packs' tables, not
 /// the records, and creates nothing.
 pub fn stored_entries(root: &Path) -> HashMap<Digest, u64> {
-    let packs = Packs::new(root);
-    let mut found: HashMap<Digest, u64> = packs.live().into_iter().collect();
+    let mut found = HashMap::new();
+    // Keys with a slot, tombstones included: a slot hides an earlier memo's file.
+    let mut slotted = HashSet::new();
+    for (slot, live) in Packs::new(root).slots() {
+        slotted.insert(slot.key);
+        if live {
+            found.insert(slot.key, u64::from(slot.len));
+        }
+    }
     for key in crate::fsutil::digests_in_shards(&root.join("entries")) {
-        if found.contains_key(&key) || matches!(packs.slot(&key), Ok(Some(_))) {
+        if slotted.contains(&key) {
             continue;
         }
         let path = crate::fsutil::sharded_path(&root.join("entries"), &key);
