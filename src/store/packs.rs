@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
-use crate::fsutil::{open_regular, open_regular_measured, Access};
+use crate::fsutil::{open_regular, Access};
 
 /// Entries larger than this are not read (nor stored): no honest entry comes near it.
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
@@ -479,19 +479,13 @@ impl Packs {
             },
         };
         let table_path = self.table_path(key.0[0]);
-        let written = open_regular_measured(&table_path, Access::Append)
-            .or_else(|e| {
-                // A FIFO, device or socket in its place: damage, removed.
-                if !crate::fsutil::is_not_regular(&e) {
-                    return Err(e);
-                }
-                crate::fsutil::remove_planted(&table_path)?;
-                open_regular_measured(&table_path, Access::Append)
-            })
-            .and_then(|(table, meta)| {
+        // A FIFO, device or socket in the table's place is damage, replaced.
+        let written =
+            crate::fsutil::open_or_replace(&table_path, Access::Append).and_then(|(table, _)| {
                 crate::fsutil::share(&table)?;
-                let whole = meta.len() / SLOT as u64 * SLOT as u64;
-                if whole != meta.len() {
+                let len = table.metadata()?.len();
+                let whole = len / SLOT as u64 * SLOT as u64;
+                if whole != len {
                     table.set_len(whole)?;
                 }
                 if let Err(e) = (&table).write_all(&slot.encode()) {
