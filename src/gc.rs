@@ -130,6 +130,12 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     // Many lookups: each pack's table is read once (what gc itself changes is read again).
     let _kept = cache.store.packs().keep_tables();
     let stored = cache.store.entry_sizes();
+    // An entry read and decoded, with its size; `None` for a damaged record (or, in an
+    // earlier memo's file, anything but a regular file of a sane size): corrupt.
+    let read_entry = |key: &Digest| {
+        let bytes = cache.store.get_entry(key).ok().flatten()?;
+        Entry::decode(&bytes).ok().map(|entry| (entry, bytes.len()))
+    };
     let mut keys: Vec<Digest> = stored.keys().copied().collect();
     keys.sort_unstable();
     // An entry the summary knows is not read: its size and objects are in the summary.
@@ -156,15 +162,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             },
             None => None,
         };
-        // A damaged record (or, in an earlier memo's file, anything but a regular file of
-        // a sane size) is corrupt.
-        let decoded = cache
-            .store
-            .get_entry(&key)
-            .ok()
-            .flatten()
-            .and_then(|b| Entry::decode(&b).ok().map(|e| (e, b.len())));
-        let Some((entry, entry_bytes)) = decoded else {
+        let Some((entry, entry_bytes)) = read_entry(&key) else {
             gone.insert(key);
             report.corrupt.push(key);
             if !options.dry_run {
@@ -345,13 +343,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
             if size == Some(s.entry_bytes) {
                 continue;
             }
-            let entry = cache
-                .store
-                .get_entry(&s.key)
-                .ok()
-                .flatten()
-                .and_then(|b| Entry::decode(&b).ok());
-            match entry {
+            match read_entry(&s.key).map(|(entry, _)| entry) {
                 // Replaced since the summary was written (its objects are kept).
                 Some(entry) => referenced.extend(
                     entry
