@@ -51,6 +51,8 @@ pub const REWRITE_WASTE: u64 = 64 * 1024;
 /// A table larger than this is damage (and removed): a million entries make about
 /// 190 KB per table.
 const MAX_TABLE: u64 = 64 << 20;
+/// The bytes of a table a lookup reads at a time, from its end: 680 slots.
+const SCAN_BLOCK: usize = 680 * SLOT;
 
 /// FNV-1a over `bytes`: a check of a header or a slot against a torn or stray write
 /// (what a record holds is checked by its entry's own SHA-256).
@@ -290,6 +292,20 @@ impl Packs {
         Ok(table)
     }
 
+    /// The last slot of `key`: from the kept table while tables are kept, else read
+    /// from the table's end (`scan_table`).
+    fn last_slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
+        let is_kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if is_kept {
+            return Ok(find(&self.table(key.0[0])?, key));
+        }
+        self.scan_table(key)
+    }
+
     fn pack_path(&self, shard: u8) -> PathBuf {
         self.dir.join(shard_name(shard))
     }
@@ -302,33 +318,73 @@ impl Packs {
     /// regular file of a sane size in its place is damage, removed (its records are
     /// then unreachable: misses, and gone at the next gc).
     fn read_table(&self, shard: u8) -> io::Result<Vec<u8>> {
-        let path = self.table_path(shard);
-        let mut table = match crate::fsutil::read_regular_whole(&path, MAX_TABLE) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) if crate::fsutil::is_not_regular(&e) => {
-                let _ = crate::fsutil::remove_planted(&path);
-                return Ok(Vec::new());
-            }
-            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                let _ = fs::remove_file(&path);
-                return Ok(Vec::new());
-            }
-            other => other?,
+        let Some((file, len)) = self.open_table(shard)? else {
+            return Ok(Vec::new());
         };
+        let mut table = Vec::with_capacity(len as usize);
+        io::Read::read_to_end(&mut io::Read::take(file, len), &mut table)?;
         table.truncate(table.len() / SLOT * SLOT);
         Ok(table)
     }
 
+    /// The shard's table, opened, and the length of its whole slots; `None` when there
+    /// is none. Anything but a regular file of a sane size in its place is damage,
+    /// removed (its records are then unreachable: misses, and gone at the next gc).
+    fn open_table(&self, shard: u8) -> io::Result<Option<(File, u64)>> {
+        let path = self.table_path(shard);
+        let (file, meta) = match crate::fsutil::open_regular_measured(&path, Access::Read) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if crate::fsutil::is_not_regular(&e) => {
+                let _ = crate::fsutil::remove_planted(&path);
+                return Ok(None);
+            }
+            other => other?,
+        };
+        if meta.len() > MAX_TABLE {
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        Ok(Some((file, meta.len() / SLOT as u64 * SLOT as u64)))
+    }
+
+    /// The last slot of `key`, read from the end of its table a block at a time: a
+    /// recent store is in the first block read, and a miss in a table of any length
+    /// costs one small buffer (a table holds about 190 KB in a cache of a million
+    /// entries). A table cut short meanwhile is read again whole.
+    fn scan_table(&self, key: &Digest) -> io::Result<Option<Slot>> {
+        let Some((file, len)) = self.open_table(key.0[0])? else {
+            return Ok(None);
+        };
+        let mut block = vec![0u8; SCAN_BLOCK.min(len as usize)];
+        let mut end = len;
+        while end > 0 {
+            let start = end.saturating_sub(SCAN_BLOCK as u64);
+            let chunk = &mut block[..(end - start) as usize];
+            match file.read_exact_at(chunk, start) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(find(&self.read_table(key.0[0])?, key));
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(slot) = find(chunk, key) {
+                return Ok(Some(slot));
+            }
+            end = start;
+        }
+        Ok(None)
+    }
+
     /// The last slot of `key`, if any.
     pub fn slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
-        Ok(find(&self.read_table(key.0[0])?, key))
+        self.scan_table(key)
     }
 
     /// The entry stored under `key`: read without a lock, then, if the slot and the
     /// record disagree, once more under a shared lock on the pack.
     pub fn get(&self, key: &Digest) -> io::Result<Got> {
         let shard = key.0[0];
-        let Some(slot) = find(&self.table(shard)?, key) else {
+        let Some(slot) = self.last_slot(key)? else {
             return Ok(Got::Absent);
         };
         if slot.removed() {
@@ -352,7 +408,7 @@ impl Packs {
         }
         // Again, under a shared lock: a rewrite that was renaming its files in is done.
         let pack = self.open_locked(shard, false, Access::Read)?;
-        Ok(match (find(&self.read_table(shard)?, key), pack) {
+        Ok(match (self.scan_table(key)?, pack) {
             (None, _) => Got::Absent,
             (Some(slot), _) if slot.removed() => Got::Removed,
             (Some(_), None) => Got::Damaged,
@@ -429,7 +485,7 @@ impl Packs {
             let pack = self
                 .open_locked(key.0[0], true, Access::Append)?
                 .expect("created");
-            if if_absent && find(&self.read_table(key.0[0])?, key).is_some() {
+            if if_absent && self.scan_table(key)?.is_some() {
                 return Ok(false);
             }
             let appended = self.append_locked(&pack, key, body, len);
@@ -506,7 +562,7 @@ impl Packs {
         let Some(pack) = self.open_locked(key.0[0], true, Access::Update)? else {
             return Ok(());
         };
-        match find(&self.read_table(key.0[0])?, key) {
+        match self.scan_table(key)? {
             Some(slot) if !slot.removed() && read_record(&pack, &slot)?.is_none() => {
                 self.append_locked(&pack, key, None, 0)
             }
@@ -727,6 +783,51 @@ mod tests {
         packs.append(&a, None).unwrap();
         assert_eq!(packs.get(&a).unwrap(), Got::Removed);
         assert_eq!(packs.live(), vec![(b, 3)]);
+    }
+
+    /// A table of several `SCAN_BLOCK`s, read from its end a block at a time: a key
+    /// whose slots sit in different blocks (and across a block's edge) gives its last.
+    #[test]
+    fn a_lookup_in_a_table_of_many_blocks_finds_each_keys_last_slot() {
+        let (_dir, packs) = packs();
+        let per_block = SCAN_BLOCK / SLOT;
+        let many = |from: usize, to: usize| {
+            for n in from..to {
+                let mut bytes = [0u8; 32];
+                bytes[0] = 9;
+                bytes[1..9].copy_from_slice(&(n as u64).to_le_bytes());
+                packs.append(&Digest(bytes), Some(b"filler")).unwrap();
+            }
+        };
+        let (early, twice, gone, edge) = (key(9, 200), key(9, 201), key(9, 202), key(9, 203));
+        packs.append(&early, Some(b"early")).unwrap();
+        packs.append(&twice, Some(b"first")).unwrap();
+        packs.append(&gone, Some(b"gone")).unwrap();
+        many(0, 2 * per_block);
+        packs.append(&twice, Some(b"second")).unwrap();
+        many(2 * per_block, 3 * per_block - 10);
+        // `edge` is followed by a block less one slot: it is the lowest slot of the first
+        // block read.
+        packs.append(&edge, Some(b"edge")).unwrap();
+        let edge_at = fs::metadata(packs.table_path(9)).unwrap().len() - SLOT as u64;
+        many(3 * per_block, 4 * per_block - 2);
+        packs.append(&gone, None).unwrap();
+        let table_len = fs::metadata(packs.table_path(9)).unwrap().len();
+        assert_eq!(table_len - edge_at, SCAN_BLOCK as u64);
+        assert!(table_len > 3 * SCAN_BLOCK as u64, "{table_len}");
+        assert_eq!(packs.get(&early).unwrap(), Got::Record(b"early".to_vec()));
+        assert_eq!(packs.get(&twice).unwrap(), Got::Record(b"second".to_vec()));
+        assert_eq!(packs.get(&edge).unwrap(), Got::Record(b"edge".to_vec()));
+        assert_eq!(packs.get(&gone).unwrap(), Got::Removed);
+        assert_eq!(packs.get(&key(9, 250)).unwrap(), Got::Absent);
+        assert_eq!(packs.slot(&early).unwrap().map(|s| s.len), Some(5));
+        // A torn slot at the end (a store cut off by a crash) is not read as one.
+        let mut table = fs::OpenOptions::new()
+            .append(true)
+            .open(packs.table_path(9))
+            .unwrap();
+        table.write_all(&early.0[..20]).unwrap();
+        assert_eq!(packs.get(&early).unwrap(), Got::Record(b"early".to_vec()));
     }
 
     #[test]

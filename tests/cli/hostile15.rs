@@ -1721,11 +1721,12 @@ fn a_hit_holding_a_table_read_before_gcs_rewrite_replays_right() {
     }
     let old_at = entry_of(&env, &b.1).at;
     let count = env.count();
-    // The hit's first read of the table returns 1.5 s late, with the old slots.
+    // The hit's first read of the table (a lookup reads it from its end with pread64)
+    // returns 1.5 s late, with the old slots.
     let hit = straced(
         &env,
         &table,
-        "read",
+        "read,pread64",
         "delay_exit=1500000:when=1",
         &salted(&b.0),
     )
