@@ -123,7 +123,10 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     // from the summary and the journal since (a hit since the fold counts from its
     // clock); the summary is written once, at the end.
     let mut usages = crate::index::summary::current(root, &cache.log).usage;
-    if !options.dry_run {
+    if options.dry_run {
+        // Damage found on the way is reported, and left where it is.
+        crate::store::packs::hold_repairs();
+    } else {
         // An earlier memo's entry files move into the packs (once).
         cache.store.migrate_entry_files();
     }

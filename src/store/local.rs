@@ -310,7 +310,9 @@ impl Store for LocalStore {
             Ok(Got::Removed) => return Ok(None),
             Ok(Got::Absent) => {}
             Ok(Got::Damaged) => {
-                let _ = self.packs.remove_if_damaged(key);
+                if packs::repairs() {
+                    let _ = self.packs.remove_if_damaged(key);
+                }
                 return Err(StoreError::DamagedEntry { key: key.short() });
             }
             Err(e) => return Err(StoreError::io("cannot read", self.packs_dir(), e)),
@@ -326,13 +328,17 @@ impl Store for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
                 // No entry memo writes comes near the limit: damage (or a giant sparse
                 // file planted here), which is not worth reading.
-                let _ = fs::remove_file(&path);
+                if packs::repairs() {
+                    let _ = fs::remove_file(&path);
+                }
                 Err(StoreError::OversizedEntry { path })
             }
             Err(e) if is_not_regular(&e) => {
                 // A FIFO or device where the entry should be: it is damage, and in the
                 // way of the next store, so it goes now.
-                let _ = remove_planted(&path);
+                if packs::repairs() {
+                    let _ = remove_planted(&path);
+                }
                 Err(StoreError::NotRegular { path })
             }
             Err(e) => Err(StoreError::io("cannot read", path, e)),

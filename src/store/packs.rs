@@ -148,6 +148,21 @@ pub struct Packs {
     kept: std::sync::Mutex<Option<HashMap<u8, std::sync::Arc<Vec<u8>>>>>,
 }
 
+/// Whether reading removes the damage it finds (a planted pack or table, a damaged
+/// record's slot): for the whole process, off in `gc --dry-run`, which changes nothing.
+static REPAIRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// From now on, reading leaves the damage it finds where it is (still reported as
+/// damage: a miss, a corrupt entry); for `gc --dry-run`.
+pub fn hold_repairs() {
+    REPAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether reading may remove the damage it finds (`hold_repairs`).
+pub fn repairs() -> bool {
+    REPAIRS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn shard_name(shard: u8) -> String {
     format!("{shard:02x}")
 }
@@ -335,13 +350,17 @@ impl Packs {
         let (file, meta) = match crate::fsutil::open_regular_measured(&path, Access::Read) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if crate::fsutil::is_not_regular(&e) => {
-                let _ = crate::fsutil::remove_planted(&path);
+                if repairs() {
+                    let _ = crate::fsutil::remove_planted(&path);
+                }
                 return Ok(None);
             }
             other => other?,
         };
         if meta.len() > MAX_TABLE {
-            let _ = fs::remove_file(&path);
+            if repairs() {
+                let _ = fs::remove_file(&path);
+            }
             return Ok(None);
         }
         Ok(Some((file, meta.len() / SLOT as u64 * SLOT as u64)))
@@ -402,7 +421,9 @@ impl Packs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // A FIFO, device or socket in its place: damage, removed (then asked again).
             Err(e) if crate::fsutil::is_not_regular(&e) => {
-                let _ = crate::fsutil::remove_planted(&path);
+                if repairs() {
+                    let _ = crate::fsutil::remove_planted(&path);
+                }
             }
             Err(e) => return Err(e),
         }
@@ -433,6 +454,9 @@ impl Packs {
                 }
                 // A FIFO, device or socket in its place: damage, removed.
                 Err(e) if crate::fsutil::is_not_regular(&e) => {
+                    if access == Access::Read && !repairs() {
+                        return Ok(None);
+                    }
                     crate::fsutil::remove_planted(&path)?;
                     if access == Access::Read {
                         return Ok(None);

@@ -1,7 +1,8 @@
 //! Seeing into the cache and keeping it in bounds: stats, gc, clear, ls, rm, log, config.
 
 use std::fs;
-use std::process::Stdio;
+use std::os::unix::fs::FileTypeExt;
+use std::process::{Command, Stdio};
 
 use crate::support::*;
 
@@ -146,6 +147,69 @@ fn gc_dry_run_changes_nothing() {
     assert_eq!(commands(&env), ["./bulk", "./slow"]);
     assert_eq!(env.objects(), before);
     assert_eq!(env.stats()["evictions"], 0);
+}
+
+/// Every file under `dir` but its lock files, with the digest of its bytes (none for a
+/// FIFO, which is not opened).
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    use sha2::Digest as _;
+    files_under(dir)
+        .into_iter()
+        .filter(|path| !path.starts_with(dir.join("locks")))
+        .map(|path| {
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let digest = if meta.is_file() {
+                format!("{:x}", sha2::Sha256::digest(fs::read(&path).unwrap()))
+            } else {
+                format!("{:?}", meta.file_type())
+            };
+            (path, digest)
+        })
+        .collect()
+}
+
+/// A damaged record and a table planted as a FIFO: `gc --dry-run --verify` reports the
+/// damaged entry as corrupt and leaves both where they are (the cache byte for byte);
+/// `gc --verify` then removes them, and the other results go on hitting.
+#[test]
+fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
+    let env = TestEnv::new();
+    env.tool("echo \"result $1\"");
+    for n in 0..6 {
+        assert_success(&env.run(["run", "--", "./tool", &n.to_string()]));
+    }
+    let entries = env.entries();
+    let damaged = &entries[0];
+    damaged.overwrite(&vec![b'#'; damaged.len]);
+    // A FIFO in place of the table of a shard that holds no entry.
+    let shards: Vec<String> = entries.iter().map(|e| e.key[..2].to_string()).collect();
+    let free = (0..=255u8)
+        .map(|b| format!("{b:02x}"))
+        .find(|s| !shards.contains(s))
+        .unwrap();
+    let fifo = env.cache().join("packs").join(format!("{free}.idx"));
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let before = snapshot(&env.cache());
+    let out = env.run(["gc", "--dry-run", "--verify"]);
+    assert_success(&out);
+    let said = format!("would remove {} (corrupt entry)", &damaged.key[..12]);
+    assert!(stdout(&out).contains(&said), "{}", stdout(&out));
+    assert_eq!(snapshot(&env.cache()), before, "gc --dry-run changed the cache");
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_success(&env.run(["gc", "--verify"]));
+    assert!(fs::symlink_metadata(&fifo).is_err(), "gc left the FIFO");
+    let keys: Vec<String> = env.entries().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert!(!keys.contains(&damaged.key));
+    for n in 0..6 {
+        let out = env.run(["run", "--", "./tool", &n.to_string()]);
+        assert_eq!(stdout(&out), format!("result {n}\n"));
+    }
+    assert_eq!(env.count(), 7, "only the damaged result runs again");
 }
 
 #[test]
