@@ -15,7 +15,8 @@ One row per line of issue 12's table:
      (stored compressed);
   4. `memo stats` at N entries against `du -s` of the cache and against `memo stats` at
      10 entries;
-  5. `memo ls` and `memo gc --dry-run --max-size <half>` at N entries;
+  5. `memo ls` and `memo gc --dry-run --max-size <half>` at N entries, and a small hit in
+     the cache of N entries against the same hit at 10 entries and against `cat`;
   6. `memo gc` evicting half of a copy of the cache against `rm -rf` of the same files;
   7. disk and inodes per small entry (the event log left out);
   8. 2 GiB of compressible output stored: bytes under objects/;
@@ -386,6 +387,21 @@ def main():
             ratio(t["ls"], t["du"]), "", "1.25 s", "<= 0.3 s")
         row(f"`memo gc --dry-run --max-size <half>` at {n} entries vs `du -s`",
             f"du -s {fmt(t['du'])}", fmt(t["dry"]), ratio(t["dry"], t["du"]), "", "2.04 s", "<= 0.3 s")
+
+        # 5b: a small hit in the big cache against the same kind of hit in the cache of 10
+        # entries and against `cat` (each an `echo I` result, recorded from /).
+        if entries >= 10:
+            hit_big = [MEMO, "run", "--cache-dir", big_dir, "--", "echo", str(entries // 2)]
+            hit_tiny = [MEMO, "run", "--cache-dir", tiny_dir, "--", "echo", "7"]
+            with pinned(cpu), only_hits(env, big_dir, "hit in the big cache"), \
+                    only_hits(env, tiny_dir, "hit in the cache of 10"):
+                t = interleaved(small_runs, {"cat": ["cat", small], "big": hit_big,
+                                             "tiny": hit_tiny}, env, cwd="/")
+            row(f"small hit in the cache of {n} entries vs the same hit at 10 entries",
+                f"at 10 {fmt(t['tiny'])}", fmt(t["big"]), ratio(t["big"], t["tiny"]), "", "",
+                "O(1) in entries")
+            row(f"small hit in the cache of {n} entries vs `cat`", f"cat {fmt(t['cat'])}",
+                fmt(t["big"]), ratio(t["big"], t["cat"]), "", "1.65x", "<= 1.15x")
 
         # 6: gc evicting half, each time on a fresh copy, against `rm -rf` of as many files
         # as it evicts entries, each of an entry's size: what the same eviction cost when
