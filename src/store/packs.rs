@@ -329,9 +329,8 @@ impl Packs {
         self.dir.join(format!("{}.idx", shard_name(shard)))
     }
 
-    /// The whole slots of a shard's table; empty when there is none. Anything but a
-    /// regular file of a sane size in its place is damage, removed (its records are
-    /// then unreachable: misses, and gone at the next gc).
+    /// The whole slots of a shard's table; empty when there is none (or damage in its
+    /// place: `open_table`).
     fn read_table(&self, shard: u8) -> io::Result<Vec<u8>> {
         let Some((file, len)) = self.open_table(shard)? else {
             return Ok(Vec::new());

@@ -198,7 +198,11 @@ fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
     assert_success(&out);
     let said = format!("would remove {} (corrupt entry)", &damaged.key[..12]);
     assert!(stdout(&out).contains(&said), "{}", stdout(&out));
-    assert_eq!(snapshot(&env.cache()), before, "gc --dry-run changed the cache");
+    assert_eq!(
+        snapshot(&env.cache()),
+        before,
+        "gc --dry-run changed the cache"
+    );
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     assert_success(&env.run(["gc", "--verify"]));
     assert!(fs::symlink_metadata(&fifo).is_err(), "gc left the FIFO");
