@@ -125,7 +125,7 @@ pub fn collect(cache: &Cache, options: &Options) -> std::io::Result<Option<Repor
     let mut usages = crate::index::summary::current(root, &cache.log).usage;
     if options.dry_run {
         // Damage found on the way is reported, and left where it is.
-        crate::store::packs::hold_repairs();
+        crate::store::packs::hold_changes();
     } else {
         // An earlier memo's entry files move into the packs (once).
         cache.store.migrate_entry_files();

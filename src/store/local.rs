@@ -248,7 +248,9 @@ impl LocalStore {
             // An orphan: raw if its bytes hash to its name, else perhaps compressed.
             None => match Digest::of_reader(progress.reader(&file)) {
                 Ok((actual, _)) if actual == *digest => {
-                    self.digests.record_written(&file, actual);
+                    if packs::may_change() {
+                        self.digests.record_written(&file, actual);
+                    }
                     return true;
                 }
                 _ => compression::layout_of(&file, len, u64::MAX)
@@ -267,7 +269,10 @@ impl LocalStore {
                 } else {
                     actual
                 };
-                self.digests.record_written(&file, recorded);
+                // A dry run (`gc --dry-run --verify`) records nothing.
+                if packs::may_change() {
+                    self.digests.record_written(&file, recorded);
+                }
                 true
             }
             _ => false,
@@ -310,7 +315,7 @@ impl Store for LocalStore {
             Ok(Got::Removed) => return Ok(None),
             Ok(Got::Absent) => {}
             Ok(Got::Damaged) => {
-                if packs::repairs() {
+                if packs::may_change() {
                     let _ = self.packs.remove_if_damaged(key);
                 }
                 return Err(StoreError::DamagedEntry { key: key.short() });
@@ -328,7 +333,7 @@ impl Store for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
                 // No entry memo writes comes near the limit: damage (or a giant sparse
                 // file planted here), which is not worth reading.
-                if packs::repairs() {
+                if packs::may_change() {
                     let _ = fs::remove_file(&path);
                 }
                 Err(StoreError::OversizedEntry { path })
@@ -336,7 +341,7 @@ impl Store for LocalStore {
             Err(e) if is_not_regular(&e) => {
                 // A FIFO or device where the entry should be: it is damage, and in the
                 // way of the next store, so it goes now.
-                if packs::repairs() {
+                if packs::may_change() {
                     let _ = remove_planted(&path);
                 }
                 Err(StoreError::NotRegular { path })

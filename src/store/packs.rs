@@ -148,19 +148,20 @@ pub struct Packs {
     kept: std::sync::Mutex<Option<HashMap<u8, std::sync::Arc<Vec<u8>>>>>,
 }
 
-/// Whether reading removes the damage it finds (a planted pack or table, a damaged
-/// record's slot): for the whole process, off in `gc --dry-run`, which changes nothing.
-static REPAIRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether reading may change the cache: remove the damage it finds (a planted pack or
+/// table, a damaged record's slot) and record what it verified. For the whole process;
+/// off in `gc --dry-run`, which changes nothing.
+static MAY_CHANGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// From now on, reading leaves the damage it finds where it is (still reported as
-/// damage: a miss, a corrupt entry); for `gc --dry-run`.
-pub fn hold_repairs() {
-    REPAIRS.store(false, std::sync::atomic::Ordering::Relaxed);
+/// damage: a miss, a corrupt entry) and records nothing; for `gc --dry-run`.
+pub fn hold_changes() {
+    MAY_CHANGE.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether reading may remove the damage it finds (`hold_repairs`).
-pub fn repairs() -> bool {
-    REPAIRS.load(std::sync::atomic::Ordering::Relaxed)
+/// Whether reading may change the cache (`hold_changes`).
+pub fn may_change() -> bool {
+    MAY_CHANGE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn shard_name(shard: u8) -> String {
@@ -349,7 +350,7 @@ impl Packs {
         let (file, meta) = match crate::fsutil::open_regular_measured(&path, Access::Read) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if crate::fsutil::is_not_regular(&e) => {
-                if repairs() {
+                if may_change() {
                     let _ = crate::fsutil::remove_planted(&path);
                 }
                 return Ok(None);
@@ -357,7 +358,7 @@ impl Packs {
             other => other?,
         };
         if meta.len() > MAX_TABLE {
-            if repairs() {
+            if may_change() {
                 let _ = fs::remove_file(&path);
             }
             return Ok(None);
@@ -420,7 +421,7 @@ impl Packs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // A FIFO, device or socket in its place: damage, removed (then asked again).
             Err(e) if crate::fsutil::is_not_regular(&e) => {
-                if repairs() {
+                if may_change() {
                     let _ = crate::fsutil::remove_planted(&path);
                 }
             }
@@ -453,7 +454,7 @@ impl Packs {
                 }
                 // A FIFO, device or socket in its place: damage, removed.
                 Err(e) if crate::fsutil::is_not_regular(&e) => {
-                    if access == Access::Read && !repairs() {
+                    if access == Access::Read && !may_change() {
                         return Ok(None);
                     }
                     crate::fsutil::remove_planted(&path)?;

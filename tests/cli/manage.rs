@@ -168,19 +168,37 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
         .collect()
 }
 
-/// A damaged record and a table planted as a FIFO: `gc --dry-run --verify` reports the
-/// damaged entry as corrupt and leaves both where they are (the cache byte for byte);
-/// `gc --verify` then removes them, and the other results go on hitting.
+/// A record whose header is damaged, a table planted as a FIFO and an object file to
+/// verify: `gc --dry-run --verify` reports the damaged entry as corrupt and leaves the
+/// cache byte for byte (no tombstone, the FIFO in place, no digest recorded for the
+/// object it verified); `gc --verify` then removes the damage and records the digest,
+/// and the other results go on hitting.
 #[test]
 fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
+    use std::os::unix::fs::FileExt;
     let env = TestEnv::new();
     env.tool("echo \"result $1\"");
     for n in 0..6 {
         assert_success(&env.run(["run", "--", "./tool", &n.to_string()]));
     }
+    // Random bytes, too many to sit in the entry: an object file of their own.
+    env.script("bulk", "head -c 100000 /dev/urandom");
+    assert_success(&env.run(["run", "--", "./bulk"]));
+    assert_eq!(env.objects().len(), 1);
     let entries = env.entries();
-    let damaged = &entries[0];
-    damaged.overwrite(&vec![b'#'; damaged.len]);
+    let damaged = entries
+        .iter()
+        .find(|e| String::from_utf8_lossy(&e.bytes()).contains("\"./tool\""))
+        .unwrap()
+        .clone();
+    // The record's header (48 bytes before the entry's bytes): the slot no longer
+    // matches its record, which is damage a read removes (a tombstone).
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged.pack)
+        .unwrap()
+        .write_all_at(&[b'#'; 48], damaged.at - 48)
+        .unwrap();
     // A FIFO in place of the table of a shard that holds no entry.
     let shards: Vec<String> = entries.iter().map(|e| e.key[..2].to_string()).collect();
     let free = (0..=255u8)
@@ -194,7 +212,13 @@ fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
         .unwrap()
         .success());
     let before = snapshot(&env.cache());
-    let out = env.run(["gc", "--dry-run", "--verify"]);
+    // Files written just now are remembered by digest at once (no racy-timestamp wait).
+    let gc = |args: &[&str]| {
+        let mut cmd = env.memo(args);
+        cmd.env("MEMO_DEBUG_RACY_MARGIN_MS", "0");
+        cmd.output().unwrap()
+    };
+    let out = gc(&["gc", "--dry-run", "--verify"]);
     assert_success(&out);
     let said = format!("would remove {} (corrupt entry)", &damaged.key[..12]);
     assert!(stdout(&out).contains(&said), "{}", stdout(&out));
@@ -204,10 +228,22 @@ fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
         "gc --dry-run changed the cache"
     );
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
-    assert_success(&env.run(["gc", "--verify"]));
+    assert_success(&gc(&["gc", "--verify"]));
     assert!(fs::symlink_metadata(&fifo).is_err(), "gc left the FIFO");
+    let digests = |files: Vec<(std::path::PathBuf, String)>| {
+        let dir = env.cache().join("digests");
+        files
+            .into_iter()
+            .filter(|(path, _)| path.starts_with(&dir))
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        digests(snapshot(&env.cache())),
+        digests(before),
+        "gc --verify recorded no digest: the dry run's check proved nothing"
+    );
     let keys: Vec<String> = env.entries().into_iter().map(|e| e.key).collect();
-    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys.len(), 6, "{keys:?}");
     assert!(!keys.contains(&damaged.key));
     for n in 0..6 {
         let out = env.run(["run", "--", "./tool", &n.to_string()]);
