@@ -116,8 +116,8 @@ pub fn wake_on_child_exit() {
 pub fn wake_periodically(every: std::time::Duration) {
     set_waking(libc::SIGALRM);
     let interval = libc::timeval {
-        tv_sec: every.as_secs() as libc::time_t,
-        tv_usec: every.subsec_micros() as libc::suseconds_t,
+        tv_sec: every.as_secs() as _,
+        tv_usec: every.subsec_micros() as _,
     };
     let timer = libc::itimerval {
         it_interval: interval,

@@ -68,7 +68,13 @@ pub(crate) fn wait(pid: pid_t, extra: c_int) -> io::Result<Option<(pid_t, Status
     }
 }
 
-fn ptrace(request: libc::c_uint, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
+/// A ptrace request, as the C library declares it: unsigned in glibc, signed in musl.
+#[cfg(target_env = "musl")]
+type Request = libc::c_int;
+#[cfg(not(target_env = "musl"))]
+type Request = libc::c_uint;
+
+fn ptrace(request: Request, pid: pid_t, addr: usize, data: usize) -> io::Result<c_long> {
     // SAFETY: every request made through here passes either plain integers or, for the
     // requests that write, a pointer to a live buffer of the size the request expects.
     let result = unsafe { libc::ptrace(request, pid, addr as *mut c_void, data as *mut c_void) };
@@ -127,7 +133,7 @@ struct RawSyscallInfo {
 }
 
 /// Linux 5.3; libc defines it for glibc targets only.
-const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_GET_SYSCALL_INFO: Request = 0x420e;
 
 const OP_EXIT: u8 = 2;
 const OP_SECCOMP: u8 = 3;
