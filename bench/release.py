@@ -17,7 +17,12 @@ def host_tuple():
 
 
 def memo_binary():
-    """The release binary: target/<host tuple>/release/memo, else target/release/memo."""
+    """The binary to measure: $MEMO_BENCH_BINARY if set (another build, e.g. one for
+    x86_64-unknown-linux-musl), else the release binary: target/<host tuple>/release/memo,
+    else target/release/memo."""
+    chosen = os.environ.get("MEMO_BENCH_BINARY")
+    if chosen:
+        return os.path.abspath(chosen)
     try:
         candidate = os.path.join(ROOT, "target", host_tuple(), "release", "memo")
         if os.access(candidate, os.X_OK):
