@@ -62,6 +62,12 @@ struct Stream<'scope, 'env> {
     still_open: bool,
 }
 
+/// A stream's buffer starts this small and grows (four times at a time) to `TEE_CHUNK`
+/// as output comes: most commands write a few lines, and a buffer of a whole chunk would
+/// be a mapping of its own, whose unmapping at the end costs the other CPU an
+/// interrupt (the command ran there, in memo's address space, until its exec).
+const FIRST_CHUNK: usize = 4096;
+
 /// Runs the tee of every source on this thread until the command `pid` has exited and
 /// every source is done with; the command's outcome and each source's tee, in order.
 pub fn run(
@@ -81,7 +87,7 @@ pub fn run(
                     source: Some(source),
                     dest,
                     writable: true,
-                    buf: vec![0u8; TEE_CHUNK],
+                    buf: vec![0u8; FIRST_CHUNK],
                     filled: 0,
                     sent: 0,
                     recorder: Recorder::new(stage, scope),
@@ -311,6 +317,11 @@ impl Stream<'_, '_> {
     }
 
     fn hand_over_if_full(&mut self) {
+        if self.filled == self.buf.len() && self.buf.len() < TEE_CHUNK {
+            // Grown, not handed over, until it is a whole chunk (see `FIRST_CHUNK`).
+            self.buf.resize((self.buf.len() * 4).min(TEE_CHUNK), 0);
+            return;
+        }
         if self.filled == self.buf.len() {
             self.recorder.take_full(&mut self.buf);
             self.filled = 0;
