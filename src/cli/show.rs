@@ -296,12 +296,25 @@ pub fn gc(
         grace: Some(grace),
         verify,
     };
+    if auto {
+        // A store made while this trim ran, whose own trim gave up because this one
+        // held the lock, may leave the cache past its limit: trim again (a few times at
+        // most; another trim that takes the lock meanwhile carries on instead).
+        let limit = (settings.max_size.value as f64 / gc::AUTO_TARGET) as i64;
+        for _ in 0..4 {
+            if gc::collect(&cache, &options)
+                .context("gc failed")?
+                .is_none()
+                || cache.stats.total().bytes <= limit
+            {
+                break;
+            }
+        }
+        return Ok(0);
+    }
     let Some(report) = gc::collect(&cache, &options).context("gc failed")? else {
         return Ok(0);
     };
-    if auto {
-        return Ok(0);
-    }
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut out = Lines::default();
     for removed in &report.removed {
