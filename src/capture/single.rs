@@ -317,16 +317,17 @@ impl Stream<'_, '_> {
     }
 
     fn hand_over_if_full(&mut self) {
-        if self.filled == self.buf.len() && self.buf.len() < TEE_CHUNK {
+        if self.filled < self.buf.len() {
+            return;
+        }
+        if self.buf.len() < TEE_CHUNK {
             // Grown, not handed over, until it is a whole chunk (see `FIRST_CHUNK`).
             self.buf.resize((self.buf.len() * 4).min(TEE_CHUNK), 0);
             return;
         }
-        if self.filled == self.buf.len() {
-            self.recorder.take_full(&mut self.buf);
-            self.filled = 0;
-            self.sent = 0;
-        }
+        self.recorder.take_full(&mut self.buf);
+        self.filled = 0;
+        self.sent = 0;
     }
 
     fn finish(self) -> Tee {

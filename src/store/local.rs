@@ -223,6 +223,14 @@ impl LocalStore {
         }
     }
 
+    /// Remembers what `verify_object_file` found the object `file` to hold; a dry run
+    /// (`gc --dry-run --verify`) records nothing.
+    fn record_verified(&self, file: &File, recorded: Digest) {
+        if packs::may_change() {
+            self.digests.record_written(file, recorded);
+        }
+    }
+
     /// Whether the object file at `path` holds the raw bytes named `digest` (and
     /// `recorded_size` of them, when an entry records it), raw or compressed, read in
     /// full through `progress`: for `gc --verify`, which distrusts the digest cache.
@@ -248,9 +256,7 @@ impl LocalStore {
             // An orphan: raw if its bytes hash to its name, else perhaps compressed.
             None => match Digest::of_reader(progress.reader(&file)) {
                 Ok((actual, _)) if actual == *digest => {
-                    if packs::may_change() {
-                        self.digests.record_written(&file, actual);
-                    }
+                    self.record_verified(&file, actual);
                     return true;
                 }
                 _ => compression::layout_of(&file, len, u64::MAX)
@@ -269,10 +275,7 @@ impl LocalStore {
                 } else {
                     actual
                 };
-                // A dry run (`gc --dry-run --verify`) records nothing.
-                if packs::may_change() {
-                    self.digests.record_written(&file, recorded);
-                }
+                self.record_verified(&file, recorded);
                 true
             }
             _ => false,

@@ -294,32 +294,26 @@ impl Packs {
         }
     }
 
-    /// The shard's table, read now or kept from before (`keep_tables`).
-    fn table(&self, shard: u8) -> io::Result<std::sync::Arc<Vec<u8>>> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(kept) = kept.as_mut() else {
-            return Ok(std::sync::Arc::new(self.read_table(shard)?));
-        };
-        if let Some(table) = kept.get(&shard) {
-            return Ok(table.clone());
-        }
-        let table = std::sync::Arc::new(self.read_table(shard)?);
-        kept.insert(shard, table.clone());
-        Ok(table)
-    }
-
-    /// The last slot of `key`: from the kept table while tables are kept, else read
-    /// from the table's end (`scan_table`).
+    /// The last slot of `key`: while tables are kept, from its shard's table read once
+    /// (`keep_tables`); else read from the table's end (`scan_table`).
     fn last_slot(&self, key: &Digest) -> io::Result<Option<Slot>> {
-        let is_kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        if is_kept {
-            return Ok(find(&self.table(key.0[0])?, key));
-        }
-        self.scan_table(key)
+        let shard = key.0[0];
+        let table = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(kept) = kept.as_mut() else {
+                drop(kept);
+                return self.scan_table(key);
+            };
+            match kept.get(&shard) {
+                Some(table) => table.clone(),
+                None => {
+                    let table = std::sync::Arc::new(self.read_table(shard)?);
+                    kept.insert(shard, table.clone());
+                    table
+                }
+            }
+        };
+        Ok(find(&table, key))
     }
 
     fn pack_path(&self, shard: u8) -> PathBuf {
