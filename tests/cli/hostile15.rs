@@ -38,6 +38,13 @@ fn salted(salt: &str) -> Vec<String> {
         .collect()
 }
 
+/// `args` (a `memo run` command line) with `--force`: run and stored again.
+fn forced(args: &[String]) -> Vec<String> {
+    let mut forced = args.to_vec();
+    forced.insert(1, "--force".into());
+    forced
+}
+
 /// The standard tool: a line on each stream that names its argument, and exit code 3.
 fn standard_tool(env: &TestEnv) {
     env.tool("printf 'out %s\\n' \"$1\"; printf 'err %s\\n' \"$1\" >&2; exit 3");
@@ -446,8 +453,7 @@ fn stores_hits_removals_reruns_and_gcs_racing_in_one_shard_never_replay_a_wrong_
             workers.push(scope.spawn(move || {
                 for i in 0..8 {
                     let salt = &salts[i % 3];
-                    let mut args = salted(salt);
-                    args.insert(1, "--force".into());
+                    let args = forced(&salted(salt));
                     assert_wide(&memo(env, &args), salt, "--force");
                 }
             }));
@@ -508,8 +514,7 @@ fn single_flight_holds_while_the_shard_is_appended_to_and_rewritten() {
     let (flown, other) = (&pair[0], &pair[1]);
     // Dead records enough for gc to rewrite the pack.
     for _ in 0..6 {
-        let mut args = salted(&other.0);
-        args.insert(1, "--force".into());
+        let args = forced(&salted(&other.0));
         assert_wide(&memo(&env, &args), &other.0, "--force");
     }
     assert_success(&memo(&env, &["rm", &flown.1[..12]]));
@@ -525,8 +530,7 @@ fn single_flight_holds_while_the_shard_is_appended_to_and_rewritten() {
         let env = &env;
         let busy = scope.spawn(move || {
             for i in 0..4 {
-                let mut args = salted(&other.0);
-                args.insert(1, "--force".into());
+                let args = forced(&salted(&other.0));
                 assert_wide(&memo(env, &args), &other.0, "--force");
                 assert_success(&memo(env, &["gc"]));
                 if i == 1 {
@@ -591,8 +595,7 @@ fn kill_9_while_storing_leaves_packs_that_replay_right() {
         let salt = &pair[round % 2].0;
         let done = env.path(&format!("done-{salt}"));
         let _ = fs::remove_file(&done);
-        let mut forced = args(salt);
-        forced.insert(1, "--force".into());
+        let forced = forced(&args(salt));
         let mut child = env
             .memo(&forced)
             .stdout(Stdio::null())
@@ -631,8 +634,7 @@ fn gc_killed_mid_rewrite_costs_misses_never_wrong_results() {
     wide_tool(&env);
     let trio = same_shard(&env, 3, salted);
     let force = |salt: &str| {
-        let mut args = salted(salt);
-        args.insert(1, "--force".into());
+        let args = forced(&salted(salt));
         assert_wide(&memo(&env, &args), salt, "--force");
     };
     let check_all = |what: &str| {
@@ -776,6 +778,13 @@ fn a_pack_or_table_cut_anywhere_or_grown_by_garbage_replays_right_or_misses() {
     assert_agree_after_gc(&env, "after the cuts");
 }
 
+/// `bytes` with the bits of `mask` flipped in byte `at`.
+fn flipped(bytes: &[u8], at: usize, mask: u8) -> Vec<u8> {
+    let mut flipped = bytes.to_vec();
+    flipped[at] ^= mask;
+    flipped
+}
+
 /// A byte flipped in a slot, a record header or an entry's body: the key replays its
 /// own result or misses, with at most one warning, and is stored again.
 #[test]
@@ -787,9 +796,7 @@ fn a_flipped_byte_in_a_slot_header_or_body_replays_right_or_misses() {
         .step_by(3)
         .chain([44, 45, 46, 47, 92, 93, 94, 95])
     {
-        let mut flipped = table.clone();
-        flipped[at] ^= 0x10;
-        put_back(&pack, &bytes, &flipped);
+        put_back(&pack, &bytes, &flipped(&table, at, 0x10));
         assert_recovers(&env, &pair, &format!("table byte {at} flipped"));
     }
     let headers = [0u64, second.at - 48];
@@ -801,16 +808,12 @@ fn a_flipped_byte_in_a_slot_header_or_body_replays_right_or_misses() {
     ];
     for start in headers {
         for at in (start..start + 48).step_by(3).chain([start + 47]) {
-            let mut flipped = bytes.clone();
-            flipped[at as usize] ^= 0x01;
-            put_back(&pack, &flipped, &table);
+            put_back(&pack, &flipped(&bytes, at as usize, 0x01), &table);
             assert_recovers(&env, &pair, &format!("pack byte {at} flipped (a header)"));
         }
     }
     for at in bodies {
-        let mut flipped = bytes.clone();
-        flipped[at as usize] ^= 0x01;
-        put_back(&pack, &flipped, &table);
+        put_back(&pack, &flipped(&bytes, at as usize, 0x01), &table);
         assert_recovers(&env, &pair, &format!("pack byte {at} flipped (a body)"));
     }
     assert_agree_after_gc(&env, "after the flips");
@@ -986,8 +989,7 @@ fn a_record_wins_over_an_earlier_memos_file_of_the_same_key_and_rm_removes_both(
     run("out 1", true, "store");
     let key = env.only_key();
     let first = entry_of(&env, &key).bytes();
-    let mut forced = args.clone();
-    forced.insert(1, "--force".into());
+    let forced = forced(&args);
     assert_success(&memo(&env, &forced));
     let legacy = env.legacy_entry_path(&key);
     fs::create_dir_all(legacy.parent().unwrap()).unwrap();
@@ -1145,8 +1147,7 @@ fn an_immutable_table_fails_a_store_cleanly_and_keeps_its_entries() {
     let Some(attr) = Attr::set(&table_of(&pack), "i") else {
         return;
     };
-    let mut forced = salted(&pair[0].0);
-    forced.insert(1, "--force".into());
+    let forced = forced(&salted(&pair[0].0));
     let out = memo(&env, &forced);
     assert_standard(&out, &pair[0].0, "--force into an immutable table");
     assert_eq!(warnings(&out), 1, "{}", stderr(&out));
@@ -1181,8 +1182,7 @@ fn an_entry_of_a_thousand_files_in_a_pack_of_megabytes_replays_whole() {
          echo \"file $i\" > d/a-rather-long-name-that-makes-the-entry-large-$i; i=$((i+1)); done; echo made",
     );
     let args = run_tool(&["-o", "d"]);
-    let mut forced = args.clone();
-    forced.insert(1, "--force".into());
+    let forced = forced(&args);
     assert_success(&memo(&env, &args));
     let key = env.only_key();
     let len = entry_of(&env, &key).len;
@@ -1414,8 +1414,7 @@ exit 0
 fn an_immutable_packs_directory_never_breaks_a_run_or_a_pack() {
     let env = TestEnv::new();
     wide_tool(&env);
-    let mut forced = salted("a");
-    forced.insert(1, "--force".into());
+    let forced = forced(&salted("a"));
     assert_wide(&memo(&env, &salted("a")), "a", "store");
     for _ in 0..6 {
         assert_wide(&memo(&env, &forced), "a", "--force");
@@ -1643,8 +1642,7 @@ fn the_window_between_gcs_two_renames_holds() {
     let pack = pack_of(&env, &a.1);
     let table = table_of(&pack);
     let force = |salt: &str| {
-        let mut args = salted(salt);
-        args.insert(1, "--force".into());
+        let args = forced(&salted(salt));
         memo(&env, &args)
     };
     let gc_args = vec!["gc".to_string()];
@@ -1715,8 +1713,7 @@ fn a_hit_holding_a_table_read_before_gcs_rewrite_replays_right() {
     let pack = pack_of(&env, &a.1);
     let table = table_of(&pack);
     for _ in 0..6 {
-        let mut args = salted(&a.0);
-        args.insert(1, "--force".into());
+        let args = forced(&salted(&a.0));
         assert_wide(&memo(&env, &args), &a.0, "--force");
     }
     let old_at = entry_of(&env, &b.1).at;
@@ -1783,8 +1780,7 @@ fn a_pack_held_locked_for_good_never_holds_a_hit_or_a_store() {
     // A store into the held pack: --force reruns and stores again.
     let before = env.count();
     let started = std::time::Instant::now();
-    let mut forced = salted("a");
-    forced.insert(1, "--force".into());
+    let forced = forced(&salted("a"));
     let out = memo(&env, &forced);
     assert_standard(&out, "a", "a store into the held pack");
     assert_eq!(env.count(), before + 1, "the command ran");

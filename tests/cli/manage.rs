@@ -175,7 +175,6 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
 /// and the other results go on hitting.
 #[test]
 fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
-    use std::os::unix::fs::FileExt;
     let env = TestEnv::new();
     env.tool("echo \"result $1\"");
     for n in 0..6 {
@@ -191,14 +190,9 @@ fn gc_dry_run_leaves_the_damage_it_finds_where_it_is() {
         .find(|e| String::from_utf8_lossy(&e.bytes()).contains("\"./tool\""))
         .unwrap()
         .clone();
-    // The record's header (48 bytes before the entry's bytes): the slot no longer
-    // matches its record, which is damage a read removes (a tombstone).
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&damaged.pack)
-        .unwrap()
-        .write_all_at(&[b'#'; 48], damaged.at - 48)
-        .unwrap();
+    // The record's header: the slot no longer matches its record, which is damage a
+    // read removes (a tombstone).
+    damaged.overwrite_header(&[b'#'; 48]);
     // A FIFO in place of the table of a shard that holds no entry.
     let shards: Vec<String> = entries.iter().map(|e| e.key[..2].to_string()).collect();
     let free = (0..=255u8)

@@ -112,20 +112,14 @@ fn a_corrupt_entry_is_a_miss_that_warns_once_and_is_repaired() {
 /// same as a corrupt entry.
 #[test]
 fn a_damaged_record_header_is_a_miss_that_warns_once_and_is_repaired() {
-    use std::os::unix::fs::FileExt;
     let env = TestEnv::new();
     env.tool("echo result; exit 0");
     assert!(env.ran_tool(&[]));
     let entry = env.entries().pop().unwrap();
-    // A byte of the key in the header, 48 bytes before the entry's own.
-    let pack = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&entry.pack)
-        .unwrap();
-    let mut byte = [0u8];
-    pack.read_exact_at(&mut byte, entry.at - 30).unwrap();
-    pack.write_all_at(&[byte[0] ^ 0x01], entry.at - 30).unwrap();
+    // A byte of the key in the header (its 19th, 30 bytes before the entry's own).
+    let mut header = entry.header();
+    header[18] ^= 0x01;
+    entry.overwrite_header(&header);
     assert_a_miss_that_warns_once_and_repairs(&env);
     assert_eq!(env.stats()["corrupt"], 1);
 }

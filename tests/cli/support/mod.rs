@@ -438,6 +438,27 @@ impl StoredEntry {
             .unwrap();
     }
 
+    /// The record's header: the `PACK_HEADER` bytes before the entry's.
+    pub fn header(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut header = vec![0; PACK_HEADER as usize];
+        fs::File::open(&self.pack)
+            .unwrap()
+            .read_exact_at(&mut header, self.at - PACK_HEADER)
+            .unwrap();
+        header
+    }
+
+    /// Damage in place: writes `bytes` (at most `PACK_HEADER` of them) over the record's
+    /// header, which then no longer matches its slot.
+    pub fn overwrite_header(&self, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&self.pack).unwrap();
+        let len = bytes.len().min(PACK_HEADER as usize);
+        file.write_all_at(&bytes[..len], self.at - PACK_HEADER)
+            .unwrap();
+    }
+
     /// Stores `bytes` as the entry of this key, as memo would: a new record and slot.
     pub fn replace(&self, bytes: &[u8]) {
         write_entry(
